@@ -1,0 +1,33 @@
+package dialect
+
+import "github.com/tandem-go/tandem/ident"
+
+// DefaultPrefix is the table prefix used when a Config leaves it empty.
+const DefaultPrefix = "tandem_"
+
+// Tables names the tables of one tandem schema, each with its prefix.
+type Tables struct {
+	Prefix         string
+	Journal        string
+	GlobalRevision string
+	Meta           string
+	LocalRevisions string
+}
+
+// NewTables validates prefix (see ident.Prefix) and returns the table names
+// that carry it. field names the configuration field in the error.
+func NewTables(field, prefix string) (Tables, error) {
+	if err := ident.Prefix(field, prefix); err != nil {
+		return Tables{}, err
+	}
+	return Tables{
+		Prefix:         prefix,
+		Journal:        prefix + "journal",
+		GlobalRevision: prefix + "global_revision",
+		Meta:           prefix + "meta",
+		LocalRevisions: prefix + "local_revisions",
+	}, nil
+}
+
+// Channel is the notification channel of the journal with these tables.
+func (t Tables) Channel() string { return t.Prefix + "journal" }

@@ -1,0 +1,158 @@
+package journal_test
+
+import (
+	"context"
+	"database/sql"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/journaltest"
+	"github.com/tandem-go/tandem/journal"
+)
+
+// openSQL opens a SQL journal on its own pool, closed when t ends.
+func openSQL(t *testing.T, db *dbtest.DB, d dialect.Dialect, node string) *journal.SQL {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	j, err := journal.OpenSQL(ctx, db.NewPool(t), d, journal.SQLConfig{NodeID: node, Prefix: db.Prefix})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, j.Close(context.Background())) })
+	return j
+}
+
+func TestSQLConformance(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			journaltest.Run(t, func(t *testing.T) journaltest.Opener {
+				db := dbtest.Open(t, b)
+				return func(t *testing.T, node string) journal.Journal { return openSQL(t, db, b.Dialect, node) }
+			})
+		})
+	}
+}
+
+// faulty fails some appends mid-flight: their context ends after a random
+// few hundred microseconds, while the statement or the commit may be on the
+// wire. The outcome is either a clean failure or dialect.ErrOutcomeUnknown;
+// the journal must stay dense either way.
+type faulty struct {
+	dialect.Dialect
+}
+
+func (f faulty) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+	if rand.IntN(10) == 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(rand.IntN(3000))*time.Microsecond)
+		defer cancel()
+	}
+	return f.Dialect.Append(ctx, conn, r)
+}
+
+func TestSQLConcurrentFaults(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			journaltest.Concurrent(t, func(t *testing.T, node string) journal.Journal {
+				return openSQL(t, db, faulty{b.Dialect}, node)
+			}, journaltest.ConcurrentConfig{Nodes: 8, Goroutines: 8, Duration: journaltest.Duration(), Faults: true})
+		})
+	}
+}
+
+func TestSQLBadConfig(t *testing.T) {
+	ctx := context.Background()
+	b := dbtest.Backends[0]
+	db := dbtest.Open(t, b)
+	for _, c := range []struct {
+		cfg   journal.SQLConfig
+		field string
+	}{
+		{journal.SQLConfig{NodeID: ""}, "NodeID"},
+		{journal.SQLConfig{NodeID: "a/b"}, "NodeID"},
+		{journal.SQLConfig{NodeID: "a", Prefix: "Bad"}, "Prefix"},
+		{journal.SQLConfig{NodeID: "a", Prefix: "x; drop table y"}, "Prefix"},
+		{journal.SQLConfig{NodeID: "a", Prefix: "a_prefix_that_is_too_long_"}, "Prefix"},
+		{journal.SQLConfig{NodeID: "a", LockTimeout: -time.Second}, "LockTimeout"},
+	} {
+		_, err := journal.OpenSQL(ctx, db.DB, b.Dialect, c.cfg)
+		require.ErrorContains(t, err, c.field, "%+v", c.cfg)
+	}
+	_, err := journal.OpenSQL(ctx, nil, b.Dialect, journal.SQLConfig{NodeID: "a"})
+	require.ErrorIs(t, err, journal.ErrInvalidArgument)
+}
+
+// TestSQLLockTimeout holds the global revision row in another transaction:
+// an append must give up after the lock timeout with an error matching
+// dialect.ErrLockTimeout, write nothing, and work again once the row is free.
+func TestSQLLockTimeout(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			j, err := journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: "a", Prefix: db.Prefix, LockTimeout: time.Second})
+			require.NoError(t, err)
+			defer j.Close(ctx)
+			_, err = j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("1")})
+			require.NoError(t, err)
+
+			tx, err := db.DB.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			_, err = tx.ExecContext(ctx, "UPDATE "+db.Prefix+"global_revision SET revision = revision WHERE id = 1")
+			require.NoError(t, err)
+			_, err = j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("2")})
+			require.ErrorIs(t, err, dialect.ErrLockTimeout)
+			require.NoError(t, tx.Rollback())
+
+			revs, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("3")})
+			require.NoError(t, err)
+			require.Equal(t, []int64{2}, revs, "the timed-out append left no hole")
+		})
+	}
+}
+
+// TestSQLSchemaRace opens many journals on one new prefix at once.
+func TestSQLSchemaRace(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			const n = 8
+			errs := make(chan error, n)
+			epochs := make(chan string, n)
+			for i := range n {
+				go func() {
+					ctx := context.Background()
+					j, err := journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: "n" + string(rune('a'+i)), Prefix: db.Prefix})
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer j.Close(ctx)
+					e, err := j.Epoch(ctx)
+					epochs <- e
+					errs <- err
+				}()
+			}
+			first := ""
+			for range n {
+				require.NoError(t, <-errs)
+			}
+			close(epochs)
+			for e := range epochs {
+				if first == "" {
+					first = e
+				}
+				require.Equal(t, first, e, "one epoch wins")
+			}
+		})
+	}
+}

@@ -1,0 +1,140 @@
+package revision
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/ident"
+)
+
+// SQL is the Store on the local_revisions table. It is safe for concurrent
+// use and holds no resources of its own; db is the caller's.
+type SQL struct {
+	db *sql.DB
+	d  dialect.Dialect
+	q  dialect.Queries
+}
+
+var _ Store = (*SQL)(nil)
+
+// OpenSQL opens the store in db with the table prefix (empty: the default
+// "tandem_"), creating the schema when it does not exist.
+func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string) (*SQL, error) {
+	if db == nil || d == nil {
+		return nil, fmt.Errorf("open revision store: %w: db and dialect are required", ErrInvalidArgument)
+	}
+	if prefix == "" {
+		prefix = dialect.DefaultPrefix
+	}
+	t, err := dialect.NewTables("Prefix", prefix)
+	if err != nil {
+		return nil, fmt.Errorf("open revision store: %w", err)
+	}
+	if err := d.CreateSchema(ctx, db, t, dialect.NewEpoch()); err != nil {
+		return nil, fmt.Errorf("open revision store: create schema: %w", err)
+	}
+	return &SQL{db: db, d: d, q: d.Queries(t)}, nil
+}
+
+// Load implements Store.
+func (s *SQL) Load(ctx context.Context, nodeID string) (Position, error) {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return Position{}, fmt.Errorf("load revision: %w", err)
+	}
+	p := Position{NodeID: nodeID}
+	var ts dialect.Time
+	var epoch sql.NullString
+	err := s.db.QueryRowContext(ctx, s.q.LoadPosition, nodeID).Scan(&p.Revision, &epoch, &ts)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Position{}, fmt.Errorf("load revision of %q: %w", nodeID, ErrNotFound)
+	}
+	if err != nil {
+		return Position{}, fmt.Errorf("load revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	p.Epoch, p.Updated = epoch.String, ts.T
+	return p, nil
+}
+
+// Save implements Store.
+func (s *SQL) Save(ctx context.Context, nodeID string, rev int64, epoch string) error {
+	if err := checkSave(nodeID, rev, epoch); err != nil {
+		return fmt.Errorf("save revision: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, s.q.SavePosition, nodeID, rev, epoch); err != nil {
+		return fmt.Errorf("save revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	return nil
+}
+
+func checkSave(nodeID string, rev int64, epoch string) error {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return err
+	}
+	if rev < 0 {
+		return fmt.Errorf("%w: revision is %d, must be >= 0", ErrInvalidArgument, rev)
+	}
+	if err := checkEpoch(epoch); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+// List implements Store.
+func (s *SQL) List(ctx context.Context) ([]Position, error) {
+	rows, err := s.db.QueryContext(ctx, s.q.ListPositions)
+	if err != nil {
+		return nil, fmt.Errorf("list revisions: %w", s.d.Translate(err))
+	}
+	defer rows.Close()
+	var out []Position
+	for rows.Next() {
+		var p Position
+		var ts dialect.Time
+		var epoch sql.NullString
+		if err := rows.Scan(&p.NodeID, &p.Revision, &epoch, &ts); err != nil {
+			return nil, fmt.Errorf("list revisions: %w", s.d.Translate(err))
+		}
+		p.Epoch, p.Updated = epoch.String, ts.T
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list revisions: %w", s.d.Translate(err))
+	}
+	return out, nil
+}
+
+// Delete implements Store.
+func (s *SQL) Delete(ctx context.Context, nodeID string) error {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return fmt.Errorf("delete revision: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, s.q.DeletePosition, nodeID); err != nil {
+		return fmt.Errorf("delete revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	return nil
+}
+
+// Copy implements Store. It is one INSERT … SELECT, so it is atomic.
+func (s *SQL) Copy(ctx context.Context, from, to string) error {
+	if err := ident.NodeID("from", from); err != nil {
+		return fmt.Errorf("copy revision: %w", err)
+	}
+	if err := ident.NodeID("to", to); err != nil {
+		return fmt.Errorf("copy revision: %w", err)
+	}
+	res, err := s.db.ExecContext(ctx, s.q.CopyPosition, to, from)
+	if err != nil {
+		err = s.d.Translate(err)
+		if errors.Is(err, dialect.ErrUniqueViolation) {
+			return fmt.Errorf("copy revision %q to %q: %w", from, to, ErrExists)
+		}
+		return fmt.Errorf("copy revision %q to %q: %w", from, to, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("copy revision %q to %q: %q: %w", from, to, from, ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+package revision_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/revisiontest"
+	"github.com/tandem-go/tandem/revision"
+)
+
+func TestSQLConformance(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			revisiontest.Run(t, func(t *testing.T) func(t *testing.T) revision.Store {
+				db := dbtest.Open(t, b)
+				return func(t *testing.T) revision.Store {
+					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix)
+					require.NoError(t, err)
+					return s
+				}
+			})
+		})
+	}
+}
