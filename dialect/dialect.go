@@ -72,6 +72,10 @@ type AppendRequest struct {
 	// if the journal head is ExpectHead, otherwise Append returns an error
 	// matching ErrHeadMismatch and writes nothing.
 	ExpectHead int64
+	// LockTimeout bounds the wait for the counter's row lock (> 0). Dialects
+	// with a session setting for it apply it in PrepareConn instead; those
+	// without one (Oracle's FOR UPDATE WAIT) use this.
+	LockTimeout time.Duration
 }
 
 // Queries holds the statements the algorithms above run as they are, in the

@@ -146,7 +146,7 @@ func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (in
 		des[i] = dialect.Entry(e)
 	}
 	first, err := j.d.Append(ctx, j.conn, dialect.AppendRequest{
-		Tables: j.t, NodeID: j.cfg.NodeID, Entries: des, ExpectHead: expect,
+		Tables: j.t, NodeID: j.cfg.NodeID, Entries: des, ExpectHead: expect, LockTimeout: j.cfg.LockTimeout,
 	})
 	if err != nil {
 		if errors.Is(err, dialect.ErrHeadMismatch) {

@@ -1,0 +1,66 @@
+package dialect_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/ident"
+)
+
+func TestNewTables(t *testing.T) {
+	tb, err := dialect.NewTables("Prefix", "app_")
+	require.NoError(t, err)
+	require.Equal(t, "app_journal", tb.Journal)
+	require.Equal(t, "app_global_revision", tb.GlobalRevision)
+	require.Equal(t, "app_meta", tb.Meta)
+	require.Equal(t, "app_local_revisions", tb.LocalRevisions)
+	require.Equal(t, "app_journal", tb.Channel())
+
+	for _, bad := range []string{"", "App_", "1app", "app-", "app;drop", `a"b`, "abcdefghijklmnop"} {
+		_, err := dialect.NewTables("Prefix", bad)
+		require.ErrorIs(t, err, ident.ErrInvalid, "prefix %q", bad)
+		require.ErrorContains(t, err, "Prefix")
+	}
+}
+
+func TestNewEpoch(t *testing.T) {
+	a, b := dialect.NewEpoch(), dialect.NewEpoch()
+	require.Len(t, a, 32)
+	require.NotEqual(t, a, b)
+	require.Regexp(t, `^[0-9a-f]{32}$`, a)
+}
+
+func TestTimeScan(t *testing.T) {
+	want := time.Date(2026, 11, 23, 5, 4, 3, 123456000, time.UTC)
+	for _, src := range []any{
+		want,
+		want.In(time.FixedZone("x", 3600)),
+		[]byte("2026-11-23 05:04:03.123456"),
+		"2026-11-23T05:04:03.123456Z",
+		"2026-11-23 06:04:03.123456+01:00",
+	} {
+		var tm dialect.Time
+		require.NoError(t, tm.Scan(src), "%v", src)
+		require.True(t, want.Equal(tm.T), "%v: got %v", src, tm.T)
+		require.Equal(t, time.UTC, tm.T.Location())
+	}
+	var tm dialect.Time
+	require.Error(t, tm.Scan(42))
+	require.Error(t, tm.Scan("yesterday"))
+	require.NoError(t, tm.Scan(nil))
+	require.True(t, tm.T.IsZero())
+}
+
+func TestErrorClassesAreDistinct(t *testing.T) {
+	all := []error{dialect.ErrUniqueViolation, dialect.ErrDeadlock, dialect.ErrSerialization,
+		dialect.ErrLockTimeout, dialect.ErrOutcomeUnknown, dialect.ErrHeadMismatch, dialect.ErrSchemaTooNew}
+	for i, a := range all {
+		for j, b := range all {
+			require.Equal(t, i == j, errors.Is(a, b))
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package oracle
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	goora "github.com/sijms/go-ora/v2"
+	"github.com/sijms/go-ora/v2/network"
+
+	"github.com/tandem-go/tandem/dialect"
+)
+
+const (
+	// maxRaw is the largest payload bound as RAW. Larger ones are bound
+	// as BLOBs (temporary LOBs): go-ora binds a []byte over 4,000 bytes
+	// (32,767 with extended types) as LONG RAW, which PL/SQL holds only up
+	// to 32,760 bytes; 2,000 is the RAW limit every context accepts.
+	maxRaw = 2000
+	// appendBinds are the binds besides two per entry: the number of
+	// entries, the expected head, the node id and the OUT bind.
+	appendBinds = 4
+	// maxEntries keeps the block below PL/SQL's 32,768 binds per unit.
+	maxEntries = (32768 - appendBinds) / 2
+)
+
+// appendSQL is the PL/SQL block that appends the entries; blob[i] tells
+// whether entry i's payload is bound as a BLOB (else as RAW). wait is the
+// lock wait in seconds. Binds, by position (every placeholder occurs once,
+// in this order):
+//
+//	:1 the number of entries, :2 the expected head (-1: unconditional),
+//	:3 the node id, then the producer and payload of each entry, and last
+//	the OUT bind: the first revision, or -1 when a conditional append found
+//	another head (it then wrote nothing).
+//
+// Any error rolls back (releasing the counter's lock) and is re-raised with
+// its own ORA- code.
+func appendSQL(t dialect.Tables, blob []bool, wait int) string {
+	insert := `INSERT INTO ` + t.Journal + ` (revision, node_id, producer, payload, created_at) VALUES (v_rev + k, v_node, p, d, v_ts);`
+	var b strings.Builder
+	b.Grow(1200 + len(blob)*28)
+	b.WriteString(`DECLARE
+	v_n     NUMBER(19) := :1;
+	v_head  NUMBER(19) := :2;
+	v_node  VARCHAR2(64) := :3;
+	v_rev   NUMBER(19);
+	v_first NUMBER(19) := -1;
+	v_ts    TIMESTAMP(6);
+	PROCEDURE put_raw(k PLS_INTEGER, p VARCHAR2, d RAW) IS
+	BEGIN
+		` + insert + `
+	END;
+	PROCEDURE put_blob(k PLS_INTEGER, p VARCHAR2, d BLOB) IS
+	BEGIN
+		` + insert + `
+	END;
+BEGIN
+	SELECT revision INTO v_rev FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE WAIT ` + strconv.Itoa(wait) + `;
+	IF v_head >= 0 AND v_rev <> v_head THEN
+		ROLLBACK;
+	ELSE
+		SELECT ` + utcNow + ` INTO v_ts FROM dual;
+		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + v_n WHERE id = 1;
+`)
+	bind := 3
+	for i, isBlob := range blob {
+		if isBlob {
+			b.WriteString("\t\tput_blob(")
+		} else {
+			b.WriteString("\t\tput_raw(")
+		}
+		b.WriteString(strconv.Itoa(i + 1))
+		b.WriteString(`, :`)
+		b.WriteString(strconv.Itoa(bind + 1))
+		b.WriteString(`, :`)
+		b.WriteString(strconv.Itoa(bind + 2))
+		b.WriteString(");\n")
+		bind += 2
+	}
+	b.WriteString(`		COMMIT;
+		v_first := v_rev + 1;
+	END IF;
+	:`)
+	b.WriteString(strconv.Itoa(bind + 1))
+	b.WriteString(` := v_first;
+EXCEPTION
+	WHEN OTHERS THEN
+		ROLLBACK;
+		RAISE;
+END;`)
+	return b.String()
+}
+
+// appendArgs are the binds of appendSQL, in order, ending with the OUT bind
+// into first, and which payloads go as BLOBs.
+func appendArgs(r dialect.AppendRequest, first *int64) (args []any, blob []bool) {
+	args = make([]any, 0, appendBinds+2*len(r.Entries))
+	blob = make([]bool, len(r.Entries))
+	args = append(args, int64(len(r.Entries)), r.ExpectHead, r.NodeID)
+	for i, e := range r.Entries {
+		args = append(args, e.Producer)
+		if len(e.Payload) > maxRaw {
+			blob[i] = true
+			args = append(args, goora.Blob{Data: e.Payload})
+		} else {
+			p := e.Payload
+			if p == nil {
+				p = []byte{}
+			}
+			args = append(args, p)
+		}
+	}
+	args = append(args, sql.Out{Dest: first})
+	return args, blob
+}
+
+// Append runs appendSQL: one round trip holding the counter's lock.
+func (d ora) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+	n := len(r.Entries)
+	if n == 0 || n > maxEntries {
+		return 0, fmt.Errorf("oracle: an append batch has 1 to %d entries, not %d", maxEntries, n)
+	}
+	first := int64(-1)
+	args, blob := appendArgs(r, &first)
+	if _, err := conn.ExecContext(ctx, appendSQL(r.Tables, blob, waitSeconds(r.LockTimeout)), args...); err != nil {
+		return 0, d.appendError(err)
+	}
+	if first < 0 {
+		if r.ExpectHead >= 0 {
+			return 0, fmt.Errorf("%w: expected head %d", dialect.ErrHeadMismatch, r.ExpectHead)
+		}
+		return 0, errors.New("oracle: the append block returned no revision")
+	}
+	return first, nil
+}
+
+// appendError classifies an error of the append block. An Oracle error
+// raised by the block means it rolled back (its handler saw to it), except
+// for those that mean the session or connection is gone, or that the call
+// was cancelled: then, as for every other failure after the block was sent
+// (network, context), the COMMIT at its end may or may not have happened.
+// driver.ErrBadConn means nothing was sent.
+func (d ora) appendError(err error) error {
+	var oraErr *network.OracleError
+	switch {
+	case errors.As(err, &oraErr):
+		if !oraErr.Bad() && oraErr.ErrCode != errCancelled {
+			return d.Translate(err)
+		}
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone):
+		return err
+	}
+	return fmt.Errorf("%w: %w", dialect.ErrOutcomeUnknown, err)
+}

@@ -1,0 +1,229 @@
+// Package oracle is tandem's Oracle dialect, for a *sql.DB opened with
+// github.com/sijms/go-ora/v2:
+//
+//	db, err := sql.Open("oracle", "oracle://user:pass@host:1521/service")
+//	j, err := journal.OpenSQL(ctx, db, oracle.Dialect, journal.SQLConfig{NodeID: "a"})
+//
+// This package imports go-ora (for its error and LOB types), which registers
+// the "oracle" driver, so no blank import is needed. It needs Oracle
+// Database 12c Release 1 or newer (for FETCH FIRST … ROWS ONLY) and a user
+// with the CREATE TABLE privilege and a quota on its default tablespace
+// (once; later nodes only read and write rows). Table names are not
+// quoted, so Oracle stores them in upper case (TANDEM_JOURNAL, …).
+//
+// An append is one anonymous PL/SQL block, so the global revision row's
+// lock is held for exactly one round trip: SELECT … FOR UPDATE WAIT n on the
+// counter row, the conditional check, UPDATE, one INSERT per entry, COMMIT,
+// and the first revision returned through an OUT bind. Payloads larger than
+// 2,000 bytes are bound as BLOBs, which go-ora writes into temporary LOBs
+// first — extra round trips, but before the block runs, so not under the
+// lock. Oracle stores an empty payload as NULL (it has no empty RAW); the
+// journal reads it back as empty.
+//
+// Oracle has no session setting that bounds row lock waits: the wait is the
+// WAIT clause of the locking SELECT, in whole seconds (the lock timeout
+// rounded up). PrepareConn remembers it for the connection it prepares.
+//
+// Times are TIMESTAMP(6) in UTC (SYS_EXTRACT_UTC(SYSTIMESTAMP)); queries
+// return them as TIMESTAMP WITH TIME ZONE, because go-ora reads a plain
+// TIMESTAMP in the database's time zone.
+//
+// Oracle has no push notification that tandem uses: nodes on Oracle poll.
+package oracle
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sijms/go-ora/v2/network"
+
+	"github.com/tandem-go/tandem/dialect"
+)
+
+// Dialect is the Oracle dialect. It is safe for concurrent use; its only
+// state is the lock wait PrepareConn remembers per connection.
+var Dialect dialect.Dialect = ora{}
+
+type ora struct{}
+
+var _ dialect.Dialect = ora{}
+
+func (ora) Name() string { return "oracle" }
+
+// Oracle error codes (ORA-nnnnn).
+const (
+	errUniqueViolation = 1     // ORA-00001: unique constraint violated
+	errResourceBusy    = 54    // ORA-00054: resource busy and acquire with NOWAIT specified or timeout expired
+	errDeadlock        = 60    // ORA-00060: deadlock detected while waiting for resource
+	errNameUsed        = 955   // ORA-00955: name is already used by an existing object
+	errCancelled       = 1013  // ORA-01013: user requested cancel of current operation
+	errDistLockTimeout = 2049  // ORA-02049: timeout: distributed transaction waiting for lock
+	errSerialization   = 8177  // ORA-08177: can't serialize access for this transaction
+	errWaitTimeout     = 30006 // ORA-30006: resource busy; acquire with WAIT timeout expired
+)
+
+// utcNow is the database time in UTC, as a TIMESTAMP.
+const utcNow = `SYS_EXTRACT_UTC(SYSTIMESTAMP)`
+
+// asUTC turns a UTC TIMESTAMP column into a TIMESTAMP WITH TIME ZONE, which
+// go-ora returns as the right instant whatever the database's time zone.
+func asUTC(col string) string { return `FROM_TZ(` + col + `, '+00:00')` }
+
+func (ora) Queries(t dialect.Tables) dialect.Queries {
+	return dialect.Queries{
+		Read: `SELECT revision, node_id, producer, payload, ` + asUTC(`created_at`) + ` FROM ` + t.Journal +
+			` WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`,
+		Head: `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta: `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		// Bound by position, a placeholder in SQL takes one argument per
+		// occurrence: the tail appears once.
+		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
+		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+
+		LoadPosition: `SELECT revision, epoch, ` + asUTC(`updated_at`) + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
+		// MERGE alone is not safe against a concurrent first save of the
+		// same node (both take the INSERT branch); the loser updates.
+		SavePosition: `DECLARE
+	v_node  VARCHAR2(64) := :1;
+	v_rev   NUMBER(19) := :2;
+	v_epoch VARCHAR2(64) := :3;
+BEGIN
+	MERGE INTO ` + t.LocalRevisions + ` t USING dual ON (t.node_id = v_node)
+	WHEN MATCHED THEN UPDATE SET t.revision = v_rev, t.epoch = v_epoch, t.updated_at = ` + utcNow + `
+	WHEN NOT MATCHED THEN INSERT (node_id, revision, epoch, updated_at) VALUES (v_node, v_rev, v_epoch, ` + utcNow + `);
+EXCEPTION
+	WHEN DUP_VAL_ON_INDEX THEN
+		UPDATE ` + t.LocalRevisions + ` SET revision = v_rev, epoch = v_epoch, updated_at = ` + utcNow + ` WHERE node_id = v_node;
+END;`,
+		ListPositions: `SELECT node_id, revision, epoch, ` + asUTC(`updated_at`) + ` FROM ` + t.LocalRevisions +
+			` ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
+		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
+		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at)
+SELECT :1, revision, epoch, ` + utcNow + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :2`,
+	}
+}
+
+// table is one CREATE TABLE.
+type table struct {
+	name string
+	ddl  string
+}
+
+func tables(t dialect.Tables) []table {
+	create := func(name, columns string) table {
+		return table{name, `CREATE TABLE ` + name + ` (` + columns + `)`}
+	}
+	return []table{
+		create(t.Journal, `
+	revision   NUMBER(19) NOT NULL PRIMARY KEY,
+	node_id    VARCHAR2(64) NOT NULL,
+	producer   VARCHAR2(128) NOT NULL,
+	payload    BLOB,
+	created_at TIMESTAMP(6) NOT NULL`),
+		create(t.GlobalRevision, `
+	id       NUMBER(1) NOT NULL PRIMARY KEY CHECK (id = 1),
+	revision NUMBER(19) NOT NULL`),
+		create(t.Meta, `
+	id             NUMBER(1) NOT NULL PRIMARY KEY CHECK (id = 1),
+	epoch          VARCHAR2(64) NOT NULL,
+	tail           NUMBER(19) NOT NULL,
+	schema_version NUMBER(10) NOT NULL`),
+		create(t.LocalRevisions, `
+	node_id    VARCHAR2(64) NOT NULL PRIMARY KEY,
+	revision   NUMBER(19) NOT NULL,
+	epoch      VARCHAR2(64) NOT NULL,
+	updated_at TIMESTAMP(6) NOT NULL`),
+	}
+}
+
+// seedCounter and seedMeta insert the single rows unless present. Two nodes
+// may still race past NOT EXISTS; the loser's unique violation is success.
+func seedCounter(t dialect.Tables) string {
+	return `INSERT INTO ` + t.GlobalRevision + ` (id, revision) SELECT 1, 0 FROM dual
+WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WHERE id = 1)`
+}
+
+// seedMeta: args (epoch, schema_version).
+func seedMeta(t dialect.Tables) string {
+	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, :1, 1, :2 FROM dual
+WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WHERE id = 1)`
+}
+
+// CreateSchema creates each table, taking ORA-00955 (name already used) as
+// "it exists": Oracle has no CREATE TABLE IF NOT EXISTS before 23ai, and
+// nodes starting at once may race. Unique violations of the seed rows are
+// success too, so the first epoch wins.
+func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
+	if v, err := d.version(ctx, db, t); err == nil {
+		return checkVersion(v)
+	}
+	for _, tb := range tables(t) {
+		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
+			return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), d.Translate(err))
+		}
+	}
+	if _, err := db.ExecContext(ctx, seedCounter(t)); err != nil && code(err) != errUniqueViolation {
+		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.GlobalRevision), d.Translate(err))
+	}
+	if _, err := db.ExecContext(ctx, seedMeta(t), epoch, int64(dialect.SchemaVersion)); err != nil && code(err) != errUniqueViolation {
+		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.Meta), d.Translate(err))
+	}
+	v, err := d.version(ctx, db, t)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	return checkVersion(v)
+}
+
+func (d ora) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
+	var v int
+	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
+	return v, d.Translate(err)
+}
+
+func checkVersion(v int) error {
+	if v > dialect.SchemaVersion {
+		return fmt.Errorf("%w: the database has version %d, this release knows %d", dialect.ErrSchemaTooNew, v, dialect.SchemaVersion)
+	}
+	return nil
+}
+
+// PrepareConn remembers the lock timeout, in whole seconds rounded up, for
+// the WAIT clause of the appends on conn. It runs nothing on the server.
+// PrepareConn does nothing: Oracle has no session-level row-lock timeout;
+// each append carries FOR UPDATE WAIT with AppendRequest.LockTimeout.
+func (ora) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
+	return nil
+}
+
+// Translate maps ORA- codes to the dialect's error classes.
+func (ora) Translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch code(err) {
+	case errUniqueViolation:
+		return fmt.Errorf("%w: %w", dialect.ErrUniqueViolation, err)
+	case errDeadlock:
+		return fmt.Errorf("%w: %w", dialect.ErrDeadlock, err)
+	case errSerialization:
+		return fmt.Errorf("%w: %w", dialect.ErrSerialization, err)
+	case errWaitTimeout, errResourceBusy, errDistLockTimeout:
+		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	}
+	return err
+}
+
+// code is the ORA- code of err, or 0 when err is no Oracle error.
+func code(err error) int {
+	var oraErr *network.OracleError
+	if errors.As(err, &oraErr) {
+		return oraErr.ErrCode
+	}
+	return 0
+}

@@ -1,0 +1,266 @@
+// Package sqlserver is tandem's SQL Server dialect, for a *sql.DB opened
+// with github.com/microsoft/go-mssqldb:
+//
+//	db, err := sql.Open("sqlserver", "sqlserver://user:pass@host:1433?database=app")
+//	j, err := journal.OpenSQL(ctx, db, sqlserver.Dialect, journal.SQLConfig{NodeID: "a"})
+//
+// This package imports go-mssqldb (for its error type), which registers the
+// "sqlserver" driver, so no blank import is needed. It needs SQL Server 2012
+// or newer, Azure SQL Database or Azure SQL Managed Instance, and a login
+// that may create tables in its default schema (once; later nodes only read
+// and write rows).
+//
+// An append is one T-SQL batch, so the global revision row's lock is held
+// for exactly one round trip: SET XACT_ABORT ON, BEGIN TRANSACTION, bump the
+// counter with UPDATE … SET @last = revision = revision + @n, insert all
+// rows with one INSERT … SELECT FROM (VALUES …), COMMIT, and SELECT the first
+// revision. The batch has two parameters per entry, so it carries at most
+// 1,047 entries (SQL Server allows 2,100 parameters per request, two of which
+// sp_executesql uses); the journal's group commit stays below that. The lock
+// timeout is the session's SET LOCK_TIMEOUT on the journal's append
+// connection.
+//
+// Readers must see only committed rows: the pool's sessions must run at READ
+// COMMITTED (the default, with or without READ_COMMITTED_SNAPSHOT) or
+// stronger. tandem never uses NOLOCK or READPAST; do not set READ
+// UNCOMMITTED on the pool either, or a node could apply a record whose
+// append rolled back and whose revision is then reused.
+//
+// Text columns are NVARCHAR because go-mssqldb sends Go strings as nvarchar
+// parameters (a VARCHAR key compared with one may lose its index seek), and
+// node ids use the binary collation Latin1_General_BIN2, so that they compare
+// byte by byte, as file names do. Times are DATETIME2(6) in UTC
+// (SYSUTCDATETIME()); queries return them as DATETIMEOFFSET so that the
+// DSN's timezone parameter cannot shift them.
+//
+// SQL Server has no push notification: nodes on SQL Server poll.
+package sqlserver
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/tandem-go/tandem/dialect"
+)
+
+// Dialect is the SQL Server dialect. It is stateless and safe for
+// concurrent use.
+var Dialect dialect.Dialect = sqlServer{}
+
+type sqlServer struct{}
+
+var _ dialect.Dialect = sqlServer{}
+
+func (sqlServer) Name() string { return "sqlserver" }
+
+// Error numbers of SQL Server (sys.messages).
+const (
+	errUniqueConstraint = 2627 // violation of PRIMARY KEY or UNIQUE constraint
+	errUniqueIndex      = 2601 // duplicate key row in a unique index
+	errDeadlock         = 1205 // chosen as deadlock victim
+	errLockTimeout      = 1222 // lock request time-out period exceeded
+	errSnapshotConflict = 3960 // snapshot isolation update conflict
+	errObjectExists     = 2714 // there is already an object named … in the database
+)
+
+// idType is the type of node id columns: compared byte by byte.
+const idType = `NVARCHAR(64) COLLATE Latin1_General_BIN2`
+
+// deleteChunk bounds the rows one DELETE of DeleteRange removes, below SQL
+// Server's lock escalation threshold (5,000 locks per statement), so pruning
+// never takes a table lock that would stall appends and readers.
+const deleteChunk = 2000
+
+func (sqlServer) Queries(t dialect.Tables) dialect.Queries {
+	return dialect.Queries{
+		Read: `SELECT TOP (@p2) revision, node_id, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM ` + t.Journal +
+			` WHERE revision > @p1 ORDER BY revision`,
+		Head:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta:    `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		SetTail: `UPDATE ` + t.Meta + ` SET tail = @p1 WHERE id = 1 AND tail < @p1`,
+		// Autocommitted chunks, each below the lock escalation threshold;
+		// the rows affected of all of them add up.
+		DeleteRange: fmt.Sprintf(`SET NOCOUNT OFF;
+WHILE 1 = 1
+BEGIN
+	DELETE TOP (%d) FROM %s WHERE revision >= @p1 AND revision < @p2;
+	IF @@ROWCOUNT < %d BREAK;
+END;`, deleteChunk, t.Journal, deleteChunk),
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+
+		LoadPosition: `SELECT revision, epoch, TODATETIMEOFFSET(updated_at, 0) FROM ` + t.LocalRevisions + ` WHERE node_id = @p1`,
+		// UPDLOCK, SERIALIZABLE holds the key range until COMMIT, so two
+		// first saves of one node cannot both take the INSERT branch.
+		SavePosition: `SET XACT_ABORT ON;
+BEGIN TRANSACTION;
+UPDATE ` + t.LocalRevisions + ` WITH (UPDLOCK, SERIALIZABLE) SET revision = @p2, epoch = @p3, updated_at = SYSUTCDATETIME() WHERE node_id = @p1;
+IF @@ROWCOUNT = 0
+	INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at) VALUES (@p1, @p2, @p3, SYSUTCDATETIME());
+COMMIT TRANSACTION;`,
+		ListPositions:  `SELECT node_id, revision, epoch, TODATETIMEOFFSET(updated_at, 0) FROM ` + t.LocalRevisions + ` ORDER BY node_id`,
+		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = @p1`,
+		// NOCOUNT OFF: the caller needs the rows affected even if a server
+		// default turned counting off.
+		CopyPosition: `SET NOCOUNT OFF;
+INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at)
+SELECT @p1, revision, epoch, SYSUTCDATETIME() FROM ` + t.LocalRevisions + ` WHERE node_id = @p2;`,
+	}
+}
+
+// table is one CREATE TABLE, guarded so that it does nothing when the table
+// exists.
+type table struct {
+	name string
+	ddl  string
+}
+
+func tables(t dialect.Tables) []table {
+	create := func(name, columns string) table {
+		return table{name, `IF OBJECT_ID(N'` + name + `', N'U') IS NULL
+CREATE TABLE ` + name + ` (` + columns + `)`}
+	}
+	return []table{
+		create(t.Journal, `
+	revision   BIGINT NOT NULL PRIMARY KEY,
+	node_id    `+idType+` NOT NULL,
+	producer   NVARCHAR(128) NOT NULL,
+	payload    VARBINARY(MAX) NOT NULL,
+	created_at DATETIME2(6) NOT NULL`),
+		create(t.GlobalRevision, `
+	id       TINYINT NOT NULL PRIMARY KEY CHECK (id = 1),
+	revision BIGINT NOT NULL`),
+		create(t.Meta, `
+	id             TINYINT NOT NULL PRIMARY KEY CHECK (id = 1),
+	epoch          NVARCHAR(64) NOT NULL,
+	tail           BIGINT NOT NULL,
+	schema_version INT NOT NULL`),
+		create(t.LocalRevisions, `
+	node_id    `+idType+` NOT NULL PRIMARY KEY,
+	revision   BIGINT NOT NULL,
+	epoch      NVARCHAR(64) NOT NULL,
+	updated_at DATETIME2(6) NOT NULL`),
+	}
+}
+
+// seedCounter and seedMeta insert the single rows unless present. Two nodes
+// may still race past NOT EXISTS; the loser's unique violation is success.
+func seedCounter(t dialect.Tables) string {
+	return `INSERT INTO ` + t.GlobalRevision + ` (id, revision) SELECT 1, 0
+WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)`
+}
+
+// seedMeta: args (epoch, schema_version).
+func seedMeta(t dialect.Tables) string {
+	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, @p1, 1, @p2
+WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)`
+}
+
+// CreateSchema creates each table unless it exists. Nodes starting at once
+// may both find a table missing; the loser's "object exists" (2714) and the
+// seed rows' unique violations count as success, so the first epoch wins.
+func (d sqlServer) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
+	if v, err := d.version(ctx, db, t); err == nil {
+		return checkVersion(v)
+	}
+	for _, tb := range tables(t) {
+		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && !hasNumber(err, errObjectExists) {
+			return fmt.Errorf("create table %s: %w", tb.name, d.Translate(err))
+		}
+	}
+	if _, err := db.ExecContext(ctx, seedCounter(t)); err != nil {
+		if err = d.Translate(err); !errors.Is(err, dialect.ErrUniqueViolation) {
+			return fmt.Errorf("seed %s: %w", t.GlobalRevision, err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, seedMeta(t), epoch, dialect.SchemaVersion); err != nil {
+		if err = d.Translate(err); !errors.Is(err, dialect.ErrUniqueViolation) {
+			return fmt.Errorf("seed %s: %w", t.Meta, err)
+		}
+	}
+	v, err := d.version(ctx, db, t)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	return checkVersion(v)
+}
+
+func (d sqlServer) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
+	var v int
+	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
+	return v, d.Translate(err)
+}
+
+func checkVersion(v int) error {
+	if v > dialect.SchemaVersion {
+		return fmt.Errorf("%w: the database has version %d, this release knows %d", dialect.ErrSchemaTooNew, v, dialect.SchemaVersion)
+	}
+	return nil
+}
+
+// PrepareConn sets the session's LOCK_TIMEOUT, in milliseconds rounded up.
+// go-mssqldb sends a statement without arguments as a plain SQL batch, so
+// the setting stays for the session (until the connection is reset when it
+// goes back to the pool).
+func (d sqlServer) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
+	_, err := conn.ExecContext(ctx, lockTimeoutSQL(lockTimeout))
+	return d.Translate(err)
+}
+
+func lockTimeoutSQL(lockTimeout time.Duration) string {
+	ms := (lockTimeout + time.Millisecond - 1) / time.Millisecond
+	ms = min(max(ms, 1), math.MaxInt32)
+	return fmt.Sprintf(`SET LOCK_TIMEOUT %d`, ms)
+}
+
+// Translate maps SQL Server error numbers to the dialect's error classes.
+// It looks at every error of the response (mssql.Error.All), since the
+// driver reports the last one.
+func (sqlServer) Translate(err error) error {
+	var msErr mssql.Error
+	if err == nil || !errors.As(err, &msErr) {
+		return err
+	}
+	switch {
+	case hasNumber(err, errUniqueConstraint, errUniqueIndex):
+		return fmt.Errorf("%w: %w", dialect.ErrUniqueViolation, err)
+	case hasNumber(err, errDeadlock):
+		return fmt.Errorf("%w: %w", dialect.ErrDeadlock, err)
+	case hasNumber(err, errSnapshotConflict):
+		return fmt.Errorf("%w: %w", dialect.ErrSerialization, err)
+	case hasNumber(err, errLockTimeout):
+		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	}
+	return err
+}
+
+// hasNumber reports whether err holds an mssql.Error with one of the
+// numbers, as its own number or in its chain of errors.
+func hasNumber(err error, numbers ...int32) bool {
+	var msErr mssql.Error
+	if !errors.As(err, &msErr) {
+		return false
+	}
+	match := func(n int32) bool {
+		for _, want := range numbers {
+			if n == want {
+				return true
+			}
+		}
+		return false
+	}
+	if match(msErr.Number) {
+		return true
+	}
+	for _, e := range msErr.All {
+		if match(e.Number) {
+			return true
+		}
+	}
+	return false
+}

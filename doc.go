@@ -1,0 +1,45 @@
+// Package tandem keeps what each replica of a clustered Go service holds
+// privately — caches, search indexes, schedules — consistent with what the
+// other replicas changed, through one shared database or one shared folder.
+//
+// It is a cluster journal in the manner of Apache Jackrabbit's, done right:
+// a shared, gap-free journal of change records, each node's position in it,
+// a sync loop woken by push notifications, cache-invalidation hooks, a
+// janitor that prunes what every live node has read, cluster-wide leases
+// with fencing tokens, and a content-addressed shared data store. Services
+// import it; there is no tandem server.
+//
+// # How the pieces fit
+//
+//	package    concept
+//	journal    the shared, totally ordered log of change records
+//	revision   where each node stands in the journal
+//	cluster    a running node: membership, the sync loop, handlers, caches
+//	janitor    prunes records every live node has consumed
+//	lock       cluster-wide leases with fencing tokens, leader election
+//	datastore  content-addressed store for large binaries
+//	dialect    the SQL knowledge of each database, one subpackage each
+//
+// Status: journal, revision and dialect are implemented; cluster, janitor,
+// lock and datastore are being built on them.
+//
+// A change flows like this:
+//
+//	node A: change ─► journal.Append ─(group commit)─► shared journal ─push─┐
+//	                                                                        ▼
+//	node B: sync loop (push, SyncDelay, or on demand)
+//	        ─► journal.Read(after = B's revision) ─► handlers, in order
+//	        ─► revision.Save(B, last applied)
+//	janitor (one node, under a fenced lease):
+//	        horizon = min revision of live nodes ─► write tail ─► delete below
+//
+// A minimal use of the journal on a shared folder:
+//
+//	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: "/shared/app", NodeID: "node-1"})
+//	revs, err := j.Append(ctx, journal.Entry{Producer: "cache/users", Payload: []byte("42")})
+//	recs, err := j.Read(ctx, lastSeen, 100)
+//
+// and on a database, with the caller's own *sql.DB:
+//
+//	j, err := journal.OpenSQL(ctx, db, postgres.Dialect, journal.SQLConfig{NodeID: "node-1"})
+package tandem

@@ -1,0 +1,55 @@
+// Package journal is tandem's shared, totally ordered log of change records.
+//
+// Every node of a cluster appends a record for each change it makes to the
+// shared state (a row it updated, a cache entry it invalidated), and reads
+// the records the other nodes appended since it last looked. A record has a
+// revision, the id of the node that wrote it, a producer naming who
+// interprets it, an opaque payload and a time.
+//
+// # Contracts
+//
+// Revisions are int64, dense and strictly increasing from 1. A reader that
+// has read revision N can never later find a committed record below N that
+// it did not read: revisions are allocated under one cluster-wide lock (the
+// global_revision row in SQL, the journal's LOCK file on a shared folder),
+// held only for the append itself, and a failed append rolls its allocation
+// back. Read returns only the dense run of records after the reader's
+// position, so a commit that is not yet visible stalls a reader for a moment
+// instead of being skipped; no time-outs are involved.
+//
+// Append returns after the records are durably committed (after fsync on a
+// shared folder). A failed append leaves no record and no hole; the one
+// exception is a connection lost while the commit was in flight, reported
+// with an error matching dialect.ErrOutcomeUnknown.
+//
+// Concurrent appends on one Journal are group-committed: the appends that
+// arrive while a batch is being written form the next batch, written with
+// one lock acquisition and one commit. Throughput grows with concurrency
+// instead of collapsing under lock contention. AppendIf gives applications
+// optimistic concurrency: it appends only if the head is still the revision
+// the caller last saw.
+//
+// Each journal has an epoch, a random id made when it is created, and a
+// tail, the lowest revision still kept. Prune (used by the janitor) writes
+// the new tail before it deletes anything. A reader whose position lies
+// below the tail gets a *BehindTailError and must resync; a position stored
+// with another epoch belongs to another journal (a restored database, a
+// recreated folder).
+//
+// # Backends
+//
+// SQL (OpenSQL) stores the journal in tables of a PostgreSQL, MySQL,
+// MariaDB, SQL Server or Oracle database, chosen with a dialect from
+// package dialect; the caller passes its own *sql.DB. File (OpenFile) stores
+// it in a shared folder as segment files. Both pass one conformance suite.
+//
+// Push wake-ups (Watcher) come from PostgreSQL's LISTEN/NOTIFY and from
+// fsnotify on the file journal's head; they only wake readers early.
+// Polling stays the source of truth.
+//
+// # Limits
+//
+// One entry's payload is at most MaxPayloadSize (4 MiB), one Append carries
+// at most MaxAppendEntries (1,000) entries and MaxAppendSize (8 MiB) of
+// payload. Producers are 1–128 printable ASCII bytes without spaces.
+package journal
