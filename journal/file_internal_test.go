@@ -1,0 +1,791 @@
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/ident"
+	"github.com/tandem-go/tandem/internal/atomicfile"
+	"github.com/tandem-go/tandem/internal/filelock"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// openTestFile opens a file journal on dir as node and closes it when t
+// ends, after checking the journal's invariants.
+func openTestFile(t *testing.T, dir, node string, segSize int64) *File {
+	t.Helper()
+	j, err := OpenFile(testCtx(t), FileConfig{Dir: dir, NodeID: node, SegmentSize: segSize})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, j.Close(context.Background()))
+	})
+	return j
+}
+
+func entry(producer, payload string) Entry {
+	return Entry{Producer: producer, Payload: []byte(payload)}
+}
+
+// readAll reads every record after after, in pages.
+func readAll(t *testing.T, j Journal, after int64) []Record {
+	t.Helper()
+	var out []Record
+	for {
+		recs, err := j.Read(testCtx(t), after, 100)
+		require.NoError(t, err)
+		if len(recs) == 0 {
+			return out
+		}
+		for i, r := range recs {
+			require.Equal(t, after+1+int64(i), r.Revision, "records must be dense")
+		}
+		after = recs[len(recs)-1].Revision
+		out = append(out, recs...)
+	}
+}
+
+func appendN(t *testing.T, j Journal, n int, producer string) []int64 {
+	t.Helper()
+	var revs []int64
+	for i := range n {
+		r, err := j.Append(testCtx(t), entry(producer, fmt.Sprintf("payload %d", i)))
+		require.NoError(t, err)
+		revs = append(revs, r...)
+	}
+	return revs
+}
+
+func (j *File) testHead(t *testing.T) fileHead {
+	t.Helper()
+	h, err := j.readHead()
+	require.NoError(t, err)
+	return h
+}
+
+func segPath(j *File, seg int64) string { return j.path(segName(seg)) }
+
+// appendBytes appends raw bytes to a file, as a crashed writer would have.
+func appendBytes(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.Write(b)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+func TestFileTornTail(t *testing.T) {
+	t.Parallel()
+	valid := func(rev int64) []byte {
+		return appendRecord(nil, &Record{Revision: rev, NodeID: "ghost", Producer: "p", Payload: []byte("never committed"), Time: time.Now()})
+	}
+	cases := map[string]func(rev int64) []byte{
+		// (a) a writer killed in the middle of writing a record.
+		"partial": func(rev int64) []byte { b := valid(rev); return b[:len(b)-5] },
+		"garbage": func(int64) []byte { return []byte("\x00\x00\x01\x00 garbage of a crashed writer") },
+		// (b) a whole record written past the head, then damaged.
+		"flipped": func(rev int64) []byte { b := valid(rev); b[len(b)-3] ^= 0x40; return b },
+		// (c) whole, valid records whose commit (the head) never happened.
+		"valid": func(rev int64) []byte { return append(valid(rev), valid(rev+1)...) },
+	}
+	for name, torn := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			j := openTestFile(t, dir, "n1", 0)
+			appendN(t, j, 5, "p")
+			h := j.testHead(t)
+			appendBytes(t, segPath(j, h.Seg), torn(h.Rev+1))
+
+			// Readers never see past the head.
+			require.Len(t, readAll(t, j, 0), 5)
+			recs, err := j.Read(testCtx(t), 5, 10)
+			require.NoError(t, err)
+			require.Empty(t, recs)
+			// Another instance (a fresh cursor cache) agrees.
+			other := openTestFile(t, dir, "n2", 0)
+			require.Len(t, readAll(t, other, 0), 5)
+
+			// The next append (by another node) repairs the tail.
+			revs, err := other.Append(testCtx(t), entry("p", "after repair"))
+			require.NoError(t, err)
+			require.Equal(t, []int64{6}, revs)
+			nh := other.testHead(t)
+			fi, err := os.Stat(segPath(j, nh.Seg))
+			require.NoError(t, err)
+			require.Equal(t, nh.Off, fi.Size(), "the torn tail is gone")
+
+			for _, jj := range []*File{j, other} {
+				all := readAll(t, jj, 0)
+				require.Len(t, all, 6)
+				require.Equal(t, "after repair", string(all[5].Payload))
+				require.Equal(t, "n2", all[5].NodeID)
+			}
+		})
+	}
+}
+
+// A rollover whose head was never written leaves a segment named head+1;
+// the next writer must remove it even when it does not roll over.
+func TestFileStraySegment(t *testing.T) {
+	t.Parallel()
+	j := openTestFile(t, t.TempDir(), "n1", 0)
+	appendN(t, j, 3, "p")
+	stray := appendRecord(nil, &Record{Revision: 4, NodeID: "ghost", Producer: "p", Payload: []byte("x"), Time: time.Now()})
+	require.NoError(t, os.WriteFile(segPath(j, 4), stray, 0o666))
+	require.Len(t, readAll(t, j, 0), 3)
+
+	appendN(t, j, 2, "q")
+	_, err := os.Stat(segPath(j, 4))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	all := readAll(t, openTestFile(t, j.cfg.Dir, "n2", 0), 0)
+	require.Len(t, all, 5)
+	require.Equal(t, "q", all[3].Producer)
+	require.Equal(t, "n1", all[3].NodeID)
+}
+
+func TestFileCorruptBelowHead(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"flip-payload", "flip-length", "truncate"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			j := openTestFile(t, dir, "n1", 0)
+			appendN(t, j, 10, "p")
+			h := j.testHead(t)
+			path := segPath(j, h.Seg)
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			// Find record 5's offset.
+			off := 0
+			for range 4 {
+				_, n, err := decodeRecord(b[off:])
+				require.NoError(t, err)
+				off += n
+			}
+			switch mode {
+			case "flip-payload":
+				_, n, _ := decodeRecord(b[off:])
+				b[off+n-1] ^= 1
+			case "flip-length":
+				b[off+1] ^= 0x7f
+			case "truncate":
+				b = b[:off+7]
+			}
+			require.NoError(t, os.WriteFile(path, b, 0o666))
+
+			fresh := openTestFile(t, dir, "n2", 0)
+			recs, err := fresh.Read(testCtx(t), 0, 100)
+			require.ErrorIs(t, err, ErrCorrupt)
+			require.Nil(t, recs)
+			require.Contains(t, err.Error(), segName(h.Seg))
+			if mode != "truncate" {
+				require.Contains(t, err.Error(), "offset "+strconv.Itoa(off))
+			}
+			// Records before the damage are still readable.
+			recs, err = fresh.Read(testCtx(t), 0, 4)
+			require.NoError(t, err)
+			require.Len(t, recs, 4)
+			// Reading from the cached position hits the damage too.
+			_, err = fresh.Read(testCtx(t), 4, 1)
+			require.ErrorIs(t, err, ErrCorrupt)
+			if mode == "truncate" {
+				// A writer refuses to append to a segment shorter than
+				// the head says.
+				_, err = fresh.Append(testCtx(t), entry("p", "x"))
+				require.ErrorIs(t, err, ErrCorrupt)
+			}
+		})
+	}
+}
+
+func TestFileCorruptHeadAndMeta(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 0)
+	appendN(t, j, 2, "p")
+	require.NoError(t, os.WriteFile(j.path(fileHeadName), []byte("tandemH1 nonsense"), 0o666))
+	_, err := j.Head(testCtx(t))
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, err = j.Read(testCtx(t), 0, 1)
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, err = j.Append(testCtx(t), entry("p", "x"))
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.NoError(t, os.Remove(j.path(fileHeadName)))
+	_, err = OpenFile(testCtx(t), FileConfig{Dir: dir, NodeID: "n2"})
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	require.NoError(t, os.WriteFile(j.path(fileMetaName), []byte("tandemM1"), 0o666))
+	_, err = j.Epoch(testCtx(t))
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	// Segments without head and meta: not a new journal.
+	require.NoError(t, os.Remove(j.path(fileMetaName)))
+	_, err = OpenFile(testCtx(t), FileConfig{Dir: dir, NodeID: "n2"})
+	require.ErrorIs(t, err, ErrCorrupt)
+}
+
+// A journal that lost its meta file gets a new epoch (every node resyncs)
+// and a tail at its lowest segment.
+func TestFileLostMeta(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 256)
+	appendN(t, j, 20, "p")
+	epoch, err := j.Epoch(testCtx(t))
+	require.NoError(t, err)
+	_, err = j.Prune(testCtx(t), 10)
+	require.NoError(t, err)
+	segs, err := listSegments(j.dir)
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(j.path(fileMetaName)))
+
+	k := openTestFile(t, dir, "n2", 256)
+	newEpoch, err := k.Epoch(testCtx(t))
+	require.NoError(t, err)
+	require.NotEqual(t, epoch, newEpoch)
+	tail, err := k.Tail(testCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, segs[0], tail)
+	require.Len(t, readAll(t, k, tail-1), int(20-tail+1))
+}
+
+func TestFileRolloverAndPrune(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const segSize = 1024
+	j := openTestFile(t, dir, "n1", segSize)
+	payload := bytes.Repeat([]byte("x"), 100) // ~130-byte records: 7 per segment
+	var want int64
+	for i := range 60 {
+		n := 1 + i%3
+		var es []Entry
+		for range n {
+			es = append(es, Entry{Producer: "p", Payload: payload})
+		}
+		revs, err := j.Append(testCtx(t), es...)
+		require.NoError(t, err)
+		require.Equal(t, want+1, revs[0])
+		want += int64(n)
+	}
+	segs, err := listSegments(j.dir)
+	require.NoError(t, err)
+	require.Greater(t, len(segs), 10)
+	for i, s := range segs {
+		fi, err := os.Stat(segPath(j, s))
+		require.NoError(t, err)
+		require.LessOrEqual(t, fi.Size(), int64(segSize), "segment %d", i)
+	}
+	all := readAll(t, j, 0)
+	require.Len(t, all, int(want))
+	// Reads starting anywhere (fresh instance, no cached positions) agree.
+	other := openTestFile(t, dir, "n2", segSize)
+	for _, after := range []int64{0, 1, segs[1] - 1, segs[1], segs[3] + 2, want - 1, want} {
+		recs, err := other.Read(testCtx(t), after, 1000)
+		require.NoError(t, err)
+		require.Len(t, recs, int(want-after))
+		if len(recs) > 0 {
+			require.Equal(t, after+1, recs[0].Revision)
+		}
+	}
+
+	// Prune inside the fourth segment: the first three go.
+	below := segs[3] + 2
+	n, err := j.Prune(testCtx(t), below)
+	require.NoError(t, err)
+	require.Equal(t, segs[3]-1, n)
+	tail, err := j.Tail(testCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, below, tail)
+	left, err := listSegments(j.dir)
+	require.NoError(t, err)
+	require.Equal(t, segs[3:], left)
+
+	// Below the tail: ErrBehindTail, even where records remain on disk.
+	for _, after := range []int64{0, segs[3] - 1, below - 2} {
+		_, err = other.Read(testCtx(t), after, 10)
+		var bt *BehindTailError
+		require.ErrorAs(t, err, &bt, "after %d", after)
+		require.Equal(t, below, bt.Tail)
+		require.ErrorIs(t, err, ErrBehindTail)
+	}
+	recs, err := other.Read(testCtx(t), below-1, 1000)
+	require.NoError(t, err)
+	require.Len(t, recs, int(want-below+1))
+
+	// A lower prune changes nothing; pruning everything keeps the head's
+	// segment; beyond head+1 is refused.
+	n, err = j.Prune(testCtx(t), 2)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	tail, err = j.Tail(testCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, below, tail)
+	_, err = j.Prune(testCtx(t), want+2)
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = j.Prune(testCtx(t), 0)
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = j.Prune(testCtx(t), want+1)
+	require.NoError(t, err)
+	left, err = listSegments(j.dir)
+	require.NoError(t, err)
+	require.Equal(t, []int64{j.testHead(t).Seg}, left)
+	recs, err = j.Read(testCtx(t), want, 10)
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	revs, err := j.Append(testCtx(t), entry("p", "after prune"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{want + 1}, revs)
+	recs, err = other.Read(testCtx(t), want, 10)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+}
+
+// A read that had cached a position in a segment that a prune then
+// deleted gets ErrBehindTail, not ErrCorrupt.
+func TestFilePruneUnderCachedReader(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 512)
+	appendN(t, j, 40, "p")
+	recs, err := j.Read(testCtx(t), 0, 3)
+	require.NoError(t, err)
+	require.Len(t, recs, 3)
+	_, err = j.Prune(testCtx(t), 30)
+	require.NoError(t, err)
+	_, err = j.Read(testCtx(t), 3, 3)
+	require.ErrorIs(t, err, ErrBehindTail)
+}
+
+// A large append goes into a segment of its own, bigger than SegmentSize.
+func TestFileLargeBatch(t *testing.T) {
+	t.Parallel()
+	j := openTestFile(t, t.TempDir(), "n1", 4096)
+	appendN(t, j, 2, "p")
+	big := Entry{Producer: "big", Payload: bytes.Repeat([]byte{0xab}, MaxPayloadSize)}
+	revs, err := j.Append(testCtx(t), big, big)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 4}, revs)
+	appendN(t, j, 2, "p")
+	segs, err := listSegments(j.dir)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 3, 5}, segs)
+	all := readAll(t, openTestFile(t, j.cfg.Dir, "n2", 4096), 0)
+	require.Len(t, all, 6)
+	require.Equal(t, big.Payload, all[3].Payload)
+}
+
+func TestFileConcurrentNodes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const nodes, goroutines, perG = 4, 6, 15
+	var wg sync.WaitGroup
+	got := make(chan int64, nodes*goroutines*perG*2)
+	for n := range nodes {
+		j := openTestFile(t, dir, fmt.Sprintf("node-%d", n), 2048)
+		for g := range goroutines {
+			wg.Go(func() {
+				for i := range perG {
+					es := []Entry{entry("p", fmt.Sprintf("%d/%d/%d", n, g, i))}
+					if i%4 == 0 {
+						es = append(es, entry("p", fmt.Sprintf("%d/%d/%d+", n, g, i)))
+					}
+					revs, err := j.Append(testCtx(t), es...)
+					if !assertNoError(t, err) {
+						return
+					}
+					for k, r := range revs {
+						if k > 0 && r != revs[k-1]+1 {
+							t.Errorf("one append's revisions not consecutive: %v", revs)
+						}
+						got <- r
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(got)
+	seen := map[int64]bool{}
+	for r := range got {
+		require.False(t, seen[r], "revision %d returned twice", r)
+		seen[r] = true
+	}
+	reader := openTestFile(t, dir, "reader", 2048)
+	all := readAll(t, reader, 0)
+	require.Len(t, all, len(seen))
+	payloads := map[string]bool{}
+	for _, r := range all {
+		require.True(t, seen[r.Revision])
+		require.False(t, payloads[string(r.Payload)], "payload %q twice", r.Payload)
+		payloads[string(r.Payload)] = true
+	}
+	head, err := reader.Head(testCtx(t))
+	require.NoError(t, err)
+	require.Equal(t, int64(len(all)), head)
+}
+
+func assertNoError(t *testing.T, err error) bool {
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return true
+}
+
+func TestFileAppendIf(t *testing.T) {
+	t.Parallel()
+	j := openTestFile(t, t.TempDir(), "n1", 0)
+	revs, err := j.AppendIf(testCtx(t), 0, entry("p", "a"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{1}, revs)
+	_, err = j.AppendIf(testCtx(t), 0, entry("p", "b"))
+	require.ErrorIs(t, err, ErrConflict)
+	revs, err = j.AppendIf(testCtx(t), 1, entry("p", "c"), entry("p", "d"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{2, 3}, revs)
+	require.Len(t, readAll(t, j, 0), 3)
+}
+
+func TestFileLockTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j, err := OpenFile(testCtx(t), FileConfig{Dir: dir, NodeID: "n1", LockTimeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	defer j.Close(context.Background())
+	l, err := filelock.Open(filepath.Join(dir, "journal", fileLockName))
+	require.NoError(t, err)
+	defer l.Close()
+	ok, err := l.TryLock()
+	require.NoError(t, err)
+	require.True(t, ok)
+	_, err = j.Append(testCtx(t), entry("p", "x"))
+	require.ErrorIs(t, err, dialect.ErrLockTimeout)
+	_, err = j.Prune(testCtx(t), 1)
+	require.ErrorIs(t, err, dialect.ErrLockTimeout)
+	require.NoError(t, l.Unlock())
+	revs, err := j.Append(testCtx(t), entry("p", "x"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{1}, revs)
+}
+
+func TestFileConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		cfg   FileConfig
+		field string
+	}{
+		{FileConfig{NodeID: "n1"}, "Dir"},
+		{FileConfig{Dir: dir}, "NodeID"},
+		{FileConfig{Dir: dir, NodeID: "../x"}, "NodeID"},
+		{FileConfig{Dir: dir, NodeID: "n1", SegmentSize: -1}, "SegmentSize"},
+		{FileConfig{Dir: dir, NodeID: "n1", LockTimeout: -time.Second}, "LockTimeout"},
+	} {
+		_, err := OpenFile(testCtx(t), tc.cfg)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), tc.field)
+		if tc.field == "NodeID" {
+			require.ErrorIs(t, err, ident.ErrInvalid)
+		} else {
+			require.ErrorIs(t, err, ErrInvalidArgument)
+		}
+	}
+	j := openTestFile(t, dir, "n1", 0)
+	require.Equal(t, int64(DefaultSegmentSize), j.cfg.SegmentSize)
+	require.Equal(t, DefaultLockTimeout, j.cfg.LockTimeout)
+}
+
+func TestFileOpenConcurrently(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	epochs := make([]string, 8)
+	for i := range epochs {
+		wg.Go(func() {
+			j, err := OpenFile(testCtx(t), FileConfig{Dir: dir, NodeID: "n" + strconv.Itoa(i)})
+			if !assertNoError(t, err) {
+				return
+			}
+			defer j.Close(context.Background())
+			epochs[i], err = j.Epoch(testCtx(t))
+			assertNoError(t, err)
+		})
+	}
+	wg.Wait()
+	require.Len(t, epochs[0], 32)
+	for _, e := range epochs {
+		require.Equal(t, epochs[0], e)
+	}
+}
+
+func TestFileWatch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	watcher := openTestFile(t, dir, "n1", 0)
+	writer := openTestFile(t, dir, "n2", 0)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	ch, err := watcher.Watch(ctx)
+	require.NoError(t, err)
+	ch2, err := watcher.Watch(ctx) // one fsnotify watch serves both
+	require.NoError(t, err)
+	appendN(t, writer, 1, "p") // another instance: only fsnotify sees it
+	for _, c := range []<-chan struct{}{ch, ch2} {
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no wake-up for a commit by another instance")
+		}
+	}
+	cancel()
+	for range ch {
+	}
+
+	ch, err = watcher.Watch(testCtx(t))
+	require.NoError(t, err)
+	require.NoError(t, watcher.Close(context.Background()))
+	for range ch {
+	} // closed by Close
+	_, err = watcher.Watch(testCtx(t))
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestFileClose(t *testing.T) {
+	t.Parallel()
+	j, err := OpenFile(testCtx(t), FileConfig{Dir: t.TempDir(), NodeID: "n1"})
+	require.NoError(t, err)
+	appendN(t, j, 1, "p")
+	require.NoError(t, j.Close(testCtx(t)))
+	require.NoError(t, j.Close(testCtx(t)))
+	_, err = j.Append(testCtx(t), entry("p", "x"))
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = j.Read(testCtx(t), 0, 1)
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = j.Head(testCtx(t))
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+// The cursor cache makes sequential reads seek instead of scan; a cached
+// position that lies (the folder was replaced) falls back to a scan.
+func TestFileCursorCache(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 0)
+	appendN(t, j, 20, "p")
+	recs, err := j.Read(testCtx(t), 0, 10)
+	require.NoError(t, err)
+	require.Len(t, recs, 10)
+	pos, ok := j.cursors.get(10)
+	require.True(t, ok)
+	require.Equal(t, int64(1), pos.seg)
+	pos, ok = j.cursors.get(20)
+	require.True(t, ok, "the last commit's end is cached")
+
+	// Lie: point revision 10 at record 1, and at the middle of a record.
+	for _, off := range []int64{0, pos.off/2 + 3} {
+		j.cursors.moved(10, 10, segPos{seg: 1, off: off})
+		recs, err = j.Read(testCtx(t), 10, 5)
+		require.NoError(t, err)
+		require.Len(t, recs, 5)
+		require.Equal(t, int64(11), recs[0].Revision)
+	}
+}
+
+// An invalid entry or a cancelled context writes nothing.
+func TestFileBadAppend(t *testing.T) {
+	t.Parallel()
+	j := openTestFile(t, t.TempDir(), "n1", 0)
+	_, err := j.Append(testCtx(t), Entry{Producer: "has space"})
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = j.Append(testCtx(t), Entry{Producer: "p", Payload: make([]byte, MaxPayloadSize+1)})
+	require.ErrorIs(t, err, ErrTooLarge)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	_, err = j.Append(ctx, entry("p", "x"))
+	require.True(t, errors.Is(err, context.Canceled))
+	head, err := j.Head(testCtx(t))
+	require.NoError(t, err)
+	require.Zero(t, head)
+}
+
+// TestFileProcesses appends from three processes (this test binary run as
+// helpers) at once, kills one of them with SIGKILL in the middle of its
+// appends, and checks that the journal is dense, holds every acknowledged
+// record at its acknowledged revision, and takes the next append at the
+// next revision.
+func TestFileProcesses(t *testing.T) {
+	if dir := os.Getenv("TANDEM_FILE_HELPER_DIR"); dir != "" {
+		fileHelper(t, dir, os.Getenv("TANDEM_FILE_HELPER_NODE"))
+		return
+	}
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	type proc struct {
+		cmd  *exec.Cmd
+		out  *bufio.Scanner
+		acks map[string]int64
+	}
+	var procs []*proc
+	for i := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFileProcesses$")
+		cmd.Env = append(os.Environ(), "TANDEM_FILE_HELPER_DIR="+dir, "TANDEM_FILE_HELPER_NODE=proc"+strconv.Itoa(i))
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		procs = append(procs, &proc{cmd: cmd, out: bufio.NewScanner(stdout), acks: map[string]int64{}})
+	}
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() {
+			for p.out.Scan() {
+				rev, payload, _ := strings.Cut(p.out.Text(), " ")
+				r, err := strconv.ParseInt(rev, 10, 64)
+				if err != nil {
+					continue // test framework output
+				}
+				p.acks[payload] = r
+				if i == 0 && len(p.acks) == 100 {
+					p.cmd.Process.Kill() // mid-append, most likely
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, p := range procs {
+		err := p.cmd.Wait()
+		if i != 0 {
+			require.NoError(t, err)
+		}
+	}
+
+	j := openTestFile(t, dir, "checker", 0)
+	all := readAll(t, j, 0)
+	at := map[string]int64{}
+	for _, r := range all {
+		_, dup := at[string(r.Payload)]
+		require.False(t, dup, "payload %q twice", r.Payload)
+		at[string(r.Payload)] = r.Revision
+	}
+	for i, p := range procs {
+		require.NotEmpty(t, p.acks)
+		for payload, rev := range p.acks {
+			require.Equal(t, rev, at[payload], "process %d's acknowledged %q", i, payload)
+		}
+	}
+	revs, err := j.Append(testCtx(t), entry("p", "after the crash"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{int64(len(all)) + 1}, revs)
+	require.Len(t, readAll(t, openTestFile(t, dir, "checker2", 0), 0), len(all)+1)
+}
+
+// fileHelper appends from 4 goroutines (as node) and prints each
+// acknowledged revision and payload.
+func fileHelper(t *testing.T, dir, node string) {
+	j, err := OpenFile(context.Background(), FileConfig{Dir: dir, NodeID: node, SegmentSize: 8 << 10})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 100 {
+				payload := fmt.Sprintf("%s/%d/%d", node, g, i)
+				revs, err := j.Append(context.Background(), Entry{Producer: "p", Payload: []byte(payload)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				fmt.Printf("%d %s\n", revs[0], payload)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, j.Close(context.Background()))
+}
+
+// A failure before the head is replaced leaves nothing behind: the
+// segment is cut back (or the new segment removed), and the next append
+// takes the same revision.
+func TestFileFailedCommit(t *testing.T) {
+	t.Parallel()
+	for _, rollover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rollover=%v", rollover), func(t *testing.T) {
+			t.Parallel()
+			segSize := int64(0)
+			if rollover {
+				segSize = 300
+			}
+			j := openTestFile(t, t.TempDir(), "n1", segSize)
+			appendN(t, j, 2, "p")
+			before := j.testHead(t)
+			segsBefore, err := listSegments(j.dir)
+			require.NoError(t, err)
+
+			boom := errors.New("disk on fire")
+			j.writeFile = func(string, []byte, os.FileMode) error { return boom }
+			_, err = j.Append(testCtx(t), entry("p", strings.Repeat("x", 200)))
+			require.ErrorIs(t, err, boom)
+
+			require.Equal(t, before, j.testHead(t))
+			segs, err := listSegments(j.dir)
+			require.NoError(t, err)
+			require.Equal(t, segsBefore, segs, "a new segment is removed")
+			fi, err := os.Stat(segPath(j, before.Seg))
+			require.NoError(t, err)
+			require.Equal(t, before.Off, fi.Size(), "the segment is cut back")
+			require.Len(t, readAll(t, j, 0), 2)
+
+			j.writeFile = atomicfile.WriteFile
+			revs, err := j.Append(testCtx(t), entry("p", "next"))
+			require.NoError(t, err)
+			require.Equal(t, []int64{3}, revs)
+			all := readAll(t, j, 0)
+			require.Len(t, all, 3)
+			require.Equal(t, "next", string(all[2].Payload))
+		})
+	}
+}
+
+// When the head was replaced but the folder fsync failed, the outcome is
+// unknown: the records stay (readers may have seen them).
+func TestFileHeadNotDurable(t *testing.T) {
+	t.Parallel()
+	j := openTestFile(t, t.TempDir(), "n1", 0)
+	j.writeFile = func(path string, b []byte, perm os.FileMode) error {
+		if err := atomicfile.WriteFile(path, b, perm); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: injected", atomicfile.ErrNotDurable)
+	}
+	_, err := j.Append(testCtx(t), entry("p", "maybe"))
+	require.ErrorIs(t, err, dialect.ErrOutcomeUnknown)
+	j.writeFile = atomicfile.WriteFile
+	revs, err := j.Append(testCtx(t), entry("p", "surely"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{2}, revs)
+	require.Len(t, readAll(t, j, 0), 2)
+}

@@ -1,0 +1,248 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/tandem-go/tandem/ident"
+)
+
+// The file journal's encodings: records in segments, the head file and the
+// meta file. All integers are big-endian; every checksum is CRC-32C
+// (Castagnoli).
+//
+// A record:
+//
+//	offset  size  field
+//	0       4     body length n (uint32): the bytes after the 16-byte header
+//	4       8     revision (int64, >= 1)
+//	12      4     CRC-32C of bytes 0..11 and of the body
+//	16      1     node id length (1..ident.MaxNodeIDLen)
+//	17      …     node id
+//	…       1     producer length (1..ident.MaxProducerLen)
+//	…       …     producer
+//	…       8     time: the writer's clock, Unix nanoseconds (int64)
+//	…       …     payload: the rest of the body (0..MaxPayloadSize bytes)
+//
+// The payload's length is implied by the body length, so every record has
+// exactly one encoding.
+const (
+	recHeaderSize = 16
+	// minRecBody is the body of a record with 1-byte node id and producer
+	// and an empty payload.
+	minRecBody = 1 + 1 + 1 + 1 + 8
+	// maxRecBody bounds the body length a decoder accepts (and allocates).
+	maxRecBody = 1 + ident.MaxNodeIDLen + 1 + ident.MaxProducerLen + 8 + MaxPayloadSize
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errMalformed is wrapped by every decoding error; the reader turns it into
+// ErrCorrupt with the segment and offset.
+var errMalformed = errors.New("malformed")
+
+// recordSize returns the encoded size of a record.
+func recordSize(nodeID, producer string, payload []byte) int {
+	return recHeaderSize + 1 + len(nodeID) + 1 + len(producer) + 8 + len(payload)
+}
+
+// appendRecord appends the encoding of r to dst. r must be valid: a
+// revision >= 1, a node id and a producer of 1 to 255 bytes (callers have
+// validated them against the ident limits) and a payload within the limits.
+func appendRecord(dst []byte, r *Record) []byte {
+	start := len(dst)
+	n := recordSize(r.NodeID, r.Producer, r.Payload) - recHeaderSize
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Revision))
+	dst = append(dst, 0, 0, 0, 0) // CRC, set below
+	dst = append(dst, byte(len(r.NodeID)))
+	dst = append(dst, r.NodeID...)
+	dst = append(dst, byte(len(r.Producer)))
+	dst = append(dst, r.Producer...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Time.UnixNano()))
+	dst = append(dst, r.Payload...)
+	rec := dst[start:]
+	binary.BigEndian.PutUint32(rec[12:16], recordCRC(rec[:12], rec[recHeaderSize:]))
+	return dst
+}
+
+func recordCRC(head12, body []byte) uint32 {
+	return crc32.Update(crc32.Checksum(head12, castagnoli), castagnoli, body)
+}
+
+// recHeader is a decoded record header.
+type recHeader struct {
+	bodyLen  int
+	revision int64
+	crc      uint32
+}
+
+// decodeRecHeader decodes and bounds-checks a record header (len(b) >=
+// recHeaderSize). It does not check the CRC, which covers the body too.
+func decodeRecHeader(b []byte) (recHeader, error) {
+	h := recHeader{
+		bodyLen:  int(binary.BigEndian.Uint32(b[0:4])),
+		revision: int64(binary.BigEndian.Uint64(b[4:12])),
+		crc:      binary.BigEndian.Uint32(b[12:16]),
+	}
+	if h.bodyLen < minRecBody || h.bodyLen > maxRecBody {
+		return h, fmt.Errorf("%w: record body length %d outside [%d, %d]", errMalformed, h.bodyLen, minRecBody, maxRecBody)
+	}
+	if h.revision < 1 {
+		return h, fmt.Errorf("%w: record revision %d", errMalformed, h.revision)
+	}
+	return h, nil
+}
+
+// decodeRecBody checks the CRC of a record whose header is hdr (the 16
+// header bytes, decoded as h) and decodes its body. The returned record's
+// payload aliases body.
+func decodeRecBody(hdr []byte, h recHeader, body []byte) (Record, error) {
+	if len(body) != h.bodyLen {
+		return Record{}, fmt.Errorf("%w: record body is %d bytes, header says %d", errMalformed, len(body), h.bodyLen)
+	}
+	if got := recordCRC(hdr[:12], body); got != h.crc {
+		return Record{}, fmt.Errorf("%w: record %d checksum %08x, want %08x", errMalformed, h.revision, got, h.crc)
+	}
+	r := Record{Revision: h.revision}
+	p := body
+	nl := int(p[0])
+	if nl < 1 || nl > ident.MaxNodeIDLen || len(p) < 1+nl+1 {
+		return Record{}, fmt.Errorf("%w: record %d node id length %d", errMalformed, h.revision, nl)
+	}
+	r.NodeID = string(p[1 : 1+nl])
+	p = p[1+nl:]
+	pl := int(p[0])
+	if pl < 1 || pl > ident.MaxProducerLen || len(p) < 1+pl+8 {
+		return Record{}, fmt.Errorf("%w: record %d producer length %d", errMalformed, h.revision, pl)
+	}
+	r.Producer = string(p[1 : 1+pl])
+	p = p[1+pl:]
+	r.Time = time.Unix(0, int64(binary.BigEndian.Uint64(p[:8]))).UTC()
+	r.Payload = p[8:len(p):len(p)]
+	if len(r.Payload) > MaxPayloadSize {
+		return Record{}, fmt.Errorf("%w: record %d payload of %d bytes", errMalformed, h.revision, len(r.Payload))
+	}
+	if err := ident.NodeID("node id", r.NodeID); err != nil {
+		return Record{}, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
+	}
+	if err := ident.Producer("producer", r.Producer); err != nil {
+		return Record{}, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
+	}
+	return r, nil
+}
+
+// decodeRecord decodes the record at the start of b and returns it and its
+// encoded size. Its payload aliases b.
+func decodeRecord(b []byte) (Record, int, error) {
+	if len(b) < recHeaderSize {
+		return Record{}, 0, fmt.Errorf("%w: %d bytes, a record header is %d", errMalformed, len(b), recHeaderSize)
+	}
+	h, err := decodeRecHeader(b)
+	if err != nil {
+		return Record{}, 0, err
+	}
+	if len(b)-recHeaderSize < h.bodyLen {
+		return Record{}, 0, fmt.Errorf("%w: record %d truncated: %d of %d body bytes", errMalformed, h.revision, len(b)-recHeaderSize, h.bodyLen)
+	}
+	n := recHeaderSize + h.bodyLen
+	r, err := decodeRecBody(b[:recHeaderSize], h, b[recHeaderSize:n])
+	return r, n, err
+}
+
+// fileHead is the content of the head file: the last committed revision
+// and where its record ends. Seg is the first revision of the segment
+// holding it (the segment's name); Seg and Off are 0 while Rev is 0.
+type fileHead struct {
+	Rev int64
+	Seg int64
+	Off int64
+}
+
+// The head file is 36 bytes:
+//
+//	0   8  magic "tandemH1"
+//	8   8  revision
+//	16  8  segment (first revision of the segment holding the head)
+//	24  8  end offset of the head's record in that segment
+//	32  4  CRC-32C of bytes 0..31
+const (
+	headMagic = "tandemH1"
+	headSize  = 36
+)
+
+func encodeHead(h fileHead) []byte {
+	b := make([]byte, 0, headSize)
+	b = append(b, headMagic...)
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Rev))
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Seg))
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Off))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeHead(b []byte) (fileHead, error) {
+	if len(b) != headSize || string(b[:8]) != headMagic {
+		return fileHead{}, fmt.Errorf("%w: head file: bad size or magic", errMalformed)
+	}
+	if crc32.Checksum(b[:32], castagnoli) != binary.BigEndian.Uint32(b[32:]) {
+		return fileHead{}, fmt.Errorf("%w: head file: checksum mismatch", errMalformed)
+	}
+	h := fileHead{
+		Rev: int64(binary.BigEndian.Uint64(b[8:16])),
+		Seg: int64(binary.BigEndian.Uint64(b[16:24])),
+		Off: int64(binary.BigEndian.Uint64(b[24:32])),
+	}
+	valid := h.Rev == 0 && h.Seg == 0 && h.Off == 0 ||
+		h.Rev > 0 && h.Seg >= 1 && h.Seg <= h.Rev && h.Off >= int64(recHeaderSize+minRecBody)
+	if !valid {
+		return fileHead{}, fmt.Errorf("%w: head file: inconsistent revision %d, segment %d, offset %d", errMalformed, h.Rev, h.Seg, h.Off)
+	}
+	return h, nil
+}
+
+// fileMeta is the content of the meta file.
+type fileMeta struct {
+	Epoch string
+	Tail  int64
+}
+
+// The meta file:
+//
+//	0   8  magic "tandemM1"
+//	8   8  tail (>= 1)
+//	16  1  epoch length e (1..64)
+//	17  e  epoch
+//	…   4  CRC-32C of everything before it
+const (
+	metaMagic   = "tandemM1"
+	maxEpochLen = 64
+)
+
+func encodeMeta(m fileMeta) []byte {
+	b := make([]byte, 0, 8+8+1+len(m.Epoch)+4)
+	b = append(b, metaMagic...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Tail))
+	b = append(b, byte(len(m.Epoch)))
+	b = append(b, m.Epoch...)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeMeta(b []byte) (fileMeta, error) {
+	if len(b) < 8+8+1+1+4 || string(b[:8]) != metaMagic {
+		return fileMeta{}, fmt.Errorf("%w: meta file: bad size or magic", errMalformed)
+	}
+	n := len(b) - 4
+	if crc32.Checksum(b[:n], castagnoli) != binary.BigEndian.Uint32(b[n:]) {
+		return fileMeta{}, fmt.Errorf("%w: meta file: checksum mismatch", errMalformed)
+	}
+	m := fileMeta{Tail: int64(binary.BigEndian.Uint64(b[8:16]))}
+	el := int(b[16])
+	if el < 1 || el > maxEpochLen || 17+el != n || m.Tail < 1 {
+		return fileMeta{}, fmt.Errorf("%w: meta file: bad epoch length or tail", errMalformed)
+	}
+	m.Epoch = string(b[17:n])
+	return m, nil
+}
