@@ -689,3 +689,7 @@ func (j *File) Close(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Stats returns counters of this instance's appends and group commits. It
+// is safe to call at any time.
+func (j *File) Stats() Stats { return j.c.statsSnapshot() }

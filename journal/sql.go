@@ -368,3 +368,7 @@ func (j *SQL) Close(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Stats returns counters of this instance's appends and group commits. It
+// is safe to call at any time.
+func (j *SQL) Stats() Stats { return j.c.statsSnapshot() }

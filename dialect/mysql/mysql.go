@@ -4,18 +4,21 @@
 //	db, err := sql.Open("mysql", "user:pass@tcp(host:3306)/db?parseTime=true")
 //	j, err := journal.OpenSQL(ctx, db, mysql.Dialect, journal.SQLConfig{NodeID: "a"})
 //
-// It needs MySQL 8.0 or MariaDB 10.5 or newer with InnoDB tables (a
-// non-transactional engine cannot keep the journal gap-free), and a user
-// that may create tables (once). parseTime is optional.
+// It needs MySQL 8.0.4 or MariaDB 10.6 or newer (for JSON_TABLE) with
+// InnoDB tables (a non-transactional engine cannot keep the journal
+// gap-free), and a user that may create tables and routines (CREATE,
+// CREATE ROUTINE; once) and execute them (EXECUTE). parseTime is optional.
 //
-// A dialect gap: without multi-statement support (which tandem does not
-// require of the caller's DSN), an append is a transaction of two
-// statements — bump the counter (taking its row lock), insert the batch —
-// and a COMMIT, so the counter's lock is held over two round trips instead
-// of PostgreSQL's one. Group commit amortises them over every append that
-// waited meanwhile. The lock timeout is the session's
-// innodb_lock_wait_timeout on the journal's append connection, in whole
-// seconds (rounded up).
+// An append is one round trip holding the counter's row lock: a CALL of
+// the stored procedure <prefix>append_v1 that locks the counter row, bumps
+// it, inserts the batch (passed as one JSON document and unpacked with
+// JSON_TABLE) and commits. Without the procedure, a client could not send
+// the bump, the insert and the COMMIT in one round trip unless the caller's
+// DSN enabled multiStatements, which tandem does not require. The lock
+// timeout is the session's innodb_lock_wait_timeout on the journal's append
+// connection, in whole seconds (rounded up). A batch travels base64-encoded,
+// so max_allowed_packet must exceed 4/3 of journal.MaxAppendSize plus a
+// little: the defaults (16 MiB on MariaDB, 64 MiB on MySQL 8) do.
 //
 // MySQL has no push notification: nodes on MySQL poll.
 package mysql
@@ -23,6 +26,8 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	sqldriver "database/sql/driver"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -90,10 +95,45 @@ func schema(t dialect.Tables) []string {
 	}
 }
 
+// procName is the append procedure of the tables t. Its version suffix
+// changes whenever its body or signature does, so nodes of two releases can
+// run side by side during a rolling upgrade.
+func procName(t dialect.Tables) string { return t.Prefix + "append_v1" }
+
+// procedureSQL locks the counter row, checks the expected head (p_expect <
+// 0: unconditional), bumps the counter, inserts the entries of p_entries (a
+// JSON array of [producer, base64 payload] pairs) with consecutive
+// revisions, commits and returns the first revision, or -1 on a head
+// mismatch. Any error rolls back and is re-signalled unchanged.
+func procedureSQL(t dialect.Tables) string {
+	return `CREATE PROCEDURE ` + procName(t) + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_expect BIGINT, IN p_entries LONGTEXT)
+MODIFIES SQL DATA
+BEGIN
+	DECLARE v_rev BIGINT;
+	DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+	START TRANSACTION;
+	SELECT revision INTO v_rev FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE;
+	IF p_expect >= 0 AND v_rev <> p_expect THEN
+		ROLLBACK;
+		SELECT -1;
+	ELSE
+		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + p_n WHERE id = 1;
+		INSERT INTO ` + t.Journal + ` (revision, node_id, producer, payload, created_at)
+		SELECT v_rev + e.ord, p_node, e.producer, FROM_BASE64(e.payload), UTC_TIMESTAMP(6)
+		FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
+			ord      FOR ORDINALITY,
+			producer VARCHAR(128) CHARACTER SET ascii PATH '$[0]',
+			payload  LONGTEXT PATH '$[1]')) AS e;
+		COMMIT;
+		SELECT v_rev + 1;
+	END IF;
+END`
+}
+
 // CreateSchema runs the DDL under a named lock (GET_LOCK) keyed by the
 // prefix, so nodes starting at once create it exactly once.
 func (d my) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := d.version(ctx, db, t); err == nil {
+	if v, err := d.version(ctx, db, t); err == nil && d.hasProcedure(ctx, db, t) {
 		return checkVersion(v)
 	}
 	conn, err := db.Conn(ctx)
@@ -119,11 +159,36 @@ func (d my) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoc
 		epoch, dialect.SchemaVersion); err != nil {
 		return d.Translate(err)
 	}
+	if err := d.createProcedure(ctx, conn, t); err != nil {
+		return err
+	}
 	v, err := d.version(ctx, db, t)
 	if err != nil {
 		return err
 	}
 	return checkVersion(v)
+}
+
+func (d my) hasProcedure(ctx context.Context, db *sql.DB, t dialect.Tables) bool {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines
+WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCEDURE'`, procName(t)).Scan(&n)
+	return err == nil && n > 0
+}
+
+func (d my) createProcedure(ctx context.Context, conn *sql.Conn, t dialect.Tables) error {
+	var n int
+	if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines
+WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCEDURE'`, procName(t)).Scan(&n); err != nil {
+		return d.Translate(err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := conn.ExecContext(ctx, procedureSQL(t)); err != nil {
+		return fmt.Errorf("create procedure %s (needs the CREATE ROUTINE privilege): %w", procName(t), d.Translate(err))
+	}
+	return nil
 }
 
 func (d my) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
@@ -145,72 +210,69 @@ func (d my) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Du
 	return d.Translate(err)
 }
 
-// insertSQL is the multi-row INSERT for n entries; the revisions are
-// computed by the caller from the counter it just bumped.
-func insertSQL(t dialect.Tables, n int) string {
-	var b strings.Builder
-	b.Grow(96 + n*38)
-	b.WriteString(`INSERT INTO `)
-	b.WriteString(t.Journal)
-	b.WriteString(` (revision, node_id, producer, payload, created_at) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`(?, ?, ?, ?, UTC_TIMESTAMP(6))`)
+// entriesJSON encodes entries as the procedure's p_entries: a JSON array of
+// [producer, base64 payload] pairs.
+func entriesJSON(entries []dialect.Entry) string {
+	size := 2
+	for _, e := range entries {
+		size += len(e.Producer) + base64.StdEncoding.EncodedLen(len(e.Payload)) + 8
 	}
-	return b.String()
+	b := make([]byte, 0, size)
+	b = append(b, '[')
+	for i, e := range entries {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = appendJSONString(b, e.Producer)
+		b = append(b, ',', '"')
+		b = base64.StdEncoding.AppendEncode(b, e.Payload)
+		b = append(b, '"', ']')
+	}
+	return string(append(b, ']'))
+}
+
+// appendJSONString appends s as a JSON string. Producers are printable
+// ASCII (ident.Producer), so only '"' and '\\' need escaping; anything
+// else is escaped too, to be safe.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c > 0x7e:
+			b = fmt.Appendf(b, `\u%04x`, c)
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 func (d my) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
-	n := int64(len(r.Entries))
-	tx, err := conn.BeginTx(ctx, nil)
+	// Preparing happens before the lock is taken; the CALL is the one
+	// round trip that holds it.
+	stmt, err := conn.PrepareContext(ctx, `CALL `+procName(r.Tables)+`(?, ?, ?, ?)`)
 	if err != nil {
 		return 0, d.Translate(err)
 	}
-	defer tx.Rollback()
-	// LAST_INSERT_ID(expr) hands the new counter value back in the OK
-	// packet, saving a SELECT while the lock is held.
-	bump := `UPDATE ` + r.Tables.GlobalRevision + ` SET revision = LAST_INSERT_ID(revision + ?) WHERE id = 1`
-	args := []any{n}
-	if r.ExpectHead >= 0 {
-		bump += ` AND revision = ?`
-		args = append(args, r.ExpectHead)
-	}
-	res, err := tx.ExecContext(ctx, bump, args...)
-	if err != nil {
+	defer stmt.Close()
+	var first int64
+	err = stmt.QueryRowContext(ctx, int64(len(r.Entries)), r.NodeID, r.ExpectHead, entriesJSON(r.Entries)).Scan(&first)
+	var myErr *driver.MySQLError
+	switch {
+	case err == nil && first < 0:
+		return 0, fmt.Errorf("%w: expected head %d", dialect.ErrHeadMismatch, r.ExpectHead)
+	case err == nil:
+		return first, nil
+	case errors.As(err, &myErr), errors.Is(err, sqldriver.ErrBadConn):
+		// A server error: the procedure rolled back. A bad connection:
+		// the driver sent nothing.
 		return 0, d.Translate(err)
-	}
-	if rows, err := res.RowsAffected(); err != nil || rows != 1 {
-		if err == nil && r.ExpectHead >= 0 {
-			return 0, fmt.Errorf("%w: expected head %d", dialect.ErrHeadMismatch, r.ExpectHead)
-		}
-		return 0, fmt.Errorf("mysql: bump global revision: %d rows (%v)", rows, err)
-	}
-	last, err := res.LastInsertId()
-	if err != nil {
-		return 0, err
-	}
-	first := last - n + 1
-	vals := make([]any, 0, 4*n)
-	for i, e := range r.Entries {
-		p := e.Payload
-		if p == nil {
-			p = []byte{}
-		}
-		vals = append(vals, first+int64(i), r.NodeID, e.Producer, p)
-	}
-	if _, err := tx.ExecContext(ctx, insertSQL(r.Tables, len(r.Entries)), vals...); err != nil {
-		return 0, d.Translate(err)
-	}
-	if err := tx.Commit(); err != nil {
-		var myErr *driver.MySQLError
-		if errors.As(err, &myErr) {
-			return 0, d.Translate(err)
-		}
+	default:
 		return 0, fmt.Errorf("%w: %w", dialect.ErrOutcomeUnknown, err)
 	}
-	return first, nil
 }
 
 // Translate maps MySQL error numbers to the dialect's error classes.

@@ -1,6 +1,8 @@
 package mysql
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -31,13 +33,30 @@ func TestTranslate(t *testing.T) {
 	require.Equal(t, plain, Dialect.Translate(plain))
 }
 
-func TestInsertSQL(t *testing.T) {
+func TestEntriesJSON(t *testing.T) {
+	entries := []dialect.Entry{
+		{Producer: `cache/users`, Payload: []byte("hello")},
+		{Producer: `we"ird\\p`, Payload: nil},
+		{Producer: "bin", Payload: []byte{0, 1, 2, 255}},
+	}
+	var got [][2]string
+	require.NoError(t, json.Unmarshal([]byte(entriesJSON(entries)), &got))
+	require.Len(t, got, 3)
+	for i, e := range entries {
+		require.Equal(t, e.Producer, got[i][0])
+		p, err := base64.StdEncoding.DecodeString(got[i][1])
+		require.NoError(t, err)
+		require.Equal(t, string(e.Payload), string(p))
+	}
+}
+
+func TestProcedureSQL(t *testing.T) {
 	tb, err := dialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
-	for _, n := range []int{1, 3, 1000} {
-		s := insertSQL(tb, n)
-		require.Equal(t, 4*n, strings.Count(s, "?"))
-		require.Equal(t, n, strings.Count(s, "UTC_TIMESTAMP(6)"))
-		require.True(t, strings.HasPrefix(s, "INSERT INTO zz_journal "))
-	}
+	s := procedureSQL(tb)
+	require.True(t, strings.HasPrefix(s, "CREATE PROCEDURE zz_append_v1("))
+	require.Contains(t, s, "FROM zz_global_revision WHERE id = 1 FOR UPDATE")
+	require.Contains(t, s, "INSERT INTO zz_journal ")
+	require.Contains(t, s, "ROLLBACK; RESIGNAL;", "an error rolls back and keeps its number")
+	require.Equal(t, 1, strings.Count(s, "COMMIT;"))
 }

@@ -158,6 +158,11 @@ func (d *DB) drop(t testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if d.Name == "mysql" {
+		if _, err := d.DB.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+d.Prefix+"append_v1"); err != nil {
+			t.Logf("%s: drop procedure: %v", d.Name, err)
+		}
+	}
 	for _, tbl := range Tables(d.Prefix) {
 		var stmt string
 		switch d.Name {
