@@ -17,10 +17,15 @@ import (
 
 // openSQL opens a SQL journal on its own pool, closed when t ends.
 func openSQL(t *testing.T, db *dbtest.DB, d dialect.Dialect, node string) *journal.SQL {
+	return openSQLConfig(t, db, d, journal.SQLConfig{NodeID: node})
+}
+
+func openSQLConfig(t *testing.T, db *dbtest.DB, d dialect.Dialect, cfg journal.SQLConfig) *journal.SQL {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	j, err := journal.OpenSQL(ctx, db.NewPool(t), d, journal.SQLConfig{NodeID: node, Prefix: db.Prefix})
+	cfg.Prefix = db.Prefix
+	j, err := journal.OpenSQL(ctx, db.NewPool(t), d, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, j.Close(context.Background())) })
 	return j
@@ -60,9 +65,13 @@ func TestSQLConcurrentFaults(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			db := dbtest.Open(t, b)
+			// A cancelled statement may still commit on the server after
+			// the client gave up on it, until it times out on the lock.
+			const lockTimeout = time.Second
 			journaltest.Concurrent(t, func(t *testing.T, node string) journal.Journal {
-				return openSQL(t, db, faulty{b.Dialect}, node)
-			}, journaltest.ConcurrentConfig{Nodes: 8, Goroutines: 8, Duration: journaltest.Duration(), Faults: true})
+				return openSQLConfig(t, db, faulty{b.Dialect}, journal.SQLConfig{NodeID: node, LockTimeout: lockTimeout})
+			}, journaltest.ConcurrentConfig{Nodes: 8, Goroutines: 8, Duration: journaltest.Duration(),
+				Faults: true, Settle: 2 * lockTimeout})
 		})
 	}
 }

@@ -26,6 +26,11 @@ type ConcurrentConfig struct {
 	// error is then a failed append (which must have written nothing),
 	// not a test failure.
 	Faults bool
+	// Settle is how long an append whose outcome was reported unknown may
+	// still commit after Append returned (a cancelled statement the server
+	// finishes anyway; at most the lock timeout). The final checks wait
+	// this long after the writers stop.
+	Settle time.Duration
 }
 
 // outcome of one append, by the unique payload of its first entry.
@@ -185,6 +190,7 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) {
 	time.Sleep(cfg.Duration)
 	close(stop)
 	writers.Wait()
+	time.Sleep(cfg.Settle)
 	close(writersDone)
 	readersDone.Wait()
 	close(readerErr)
