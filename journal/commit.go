@@ -41,6 +41,9 @@ type committer struct {
 	batchTimeout time.Duration
 
 	stats commitStats
+	// inflight counts the callers inside append: in a batch being
+	// written, or waiting for the next.
+	inflight atomic.Int64
 
 	reqs      chan *appendReq
 	quit      chan struct{}
@@ -95,6 +98,8 @@ func (c *committer) append(ctx context.Context, expect int64, entries []Entry) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	c.inflight.Add(1)
+	defer c.inflight.Add(-1)
 	r := &appendReq{ctx: ctx, entries: entries, expect: expect, res: make(chan appendRes, 1)}
 	for _, e := range entries {
 		r.size += len(e.Payload)
@@ -113,15 +118,19 @@ func (c *committer) append(ctx context.Context, expect int64, entries []Entry) (
 // maxLinger bounds how long the committer waits for the appends it
 // expects before it writes a smaller batch. A commit costs far more (a
 // flush to disk, and on a contended cluster a turn at the global lock), so
-// waiting a little for the appenders of the last batch, which are
-// re-appending as soon as they are answered, halves the number of commits
-// under load.
+// waiting a little for the callers of the last batch, which re-append as
+// soon as they are answered, cuts the number of commits under load. A lone
+// appender never waits.
 const maxLinger = 200 * time.Microsecond
 
 func (c *committer) run() {
 	defer close(c.done)
 	var carry *appendReq
-	expect := 1 // appends in the previous batch: how many to wait for
+	// expect is how many callers were inside append when the last batch
+	// was written: those in it are re-appending now, the others were
+	// waiting. Waiting for them keeps out-of-phase appenders from
+	// settling into a commit each.
+	expect := 1
 	for {
 		first := carry
 		carry = nil
@@ -150,7 +159,7 @@ func (c *committer) run() {
 				default:
 					// Appenders answered by the last batch are waking up
 					// and re-appending; give them a moment (never when
-					// the last batch had no more than this one).
+					// there were no more callers than this batch has).
 					if len(batch) >= expect {
 						break collect
 					}
@@ -163,7 +172,7 @@ func (c *committer) run() {
 				}
 			}
 		}
-		expect = len(batch)
+		expect = max(int(c.inflight.Load()), 1)
 		c.write(batch, n)
 	}
 }
