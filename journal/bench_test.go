@@ -194,6 +194,66 @@ func BenchmarkCatchUp(b *testing.B) {
 	}
 }
 
+// BenchmarkCatchUpFile is BenchmarkCatchUp on the file backend.
+func BenchmarkCatchUpFile(b *testing.B) {
+	ctx := context.Background()
+	w, err := journal.OpenFile(ctx, journal.FileConfig{Dir: b.TempDir(), NodeID: "writer"})
+	require.NoError(b, err)
+	defer w.Close(ctx)
+	fill(b, w, benchRecords())
+	benchCatchUp(b, w)
+}
+
+// BenchmarkAppendFile measures the file backend's appends: 1, 8 and 32
+// appenders spread over 1 and 4 instances on one folder (fsync per group
+// commit), 512-byte payloads.
+func BenchmarkAppendFile(b *testing.B) {
+	for _, inst := range []int{1, 4} {
+		for _, apps := range []int{1, 8, 32} {
+			if apps < inst {
+				continue
+			}
+			b.Run(fmt.Sprintf("instances=%d/appenders=%d", inst, apps), func(b *testing.B) {
+				ctx := context.Background()
+				dir := b.TempDir()
+				js := make([]*journal.File, inst)
+				for i := range js {
+					j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: fmt.Sprintf("n%d", i)})
+					require.NoError(b, err)
+					b.Cleanup(func() { j.Close(ctx) })
+					js[i] = j
+				}
+				payload := []byte(strings.Repeat("x", 512))
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				for a := range apps {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for next.Add(1) <= int64(b.N) {
+							if _, err := js[a%inst].Append(ctx, journal.Entry{Producer: "bench", Payload: payload}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				var recs, batches int64
+				for _, j := range js {
+					recs += j.Stats().Records
+					batches += j.Stats().Batches
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+				b.ReportMetric(float64(recs)/float64(max(batches, 1)), "records/commit")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
+
 func benchRecords() int64 {
 	var n int64 = 1_000_000
 	if v := envInt("TANDEM_BENCH_RECORDS"); v > 0 {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# bench.sh: the benchmarks quoted in BENCHMARKS.md. Starts the same
+# throwaway PostgreSQL and MariaDB servers as the test command
+# (scripts/dbenv.sh), runs the journal benchmarks against them and stops
+# them however it ends.
+#
+# Usage
+#
+#   scripts/bench.sh                 every journal benchmark, 3 s each
+#   scripts/bench.sh ARGS...         extra go test flags, e.g.
+#                                    scripts/bench.sh -bench 'Append/mysql'
+#                                    (a later -bench overrides the default)
+#
+# BenchmarkCatchUp* fill a 1M-record journal first (about a minute per
+# database); TANDEM_BENCH_RECORDS=N changes the size.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/dbenv.sh
+. scripts/dbenv.sh
+
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+	PATH=$PATH:/usr/local/go/bin
+fi
+command -v go >/dev/null || dbenv_die "go not found in PATH"
+
+trap dbenv_stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+dbenv_start
+go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/
