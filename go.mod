@@ -11,6 +11,7 @@ require (
 	github.com/sijms/go-ora/v2 v2.8.24
 	github.com/stretchr/testify v1.12.1
 	github.com/testcontainers/testcontainers-go v0.45.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sys v0.49.0
 )
 

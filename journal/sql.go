@@ -74,6 +74,8 @@ type SQL struct {
 	bg       context.Context
 	stopBG   context.CancelFunc
 	bgDone   sync.WaitGroup
+
+	closeOnce sync.Once
 }
 
 var (
@@ -351,21 +353,21 @@ func (j *SQL) listenLoop() {
 	}
 }
 
-// Close implements Journal.
+// Close implements Journal. If ctx ends while a group commit is in flight,
+// Close returns ctx's error and may be called again to finish.
 func (j *SQL) Close(ctx context.Context) error {
-	if j.bg.Err() != nil {
-		return nil
-	}
-	err := j.c.close(ctx)
-	j.stopBG()
-	j.bgDone.Wait()
-	if j.conn != nil && err == nil {
-		j.conn.Close()
-		j.conn = nil
-	}
-	if err != nil {
+	if err := j.c.close(ctx); err != nil {
 		return fmt.Errorf("close journal: %w", err)
 	}
+	// The committer has exited, so its connection is ours now.
+	j.closeOnce.Do(func() {
+		j.stopBG()
+		j.bgDone.Wait()
+		if j.conn != nil {
+			j.conn.Close()
+			j.conn = nil
+		}
+	})
 	return nil
 }
 
