@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -90,8 +91,18 @@ func newCommitter(w batchWriter, batchTimeout time.Duration) *committer {
 	return c
 }
 
-// append validates entries and hands them to the committer.
+// append validates entries and hands them to the committer; expect >= 0
+// makes the append conditional on the head. Errors carry the operation's
+// prefix.
 func (c *committer) append(ctx context.Context, expect int64, entries []Entry) ([]int64, error) {
+	revs, err := c.submit(ctx, expect, entries)
+	if err != nil {
+		return nil, fmt.Errorf("append journal: %w", err)
+	}
+	return revs, nil
+}
+
+func (c *committer) submit(ctx context.Context, expect int64, entries []Entry) ([]int64, error) {
 	if err := checkEntries(entries); err != nil {
 		return nil, err
 	}

@@ -283,11 +283,7 @@ func (j *File) checkOpen() error {
 
 // Append implements Journal.
 func (j *File) Append(ctx context.Context, entries ...Entry) ([]int64, error) {
-	revs, err := j.c.append(ctx, -1, entries)
-	if err != nil {
-		return nil, fmt.Errorf("append journal: %w", err)
-	}
-	return revs, nil
+	return j.c.append(ctx, -1, entries)
 }
 
 // AppendIf implements Journal.
@@ -295,11 +291,7 @@ func (j *File) AppendIf(ctx context.Context, head int64, entries ...Entry) ([]in
 	if head < 0 {
 		return nil, fmt.Errorf("append journal: %w: head is %d, must be >= 0", ErrInvalidArgument, head)
 	}
-	revs, err := j.c.append(ctx, head, entries)
-	if err != nil {
-		return nil, fmt.Errorf("append journal: %w", err)
-	}
-	return revs, nil
+	return j.c.append(ctx, head, entries)
 }
 
 // writeBatch implements batchWriter; it runs on the committer goroutine.

@@ -111,11 +111,7 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 
 // Append implements Journal.
 func (j *SQL) Append(ctx context.Context, entries ...Entry) ([]int64, error) {
-	revs, err := j.c.append(ctx, -1, entries)
-	if err != nil {
-		return nil, fmt.Errorf("append journal: %w", err)
-	}
-	return revs, nil
+	return j.c.append(ctx, -1, entries)
 }
 
 // AppendIf implements Journal.
@@ -123,11 +119,7 @@ func (j *SQL) AppendIf(ctx context.Context, head int64, entries ...Entry) ([]int
 	if head < 0 {
 		return nil, fmt.Errorf("append journal: %w: head is %d, must be >= 0", ErrInvalidArgument, head)
 	}
-	revs, err := j.c.append(ctx, head, entries)
-	if err != nil {
-		return nil, fmt.Errorf("append journal: %w", err)
-	}
-	return revs, nil
+	return j.c.append(ctx, head, entries)
 }
 
 // writeBatch implements batchWriter; it runs on the committer goroutine.

@@ -341,6 +341,20 @@ dbenv_pidfile() {
 
 # dbenv_stop stops the servers dbenv_start started and removes their folder.
 # It is safe to call at any point, and more than once.
+# dbenv_session: what a script that runs go against the servers needs
+# first: go in PATH, the servers stopped however the script ends (traps on
+# EXIT, INT, TERM and HUP of the calling shell), and the servers started.
+dbenv_session() {
+	if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+		PATH=$PATH:/usr/local/go/bin
+	fi
+	command -v go >/dev/null || dbenv_die "go not found in PATH"
+	trap dbenv_stop EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM HUP
+	dbenv_start
+}
+
 dbenv_stop() {
 	# A signal that lands between starting a server and noting its pid
 	# leaves the variable empty; the server's pid file still tells.

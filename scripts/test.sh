@@ -26,16 +26,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/dbenv.sh
 . scripts/dbenv.sh
 
-if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
-	PATH=$PATH:/usr/local/go/bin
-fi
-command -v go >/dev/null || dbenv_die "go not found in PATH"
-
-trap dbenv_stop EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
-
-dbenv_start
+dbenv_session
 
 if [[ $# -eq 0 ]]; then
 	set -- ./...

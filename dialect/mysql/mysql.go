@@ -133,8 +133,8 @@ END`
 // CreateSchema runs the DDL under a named lock (GET_LOCK) keyed by the
 // prefix, so nodes starting at once create it exactly once.
 func (d my) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := d.version(ctx, db, t); err == nil && d.hasProcedure(ctx, db, t) {
-		return checkVersion(v)
+	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil && d.hasProcedure(ctx, db, t) {
+		return dialect.CheckSchemaVersion(v)
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -162,11 +162,11 @@ func (d my) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoc
 	if err := d.createProcedure(ctx, conn, t); err != nil {
 		return err
 	}
-	v, err := d.version(ctx, db, t)
+	v, err := dialect.StoredSchemaVersion(ctx, db, t)
 	if err != nil {
-		return err
+		return fmt.Errorf("read schema version: %w", d.Translate(err))
 	}
-	return checkVersion(v)
+	return dialect.CheckSchemaVersion(v)
 }
 
 func (d my) hasProcedure(ctx context.Context, db *sql.DB, t dialect.Tables) bool {
@@ -187,19 +187,6 @@ WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCE
 	}
 	if _, err := conn.ExecContext(ctx, procedureSQL(t)); err != nil {
 		return fmt.Errorf("create procedure %s (needs the CREATE ROUTINE privilege): %w", procName(t), d.Translate(err))
-	}
-	return nil
-}
-
-func (d my) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
-	var v int
-	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
-	return v, d.Translate(err)
-}
-
-func checkVersion(v int) error {
-	if v > dialect.SchemaVersion {
-		return fmt.Errorf("%w: the database has version %d, this release knows %d", dialect.ErrSchemaTooNew, v, dialect.SchemaVersion)
 	}
 	return nil
 }

@@ -159,8 +159,8 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WHERE id = 1)`
 // nodes starting at once may race. Unique violations of the seed rows are
 // success too, so the first epoch wins.
 func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := d.version(ctx, db, t); err == nil {
-		return checkVersion(v)
+	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
+		return dialect.CheckSchemaVersion(v)
 	}
 	for _, tb := range tables(t) {
 		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
@@ -173,28 +173,13 @@ func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epo
 	if _, err := db.ExecContext(ctx, seedMeta(t), epoch, int64(dialect.SchemaVersion)); err != nil && code(err) != errUniqueViolation {
 		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.Meta), d.Translate(err))
 	}
-	v, err := d.version(ctx, db, t)
+	v, err := dialect.StoredSchemaVersion(ctx, db, t)
 	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
+		return fmt.Errorf("read schema version: %w", d.Translate(err))
 	}
-	return checkVersion(v)
+	return dialect.CheckSchemaVersion(v)
 }
 
-func (d ora) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
-	var v int
-	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
-	return v, d.Translate(err)
-}
-
-func checkVersion(v int) error {
-	if v > dialect.SchemaVersion {
-		return fmt.Errorf("%w: the database has version %d, this release knows %d", dialect.ErrSchemaTooNew, v, dialect.SchemaVersion)
-	}
-	return nil
-}
-
-// PrepareConn remembers the lock timeout, in whole seconds rounded up, for
-// the WAIT clause of the appends on conn. It runs nothing on the server.
 // PrepareConn does nothing: Oracle has no session-level row-lock timeout;
 // each append carries FOR UPDATE WAIT with AppendRequest.LockTimeout.
 func (ora) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {

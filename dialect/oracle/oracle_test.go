@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"github.com/tandem-go/tandem/internal/fakesql"
 	"io"
 	"regexp"
 	"strconv"
@@ -274,24 +275,24 @@ func TestWaitSeconds(t *testing.T) {
 
 // appendReply answers the append block by setting its OUT bind to first,
 // or with err.
-func appendReply(first int64, err error) func(string, []driver.NamedValue) reply {
-	return func(q string, args []driver.NamedValue) reply {
+func appendReply(first int64, err error) func(string, []driver.NamedValue) fakesql.Reply {
+	return func(q string, args []driver.NamedValue) fakesql.Reply {
 		if !strings.Contains(q, "FOR UPDATE WAIT") {
-			return reply{}
+			return fakesql.Reply{}
 		}
 		if err != nil {
-			return reply{err: err}
+			return fakesql.Reply{Err: err}
 		}
 		out := args[len(args)-1].Value.(sql.Out)
 		*out.Dest.(*int64) = first
-		return reply{}
+		return fakesql.Reply{}
 	}
 }
 
 func TestAppend(t *testing.T) {
 	ctx := context.Background()
-	run := func(t *testing.T, r dialect.AppendRequest, prepare time.Duration, handle func(string, []driver.NamedValue) reply) (*fakeDB, int64, error) {
-		f, db := newFakeDB(t, handle)
+	run := func(t *testing.T, r dialect.AppendRequest, prepare time.Duration, handle func(string, []driver.NamedValue) fakesql.Reply) (*fakesql.DB, int64, error) {
+		f, db := fakesql.New(t, handle)
 		conn, err := db.Conn(ctx)
 		require.NoError(t, err)
 		defer conn.Close()
@@ -305,21 +306,21 @@ func TestAppend(t *testing.T) {
 		f, first, err := run(t, request(3, -1), 2500*time.Millisecond, appendReply(41, nil))
 		require.NoError(t, err)
 		require.EqualValues(t, 41, first)
-		require.Len(t, f.calls, 1, "one round trip; PrepareConn runs nothing")
-		require.Contains(t, f.calls[0].query, "FOR UPDATE WAIT 3;", "the prepared lock timeout, rounded up")
-		require.Len(t, f.calls[0].args, appendBinds+6)
-		require.Equal(t, "node-a", f.calls[0].args[2].Value)
+		require.Len(t, f.Calls(), 1, "one round trip; PrepareConn runs nothing")
+		require.Contains(t, f.Calls()[0].Query, "FOR UPDATE WAIT 3;", "the prepared lock timeout, rounded up")
+		require.Len(t, f.Calls()[0].Args, appendBinds+6)
+		require.Equal(t, "node-a", f.Calls()[0].Args[2].Value)
 	})
 	t.Run("unprepared", func(t *testing.T) {
 		f, _, err := run(t, request(1, -1), 0, appendReply(1, nil))
 		require.NoError(t, err)
-		require.Contains(t, f.calls[0].query, "FOR UPDATE WAIT 10;", "the default lock wait")
+		require.Contains(t, f.Calls()[0].Query, "FOR UPDATE WAIT 10;", "the default lock wait")
 	})
 	t.Run("head mismatch", func(t *testing.T) {
 		f, _, err := run(t, request(1, 7), time.Second, appendReply(-1, nil))
 		require.ErrorIs(t, err, dialect.ErrHeadMismatch)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
-		require.EqualValues(t, 7, f.calls[0].args[1].Value)
+		require.EqualValues(t, 7, f.Calls()[0].Args[1].Value)
 	})
 	t.Run("server error rolled back", func(t *testing.T) {
 		for code, class := range map[int]error{30006: dialect.ErrLockTimeout, 60: dialect.ErrDeadlock, 1: dialect.ErrUniqueViolation} {
@@ -350,7 +351,7 @@ func TestAppend(t *testing.T) {
 	t.Run("too many entries", func(t *testing.T) {
 		f, _, err := run(t, request(maxEntries+1, -1), time.Second, nil)
 		require.Error(t, err)
-		require.Empty(t, f.calls)
+		require.Empty(t, f.Calls())
 	})
 }
 
@@ -361,47 +362,47 @@ func TestCreateSchema(t *testing.T) {
 
 	t.Run("races are success", func(t *testing.T) {
 		versions := 0
-		f, db := newFakeDB(t, func(q string, args []driver.NamedValue) reply {
+		f, db := fakesql.New(t, func(q string, args []driver.NamedValue) fakesql.Reply {
 			switch {
 			case q == versionQuery:
 				versions++
 				if versions == 1 {
-					return reply{err: &network.OracleError{ErrCode: 942}} // table or view does not exist
+					return fakesql.Reply{Err: &network.OracleError{ErrCode: 942}} // table or view does not exist
 				}
-				return reply{rows: [][]driver.Value{{"1"}}} // go-ora returns NUMBER as text
+				return fakesql.Reply{Rows: [][]driver.Value{{"1"}}} // go-ora returns NUMBER as text
 			case strings.HasPrefix(q, "CREATE TABLE tandem_meta"):
-				return reply{err: &network.OracleError{ErrCode: errNameUsed}}
+				return fakesql.Reply{Err: &network.OracleError{ErrCode: errNameUsed}}
 			case strings.HasPrefix(q, "INSERT INTO tandem_global_revision"):
-				return reply{err: &network.OracleError{ErrCode: errUniqueViolation}}
+				return fakesql.Reply{Err: &network.OracleError{ErrCode: errUniqueViolation}}
 			}
-			return reply{}
+			return fakesql.Reply{}
 		})
 		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		qs := f.queries()
+		qs := f.Queries()
 		require.Len(t, qs, 8)
 		require.Equal(t, seedMeta(tb), qs[6])
-		require.Equal(t, "e1", f.calls[6].args[0].Value)
-		require.EqualValues(t, dialect.SchemaVersion, f.calls[6].args[1].Value)
+		require.Equal(t, "e1", f.Calls()[6].Args[0].Value)
+		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[6].Args[1].Value)
 	})
 	t.Run("exists", func(t *testing.T) {
-		f, db := newFakeDB(t, func(string, []driver.NamedValue) reply {
-			return reply{rows: [][]driver.Value{{"1"}}}
+		f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
+			return fakesql.Reply{Rows: [][]driver.Value{{"1"}}}
 		})
 		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		require.Equal(t, []string{versionQuery}, f.queries(), "an existing schema is only checked")
+		require.Equal(t, []string{versionQuery}, f.Queries(), "an existing schema is only checked")
 	})
 	t.Run("too new", func(t *testing.T) {
-		_, db := newFakeDB(t, func(string, []driver.NamedValue) reply {
-			return reply{rows: [][]driver.Value{{strconv.Itoa(dialect.SchemaVersion + 1)}}}
+		_, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
+			return fakesql.Reply{Rows: [][]driver.Value{{strconv.Itoa(dialect.SchemaVersion + 1)}}}
 		})
 		require.ErrorIs(t, Dialect.CreateSchema(ctx, db, tb, "e1"), dialect.ErrSchemaTooNew)
 	})
 	t.Run("denied", func(t *testing.T) {
-		_, db := newFakeDB(t, func(q string, _ []driver.NamedValue) reply {
+		_, db := fakesql.New(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
 			if q == versionQuery {
-				return reply{err: &network.OracleError{ErrCode: 942}}
+				return fakesql.Reply{Err: &network.OracleError{ErrCode: 942}}
 			}
-			return reply{err: &network.OracleError{ErrCode: 1031}} // insufficient privileges
+			return fakesql.Reply{Err: &network.OracleError{ErrCode: 1031}} // insufficient privileges
 		})
 		err := Dialect.CreateSchema(ctx, db, tb, "e1")
 		require.ErrorContains(t, err, "create table TANDEM_JOURNAL")

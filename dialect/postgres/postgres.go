@@ -96,8 +96,8 @@ func schema(t dialect.Tables) []string {
 // CREATE TABLE IF NOT EXISTS can still fail on PostgreSQL when two sessions
 // race on the catalog).
 func (d pg) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := d.version(ctx, db, t); err == nil {
-		return checkVersion(v)
+	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
+		return dialect.CheckSchemaVersion(v)
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -119,24 +119,11 @@ func (d pg) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoc
 	if err := tx.Commit(); err != nil {
 		return d.Translate(err)
 	}
-	v, err := d.version(ctx, db, t)
+	v, err := dialect.StoredSchemaVersion(ctx, db, t)
 	if err != nil {
-		return err
+		return fmt.Errorf("read schema version: %w", d.Translate(err))
 	}
-	return checkVersion(v)
-}
-
-func (d pg) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
-	var v int
-	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
-	return v, d.Translate(err)
-}
-
-func checkVersion(v int) error {
-	if v > dialect.SchemaVersion {
-		return fmt.Errorf("%w: the database has version %d, this release knows %d", dialect.ErrSchemaTooNew, v, dialect.SchemaVersion)
-	}
-	return nil
+	return dialect.CheckSchemaVersion(v)
 }
 
 func firstLine(s string) string {

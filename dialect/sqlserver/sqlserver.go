@@ -165,8 +165,8 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WITH (UPDLOCK, HOLDLOCK) WHERE id
 // may both find a table missing; the loser's "object exists" (2714) and the
 // seed rows' unique violations count as success, so the first epoch wins.
 func (d sqlServer) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := d.version(ctx, db, t); err == nil {
-		return checkVersion(v)
+	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
+		return dialect.CheckSchemaVersion(v)
 	}
 	for _, tb := range tables(t) {
 		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && !hasNumber(err, errObjectExists) {
@@ -183,24 +183,11 @@ func (d sqlServer) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Table
 			return fmt.Errorf("seed %s: %w", t.Meta, err)
 		}
 	}
-	v, err := d.version(ctx, db, t)
+	v, err := dialect.StoredSchemaVersion(ctx, db, t)
 	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
+		return fmt.Errorf("read schema version: %w", d.Translate(err))
 	}
-	return checkVersion(v)
-}
-
-func (d sqlServer) version(ctx context.Context, db *sql.DB, t dialect.Tables) (int, error) {
-	var v int
-	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
-	return v, d.Translate(err)
-}
-
-func checkVersion(v int) error {
-	if v > dialect.SchemaVersion {
-		return fmt.Errorf("%w: the database has version %d, this release knows %d", dialect.ErrSchemaTooNew, v, dialect.SchemaVersion)
-	}
-	return nil
+	return dialect.CheckSchemaVersion(v)
 }
 
 // PrepareConn sets the session's LOCK_TIMEOUT, in milliseconds rounded up.

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"github.com/tandem-go/tandem/internal/fakesql"
 	"io"
 	"regexp"
 	"slices"
@@ -243,12 +244,12 @@ func TestAppendArgs(t *testing.T) {
 
 func TestAppend(t *testing.T) {
 	ctx := context.Background()
-	run := func(t *testing.T, r dialect.AppendRequest, rep reply) (*fakeDB, int64, error) {
-		f, db := newFakeDB(t, func(q string, _ []driver.NamedValue) reply {
+	run := func(t *testing.T, r dialect.AppendRequest, rep fakesql.Reply) (*fakesql.DB, int64, error) {
+		f, db := fakesql.New(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
 			if strings.HasPrefix(q, "SET NOCOUNT ON;") {
 				return rep
 			}
-			return reply{}
+			return fakesql.Reply{}
 		})
 		conn, err := db.Conn(ctx)
 		require.NoError(t, err)
@@ -258,55 +259,55 @@ func TestAppend(t *testing.T) {
 	}
 
 	t.Run("ok", func(t *testing.T) {
-		f, first, err := run(t, request(3, -1), reply{rows: [][]driver.Value{{int64(41)}}})
+		f, first, err := run(t, request(3, -1), fakesql.Reply{Rows: [][]driver.Value{{int64(41)}}})
 		require.NoError(t, err)
 		require.EqualValues(t, 41, first)
-		require.Len(t, f.calls, 1, "one round trip")
-		require.Equal(t, appendSQL(request(3, -1).Tables, 3, false), f.calls[0].query)
-		require.Len(t, f.calls[0].args, appendParams+6)
-		require.Equal(t, "node-a", f.calls[0].args[1].Value)
+		require.Len(t, f.Calls(), 1, "one round trip")
+		require.Equal(t, appendSQL(request(3, -1).Tables, 3, false), f.Calls()[0].Query)
+		require.Len(t, f.Calls()[0].Args, appendParams+6)
+		require.Equal(t, "node-a", f.Calls()[0].Args[1].Value)
 	})
 	t.Run("head mismatch", func(t *testing.T) {
-		f, _, err := run(t, request(1, 7), reply{rows: [][]driver.Value{{nil}}})
+		f, _, err := run(t, request(1, 7), fakesql.Reply{Rows: [][]driver.Value{{nil}}})
 		require.ErrorIs(t, err, dialect.ErrHeadMismatch)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
-		require.Contains(t, f.calls[0].query, "AND revision = @p3")
-		require.EqualValues(t, 7, f.calls[0].args[2].Value)
+		require.Contains(t, f.Calls()[0].Query, "AND revision = @p3")
+		require.EqualValues(t, 7, f.Calls()[0].Args[2].Value)
 	})
 	t.Run("missing counter row", func(t *testing.T) {
-		_, _, err := run(t, request(1, -1), reply{rows: [][]driver.Value{{nil}}})
+		_, _, err := run(t, request(1, -1), fakesql.Reply{Rows: [][]driver.Value{{nil}}})
 		require.Error(t, err)
 		require.NotErrorIs(t, err, dialect.ErrHeadMismatch)
 	})
 	t.Run("server error rolls back", func(t *testing.T) {
-		f, _, err := run(t, request(1, -1), reply{err: mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."}})
+		f, _, err := run(t, request(1, -1), fakesql.Reply{Err: mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."}})
 		require.ErrorIs(t, err, dialect.ErrLockTimeout)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "a server error means the batch rolled back")
-		require.Equal(t, []string{f.calls[0].query, "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"}, f.queries(),
+		require.Equal(t, []string{f.Calls()[0].Query, "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"}, f.Queries(),
 			"a transaction a compile error left open is rolled back")
 	})
 	t.Run("connection lost", func(t *testing.T) {
 		for _, cause := range []error{io.ErrUnexpectedEOF, context.DeadlineExceeded} {
-			_, _, err := run(t, request(1, -1), reply{err: cause})
+			_, _, err := run(t, request(1, -1), fakesql.Reply{Err: cause})
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%v", cause)
 			require.ErrorIs(t, err, cause)
 		}
 		// A fatal server error severs the connection: even a commit at the
 		// end of the batch cannot be ruled out.
-		_, _, err := run(t, request(1, -1), reply{err: mssql.ServerError{}})
+		_, _, err := run(t, request(1, -1), fakesql.Reply{Err: mssql.ServerError{}})
 		require.ErrorIs(t, err, dialect.ErrOutcomeUnknown)
 		var fatal mssql.ServerError
 		require.ErrorAs(t, err, &fatal)
 	})
 	t.Run("not sent", func(t *testing.T) {
-		_, _, err := run(t, request(1, -1), reply{err: driver.ErrBadConn})
+		_, _, err := run(t, request(1, -1), fakesql.Reply{Err: driver.ErrBadConn})
 		require.Error(t, err)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
 	})
 	t.Run("too many entries", func(t *testing.T) {
-		f, _, err := run(t, request(maxEntries+1, -1), reply{})
+		f, _, err := run(t, request(maxEntries+1, -1), fakesql.Reply{})
 		require.Error(t, err)
-		require.Empty(t, f.calls)
+		require.Empty(t, f.Calls())
 	})
 }
 
@@ -321,13 +322,13 @@ func TestPrepareConn(t *testing.T) {
 		{time.Nanosecond, "SET LOCK_TIMEOUT 1"},
 		{1000 * time.Hour, "SET LOCK_TIMEOUT 2147483647"},
 	} {
-		f, db := newFakeDB(t, nil)
+		f, db := fakesql.New(t, nil)
 		conn, err := db.Conn(ctx)
 		require.NoError(t, err)
 		require.NoError(t, Dialect.PrepareConn(ctx, conn, tc.d))
 		conn.Close()
-		require.Equal(t, []string{tc.want}, f.queries())
-		require.Empty(t, f.calls[0].args, "no arguments: a plain batch, so the setting outlives it")
+		require.Equal(t, []string{tc.want}, f.Queries())
+		require.Empty(t, f.Calls()[0].Args, "no arguments: a plain batch, so the setting outlives it")
 	}
 }
 
@@ -338,47 +339,47 @@ func TestCreateSchema(t *testing.T) {
 
 	t.Run("races are success", func(t *testing.T) {
 		versions := 0
-		f, db := newFakeDB(t, func(q string, args []driver.NamedValue) reply {
+		f, db := fakesql.New(t, func(q string, args []driver.NamedValue) fakesql.Reply {
 			switch {
 			case q == versionQuery:
 				versions++
 				if versions == 1 {
-					return reply{err: mssql.Error{Number: 208, Message: "Invalid object name 'tandem_meta'."}}
+					return fakesql.Reply{Err: mssql.Error{Number: 208, Message: "Invalid object name 'tandem_meta'."}}
 				}
-				return reply{rows: [][]driver.Value{{int64(1)}}}
+				return fakesql.Reply{Rows: [][]driver.Value{{int64(1)}}}
 			case strings.Contains(q, "CREATE TABLE tandem_meta"):
-				return reply{err: mssql.Error{Number: 2714, Message: "There is already an object named 'tandem_meta' in the database."}}
+				return fakesql.Reply{Err: mssql.Error{Number: 2714, Message: "There is already an object named 'tandem_meta' in the database."}}
 			case strings.HasPrefix(q, "INSERT INTO tandem_global_revision"):
-				return reply{err: mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint"}}
+				return fakesql.Reply{Err: mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint"}}
 			}
-			return reply{}
+			return fakesql.Reply{}
 		})
 		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		qs := f.queries()
+		qs := f.Queries()
 		require.Len(t, qs, 8)
 		require.Equal(t, seedMeta(tb), qs[6])
-		require.Equal(t, "e1", f.calls[6].args[0].Value)
-		require.EqualValues(t, dialect.SchemaVersion, f.calls[6].args[1].Value)
+		require.Equal(t, "e1", f.Calls()[6].Args[0].Value)
+		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[6].Args[1].Value)
 	})
 	t.Run("exists", func(t *testing.T) {
-		f, db := newFakeDB(t, func(string, []driver.NamedValue) reply {
-			return reply{rows: [][]driver.Value{{int64(1)}}}
+		f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
+			return fakesql.Reply{Rows: [][]driver.Value{{int64(1)}}}
 		})
 		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		require.Equal(t, []string{versionQuery}, f.queries(), "an existing schema is only checked")
+		require.Equal(t, []string{versionQuery}, f.Queries(), "an existing schema is only checked")
 	})
 	t.Run("too new", func(t *testing.T) {
-		_, db := newFakeDB(t, func(string, []driver.NamedValue) reply {
-			return reply{rows: [][]driver.Value{{int64(dialect.SchemaVersion + 1)}}}
+		_, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
+			return fakesql.Reply{Rows: [][]driver.Value{{int64(dialect.SchemaVersion + 1)}}}
 		})
 		require.ErrorIs(t, Dialect.CreateSchema(ctx, db, tb, "e1"), dialect.ErrSchemaTooNew)
 	})
 	t.Run("denied", func(t *testing.T) {
-		_, db := newFakeDB(t, func(q string, _ []driver.NamedValue) reply {
+		_, db := fakesql.New(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
 			if q == versionQuery {
-				return reply{err: sql.ErrNoRows}
+				return fakesql.Reply{Err: sql.ErrNoRows}
 			}
-			return reply{err: mssql.Error{Number: 262, Message: "CREATE TABLE permission denied"}}
+			return fakesql.Reply{Err: mssql.Error{Number: 262, Message: "CREATE TABLE permission denied"}}
 		})
 		err := Dialect.CreateSchema(ctx, db, tb, "e1")
 		require.ErrorContains(t, err, "create table tandem_journal")

@@ -1,0 +1,24 @@
+package dialect
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// StoredSchemaVersion reads the schema version from the meta table of t.
+// The error is the driver's, untranslated.
+func StoredSchemaVersion(ctx context.Context, db *sql.DB, t Tables) (int, error) {
+	var v int
+	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
+	return v, err
+}
+
+// CheckSchemaVersion fails with ErrSchemaTooNew when a database holds a
+// schema version newer than this release's SchemaVersion.
+func CheckSchemaVersion(v int) error {
+	if v > SchemaVersion {
+		return fmt.Errorf("%w: the database has version %d, this release knows %d", ErrSchemaTooNew, v, SchemaVersion)
+	}
+	return nil
+}
