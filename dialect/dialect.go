@@ -114,6 +114,37 @@ type Queries struct {
 	CopyPosition string
 }
 
+// LockQueries holds the statements of the locks table (Tables.Locks). Every
+// time is database time; TTLs are in milliseconds. Arguments are listed in
+// the order they appear in the statement (Oracle binds by position).
+type LockQueries struct {
+	// Seed: args (name); inserts an unowned, expired row (token 0) for
+	// name if there is none. May fail with ErrUniqueViolation when a
+	// concurrent Seed won; callers ignore that.
+	Seed string
+	// Acquire: args (owner node, owner instance, ttl ms, name); takes the
+	// row if it is expired: owner, instance, token = token + 1, heartbeat =
+	// 0, acquired_at = now, expires_at = now + ttl. One row affected means
+	// acquired.
+	Acquire string
+	// Token: args (name); one row (token).
+	Token string
+	// Renew: args (ttl ms, name, node, instance, token); expires_at = now +
+	// ttl, heartbeat = heartbeat + 1, where the row is still that holder's
+	// and not expired. One row affected means renewed.
+	Renew string
+	// Release: args (name, node, instance, token); expires_at = now where
+	// the row is still that holder's and not expired.
+	Release string
+	// List: no args; rows (name, node, instance, token, acquired_at,
+	// expires_at, held 1/0) ordered by name.
+	List string
+	// Fence: args (name, node, instance, token); one row (token) when the
+	// holder's lease is current, locking the row against updates until the
+	// transaction that ran it ends. No row: not current.
+	Fence string
+}
+
 // Dialect is one database's SQL knowledge. Implementations are stateless and
 // safe for concurrent use; they are provided by the subpackages of dialect.
 type Dialect interface {
@@ -124,8 +155,11 @@ type Dialect interface {
 	// Queries returns the simple statements for the tables t.
 	Queries(t Tables) Queries
 
-	// CreateSchema creates the journal, global revision, meta and local
-	// revisions tables of t if they do not exist, and seeds the counter
+	// LockQueries returns the statements of the locks table of t.
+	LockQueries(t Tables) LockQueries
+
+	// CreateSchema creates the journal, global revision, meta, local
+	// revisions and locks tables of t if they do not exist, and seeds the counter
 	// row (0) and the meta row (epoch, tail 1, SchemaVersion). It is
 	// idempotent and safe when many nodes run it at once; the first node's
 	// epoch wins. It fails with ErrSchemaTooNew when the meta row holds a

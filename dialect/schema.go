@@ -6,9 +6,15 @@ import (
 	"fmt"
 )
 
+// Querier is what *sql.DB, *sql.Conn and *sql.Tx have in common for
+// single-row queries.
+type Querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // StoredSchemaVersion reads the schema version from the meta table of t.
 // The error is the driver's, untranslated.
-func StoredSchemaVersion(ctx context.Context, db *sql.DB, t Tables) (int, error) {
+func StoredSchemaVersion(ctx context.Context, db Querier, t Tables) (int, error) {
 	var v int
 	err := db.QueryRowContext(ctx, `SELECT schema_version FROM `+t.Meta+` WHERE id = 1`).Scan(&v)
 	return v, err

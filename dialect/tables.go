@@ -12,6 +12,7 @@ type Tables struct {
 	GlobalRevision string
 	Meta           string
 	LocalRevisions string
+	Locks          string
 }
 
 // NewTables validates prefix (see ident.Prefix) and returns the table names
@@ -26,6 +27,7 @@ func NewTables(field, prefix string) (Tables, error) {
 		GlobalRevision: prefix + "global_revision",
 		Meta:           prefix + "meta",
 		LocalRevisions: prefix + "local_revisions",
+		Locks:          prefix + "locks",
 	}, nil
 }
 

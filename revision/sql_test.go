@@ -3,6 +3,7 @@ package revision_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -23,6 +24,24 @@ func TestSQLConformance(t *testing.T) {
 					return s
 				}
 			})
+		})
+	}
+}
+
+// TestSQLSchemaOneConnection creates the schema through a pool of a single
+// connection: schema creation must never wait for a second one.
+func TestSQLSchemaOneConnection(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			pool.SetMaxOpenConns(1)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s, err := revision.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
+			require.NoError(t, err)
+			require.NoError(t, s.Save(ctx, "a", 1, ""))
 		})
 	}
 }

@@ -91,6 +91,14 @@ func schema(t dialect.Tables) []string {
 	revision   BIGINT NOT NULL,
 	epoch      VARCHAR(64) CHARACTER SET ascii NOT NULL,
 	updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB`,
+		`CREATE TABLE IF NOT EXISTS ` + t.Locks + ` (
+	name        VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+	owner       ` + idType + ` NOT NULL,
+	instance    VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+	token       BIGINT NOT NULL,
+	heartbeat   BIGINT NOT NULL,
+	acquired_at DATETIME(6) NOT NULL,
+	expires_at  DATETIME(6) NOT NULL) ENGINE=InnoDB`,
 		`INSERT IGNORE INTO ` + t.GlobalRevision + ` (id, revision) VALUES (1, 0)`,
 	}
 }
@@ -162,7 +170,7 @@ func (d my) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoc
 	if err := d.createProcedure(ctx, conn, t); err != nil {
 		return err
 	}
-	v, err := dialect.StoredSchemaVersion(ctx, db, t)
+	v, err := dialect.StoredSchemaVersion(ctx, conn, t)
 	if err != nil {
 		return fmt.Errorf("read schema version: %w", d.Translate(err))
 	}
@@ -277,4 +285,25 @@ func (my) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
 	}
 	return err
+}
+
+// LockQueries implements dialect.Dialect.
+func (my) LockQueries(t dialect.Tables) dialect.LockQueries {
+	const now = `UTC_TIMESTAMP(6)`
+	return dialect.LockQueries{
+		Seed: `INSERT IGNORE INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
+VALUES (?, '', '', 0, 0, ` + now + `, ` + now + `)`,
+		Acquire: `UPDATE ` + t.Locks + ` SET owner = ?, instance = ?, token = token + 1, heartbeat = 0,
+acquired_at = ` + now + `, expires_at = TIMESTAMPADD(MICROSECOND, ? * 1000, ` + now + `)
+WHERE name = ? AND expires_at <= ` + now,
+		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = ?`,
+		Renew: `UPDATE ` + t.Locks + ` SET expires_at = TIMESTAMPADD(MICROSECOND, ? * 1000, ` + now + `), heartbeat = heartbeat + 1
+WHERE name = ? AND owner = ? AND instance = ? AND token = ? AND expires_at > ` + now,
+		Release: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + `
+WHERE name = ? AND owner = ? AND instance = ? AND token = ? AND expires_at > ` + now,
+		List: `SELECT name, owner, instance, token, acquired_at, expires_at, CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END
+FROM ` + t.Locks + ` ORDER BY name`,
+		Fence: `SELECT token FROM ` + t.Locks + `
+WHERE name = ? AND owner = ? AND instance = ? AND token = ? AND expires_at > ` + now + ` FOR UPDATE`,
+	}
 }

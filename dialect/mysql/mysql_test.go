@@ -1,10 +1,15 @@
 package mysql
 
 import (
+	"context"
+	sqldriver "database/sql/driver"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/fakesql"
 )
 
 func TestTranslate(t *testing.T) {
@@ -59,4 +65,136 @@ func TestProcedureSQL(t *testing.T) {
 	require.Contains(t, s, "INSERT INTO zz_journal ")
 	require.Contains(t, s, "ROLLBACK; RESIGNAL;", "an error rolls back and keeps its number")
 	require.Equal(t, 1, strings.Count(s, "COMMIT;"))
+}
+
+var (
+	literal   = regexp.MustCompile(`'[^']*'`)
+	tableName = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks)\b`)
+)
+
+// numbered returns query with its i-th ? (outside string literals) written
+// as ?i, so that a test can see which argument goes where.
+func numbered(query string) string {
+	var b strings.Builder
+	n, inLit := 0, false
+	for _, c := range query {
+		switch {
+		case c == '\'':
+			inLit = !inLit
+		case c == '?' && !inLit:
+			n++
+			b.WriteString("?" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// lockArgs is the number of arguments of each LockQueries field, from the
+// field comments of dialect.LockQueries.
+func lockArgs(q dialect.LockQueries) map[string]struct {
+	sql  string
+	args int
+} {
+	type s = struct {
+		sql  string
+		args int
+	}
+	return map[string]s{
+		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
+		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
+	}
+}
+
+func TestLockQueries(t *testing.T) {
+	const now = "UTC_TIMESTAMP(6)"
+	ttl := func(p string) string { return "TIMESTAMPADD(MICROSECOND, " + p + " * 1000, " + now + ")" }
+	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
+		tb, err := dialect.NewTables("Prefix", prefix)
+		require.NoError(t, err)
+		q := Dialect.LockQueries(tb)
+		for name, f := range lockArgs(q) {
+			require.NotEmpty(t, f.sql, name)
+			require.Equal(t, f.args, strings.Count(literal.ReplaceAllString(f.sql, "''"), "?"), "%s: one ? per argument", name)
+			for _, bad := range []string{"$1", ":1", "@p"} {
+				require.NotContains(t, f.sql, bad, "%s: foreign placeholder", name)
+			}
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
+			for _, m := range tableName.FindAllStringSubmatch(f.sql, -1) {
+				require.Equal(t, prefix+m[1], m[0], "%s: table name without the prefix", name)
+			}
+			upper := strings.ToUpper(f.sql)
+			for _, bad := range []string{"SKIP LOCKED", "NOWAIT", "NOLOCK", "READPAST", "NOW()", "CURRENT_TIMESTAMP"} {
+				require.NotContains(t, upper, bad, name)
+			}
+		}
+		// Which argument goes where, as the field comments list them.
+		for name, frags := range map[string][]string{
+			"Seed": {"INSERT IGNORE INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nVALUES (?1, '', '', 0, 0, " + now + ", " + now + ")"},
+			"Acquire": {"UPDATE " + tb.Locks + " SET owner = ?1, instance = ?2, token = token + 1, heartbeat = 0,",
+				"acquired_at = " + now + ", expires_at = " + ttl("?3"), "WHERE name = ?4 AND expires_at <= " + now},
+			"Token": {"SELECT token FROM " + tb.Locks + " WHERE name = ?1"},
+			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("?1") + ", heartbeat = heartbeat + 1",
+				"WHERE name = ?2 AND owner = ?3 AND instance = ?4 AND token = ?5 AND expires_at > " + now},
+			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now,
+				"WHERE name = ?1 AND owner = ?2 AND instance = ?3 AND token = ?4 AND expires_at > " + now},
+			"List": {"SELECT name, owner, instance, token, acquired_at, expires_at, CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END",
+				"FROM " + tb.Locks + " ORDER BY name"},
+			"Fence": {"SELECT token FROM " + tb.Locks + "\n",
+				"WHERE name = ?1 AND owner = ?2 AND instance = ?3 AND token = ?4 AND expires_at > " + now},
+		} {
+			for _, frag := range frags {
+				require.Contains(t, numbered(lockArgs(q)[name].sql), frag, name)
+			}
+		}
+		// Fence locks the row until the transaction ends (a locking read
+		// of the latest version, waiting for a concurrent update).
+		require.True(t, strings.HasSuffix(q.Fence, " FOR UPDATE"), q.Fence)
+		require.NotContains(t, q.Token+q.List, "FOR ", "plain readers lock nothing")
+	}
+}
+
+func TestSchemaCreatesLocks(t *testing.T) {
+	tb, err := dialect.NewTables("Prefix", "zz_")
+	require.NoError(t, err)
+	locksDDL := `CREATE TABLE IF NOT EXISTS zz_locks (
+	name        VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+	owner       VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+	instance    VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+	token       BIGINT NOT NULL,
+	heartbeat   BIGINT NOT NULL,
+	acquired_at DATETIME(6) NOT NULL,
+	expires_at  DATETIME(6) NOT NULL) ENGINE=InnoDB`
+	require.Contains(t, schema(tb), locksDDL)
+	for _, s := range schema(tb) {
+		for _, m := range tableName.FindAllStringSubmatch(s, -1) {
+			require.Equal(t, "zz_"+m[1], m[0], "table name without the prefix")
+		}
+	}
+
+	// CreateSchema runs it under the schema lock, on the locked connection.
+	versions := 0
+	f, db := fakesql.New(t, func(q string, _ []sqldriver.NamedValue) fakesql.Reply {
+		switch {
+		case strings.HasPrefix(q, "SELECT schema_version FROM zz_meta"):
+			versions++
+			if versions == 1 {
+				return fakesql.Reply{Err: &driver.MySQLError{Number: 1146, Message: "Table 'zz_meta' doesn't exist"}}
+			}
+			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(dialect.SchemaVersion)}}}
+		case strings.HasPrefix(q, "SELECT GET_LOCK("):
+			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(1)}}}
+		case strings.Contains(q, "information_schema.routines"):
+			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(0)}}}
+		}
+		return fakesql.Reply{}
+	})
+	db.SetMaxOpenConns(2) // the final version check runs beside the locked connection
+	require.NoError(t, Dialect.CreateSchema(context.Background(), db, tb, "e1"))
+	qs := f.Queries()
+	lock := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "SELECT GET_LOCK(") })
+	created := slices.Index(qs, locksDDL)
+	release := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "SELECT RELEASE_LOCK(") })
+	require.True(t, lock >= 0 && lock < created && created < release, "%q", qs)
 }

@@ -21,8 +21,8 @@
 // journal reads it back as empty.
 //
 // Oracle has no session setting that bounds row lock waits: the wait is the
-// WAIT clause of the locking SELECT, in whole seconds (the lock timeout
-// rounded up). PrepareConn remembers it for the connection it prepares.
+// WAIT clause of the locking SELECT, in whole seconds (AppendRequest's
+// LockTimeout rounded up); PrepareConn does nothing.
 //
 // Times are TIMESTAMP(6) in UTC (SYS_EXTRACT_UTC(SYSTIMESTAMP)); queries
 // return them as TIMESTAMP WITH TIME ZONE, because go-ora reads a plain
@@ -44,8 +44,8 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 )
 
-// Dialect is the Oracle dialect. It is safe for concurrent use; its only
-// state is the lock wait PrepareConn remembers per connection.
+// Dialect is the Oracle dialect. It is stateless and safe for concurrent
+// use.
 var Dialect dialect.Dialect = ora{}
 
 type ora struct{}
@@ -133,11 +133,22 @@ func tables(t dialect.Tables) []table {
 	epoch          VARCHAR2(64) NOT NULL,
 	tail           NUMBER(19) NOT NULL,
 	schema_version NUMBER(10) NOT NULL`),
+		// epoch is nullable: a revision store may save an empty epoch,
+		// which Oracle stores as NULL (revision.SQL reads it back as "").
 		create(t.LocalRevisions, `
 	node_id    VARCHAR2(64) NOT NULL PRIMARY KEY,
 	revision   NUMBER(19) NOT NULL,
-	epoch      VARCHAR2(64) NOT NULL,
+	epoch      VARCHAR2(64),
 	updated_at TIMESTAMP(6) NOT NULL`),
+		// owner and instance are NULL while unowned: Oracle stores '' as NULL.
+		create(t.Locks, `
+	name        VARCHAR2(128) NOT NULL PRIMARY KEY,
+	owner       VARCHAR2(64),
+	instance    VARCHAR2(64),
+	token       NUMBER(19) NOT NULL,
+	heartbeat   NUMBER(19) NOT NULL,
+	acquired_at TIMESTAMP(6) NOT NULL,
+	expires_at  TIMESTAMP(6) NOT NULL`),
 	}
 }
 
@@ -211,4 +222,43 @@ func code(err error) int {
 		return oraErr.ErrCode
 	}
 	return 0
+}
+
+// LockQueries implements dialect.Dialect. Every placeholder appears once, in
+// argument order, as binding by position requires.
+//
+// Oracle stores an empty string as NULL: an unowned row has a NULL owner
+// and instance (List returns them as NULL), and so would a holder with an
+// empty instance (package lock rejects one, the LockQueries contract does
+// not). The holder checks compare with DECODE, which takes two NULLs as
+// equal, so they match whatever Acquire stored, as "=" does in the other
+// dialects.
+func (ora) LockQueries(t dialect.Tables) dialect.LockQueries {
+	ttl := func(bind string) string { return utcNow + ` + NUMTODSINTERVAL(` + bind + ` / 1000, 'SECOND')` }
+	holder := func(name, node, instance, token string) string {
+		return `name = ` + name + ` AND DECODE(owner, ` + node + `, 1, 0) = 1 AND DECODE(instance, ` + instance + `, 1, 0) = 1 AND token = ` + token +
+			` AND expires_at > ` + utcNow
+	}
+	return dialect.LockQueries{
+		// The name is bound once, in the derived table, and compared from
+		// there. Two concurrent seeds may both pass NOT EXISTS; the loser
+		// fails with ORA-00001 (ErrUniqueViolation).
+		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
+SELECT n, NULL, NULL, 0, 0, ` + utcNow + `, ` + utcNow + ` FROM (SELECT :1 AS n FROM dual) s
+WHERE NOT EXISTS (SELECT 1 FROM ` + t.Locks + ` l WHERE l.name = s.n)`,
+		Acquire: `UPDATE ` + t.Locks + ` SET owner = :1, instance = :2, token = token + 1, heartbeat = 0,
+acquired_at = ` + utcNow + `, expires_at = ` + ttl(":3") + `
+WHERE name = :4 AND expires_at <= ` + utcNow,
+		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = :1`,
+		Renew: `UPDATE ` + t.Locks + ` SET expires_at = ` + ttl(":1") + `, heartbeat = heartbeat + 1
+WHERE ` + holder(":2", ":3", ":4", ":5"),
+		Release: `UPDATE ` + t.Locks + ` SET expires_at = ` + utcNow + `
+WHERE ` + holder(":1", ":2", ":3", ":4"),
+		List: `SELECT name, owner, instance, token, ` + asUTC(`acquired_at`) + `, ` + asUTC(`expires_at`) + `,
+CASE WHEN expires_at > ` + utcNow + ` THEN 1 ELSE 0 END FROM ` + t.Locks + ` ORDER BY NLSSORT(name, 'NLS_SORT=BINARY')`,
+		// FOR UPDATE locks the row until the transaction ends: Acquire,
+		// Renew and Release (UPDATEs) wait for the fenced work.
+		Fence: `SELECT token FROM ` + t.Locks + `
+WHERE ` + holder(":1", ":2", ":3", ":4") + ` FOR UPDATE`,
+	}
 }

@@ -32,7 +32,7 @@ func tablesFor(t *testing.T, prefix string) dialect.Tables {
 var (
 	literal     = regexp.MustCompile(`'[^']*'`)
 	placeholder = regexp.MustCompile(`:(\d+)\b`)
-	tableName   = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions)\b`)
+	tableName   = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks)\b`)
 )
 
 // binds returns the placeholders of query in order of appearance (string
@@ -147,7 +147,9 @@ func TestQueriesShape(t *testing.T) {
 func TestSchemaShape(t *testing.T) {
 	tb := tablesFor(t, "tandem_")
 	tbs := tables(tb)
-	require.Len(t, tbs, 4)
+	require.Len(t, tbs, 5)
+	require.Equal(t, []string{tb.Journal, tb.GlobalRevision, tb.Meta, tb.LocalRevisions, tb.Locks},
+		[]string{tbs[0].name, tbs[1].name, tbs[2].name, tbs[3].name, tbs[4].name})
 	for _, x := range tbs {
 		checkStatement(t, x.name, x.ddl, "tandem_", 0)
 		require.True(t, strings.HasPrefix(x.ddl, "CREATE TABLE "+x.name+" ("), x.ddl)
@@ -157,6 +159,17 @@ func TestSchemaShape(t *testing.T) {
 	require.Contains(t, tbs[0].ddl, "created_at TIMESTAMP(6) NOT NULL")
 	require.Contains(t, tbs[0].ddl, "revision   NUMBER(19) NOT NULL PRIMARY KEY")
 	require.Contains(t, tbs[3].ddl, "node_id    VARCHAR2(64) NOT NULL PRIMARY KEY")
+	// Oracle stores '' as NULL: a column that may receive an empty string
+	// must be nullable. A saved position may have an empty epoch.
+	require.Contains(t, tbs[3].ddl, "\n\tepoch      VARCHAR2(64),\n")
+	require.Equal(t, "CREATE TABLE tandem_locks (\n"+
+		"\tname        VARCHAR2(128) NOT NULL PRIMARY KEY,\n"+
+		"\towner       VARCHAR2(64),\n"+
+		"\tinstance    VARCHAR2(64),\n"+
+		"\ttoken       NUMBER(19) NOT NULL,\n"+
+		"\theartbeat   NUMBER(19) NOT NULL,\n"+
+		"\tacquired_at TIMESTAMP(6) NOT NULL,\n"+
+		"\texpires_at  TIMESTAMP(6) NOT NULL)", tbs[4].ddl)
 	checkStatement(t, "seedCounter", seedCounter(tb), "tandem_", 0)
 	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 2)
 
@@ -379,10 +392,16 @@ func TestCreateSchema(t *testing.T) {
 		})
 		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
 		qs := f.Queries()
-		require.Len(t, qs, 8)
-		require.Equal(t, seedMeta(tb), qs[6])
-		require.Equal(t, "e1", f.Calls()[6].Args[0].Value)
-		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[6].Args[1].Value)
+		// version, five tables, two seeds, version.
+		require.Len(t, qs, 9)
+		for i, x := range tables(tb) {
+			require.Equal(t, x.ddl, qs[1+i], x.name)
+		}
+		require.Equal(t, seedCounter(tb), qs[6])
+		require.Equal(t, seedMeta(tb), qs[7])
+		require.Equal(t, "e1", f.Calls()[7].Args[0].Value)
+		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[7].Args[1].Value)
+		require.Equal(t, versionQuery, qs[8])
 	})
 	t.Run("exists", func(t *testing.T) {
 		f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
@@ -435,5 +454,89 @@ func TestTranslate(t *testing.T) {
 		var oraErr *network.OracleError
 		require.ErrorAs(t, err, &oraErr, "the driver error stays reachable")
 		require.Equal(t, tc.code, oraErr.ErrCode)
+	}
+}
+
+// lockArgs is the number of arguments of each LockQueries field, from the
+// field comments of dialect.LockQueries.
+func lockArgs(q dialect.LockQueries) map[string]struct {
+	sql  string
+	args int
+} {
+	type s = struct {
+		sql  string
+		args int
+	}
+	return map[string]s{
+		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
+		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
+	}
+}
+
+func TestLockQueriesGolden(t *testing.T) {
+	q := Dialect.LockQueries(tablesFor(t, "tandem_"))
+	golden := map[string]string{
+		"Seed": "INSERT INTO tandem_locks (name, owner, instance, token, heartbeat, acquired_at, expires_at)\n" +
+			"SELECT n, NULL, NULL, 0, 0, SYS_EXTRACT_UTC(SYSTIMESTAMP), SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM (SELECT :1 AS n FROM dual) s\n" +
+			"WHERE NOT EXISTS (SELECT 1 FROM tandem_locks l WHERE l.name = s.n)",
+		"Acquire": "UPDATE tandem_locks SET owner = :1, instance = :2, token = token + 1, heartbeat = 0,\n" +
+			"acquired_at = SYS_EXTRACT_UTC(SYSTIMESTAMP), expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) + NUMTODSINTERVAL(:3 / 1000, 'SECOND')\n" +
+			"WHERE name = :4 AND expires_at <= SYS_EXTRACT_UTC(SYSTIMESTAMP)",
+		"Token": "SELECT token FROM tandem_locks WHERE name = :1",
+		"Renew": "UPDATE tandem_locks SET expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) + NUMTODSINTERVAL(:1 / 1000, 'SECOND'), heartbeat = heartbeat + 1\n" +
+			"WHERE name = :2 AND DECODE(owner, :3, 1, 0) = 1 AND DECODE(instance, :4, 1, 0) = 1 AND token = :5 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP)",
+		"Release": "UPDATE tandem_locks SET expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP)\n" +
+			"WHERE name = :1 AND DECODE(owner, :2, 1, 0) = 1 AND DECODE(instance, :3, 1, 0) = 1 AND token = :4 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP)",
+		"List": "SELECT name, owner, instance, token, FROM_TZ(acquired_at, '+00:00'), FROM_TZ(expires_at, '+00:00'),\n" +
+			"CASE WHEN expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP) THEN 1 ELSE 0 END FROM tandem_locks ORDER BY NLSSORT(name, 'NLS_SORT=BINARY')",
+		"Fence": "SELECT token FROM tandem_locks\n" +
+			"WHERE name = :1 AND DECODE(owner, :2, 1, 0) = 1 AND DECODE(instance, :3, 1, 0) = 1 AND token = :4 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP) FOR UPDATE",
+	}
+	for name, f := range lockArgs(q) {
+		require.Equal(t, golden[name], f.sql, name)
+	}
+}
+
+func TestLockQueriesShape(t *testing.T) {
+	const now = "SYS_EXTRACT_UTC(SYSTIMESTAMP)"
+	ttl := func(bind string) string { return now + " + NUMTODSINTERVAL(" + bind + " / 1000, 'SECOND')" }
+	// holder matches owner and instance NULL-safely: Oracle stores '' as NULL.
+	holder := func(name, node, instance, token string) string {
+		return "WHERE name = " + name + " AND DECODE(owner, " + node + ", 1, 0) = 1 AND DECODE(instance, " + instance + ", 1, 0) = 1 AND token = " + token +
+			" AND expires_at > " + now
+	}
+	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
+		tb := tablesFor(t, prefix)
+		q := Dialect.LockQueries(tb)
+		for name, f := range lockArgs(q) {
+			// Binds :1..:N, each once, in the order of the field comment.
+			checkStatement(t, name, f.sql, prefix, f.args)
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
+			require.NotContains(t, f.sql, "SYSDATE", "%s: database time in UTC", name)
+			require.NotRegexp(t, `(WHERE|AND) (owner|instance) = `, f.sql, "%s: '' is NULL in Oracle: compare the holder with DECODE", name)
+		}
+		for name, frags := range map[string][]string{
+			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nSELECT n, NULL, NULL, 0, 0, " + now + ", " + now,
+				"FROM (SELECT :1 AS n FROM dual) s\nWHERE NOT EXISTS (SELECT 1 FROM " + tb.Locks + " l WHERE l.name = s.n)"},
+			"Acquire": {"UPDATE " + tb.Locks + " SET owner = :1, instance = :2, token = token + 1, heartbeat = 0,",
+				"acquired_at = " + now + ", expires_at = " + ttl(":3"), "WHERE name = :4 AND expires_at <= " + now},
+			"Token":   {"SELECT token FROM " + tb.Locks + " WHERE name = :1"},
+			"Renew":   {"UPDATE " + tb.Locks + " SET expires_at = " + ttl(":1") + ", heartbeat = heartbeat + 1", holder(":2", ":3", ":4", ":5")},
+			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now, holder(":1", ":2", ":3", ":4")},
+			"List": {"SELECT name, owner, instance, token, FROM_TZ(acquired_at, '+00:00'), FROM_TZ(expires_at, '+00:00'),",
+				"CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END FROM " + tb.Locks + " ORDER BY NLSSORT(name, 'NLS_SORT=BINARY')"},
+			"Fence": {"SELECT token FROM " + tb.Locks + "\n", holder(":1", ":2", ":3", ":4")},
+		} {
+			for _, frag := range frags {
+				require.Contains(t, lockArgs(q)[name].sql, frag, name)
+			}
+		}
+		// Fence locks the row until the transaction ends, waiting for a
+		// concurrent holder rather than skipping or failing.
+		require.True(t, strings.HasSuffix(q.Fence, " FOR UPDATE"), q.Fence)
+		for _, bad := range []string{"NOWAIT", "SKIP LOCKED", "WAIT "} {
+			require.NotContains(t, q.Fence, bad)
+		}
+		require.NotContains(t, q.Token+q.List, "FOR UPDATE", "plain readers lock nothing")
 	}
 }

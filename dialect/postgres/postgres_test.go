@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -56,4 +59,114 @@ func TestQueriesCarryPrefix(t *testing.T) {
 	require.Contains(t, a, "UPDATE zz_global_revision")
 	require.Contains(t, a, "AND revision = $5")
 	require.False(t, strings.Contains(appendSQL(tb, false), "$5"))
+}
+
+var (
+	pgParam   = regexp.MustCompile(`\$(\d+)\b`)
+	tableName = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks)\b`)
+)
+
+// firstUse returns the distinct $N of query in the order they first appear.
+func firstUse(query string) []int {
+	out := []int{}
+	for _, m := range pgParam.FindAllStringSubmatch(query, -1) {
+		n, _ := strconv.Atoi(m[1])
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func seq(n int) []int {
+	out := []int{}
+	for i := 1; i <= n; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// lockArgs is the number of arguments of each LockQueries field, from the
+// field comments of dialect.LockQueries.
+func lockArgs(q dialect.LockQueries) map[string]struct {
+	sql  string
+	args int
+} {
+	type s = struct {
+		sql  string
+		args int
+	}
+	return map[string]s{
+		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
+		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
+	}
+}
+
+func TestLockQueries(t *testing.T) {
+	const now = "statement_timestamp()"
+	ttl := func(p string) string { return now + " + " + p + " * interval '1 millisecond'" }
+	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
+		tb, err := dialect.NewTables("Prefix", prefix)
+		require.NoError(t, err)
+		q := Dialect.LockQueries(tb)
+		for name, f := range lockArgs(q) {
+			require.NotEmpty(t, f.sql, name)
+			require.Equal(t, seq(f.args), firstUse(f.sql), "%s: $1..$%d in the order of the field comment", name, f.args)
+			require.NotContains(t, f.sql, "?", "%s uses PostgreSQL placeholders", name)
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
+			for _, m := range tableName.FindAllStringSubmatch(f.sql, -1) {
+				require.Equal(t, prefix+m[1], m[0], "%s: table name without the prefix", name)
+			}
+			upper := strings.ToUpper(f.sql)
+			for _, bad := range []string{"SKIP LOCKED", "NOWAIT", "NOLOCK", "READPAST"} {
+				require.NotContains(t, upper, bad, name)
+			}
+			require.NotContains(t, f.sql, "now()", "%s: a lease's times are the statement's, not the transaction's", name)
+		}
+		for name, frags := range map[string][]string{
+			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nVALUES ($1, '', '', 0, 0, " + now + ", " + now + ")",
+				"ON CONFLICT (name) DO NOTHING"},
+			"Acquire": {"UPDATE " + tb.Locks + " SET owner = $1, instance = $2, token = token + 1, heartbeat = 0,",
+				"acquired_at = " + now + ", expires_at = " + ttl("$3"), "WHERE name = $4 AND expires_at <= " + now},
+			"Token": {"SELECT token FROM " + tb.Locks + " WHERE name = $1"},
+			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("$1") + ", heartbeat = heartbeat + 1",
+				"WHERE name = $2 AND owner = $3 AND instance = $4 AND token = $5 AND expires_at > " + now},
+			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now,
+				"WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > " + now},
+			"List": {"SELECT name, owner, instance, token, acquired_at, expires_at, CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END",
+				"FROM " + tb.Locks + ` ORDER BY name COLLATE "C"`},
+			"Fence": {"SELECT token FROM " + tb.Locks + "\n",
+				"WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > " + now},
+		} {
+			for _, frag := range frags {
+				require.Contains(t, lockArgs(q)[name].sql, frag, name)
+			}
+		}
+		// Fence locks the row until the transaction ends (and waits for
+		// a concurrent update rather than skipping the row).
+		require.True(t, strings.HasSuffix(q.Fence, " FOR UPDATE"), q.Fence)
+		require.NotContains(t, q.Token+q.List, "FOR ", "plain readers lock nothing")
+	}
+}
+
+func TestSchemaCreatesLocks(t *testing.T) {
+	tb, err := dialect.NewTables("Prefix", "zz_")
+	require.NoError(t, err)
+	var locks []string
+	for _, s := range schema(tb) {
+		for _, m := range tableName.FindAllStringSubmatch(s, -1) {
+			require.Equal(t, "zz_"+m[1], m[0], "table name without the prefix")
+		}
+		if strings.HasPrefix(s, "CREATE TABLE IF NOT EXISTS zz_locks (") {
+			locks = append(locks, s)
+		}
+	}
+	require.Equal(t, []string{`CREATE TABLE IF NOT EXISTS zz_locks (
+	name        VARCHAR(128) PRIMARY KEY,
+	owner       VARCHAR(64) NOT NULL,
+	instance    VARCHAR(64) NOT NULL,
+	token       BIGINT NOT NULL,
+	heartbeat   BIGINT NOT NULL,
+	acquired_at TIMESTAMPTZ NOT NULL,
+	expires_at  TIMESTAMPTZ NOT NULL)`}, locks)
 }

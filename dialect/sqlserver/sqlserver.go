@@ -145,6 +145,14 @@ CREATE TABLE ` + name + ` (` + columns + `)`}
 	revision   BIGINT NOT NULL,
 	epoch      NVARCHAR(64) NOT NULL,
 	updated_at DATETIME2(6) NOT NULL`),
+		create(t.Locks, `
+	name        NVARCHAR(128) COLLATE Latin1_General_BIN2 NOT NULL PRIMARY KEY,
+	owner       `+idType+` NOT NULL,
+	instance    NVARCHAR(64) COLLATE Latin1_General_BIN2 NOT NULL,
+	token       BIGINT NOT NULL,
+	heartbeat   BIGINT NOT NULL,
+	acquired_at DATETIME2(6) NOT NULL,
+	expires_at  DATETIME2(6) NOT NULL`),
 	}
 }
 
@@ -250,4 +258,45 @@ func hasNumber(err error, numbers ...int32) bool {
 		}
 	}
 	return false
+}
+
+// LockQueries implements dialect.Dialect. NOCOUNT OFF keeps the rows
+// affected that decide acquired or not (go-mssqldb adds up the counts of
+// the batch's statements; SET has none), even if a server default turned
+// counting off.
+//
+// DATEADD's number must fit an INT (error 8115 otherwise), and the TTL is a
+// BIGINT of milliseconds (go-mssqldb sends int64 as bigint): INT
+// milliseconds would end at 24.8 days, so the whole seconds and the rest
+// are added apart, which reaches 68 years.
+func (sqlServer) LockQueries(t dialect.Tables) dialect.LockQueries {
+	const now = `SYSUTCDATETIME()`
+	ttl := func(p string) string {
+		return `DATEADD(MILLISECOND, CAST(` + p + ` % 1000 AS INT), DATEADD(SECOND, CAST(` + p + ` / 1000 AS INT), ` + now + `))`
+	}
+	return dialect.LockQueries{
+		// As seedMeta: UPDLOCK, HOLDLOCK serialize concurrent seeds of a
+		// name (the loser finds the row), so a unique violation is rare.
+		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
+SELECT @p1, N'', N'', 0, 0, ` + now + `, ` + now + `
+WHERE NOT EXISTS (SELECT 1 FROM ` + t.Locks + ` WITH (UPDLOCK, HOLDLOCK) WHERE name = @p1)`,
+		Acquire: `SET NOCOUNT OFF;
+UPDATE ` + t.Locks + ` SET owner = @p1, instance = @p2, token = token + 1, heartbeat = 0,
+acquired_at = ` + now + `, expires_at = ` + ttl("@p3") + `
+WHERE name = @p4 AND expires_at <= ` + now + `;`,
+		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = @p1`,
+		Renew: `SET NOCOUNT OFF;
+UPDATE ` + t.Locks + ` SET expires_at = ` + ttl("@p1") + `, heartbeat = heartbeat + 1
+WHERE name = @p2 AND owner = @p3 AND instance = @p4 AND token = @p5 AND expires_at > ` + now + `;`,
+		Release: `SET NOCOUNT OFF;
+UPDATE ` + t.Locks + ` SET expires_at = ` + now + `
+WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > ` + now + `;`,
+		List: `SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(expires_at, 0),
+CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END FROM ` + t.Locks + ` ORDER BY name`,
+		// UPDLOCK holds an update lock on the row until the transaction
+		// ends, and update locks exclude each other: Acquire, Renew and
+		// Release (UPDATEs) wait for the fenced work; readers do not.
+		Fence: `SELECT token FROM ` + t.Locks + ` WITH (UPDLOCK, ROWLOCK)
+WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > ` + now,
+	}
 }

@@ -60,7 +60,7 @@ func abbrev(s []int) string {
 	return fmt.Sprint(s)
 }
 
-var tableName = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions)\b`)
+var tableName = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks)\b`)
 
 // checkStatement asserts what every statement of the dialect must hold:
 // the placeholders are exactly @p1..@pN (but unused), no other placeholder
@@ -151,15 +151,26 @@ func TestQueriesShape(t *testing.T) {
 func TestSchemaShape(t *testing.T) {
 	tb := tablesFor(t, "tandem_")
 	tbs := tables(tb)
-	require.Len(t, tbs, 4)
+	require.Len(t, tbs, 5)
 	for _, x := range tbs {
 		checkStatement(t, x.name, x.ddl, "tandem_", 0)
 		require.True(t, strings.HasPrefix(x.ddl, "IF OBJECT_ID(N'"+x.name+"', N'U') IS NULL\nCREATE TABLE "+x.name+" ("), x.ddl)
 	}
+	require.Equal(t, []string{tb.Journal, tb.GlobalRevision, tb.Meta, tb.LocalRevisions, tb.Locks},
+		[]string{tbs[0].name, tbs[1].name, tbs[2].name, tbs[3].name, tbs[4].name})
 	require.Contains(t, tbs[0].ddl, "payload    VARBINARY(MAX) NOT NULL")
 	require.Contains(t, tbs[0].ddl, "created_at DATETIME2(6) NOT NULL")
 	require.Contains(t, tbs[0].ddl, "revision   BIGINT NOT NULL PRIMARY KEY")
 	require.Contains(t, tbs[3].ddl, "node_id    NVARCHAR(64) COLLATE Latin1_General_BIN2 NOT NULL PRIMARY KEY")
+	require.Contains(t, tbs[3].ddl, "epoch      NVARCHAR(64) NOT NULL", "SQL Server keeps '' apart from NULL")
+	require.Equal(t, "IF OBJECT_ID(N'tandem_locks', N'U') IS NULL\nCREATE TABLE tandem_locks (\n"+
+		"\tname        NVARCHAR(128) COLLATE Latin1_General_BIN2 NOT NULL PRIMARY KEY,\n"+
+		"\towner       NVARCHAR(64) COLLATE Latin1_General_BIN2 NOT NULL,\n"+
+		"\tinstance    NVARCHAR(64) COLLATE Latin1_General_BIN2 NOT NULL,\n"+
+		"\ttoken       BIGINT NOT NULL,\n"+
+		"\theartbeat   BIGINT NOT NULL,\n"+
+		"\tacquired_at DATETIME2(6) NOT NULL,\n"+
+		"\texpires_at  DATETIME2(6) NOT NULL)", tbs[4].ddl)
 	checkStatement(t, "seedCounter", seedCounter(tb), "tandem_", 0)
 	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 2)
 }
@@ -356,10 +367,16 @@ func TestCreateSchema(t *testing.T) {
 		})
 		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
 		qs := f.Queries()
-		require.Len(t, qs, 8)
-		require.Equal(t, seedMeta(tb), qs[6])
-		require.Equal(t, "e1", f.Calls()[6].Args[0].Value)
-		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[6].Args[1].Value)
+		// version, five tables, two seeds, version.
+		require.Len(t, qs, 9)
+		for i, x := range tables(tb) {
+			require.Equal(t, x.ddl, qs[1+i], x.name)
+		}
+		require.Equal(t, seedCounter(tb), qs[6])
+		require.Equal(t, seedMeta(tb), qs[7])
+		require.Equal(t, "e1", f.Calls()[7].Args[0].Value)
+		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[7].Args[1].Value)
+		require.Equal(t, versionQuery, qs[8])
 	})
 	t.Run("exists", func(t *testing.T) {
 		f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
@@ -420,4 +437,110 @@ func TestTranslate(t *testing.T) {
 	require.ErrorIs(t, d.Translate(chain), dialect.ErrDeadlock)
 	// A fatal error wraps the server's error.
 	require.NotErrorIs(t, d.Translate(mssql.ServerError{}), dialect.ErrDeadlock)
+}
+
+// firstUse returns the distinct @pN of query in the order they first appear.
+func firstUse(query string) []int {
+	out := []int{}
+	for _, m := range placeholder.FindAllStringSubmatch(query, -1) {
+		n, _ := strconv.Atoi(m[1])
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// lockArgs is the number of arguments of each LockQueries field, from the
+// field comments of dialect.LockQueries.
+func lockArgs(q dialect.LockQueries) map[string]struct {
+	sql  string
+	args int
+} {
+	type s = struct {
+		sql  string
+		args int
+	}
+	return map[string]s{
+		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
+		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
+	}
+}
+
+func TestLockQueriesGolden(t *testing.T) {
+	q := Dialect.LockQueries(tablesFor(t, "tandem_"))
+	golden := map[string]string{
+		"Seed": "INSERT INTO tandem_locks (name, owner, instance, token, heartbeat, acquired_at, expires_at)\n" +
+			"SELECT @p1, N'', N'', 0, 0, SYSUTCDATETIME(), SYSUTCDATETIME()\n" +
+			"WHERE NOT EXISTS (SELECT 1 FROM tandem_locks WITH (UPDLOCK, HOLDLOCK) WHERE name = @p1)",
+		"Acquire": "SET NOCOUNT OFF;\n" +
+			"UPDATE tandem_locks SET owner = @p1, instance = @p2, token = token + 1, heartbeat = 0,\n" +
+			"acquired_at = SYSUTCDATETIME(), expires_at = DATEADD(MILLISECOND, CAST(@p3 % 1000 AS INT), DATEADD(SECOND, CAST(@p3 / 1000 AS INT), SYSUTCDATETIME()))\n" +
+			"WHERE name = @p4 AND expires_at <= SYSUTCDATETIME();",
+		"Token": "SELECT token FROM tandem_locks WHERE name = @p1",
+		"Renew": "SET NOCOUNT OFF;\n" +
+			"UPDATE tandem_locks SET expires_at = DATEADD(MILLISECOND, CAST(@p1 % 1000 AS INT), DATEADD(SECOND, CAST(@p1 / 1000 AS INT), SYSUTCDATETIME())), heartbeat = heartbeat + 1\n" +
+			"WHERE name = @p2 AND owner = @p3 AND instance = @p4 AND token = @p5 AND expires_at > SYSUTCDATETIME();",
+		"Release": "SET NOCOUNT OFF;\n" +
+			"UPDATE tandem_locks SET expires_at = SYSUTCDATETIME()\n" +
+			"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > SYSUTCDATETIME();",
+		"List": "SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(expires_at, 0),\n" +
+			"CASE WHEN expires_at > SYSUTCDATETIME() THEN 1 ELSE 0 END FROM tandem_locks ORDER BY name",
+		"Fence": "SELECT token FROM tandem_locks WITH (UPDLOCK, ROWLOCK)\n" +
+			"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > SYSUTCDATETIME()",
+	}
+	for name, f := range lockArgs(q) {
+		require.Equal(t, golden[name], f.sql, name)
+	}
+}
+
+func TestLockQueriesShape(t *testing.T) {
+	const now = "SYSUTCDATETIME()"
+	ttl := func(p string) string {
+		return "DATEADD(MILLISECOND, CAST(" + p + " % 1000 AS INT), DATEADD(SECOND, CAST(" + p + " / 1000 AS INT), " + now + "))"
+	}
+	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
+		tb := tablesFor(t, prefix)
+		q := Dialect.LockQueries(tb)
+		for name, f := range lockArgs(q) {
+			checkStatement(t, name, f.sql, prefix, f.args)
+			require.Equal(t, seq(f.args), firstUse(f.sql), "%s: arguments in the order of the field comment", name)
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
+			require.NotContains(t, f.sql, "GETDATE(", "%s: database time in UTC", name)
+			require.NotRegexp(t, `CAST\(@p\d+ AS INT\)`, f.sql, "%s: a TTL of INT milliseconds ends at 24.8 days", name)
+		}
+		// Where each argument goes, as the field comments list them.
+		for name, frags := range map[string][]string{
+			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nSELECT @p1, N'', N'', 0, 0, " + now + ", " + now,
+				"WHERE NOT EXISTS (SELECT 1 FROM " + tb.Locks + " WITH (UPDLOCK, HOLDLOCK) WHERE name = @p1)"},
+			"Acquire": {"UPDATE " + tb.Locks + " SET owner = @p1, instance = @p2, token = token + 1, heartbeat = 0,",
+				"acquired_at = " + now + ", expires_at = " + ttl("@p3"), "WHERE name = @p4 AND expires_at <= " + now},
+			"Token": {"SELECT token FROM " + tb.Locks + " WHERE name = @p1"},
+			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("@p1") + ", heartbeat = heartbeat + 1",
+				"WHERE name = @p2 AND owner = @p3 AND instance = @p4 AND token = @p5 AND expires_at > " + now},
+			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now,
+				"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > " + now},
+			"List": {"SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(expires_at, 0),",
+				"CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END FROM " + tb.Locks + " ORDER BY name"},
+			"Fence": {"SELECT token FROM " + tb.Locks + " WITH (UPDLOCK, ROWLOCK)\n",
+				"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > " + now},
+		} {
+			for _, frag := range frags {
+				require.Contains(t, lockArgs(q)[name].sql, frag, name)
+			}
+		}
+		// The caller reads the rows affected of these batches.
+		for _, s := range []string{q.Acquire, q.Renew, q.Release} {
+			require.True(t, strings.HasPrefix(s, "SET NOCOUNT OFF;\nUPDATE "+tb.Locks+" SET "), s)
+			require.Equal(t, 1, strings.Count(s, "UPDATE "), "one statement counts rows")
+		}
+		// Fence keeps the row locked against the UPDATEs until the
+		// transaction ends: an update lock, held (UPDLOCK holds it to the
+		// end of the transaction), never skipped or waived.
+		require.Equal(t, 1, strings.Count(q.Fence, "UPDLOCK"))
+		require.NotContains(t, q.Fence, "NOWAIT")
+		for _, s := range []string{q.Token, q.List} {
+			require.NotContains(t, s, "WITH (", "plain readers take no hints")
+		}
+	}
 }

@@ -180,3 +180,14 @@ func (d *DB) drop(t testing.TB) {
 		}
 	}
 }
+
+// Pool opens a pool on dsn (for instance a Proxy's), closed when t ends.
+func (d *DB) Pool(t testing.TB, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open(d.Driver, dsn)
+	if err != nil {
+		t.Fatalf("%s: open pool: %v", d.Name, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}

@@ -1,0 +1,123 @@
+package dbtest
+
+import (
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"sync"
+	"testing"
+)
+
+// Proxy forwards TCP connections to a test database, and can cut them all
+// to simulate an outage (a server restart, a network partition) for the
+// pools that go through it, without disturbing other tests.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+var mysqlAddr = regexp.MustCompile(`@tcp\(([^)]*)\)`)
+
+// NewProxy starts a proxy in front of d's server and returns it with a DSN
+// that goes through it. It stops when t ends.
+func (d *DB) NewProxy(t testing.TB) (*Proxy, string) {
+	t.Helper()
+	var target, dsn string
+	if d.Name == "mysql" {
+		m := mysqlAddr.FindStringSubmatch(d.DSN)
+		if m == nil {
+			t.Fatalf("%s: no tcp(host:port) in the DSN", d.Name)
+		}
+		target = m[1]
+	} else {
+		u, err := url.Parse(d.DSN)
+		if err != nil {
+			t.Fatalf("%s: parse DSN: %v", d.Name, err)
+		}
+		target = u.Host
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name == "mysql" {
+		dsn = mysqlAddr.ReplaceAllLiteralString(d.DSN, "@tcp("+ln.Addr().String()+")")
+	} else {
+		u, _ := url.Parse(d.DSN)
+		u.Host = ln.Addr().String()
+		dsn = u.String()
+	}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(p.close)
+	return p, dsn
+}
+
+func (p *Proxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(dst, src) // ends when either side closes or is cut
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// Cut closes every connection through the proxy and refuses new ones
+// until Restore.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Restore accepts connections again.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+func (p *Proxy) close() {
+	p.ln.Close()
+	p.Cut()
+	p.wg.Wait()
+}

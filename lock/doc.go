@@ -1,0 +1,55 @@
+// Package lock provides cluster-wide leases with fencing tokens, leader
+// election, and jobs that run on exactly one node.
+//
+// # Leases
+//
+// A lease is a named, time-limited right held by one owner at a time: a
+// node id plus a random instance id per Client, so two processes on one
+// host are distinct owners. Client.TryAcquire takes a free lease,
+// Client.Acquire waits for one. A held Lease renews itself (every TTL/3 by
+// default) and its Context ends as soon as it is lost, released, or can no
+// longer be confirmed.
+//
+// # Why a holder never overstays
+//
+// Leases expire by the store's judgement: a SQL store compares expires_at
+// with the database's clock; the file store has observers watch the
+// holder's heartbeat stand still for a TTL on their own monotonic clock. No
+// decision ever compares the clocks of two machines, so clocks that are
+// minutes apart change nothing (the conformance suite skews them by -7 and
+// +11 minutes).
+//
+// The holder relies on its lease only until the moment it sent its last
+// successful acquire or renew, plus 95% of the TTL, measured on its own
+// monotonic clock. The store set the expiry when it executed that request,
+// after it was sent, so the holder steps down before the store can hand the
+// lease to anyone else. This holds while the machines' clocks run at
+// (about) the same rate; the 5% margin covers rate differences and late
+// timers.
+//
+// # Fencing
+//
+// Stepping down in time is not enough when a process pauses (a long GC, a
+// stopped VM) between checking its lease and acting. Every acquisition of a
+// name therefore gets a token larger than all before it, and work that must
+// never run twice is fenced: Lease.Fenced (or SQL.FenceTx, for statements
+// in the same transaction) runs only if the store itself confirms the token
+// is still current, and keeps anyone from taking the lease over until the
+// work is done. A paused ex-holder that wakes up is rejected with
+// ErrFenced.
+//
+// # Election and scheduled jobs
+//
+// Client.Campaign runs a function while this node leads; returning from it
+// resigns, and the lease is released at once so that a follower takes over
+// promptly. Client.RunEvery runs a job every interval on the current leader
+// (a clustered Quartz job without synchronised clocks), and Client.RunOnce
+// runs it on whichever node gets the lease now.
+//
+// # Stores
+//
+// OpenSQL keeps leases in the locks table of the journal's database (any
+// dialect of package dialect); OpenFile keeps them as files in a shared
+// folder. Both pass the same conformance suite, including the contention
+// test that proves holders never overlap while renewals suffer outages.
+package lock

@@ -1,0 +1,84 @@
+package lock_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/lock"
+)
+
+// TestSQLOutage cuts every connection of a lease holder's pool (as a server
+// restart or a partition would) while it holds a lease, and refuses new
+// ones. The holder must report the loss and stop believing it holds the
+// lease before another node, which still reaches the database, can acquire
+// it; once the database is back, the lease is acquirable again.
+func TestSQLOutage(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			proxy, dsn := db.NewProxy(t)
+			viaProxy, err := lock.OpenSQL(ctx, db.Pool(t, dsn), b.Dialect, db.Prefix)
+			require.NoError(t, err)
+			const ttl = time.Second
+			holder, err := lock.New(lock.Config{NodeID: "holder", Store: viaProxy, TTL: ttl})
+			require.NoError(t, err)
+			other, err := lock.New(lock.Config{NodeID: "other", Store: openSQL(t, db), TTL: ttl})
+			require.NoError(t, err)
+
+			l, err := holder.TryAcquire(ctx, "job")
+			require.NoError(t, err)
+
+			// Watch the holder's belief: the last moment it held the lease.
+			var mu sync.Mutex
+			var lastHeld time.Time
+			watching := make(chan struct{})
+			go func() {
+				defer close(watching)
+				for {
+					now := time.Now()
+					if !l.Held() {
+						return
+					}
+					mu.Lock()
+					lastHeld = now
+					mu.Unlock()
+					time.Sleep(time.Millisecond)
+				}
+			}()
+
+			proxy.Cut()
+			ol, err := other.Acquire(ctx, "job")
+			require.NoError(t, err, "the lease is acquirable by a node that reaches the database")
+			acquired := time.Now()
+			<-watching
+			select {
+			case <-l.Lost():
+			case <-time.After(10 * ttl):
+				t.Fatal("the holder never reported the loss")
+			}
+			require.ErrorIs(t, context.Cause(l.Context()), lock.ErrNotHeld)
+			mu.Lock()
+			require.True(t, lastHeld.Before(acquired), "the holder believed it held the lease at %v, after the other node acquired it at %v", lastHeld, acquired)
+			mu.Unlock()
+			require.Greater(t, ol.Token(), l.Token())
+			require.ErrorIs(t, l.Renew(ctx), lock.ErrNotHeld)
+
+			// The database is back: the old holder's node can take the
+			// lease again once it is free.
+			proxy.Restore()
+			require.NoError(t, ol.Release(ctx))
+			l2, err := holder.Acquire(ctx, "job")
+			require.NoError(t, err, "the lease is acquirable again after the outage")
+			require.Greater(t, l2.Token(), ol.Token())
+			require.NoError(t, l2.Release(ctx))
+		})
+	}
+}
