@@ -22,6 +22,9 @@ import (
 // already be leader. Work that must never run twice should also be fenced
 // (Lease.Fenced, SQL.FenceTx). Campaign returns ctx's error.
 func (c *Client) Campaign(ctx context.Context, name string, lead func(ctx context.Context, l *Lease)) error {
+	if lead == nil {
+		return fmt.Errorf("campaign %q: %w: lead is nil", name, ErrInvalidArgument)
+	}
 	for {
 		l, err := c.Acquire(ctx, name)
 		if err != nil {
@@ -57,6 +60,9 @@ func (c *Client) Campaign(ctx context.Context, name string, lead func(ctx contex
 // holds the lease, it returns false and no error. fn's context ends if the
 // lease is lost while it runs.
 func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.Context) error) (bool, error) {
+	if fn == nil {
+		return false, fmt.Errorf("run %q: %w: fn is nil", name, ErrInvalidArgument)
+	}
 	l, err := c.TryAcquire(ctx, name)
 	if errors.Is(err, ErrUnavailable) {
 		return false, nil
@@ -88,6 +94,9 @@ func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.C
 func (c *Client) RunEvery(ctx context.Context, name string, interval time.Duration, fn func(ctx context.Context) error) error {
 	if interval <= 0 {
 		return fmt.Errorf("run %q: %w: interval is %v, must be > 0", name, ErrInvalidArgument, interval)
+	}
+	if fn == nil {
+		return fmt.Errorf("run %q: %w: fn is nil", name, ErrInvalidArgument)
 	}
 	return c.Campaign(ctx, name, func(lctx context.Context, l *Lease) {
 		for {

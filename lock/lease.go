@@ -304,6 +304,9 @@ func (l *Lease) Abandon() {
 // fails with ErrFenced otherwise, and with ErrInvalidArgument when the
 // store cannot fence.
 func (l *Lease) Fenced(ctx context.Context, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return fmt.Errorf("fenced %q: %w: fn is nil", l.name, ErrInvalidArgument)
+	}
 	f, ok := l.c.cfg.Store.(Fencer)
 	if !ok {
 		return fmt.Errorf("fenced %q: %w: the store cannot fence", l.name, ErrInvalidArgument)

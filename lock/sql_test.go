@@ -2,7 +2,9 @@ package lock_test
 
 import (
 	"context"
+	"database/sql"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -26,6 +28,51 @@ func TestSQLConformance(t *testing.T) {
 				db := dbtest.Open(t, b)
 				return func(t *testing.T) lock.Store { return openSQL(t, db) }
 			})
+		})
+	}
+}
+
+// TestSQLPausedHolderStatement: a holder pauses past its lease, another
+// node takes over, and the paused node's fenced DELETE is rejected by the
+// database; the new holder's goes through.
+func TestSQLPausedHolderStatement(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			a, other := openSQL(t, db), openSQL(t, db)
+			work := db.Prefix + "work"
+			_, err := db.DB.ExecContext(ctx, "CREATE TABLE "+work+" (id INT NOT NULL PRIMARY KEY)")
+			require.NoError(t, err)
+			t.Cleanup(func() { db.DB.ExecContext(context.Background(), "DROP TABLE "+work) })
+			_, err = db.DB.ExecContext(ctx, "INSERT INTO "+work+" (id) VALUES (1)")
+			require.NoError(t, err)
+
+			alice := lock.Owner{NodeID: "alice", Instance: "a"}
+			bob := lock.Owner{NodeID: "bob", Instance: "b"}
+			token, ok, err := a.TryAcquire(ctx, "sweep", alice, 200*time.Millisecond)
+			require.NoError(t, err)
+			require.True(t, ok)
+			// alice pauses; bob takes over after expiry.
+			var token2 int64
+			for !ok || token2 == 0 {
+				time.Sleep(50 * time.Millisecond)
+				token2, ok, err = other.TryAcquire(ctx, "sweep", bob, time.Minute)
+				require.NoError(t, err)
+			}
+			del := func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, "DELETE FROM "+work)
+				return err
+			}
+			err = a.FenceTx(ctx, "sweep", alice, token, del)
+			require.ErrorIs(t, err, lock.ErrFenced)
+			var n int
+			require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+work).Scan(&n))
+			require.Equal(t, 1, n, "the stale holder's statement did not run")
+			require.NoError(t, other.FenceTx(ctx, "sweep", bob, token2, del))
+			require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+work).Scan(&n))
+			require.Zero(t, n, "the current holder's statement ran")
 		})
 	}
 }
