@@ -20,8 +20,8 @@
 //	datastore  content-addressed store for large binaries
 //	dialect    the SQL knowledge of each database, one subpackage each
 //
-// Status: journal, revision and dialect are implemented; cluster, janitor,
-// lock and datastore are being built on them.
+// Status: journal, revision, lock and dialect are implemented; cluster,
+// janitor and datastore are being built on them.
 //
 // A change flows like this:
 //

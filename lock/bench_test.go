@@ -17,41 +17,63 @@ import (
 // Release, through lock.Client) per second: one goroutine on one name, and
 // 8 goroutines each on its own name.
 func BenchmarkAcquireRelease(b *testing.B) {
+	backends := []string{"file"}
 	for _, be := range dbtest.Backends {
+		backends = append(backends, be.Name)
+	}
+	for _, name := range backends {
 		for _, par := range []int{1, 8} {
-			b.Run(fmt.Sprintf("%s/goroutines=%d", be.Name, par), func(b *testing.B) {
-				ctx := context.Background()
-				db := dbtest.Open(b, be)
-				s, err := lock.OpenSQL(ctx, db.NewPool(b), be.Dialect, db.Prefix)
-				require.NoError(b, err)
-				c, err := lock.New(lock.Config{NodeID: "bench", Store: s})
-				require.NoError(b, err)
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				b.ResetTimer()
-				for g := range par {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						name := fmt.Sprintf("lease%d", g)
-						for next.Add(1) <= int64(b.N) {
-							l, err := c.TryAcquire(ctx, name)
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							if err := l.Release(ctx); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
-				b.StopTimer()
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acquire+release/s")
-				b.ReportMetric(0, "ns/op")
+			b.Run(fmt.Sprintf("%s/goroutines=%d", name, par), func(b *testing.B) {
+				benchAcquireRelease(b, openBenchStore(b, name), par)
 			})
 		}
 	}
+}
+
+func openBenchStore(b *testing.B, name string) lock.Store {
+	if name == "file" {
+		s, err := lock.OpenFile(b.TempDir(), lock.FileConfig{})
+		require.NoError(b, err)
+		return s
+	}
+	for _, be := range dbtest.Backends {
+		if be.Name == name {
+			db := dbtest.Open(b, be)
+			s, err := lock.OpenSQL(context.Background(), db.NewPool(b), be.Dialect, db.Prefix)
+			require.NoError(b, err)
+			return s
+		}
+	}
+	panic("unknown backend " + name)
+}
+
+func benchAcquireRelease(b *testing.B, s lock.Store, par int) {
+	ctx := context.Background()
+	c, err := lock.New(lock.Config{NodeID: "bench", Store: s})
+	require.NoError(b, err)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for g := range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("lease%d", g)
+			for next.Add(1) <= int64(b.N) {
+				l, err := c.TryAcquire(ctx, name)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := l.Release(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acquire+release/s")
+	b.ReportMetric(0, "ns/op")
 }

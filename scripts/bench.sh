@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # bench.sh: the benchmarks quoted in BENCHMARKS.md. Starts the same
 # throwaway PostgreSQL and MariaDB servers as the test command
-# (scripts/dbenv.sh), runs the journal benchmarks against them and stops
-# them however it ends.
+# (scripts/dbenv.sh), runs the journal and lock benchmarks against them and
+# stops them however it ends.
 #
 # Usage
 #
-#   scripts/bench.sh                 every journal benchmark, 3 s each
+#   scripts/bench.sh                 every journal and lock benchmark, 3 s each
 #   scripts/bench.sh ARGS...         extra go test flags, e.g.
 #                                    scripts/bench.sh -bench 'Append/mysql'
 #                                    (a later -bench overrides the default)
@@ -20,4 +20,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/dbenv.sh
 
 dbenv_session
-go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/
+go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/ ./lock/
