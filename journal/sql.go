@@ -56,8 +56,9 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 // and meta with the configured prefix. Revisions are allocated under the
 // global revision row's lock, held only for the append's own statement(s).
 // Each SQL journal holds one connection of the pool for its group commits
-// (and, with a Notifier dialect, one more while watched). It is safe for
-// concurrent use; Close releases its connections but not db.
+// (and, with a Notifier dialect, one more while watched), so db must allow
+// at least 2 open connections (3 to Watch). It is safe for concurrent use;
+// Close releases its connections but not db.
 type SQL struct {
 	db  *sql.DB
 	d   dialect.Dialect
@@ -92,6 +93,9 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 	cfg, t, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	if n := db.Stats().MaxOpenConnections; n == 1 {
+		return nil, fmt.Errorf("open journal: %w: the pool allows 1 connection; the journal keeps one for its group commits and needs at least one more to read (2, or 3 with Watch on PostgreSQL)", ErrInvalidArgument)
 	}
 	if err := d.CreateSchema(ctx, db, t, dialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open journal: create schema: %w", err)
@@ -308,6 +312,9 @@ func (j *SQL) Watch(ctx context.Context) (<-chan struct{}, error) {
 	}
 	if j.bg.Err() != nil {
 		return nil, fmt.Errorf("watch journal: %w", ErrClosed)
+	}
+	if n := j.db.Stats().MaxOpenConnections; n > 0 && n < 3 {
+		return nil, fmt.Errorf("watch journal: %w: the pool allows %d connections; watching holds one more besides the append connection, so it needs at least 3", ErrInvalidArgument, n)
 	}
 	j.hub.startOnce.Do(func() {
 		j.bgDone.Add(1)

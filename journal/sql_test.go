@@ -96,6 +96,11 @@ func TestSQLBadConfig(t *testing.T) {
 	}
 	_, err := journal.OpenSQL(ctx, nil, b.Dialect, journal.SQLConfig{NodeID: "a"})
 	require.ErrorIs(t, err, journal.ErrInvalidArgument)
+	one := db.NewPool(t)
+	one.SetMaxOpenConns(1)
+	_, err = journal.OpenSQL(ctx, one, b.Dialect, journal.SQLConfig{NodeID: "a", Prefix: db.Prefix})
+	require.ErrorIs(t, err, journal.ErrInvalidArgument, "a one-connection pool would hang every read")
+	require.ErrorContains(t, err, "1 connection")
 }
 
 // TestSQLLockTimeout holds the global revision row in another transaction:
