@@ -1,0 +1,353 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/revision"
+)
+
+// fixture opens nodes (and position stores) on one shared storage.
+type fixture struct {
+	open      func(t *testing.T, cfg cluster.Config) *cluster.Node
+	revisions func(t *testing.T) revision.Store
+}
+
+// forEachBackend runs test on the file backend and every SQL dialect.
+func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
+	t.Run("file", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		test(t, fixture{
+			open: func(t *testing.T, cfg cluster.Config) *cluster.Node {
+				n, err := cluster.OpenDir(context.Background(), dir, cfg)
+				require.NoError(t, err)
+				t.Cleanup(func() { n.Stop(context.Background()) })
+				return n
+			},
+			revisions: func(t *testing.T) revision.Store {
+				s, err := revision.OpenFile(dir)
+				require.NoError(t, err)
+				return s
+			},
+		})
+	})
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			test(t, fixture{
+				open: func(t *testing.T, cfg cluster.Config) *cluster.Node {
+					n, err := cluster.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix, cfg)
+					require.NoError(t, err)
+					t.Cleanup(func() { n.Stop(context.Background()) })
+					return n
+				},
+				revisions: func(t *testing.T) revision.Store {
+					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix)
+					require.NoError(t, err)
+					return s
+				},
+			})
+		})
+	}
+}
+
+func cfg(id string) cluster.Config {
+	return cluster.Config{NodeID: id, SyncDelay: 100 * time.Millisecond, MemberTTL: 2 * time.Second}
+}
+
+// recorder is a handler that records what it applied.
+type recorder struct {
+	mu   sync.Mutex
+	recs []journal.Record
+	fail func(rec journal.Record) error
+}
+
+func (r *recorder) Apply(ctx context.Context, rec journal.Record) error {
+	if r.fail != nil {
+		if err := r.fail(rec); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.recs = append(r.recs, rec)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) got() []journal.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]journal.Record(nil), r.recs...)
+}
+
+func start(t *testing.T, n *cluster.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, n.Start(ctx))
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPropagation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		nodes := map[string]*cluster.Node{}
+		recs := map[string]*recorder{}
+		for _, id := range []string{"a", "b", "c"} {
+			n := f.open(t, cfg(id))
+			recs[id] = &recorder{}
+			require.NoError(t, n.Handle("p1", recs[id]))
+			require.NoError(t, n.Handle("p2", recs[id]))
+			start(t, n)
+			nodes[id] = n
+		}
+		var last int64
+		var want []string
+		for i := range 30 {
+			p := fmt.Sprintf("p%d", 1+i%2)
+			rev, err := nodes["a"].Publish(ctx, p, fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			require.Greater(t, rev, last)
+			last = rev
+			want = append(want, fmt.Sprintf("%s:%d", p, i))
+		}
+		for _, id := range []string{"b", "c"} {
+			require.NoError(t, nodes[id].WaitFor(ctx, last), "read-your-writes on %s", id)
+			var got []string
+			var prev int64
+			for _, r := range recs[id].got() {
+				require.Greater(t, r.Revision, prev, "%s applies in revision order", id)
+				prev = r.Revision
+				require.Equal(t, "a", r.NodeID)
+				got = append(got, fmt.Sprintf("%s:%s", r.Producer, r.Payload))
+			}
+			require.Equal(t, want, got, "%s got every record, in order", id)
+			st := nodes[id].Stats()
+			require.Equal(t, last, st.Revision)
+			require.EqualValues(t, 30, st.Applied)
+		}
+		require.Empty(t, recs["a"].got(), "a node's own records are not delivered to it")
+		require.NoError(t, nodes["a"].WaitFor(ctx, last))
+	})
+}
+
+func TestDuplicateID(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		first := f.open(t, cfg("same"))
+		start(t, first)
+		second := f.open(t, cfg("same"))
+		err := second.Start(ctx)
+		require.ErrorIs(t, err, cluster.ErrDuplicateNode)
+		require.ErrorContains(t, err, `"same"`, "the error names the id")
+		require.NoError(t, first.Stop(ctx))
+		third := f.open(t, cfg("same"))
+		require.NoError(t, third.Start(ctx), "the id is free once its node stopped")
+	})
+}
+
+func TestHandlerRetried(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		failures := 0
+		rec := &recorder{fail: func(r journal.Record) error {
+			if string(r.Payload) == "5" && failures < 3 {
+				failures++
+				return errors.New("transient")
+			}
+			return nil
+		}}
+		b := f.open(t, cfg("b"))
+		require.NoError(t, b.Handle("p", rec))
+		start(t, b)
+		var last int64
+		for i := range 10 {
+			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			last = rev
+		}
+		require.NoError(t, b.WaitFor(ctx, last))
+		got := rec.got()
+		require.Len(t, got, 10, "the failing record was retried, not skipped")
+		for i, r := range got {
+			require.Equal(t, fmt.Sprint(i), string(r.Payload))
+		}
+		require.EqualValues(t, 3, b.Stats().HandlerFailures)
+	})
+}
+
+// TestRestartMidBatch stops a node while its handler is stuck in the
+// middle of a batch; the restarted node applies the rest: at least once,
+// nothing lost.
+func TestRestartMidBatch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		first := &recorder{fail: func(r journal.Record) error {
+			if string(r.Payload) == "5" {
+				return errors.New("stuck") // retried until the node stops
+			}
+			return nil
+		}}
+		c := cfg("b")
+		c.StopDelay = 200 * time.Millisecond
+		b1 := f.open(t, c)
+		require.NoError(t, b1.Handle("p", first))
+		start(t, b1)
+		var last int64
+		for i := range 10 {
+			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			last = rev
+		}
+		require.Eventually(t, func() bool { return len(first.got()) == 5 }, 30*time.Second, 10*time.Millisecond)
+		require.Error(t, b1.Stop(ctx), "the final sync could not finish in StopDelay")
+
+		second := &recorder{}
+		b2 := f.open(t, cfg("b"))
+		require.NoError(t, b2.Handle("p", second))
+		start(t, b2)
+		require.NoError(t, b2.WaitFor(ctx, last))
+		seen := map[string]bool{}
+		for _, r := range append(first.got(), second.got()...) {
+			seen[string(r.Payload)] = true
+		}
+		require.Len(t, seen, 10, "every record was applied by one incarnation or the other")
+		require.Equal(t, "5", string(second.got()[0].Payload), "the restarted node resumes at the record it had not applied")
+	})
+}
+
+func TestResync(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		b := f.open(t, cfg("b"))
+		start(t, b)
+		require.NoError(t, b.Stop(ctx))
+		var last int64
+		for i := range 5 {
+			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			last = rev
+		}
+		_, err := a.Journal().Prune(ctx, last+1)
+		require.NoError(t, err)
+
+		var reasons []cluster.ResyncReason
+		hook := func(_ context.Context, why cluster.ResyncReason) error {
+			reasons = append(reasons, why)
+			return nil
+		}
+		rec := &recorder{}
+		b2 := f.open(t, cfg("b"))
+		require.NoError(t, b2.Handle("p", rec))
+		require.NoError(t, b2.OnResync(hook))
+		start(t, b2)
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncBehindTail}, reasons, "a pruned position resyncs, never jumps silently")
+		require.Equal(t, last, b2.Stats().Revision, "and continues from the head")
+		require.Empty(t, rec.got())
+		require.NoError(t, b2.Stop(ctx))
+
+		// A position from another journal (a restored database).
+		require.NoError(t, f.revisions(t).Save(ctx, "b", last, "0123456789abcdef0123456789abcdef"))
+		reasons = nil
+		b3 := f.open(t, cfg("b"))
+		require.NoError(t, b3.OnResync(hook))
+		start(t, b3)
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncEpoch}, reasons)
+	})
+}
+
+func TestStopFinalSync(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		c := cfg("b")
+		c.SyncDelay = time.Hour // only the final sync can pick the record up
+		rec := &recorder{}
+		b := f.open(t, c)
+		require.NoError(t, b.Handle("p", rec))
+		start(t, b)
+		rev, err := a.Publish(ctx, "p", []byte("last words"))
+		require.NoError(t, err)
+		require.NoError(t, b.Stop(ctx))
+		p, err := f.revisions(t).Load(ctx, "b")
+		require.NoError(t, err)
+		if len(rec.got()) == 1 {
+			require.GreaterOrEqual(t, p.Revision, rev, "the final sync saved the position")
+		} else {
+			// On backends with push the loop may not have run; the final
+			// sync must have then.
+			t.Fatalf("the final sync did not apply the record: got %d records", len(rec.got()))
+		}
+		require.ErrorIs(t, b.Sync(ctx), cluster.ErrNotRunning)
+	})
+}
+
+func TestConcurrentSyncs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		b := f.open(t, cfg("b"))
+		start(t, b)
+		var wg sync.WaitGroup
+		errs := make(chan error, 30)
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i%2 == 0 {
+					_, err := a.Publish(ctx, "p", nil)
+					errs <- err
+				}
+				errs <- b.Sync(ctx)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		head, err := a.Journal().Head(ctx)
+		require.NoError(t, err)
+		require.NoError(t, b.WaitFor(ctx, head))
+		require.EqualValues(t, 10, b.Stats().Unhandled, "records of producers without a handler are counted")
+	})
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		cfg   cluster.Config
+		field string
+	}{
+		{cluster.Config{}, "NodeID"},
+		{cluster.Config{NodeID: "a"}, "Journal"},
+	} {
+		_, err := cluster.New(c.cfg)
+		require.ErrorContains(t, err, c.field)
+	}
+	_, err := cluster.OpenDir(context.Background(), t.TempDir(), cluster.Config{NodeID: "a", SyncDelay: -1})
+	require.ErrorContains(t, err, "SyncDelay")
+}
