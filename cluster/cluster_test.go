@@ -351,3 +351,48 @@ func TestConfigErrors(t *testing.T) {
 	_, err := cluster.OpenDir(context.Background(), t.TempDir(), cluster.Config{NodeID: "a", SyncDelay: -1})
 	require.ErrorContains(t, err, "SyncDelay")
 }
+
+func TestMembersAndBarrier(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		slow := make(chan struct{})
+		b := f.open(t, cfg("b"))
+		require.NoError(t, b.Handle("p", cluster.HandlerFunc(func(ctx context.Context, r journal.Record) error {
+			select {
+			case <-slow:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})))
+		start(t, b)
+		gone := f.open(t, cfg("gone"))
+		start(t, gone)
+		require.NoError(t, gone.Stop(ctx))
+
+		rev, err := a.Publish(ctx, "p", []byte("x"))
+		require.NoError(t, err)
+		// b is stuck in its handler: the barrier waits for it.
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		err = a.Barrier(short, rev)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "the barrier waits for every live node")
+		close(slow)
+		require.NoError(t, a.Barrier(ctx, rev), "once b applied rev, every live node has")
+
+		ms, err := a.Members(ctx)
+		require.NoError(t, err)
+		require.Len(t, ms, 3)
+		require.Equal(t, []string{"a", "b", "gone"}, []string{ms[0].NodeID, ms[1].NodeID, ms[2].NodeID})
+		require.True(t, ms[0].Live)
+		require.True(t, ms[1].Live)
+		require.False(t, ms[2].Live, "a stopped node is listed as not live")
+		require.GreaterOrEqual(t, ms[1].Revision, rev)
+		require.Zero(t, ms[1].Lag)
+		require.True(t, ms[2].HasPosition)
+		require.Equal(t, rev-ms[2].Revision, ms[2].Lag)
+		require.NotEmpty(t, ms[0].Instance)
+	})
+}

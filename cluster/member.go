@@ -1,0 +1,109 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tandem-go/tandem/internal/backoff"
+)
+
+// Member describes a node known to the cluster: live ones hold their
+// membership lease; others have left or died but still have a stored
+// position.
+type Member struct {
+	NodeID string
+	// Instance tells two processes that used one node id apart.
+	Instance string
+	// Live reports whether the node holds its membership lease now.
+	Live bool
+	// Started is when the node took its lease; LeaseExpires when the
+	// lease runs out unless renewed by the node's heartbeat (store time;
+	// for a shared folder, this observer's estimate).
+	Started, LeaseExpires time.Time
+	// Revision is the node's stored position, and Lag how far it is
+	// behind the journal's head. HasPosition is false for a live node that
+	// has not saved one yet.
+	Revision    int64
+	Lag         int64
+	HasPosition bool
+	// Updated is when the position was last saved.
+	Updated time.Time
+}
+
+// Members lists the nodes of the cluster, live or not, ordered by id.
+func (n *Node) Members(ctx context.Context) ([]Member, error) {
+	leases, err := n.cfg.Leases.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	positions, err := n.cfg.Revisions.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	head, err := n.cfg.Journal.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*Member{}
+	get := func(id string) *Member {
+		m := byID[id]
+		if m == nil {
+			m = &Member{NodeID: id}
+			byID[id] = m
+		}
+		return m
+	}
+	for _, l := range leases {
+		id, ok := strings.CutPrefix(l.Name, memberLease(""))
+		if !ok {
+			continue
+		}
+		m := get(id)
+		m.Instance, m.Live, m.Started, m.LeaseExpires = l.Owner.Instance, l.Held, l.Acquired, l.Expires
+	}
+	for _, p := range positions {
+		m := get(p.NodeID)
+		m.Revision, m.HasPosition, m.Updated = p.Revision, true, p.Updated
+		m.Lag = max(head-p.Revision, 0)
+	}
+	out := make([]Member, 0, len(byID))
+	for _, m := range byID {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
+	return out, nil
+}
+
+// Barrier returns once every live node of the cluster has applied revision
+// rev (by its stored position), this node included. A live node that
+// cannot apply rev (a handler failing forever) holds the barrier until ctx
+// ends; nodes that are not live are not waited for.
+func (n *Node) Barrier(ctx context.Context, rev int64) error {
+	if err := n.WaitFor(ctx, rev); err != nil {
+		return err
+	}
+	bo := backoff.New(5*time.Millisecond, max(n.cfg.SyncDelay/2, 5*time.Millisecond))
+	for {
+		members, err := n.Members(ctx)
+		if err != nil {
+			return err
+		}
+		behind := false
+		for _, m := range members {
+			if m.Live && m.Revision < rev {
+				behind = true
+				break
+			}
+		}
+		if !behind {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(bo.Next()):
+		}
+	}
+}
