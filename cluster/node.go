@@ -315,14 +315,24 @@ func (n *Node) running() (*syncLoop, error) {
 // with the node's concurrent publishes) and returns its revision: the
 // token for read-your-writes (WaitFor, Barrier).
 func (n *Node) Publish(ctx context.Context, producer string, payload []byte) (int64, error) {
-	revs, err := n.cfg.Journal.Append(ctx, journal.Entry{Producer: producer, Payload: payload})
+	revs, err := n.PublishEntries(ctx, journal.Entry{Producer: producer, Payload: payload})
 	if err != nil {
 		return 0, err
+	}
+	return revs[0], nil
+}
+
+// PublishEntries appends several records atomically (consecutive
+// revisions, one group commit) and returns their revisions.
+func (n *Node) PublishEntries(ctx context.Context, entries ...journal.Entry) ([]int64, error) {
+	revs, err := n.cfg.Journal.Append(ctx, entries...)
+	if err != nil {
+		return nil, err
 	}
 	if l, err := n.running(); err == nil {
 		l.wake()
 	}
-	return revs[0], nil
+	return revs, nil
 }
 
 // Sync reads and applies everything committed so far, now. Concurrent
