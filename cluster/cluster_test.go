@@ -396,3 +396,35 @@ func TestMembersAndBarrier(t *testing.T) {
 		require.NotEmpty(t, ms[0].Instance)
 	})
 }
+
+func TestCopyFrom(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		b := f.open(t, cfg("b"))
+		start(t, b)
+		require.NoError(t, b.Stop(ctx)) // b's position: before the records below
+		var last int64
+		for i := range 3 {
+			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			last = rev
+		}
+		c := cfg("clone")
+		c.CopyFrom = "b"
+		rec := &recorder{}
+		clone := f.open(t, c)
+		require.NoError(t, clone.Handle("p", rec))
+		start(t, clone)
+		require.NoError(t, clone.WaitFor(ctx, last))
+		require.Len(t, rec.got(), 3, "the clone starts where b stood, not at the head")
+
+		c = cfg("orphan")
+		c.CopyFrom = "nobody"
+		orphan := f.open(t, c)
+		err := orphan.Start(ctx)
+		require.ErrorIs(t, err, revision.ErrNotFound)
+		require.ErrorContains(t, err, `"nobody"`)
+	})
+}

@@ -16,8 +16,9 @@
 // same id is refused with ErrDuplicateNode), loads the node's stored
 // position — or starts at the journal's head (a new node has nothing to
 // catch up on) or at its beginning (Config.StartAt) — and syncs once before
-// it returns. To add a node whose private state was cloned from another's,
-// copy that node's position first (revision.Store.Copy).
+// it returns. A node whose private state was cloned from another node's
+// starts from that node's position with Config.CopyFrom: Jackrabbit's "add
+// a cluster node by cloning" in one field.
 //
 // # The sync loop
 //

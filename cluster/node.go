@@ -84,9 +84,12 @@ type Config struct {
 	// DefaultBatchSize.
 	BatchSize int
 	// StartAt is where a node without a stored position starts. Defaults
-	// to StartAtHead. (To start from another node's position, copy it
-	// first with revision.Store.Copy.)
+	// to StartAtHead.
 	StartAt StartAt
+	// CopyFrom, when set, gives a node without a stored position the
+	// position of the node with this id instead: for a node whose private
+	// state (an index, a cache dump) was cloned from that node's.
+	CopyFrom string
 	// DeliverOwn delivers the records this node wrote to its own
 	// handlers too. Off by default: a node has applied its own changes
 	// when it made them.
@@ -148,6 +151,11 @@ func New(cfg Config) (*Node, error) {
 	if err := ident.NodeID("NodeID", cfg.NodeID); err != nil {
 		return nil, fmt.Errorf("cluster config: %w", err)
 	}
+	if cfg.CopyFrom != "" {
+		if err := ident.NodeID("CopyFrom", cfg.CopyFrom); err != nil {
+			return nil, fmt.Errorf("cluster config: %w", err)
+		}
+	}
 	for _, c := range []struct {
 		bad   bool
 		field string
@@ -159,6 +167,7 @@ func New(cfg Config) (*Node, error) {
 		{cfg.StopDelay < 0, "StopDelay must be > 0"},
 		{cfg.BatchSize < 0, "BatchSize must be > 0"},
 		{cfg.StartAt != StartAtHead && cfg.StartAt != StartAtBeginning, "StartAt must be StartAtHead or StartAtBeginning"},
+		{cfg.CopyFrom == cfg.NodeID, "CopyFrom must name another node"},
 	} {
 		if c.bad {
 			return nil, fmt.Errorf("cluster config: %w: %s", ErrInvalidArgument, c.field)

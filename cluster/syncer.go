@@ -52,6 +52,12 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	}
 	l.epoch = epoch
 	p, err := n.cfg.Revisions.Load(ctx, n.cfg.NodeID)
+	if errors.Is(err, revision.ErrNotFound) && n.cfg.CopyFrom != "" {
+		if err := n.cfg.Revisions.Copy(ctx, n.cfg.CopyFrom, n.cfg.NodeID); err != nil {
+			return nil, fmt.Errorf("copy the position of %q: %w", n.cfg.CopyFrom, err)
+		}
+		p, err = n.cfg.Revisions.Load(ctx, n.cfg.NodeID)
+	}
 	switch {
 	case errors.Is(err, revision.ErrNotFound):
 		if n.cfg.StartAt == StartAtBeginning {
