@@ -92,7 +92,9 @@ func (n *Node) Barrier(ctx context.Context, rev int64) error {
 		}
 		behind := false
 		for _, m := range members {
-			if m.Live && m.Revision < rev {
+			// This node applied rev (WaitFor above); its stored
+			// position may follow a little later.
+			if m.Live && m.NodeID != n.cfg.NodeID && m.Revision < rev {
 				behind = true
 				break
 			}

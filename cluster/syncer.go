@@ -23,6 +23,11 @@ type syncLoop struct {
 
 	pos   int64
 	epoch string
+	// saved and savedAt: the position last stored, and when. applied
+	// foreign records since then make the next save due at once.
+	saved   int64
+	savedAt time.Time
+	foreign bool
 
 	mu       sync.Mutex
 	st       Stats
@@ -95,7 +100,33 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 }
 
 func (l *syncLoop) save(ctx context.Context) error {
-	return l.n.cfg.Revisions.Save(ctx, l.n.cfg.NodeID, l.pos, l.epoch)
+	if err := l.n.cfg.Revisions.Save(ctx, l.n.cfg.NodeID, l.pos, l.epoch); err != nil {
+		return err
+	}
+	l.saved, l.savedAt, l.foreign = l.pos, time.Now(), false
+	return nil
+}
+
+// saveEvery bounds how long an unsaved position may wait during a long
+// catch-up, or when only the node's own records moved it.
+const saveEvery = time.Second
+
+// maybeSave stores the position when it is due: at the end of a sync that
+// applied other nodes' records (so that Barrier sees it), and otherwise at
+// most every saveEvery. A position is never stored ahead of what the
+// handlers applied; storing it less often only means more records applied
+// again after a crash, which at-least-once delivery allows.
+func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
+	if l.pos == l.saved {
+		return nil
+	}
+	if !(endOfSync && l.foreign) && time.Since(l.savedAt) < saveEvery {
+		return nil
+	}
+	if err := l.save(ctx); err != nil {
+		return fmt.Errorf("save position: %w", err)
+	}
+	return nil
 }
 
 // advance records that pos moved on and wakes the waiters.
@@ -143,6 +174,9 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			return err
 		}
 		if len(recs) == 0 {
+			if err := l.maybeSave(ctx, true); err != nil {
+				return err
+			}
 			head, err := j.Head(ctx)
 			if err != nil {
 				return err
@@ -150,10 +184,9 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			l.count(func(st *Stats) { st.Head, st.LastSync = max(head, l.pos), time.Now() })
 			return nil
 		}
-		before := l.pos
 		for _, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
-				if l.pos > before {
+				if l.pos != l.saved {
 					// Keep what was applied; the rest comes again.
 					_ = l.save(context.WithoutCancel(ctx))
 				}
@@ -162,8 +195,8 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			l.pos = rec.Revision
 			l.advance()
 		}
-		if err := l.save(ctx); err != nil {
-			return fmt.Errorf("save position: %w", err)
+		if err := l.maybeSave(ctx, false); err != nil {
+			return err
 		}
 	}
 }
@@ -174,6 +207,7 @@ func (l *syncLoop) apply(ctx context.Context, rec journal.Record) error {
 	if rec.NodeID == l.n.cfg.NodeID && !l.n.cfg.DeliverOwn {
 		return nil
 	}
+	l.foreign = true
 	h := l.handlers[rec.Producer]
 	if h == nil {
 		l.count(func(st *Stats) { st.Unhandled++ })
@@ -381,6 +415,11 @@ func (l *syncLoop) stop(ctx context.Context, stopDelay time.Duration) error {
 	}
 	if err != nil {
 		return fmt.Errorf("final sync: %w", err)
+	}
+	if l.pos != l.saved {
+		if err := l.save(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("save position: %w", err)
+		}
 	}
 	return nil
 }
