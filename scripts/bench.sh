@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # bench.sh: the benchmarks quoted in BENCHMARKS.md. Starts the same
 # throwaway PostgreSQL and MariaDB servers as the test command
-# (scripts/dbenv.sh), runs the journal and lock benchmarks against them and
+# (scripts/dbenv.sh), runs the journal, lock and cluster benchmarks against them and
 # stops them however it ends.
 #
 # Usage
 #
-#   scripts/bench.sh                 every journal and lock benchmark, 3 s each
+#   scripts/bench.sh                 every journal, lock and cluster benchmark, 3 s each
 #   scripts/bench.sh ARGS...         extra go test flags, e.g.
 #                                    scripts/bench.sh -bench 'Append/mysql'
 #                                    (a later -bench overrides the default)
 #
-# BenchmarkCatchUp* fill a 1M-record journal first (about a minute per
-# database); TANDEM_BENCH_RECORDS=N changes the size.
+# BenchmarkCatchUp* and BenchmarkNodeCatchUp fill a 1M-record journal
+# first (up to a minute per database); TANDEM_BENCH_RECORDS=N changes the
+# size. The figures in BENCHMARKS.md used -benchtime 1000x for
+# BenchmarkPropagation on push backends, 50x on MariaDB, and 1x for
+# BenchmarkNodeCatchUp.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,4 +23,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/dbenv.sh
 
 dbenv_session
-go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/ ./lock/
+go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/ ./lock/ ./cluster/
