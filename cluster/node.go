@@ -129,6 +129,9 @@ type Node struct {
 	state    int // 0 new, 1 running, 2 stopped
 	lease    *lock.Lease
 	loop     *syncLoop
+
+	stopping   chan struct{} // closed by Stop
+	memberDone chan struct{} // keepMembership exited
 }
 
 // New validates cfg and returns a Node that is not started yet.
@@ -270,8 +273,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.mu.Lock()
 	n.lease, n.loop = lease, loop
+	n.stopping, n.memberDone = make(chan struct{}), make(chan struct{})
 	n.mu.Unlock()
 	loop.start()
+	go n.keepMembership(lease, loop)
 	n.cfg.Logger.Info("tandem: node started", "node", n.cfg.NodeID, "revision", loop.applied())
 	return nil
 }
@@ -291,7 +296,12 @@ func (n *Node) Stop(ctx context.Context) error {
 		return nil
 	}
 	n.state = 2
-	loop, lease := n.loop, n.lease
+	loop := n.loop
+	close(n.stopping)
+	n.mu.Unlock()
+	<-n.memberDone
+	n.mu.Lock()
+	lease := n.lease
 	n.mu.Unlock()
 	err := loop.stop(ctx, n.cfg.StopDelay)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)

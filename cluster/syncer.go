@@ -42,6 +42,23 @@ type syncLoop struct {
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
 	done   chan struct{}
+	// failed, once set, ends the loop for good: requests get it, and the
+	// final sync of stop is skipped (the node must not touch its position).
+	failed error
+}
+
+// fail ends the loop for good with err.
+func (l *syncLoop) fail(err error) {
+	l.mu.Lock()
+	l.failed = err
+	l.mu.Unlock()
+	l.cancel()
+}
+
+func (l *syncLoop) failure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
@@ -365,6 +382,9 @@ func (l *syncLoop) request(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-l.done:
+		if err := l.failure(); err != nil {
+			return err
+		}
 		return ErrNotRunning
 	}
 }
@@ -403,6 +423,9 @@ func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 func (l *syncLoop) stop(ctx context.Context, stopDelay time.Duration) error {
 	l.cancel()
 	<-l.done
+	if err := l.failure(); err != nil {
+		return err
+	}
 	fctx, cancel := context.WithTimeout(ctx, stopDelay)
 	defer cancel()
 	l.reqMu.Lock()
