@@ -75,4 +75,10 @@
 // live or not, its position and how far it lags. Liveness is the lease,
 // judged by database time or, on a shared folder, by observers watching the
 // holder's heartbeat on their own clock; see package lock.
+//
+// A node cut off from the store for longer than its MemberTTL loses its
+// lease, and another process may then start with the same id. The node
+// tries to rejoin when it can reach the store again; if it finds its id
+// taken, it stops syncing and its Sync and WaitFor fail with
+// ErrDuplicateNode, rather than two processes sharing one id and position.
 package cluster
