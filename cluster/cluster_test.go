@@ -394,6 +394,8 @@ func TestMembersAndBarrier(t *testing.T) {
 		require.True(t, ms[2].HasPosition)
 		require.Equal(t, rev-ms[2].Revision, ms[2].Lag)
 		require.NotEmpty(t, ms[0].Instance)
+		require.False(t, ms[0].LastHeartbeat.IsZero(), "a live member shows its last heartbeat")
+		require.False(t, ms[0].LastHeartbeat.Before(ms[0].Started))
 	})
 }
 

@@ -18,10 +18,10 @@ type Member struct {
 	Instance string
 	// Live reports whether the node holds its membership lease now.
 	Live bool
-	// Started is when the node took its lease; LeaseExpires when the
-	// lease runs out unless renewed by the node's heartbeat (store time;
-	// for a shared folder, this observer's estimate).
-	Started, LeaseExpires time.Time
+	// Started is when the node took its lease, LastHeartbeat when it last
+	// renewed it, and LeaseExpires when the lease runs out unless renewed
+	// again (store time; for a shared folder, this observer's view).
+	Started, LastHeartbeat, LeaseExpires time.Time
 	// Revision is the node's stored position, and Lag how far it is
 	// behind the journal's head. HasPosition is false for a live node that
 	// has not saved one yet.
@@ -61,7 +61,7 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 			continue
 		}
 		m := get(id)
-		m.Instance, m.Live, m.Started, m.LeaseExpires = l.Owner.Instance, l.Held, l.Acquired, l.Expires
+		m.Instance, m.Live, m.Started, m.LastHeartbeat, m.LeaseExpires = l.Owner.Instance, l.Held, l.Acquired, l.Renewed, l.Expires
 	}
 	for _, p := range positions {
 		m := get(p.NodeID)

@@ -124,20 +124,20 @@ type LockQueries struct {
 	Seed string
 	// Acquire: args (owner node, owner instance, ttl ms, name); takes the
 	// row if it is expired: owner, instance, token = token + 1, heartbeat =
-	// 0, acquired_at = now, expires_at = now + ttl. One row affected means
+	// 0, acquired_at = renewed_at = now, expires_at = now + ttl. One row affected means
 	// acquired.
 	Acquire string
 	// Token: args (name); one row (token).
 	Token string
 	// Renew: args (ttl ms, name, node, instance, token); expires_at = now +
-	// ttl, heartbeat = heartbeat + 1, where the row is still that holder's
+	// ttl, renewed_at = now, heartbeat = heartbeat + 1, where the row is still that holder's
 	// and not expired. One row affected means renewed.
 	Renew string
 	// Release: args (name, node, instance, token); expires_at = now where
 	// the row is still that holder's and not expired.
 	Release string
 	// List: no args; rows (name, node, instance, token, acquired_at,
-	// expires_at, held 1/0) ordered by name.
+	// renewed_at, expires_at, held 1/0) ordered by name.
 	List string
 	// Fence: args (name, node, instance, token); one row (token) when the
 	// holder's lease is current, locking the row against updates until the

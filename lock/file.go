@@ -325,10 +325,11 @@ func (s *File) List(ctx context.Context) ([]Info, error) {
 		}
 		in := Info{Name: name, Owner: l.Owner, Token: l.Token, Acquired: l.Acquired}
 		if l.released() {
-			in.Expires = l.ReleasedAt
+			in.Expires, in.Renewed = l.ReleasedAt, l.ReleasedAt
 		} else {
 			stood, now := s.observe(name, l)
 			in.Expires = now.Add(l.TTL - stood)
+			in.Renewed = now.Add(-stood)
 			in.Held = stood < l.TTL
 		}
 		out = append(out, in) // ReadDir sorts by file name, which is the name

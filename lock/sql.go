@@ -132,13 +132,13 @@ func (s *SQL) List(ctx context.Context) ([]Info, error) {
 	for rows.Next() {
 		var in Info
 		var node, instance sql.NullString
-		var acquired, expires dialect.Time
+		var acquired, renewed, expires dialect.Time
 		var held int
-		if err := rows.Scan(&in.Name, &node, &instance, &in.Token, &acquired, &expires, &held); err != nil {
+		if err := rows.Scan(&in.Name, &node, &instance, &in.Token, &acquired, &renewed, &expires, &held); err != nil {
 			return nil, fmt.Errorf("list leases: %w", s.d.Translate(err))
 		}
 		in.Owner = Owner{NodeID: node.String, Instance: instance.String}
-		in.Acquired, in.Expires, in.Held = acquired.T, expires.T, held == 1
+		in.Acquired, in.Renewed, in.Expires, in.Held = acquired.T, renewed.T, expires.T, held == 1
 		out = append(out, in)
 	}
 	if err := rows.Err(); err != nil {

@@ -23,6 +23,10 @@ type Info struct {
 	Token int64
 	// Acquired is when the current holder acquired it (store time).
 	Acquired time.Time
+	// Renewed is the holder's last heartbeat: when it last acquired or
+	// renewed the lease (store time; for the file store, when this observer
+	// first saw the current heartbeat, by its own clock).
+	Renewed time.Time
 	// Expires is when the lease expires unless renewed (store time; for
 	// the file store, an estimate from the observer's clock).
 	Expires time.Time

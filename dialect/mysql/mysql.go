@@ -98,6 +98,7 @@ func schema(t dialect.Tables) []string {
 	token       BIGINT NOT NULL,
 	heartbeat   BIGINT NOT NULL,
 	acquired_at DATETIME(6) NOT NULL,
+	renewed_at  DATETIME(6) NOT NULL,
 	expires_at  DATETIME(6) NOT NULL) ENGINE=InnoDB`,
 		`INSERT IGNORE INTO ` + t.GlobalRevision + ` (id, revision) VALUES (1, 0)`,
 	}
@@ -291,17 +292,17 @@ func (my) Translate(err error) error {
 func (my) LockQueries(t dialect.Tables) dialect.LockQueries {
 	const now = `UTC_TIMESTAMP(6)`
 	return dialect.LockQueries{
-		Seed: `INSERT IGNORE INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
-VALUES (?, '', '', 0, 0, ` + now + `, ` + now + `)`,
+		Seed: `INSERT IGNORE INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)
+VALUES (?, '', '', 0, 0, ` + now + `, ` + now + `, ` + now + `)`,
 		Acquire: `UPDATE ` + t.Locks + ` SET owner = ?, instance = ?, token = token + 1, heartbeat = 0,
-acquired_at = ` + now + `, expires_at = TIMESTAMPADD(MICROSECOND, ? * 1000, ` + now + `)
+acquired_at = ` + now + `, renewed_at = ` + now + `, expires_at = TIMESTAMPADD(MICROSECOND, ? * 1000, ` + now + `)
 WHERE name = ? AND expires_at <= ` + now,
 		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = ?`,
-		Renew: `UPDATE ` + t.Locks + ` SET expires_at = TIMESTAMPADD(MICROSECOND, ? * 1000, ` + now + `), heartbeat = heartbeat + 1
+		Renew: `UPDATE ` + t.Locks + ` SET expires_at = TIMESTAMPADD(MICROSECOND, ? * 1000, ` + now + `), renewed_at = ` + now + `, heartbeat = heartbeat + 1
 WHERE name = ? AND owner = ? AND instance = ? AND token = ? AND expires_at > ` + now,
 		Release: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + `
 WHERE name = ? AND owner = ? AND instance = ? AND token = ? AND expires_at > ` + now,
-		List: `SELECT name, owner, instance, token, acquired_at, expires_at, CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END
+		List: `SELECT name, owner, instance, token, acquired_at, renewed_at, expires_at, CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END
 FROM ` + t.Locks + ` ORDER BY name`,
 		Fence: `SELECT token FROM ` + t.Locks + `
 WHERE name = ? AND owner = ? AND instance = ? AND token = ? AND expires_at > ` + now + ` FOR UPDATE`,

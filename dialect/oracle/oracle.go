@@ -148,6 +148,7 @@ func tables(t dialect.Tables) []table {
 	token       NUMBER(19) NOT NULL,
 	heartbeat   NUMBER(19) NOT NULL,
 	acquired_at TIMESTAMP(6) NOT NULL,
+	renewed_at  TIMESTAMP(6) NOT NULL,
 	expires_at  TIMESTAMP(6) NOT NULL`),
 	}
 }
@@ -243,18 +244,18 @@ func (ora) LockQueries(t dialect.Tables) dialect.LockQueries {
 		// The name is bound once, in the derived table, and compared from
 		// there. Two concurrent seeds may both pass NOT EXISTS; the loser
 		// fails with ORA-00001 (ErrUniqueViolation).
-		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
-SELECT n, NULL, NULL, 0, 0, ` + utcNow + `, ` + utcNow + ` FROM (SELECT :1 AS n FROM dual) s
+		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)
+SELECT n, NULL, NULL, 0, 0, ` + utcNow + `, ` + utcNow + `, ` + utcNow + ` FROM (SELECT :1 AS n FROM dual) s
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Locks + ` l WHERE l.name = s.n)`,
 		Acquire: `UPDATE ` + t.Locks + ` SET owner = :1, instance = :2, token = token + 1, heartbeat = 0,
-acquired_at = ` + utcNow + `, expires_at = ` + ttl(":3") + `
+acquired_at = ` + utcNow + `, renewed_at = ` + utcNow + `, expires_at = ` + ttl(":3") + `
 WHERE name = :4 AND expires_at <= ` + utcNow,
 		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = :1`,
-		Renew: `UPDATE ` + t.Locks + ` SET expires_at = ` + ttl(":1") + `, heartbeat = heartbeat + 1
+		Renew: `UPDATE ` + t.Locks + ` SET expires_at = ` + ttl(":1") + `, renewed_at = ` + utcNow + `, heartbeat = heartbeat + 1
 WHERE ` + holder(":2", ":3", ":4", ":5"),
 		Release: `UPDATE ` + t.Locks + ` SET expires_at = ` + utcNow + `
 WHERE ` + holder(":1", ":2", ":3", ":4"),
-		List: `SELECT name, owner, instance, token, ` + asUTC(`acquired_at`) + `, ` + asUTC(`expires_at`) + `,
+		List: `SELECT name, owner, instance, token, ` + asUTC(`acquired_at`) + `, ` + asUTC(`renewed_at`) + `, ` + asUTC(`expires_at`) + `,
 CASE WHEN expires_at > ` + utcNow + ` THEN 1 ELSE 0 END FROM ` + t.Locks + ` ORDER BY NLSSORT(name, 'NLS_SORT=BINARY')`,
 		// FOR UPDATE locks the row until the transaction ends: Acquire,
 		// Renew and Release (UPDATEs) wait for the fenced work.

@@ -169,6 +169,7 @@ func TestSchemaShape(t *testing.T) {
 		"\ttoken       NUMBER(19) NOT NULL,\n"+
 		"\theartbeat   NUMBER(19) NOT NULL,\n"+
 		"\tacquired_at TIMESTAMP(6) NOT NULL,\n"+
+		"\trenewed_at  TIMESTAMP(6) NOT NULL,\n"+
 		"\texpires_at  TIMESTAMP(6) NOT NULL)", tbs[4].ddl)
 	checkStatement(t, "seedCounter", seedCounter(tb), "tandem_", 0)
 	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 2)
@@ -476,18 +477,18 @@ func lockArgs(q dialect.LockQueries) map[string]struct {
 func TestLockQueriesGolden(t *testing.T) {
 	q := Dialect.LockQueries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
-		"Seed": "INSERT INTO tandem_locks (name, owner, instance, token, heartbeat, acquired_at, expires_at)\n" +
-			"SELECT n, NULL, NULL, 0, 0, SYS_EXTRACT_UTC(SYSTIMESTAMP), SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM (SELECT :1 AS n FROM dual) s\n" +
+		"Seed": "INSERT INTO tandem_locks (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\n" +
+			"SELECT n, NULL, NULL, 0, 0, SYS_EXTRACT_UTC(SYSTIMESTAMP), SYS_EXTRACT_UTC(SYSTIMESTAMP), SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM (SELECT :1 AS n FROM dual) s\n" +
 			"WHERE NOT EXISTS (SELECT 1 FROM tandem_locks l WHERE l.name = s.n)",
 		"Acquire": "UPDATE tandem_locks SET owner = :1, instance = :2, token = token + 1, heartbeat = 0,\n" +
-			"acquired_at = SYS_EXTRACT_UTC(SYSTIMESTAMP), expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) + NUMTODSINTERVAL(:3 / 1000, 'SECOND')\n" +
+			"acquired_at = SYS_EXTRACT_UTC(SYSTIMESTAMP), renewed_at = SYS_EXTRACT_UTC(SYSTIMESTAMP), expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) + NUMTODSINTERVAL(:3 / 1000, 'SECOND')\n" +
 			"WHERE name = :4 AND expires_at <= SYS_EXTRACT_UTC(SYSTIMESTAMP)",
 		"Token": "SELECT token FROM tandem_locks WHERE name = :1",
-		"Renew": "UPDATE tandem_locks SET expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) + NUMTODSINTERVAL(:1 / 1000, 'SECOND'), heartbeat = heartbeat + 1\n" +
+		"Renew": "UPDATE tandem_locks SET expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) + NUMTODSINTERVAL(:1 / 1000, 'SECOND'), renewed_at = SYS_EXTRACT_UTC(SYSTIMESTAMP), heartbeat = heartbeat + 1\n" +
 			"WHERE name = :2 AND DECODE(owner, :3, 1, 0) = 1 AND DECODE(instance, :4, 1, 0) = 1 AND token = :5 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP)",
 		"Release": "UPDATE tandem_locks SET expires_at = SYS_EXTRACT_UTC(SYSTIMESTAMP)\n" +
 			"WHERE name = :1 AND DECODE(owner, :2, 1, 0) = 1 AND DECODE(instance, :3, 1, 0) = 1 AND token = :4 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP)",
-		"List": "SELECT name, owner, instance, token, FROM_TZ(acquired_at, '+00:00'), FROM_TZ(expires_at, '+00:00'),\n" +
+		"List": "SELECT name, owner, instance, token, FROM_TZ(acquired_at, '+00:00'), FROM_TZ(renewed_at, '+00:00'), FROM_TZ(expires_at, '+00:00'),\n" +
 			"CASE WHEN expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP) THEN 1 ELSE 0 END FROM tandem_locks ORDER BY NLSSORT(name, 'NLS_SORT=BINARY')",
 		"Fence": "SELECT token FROM tandem_locks\n" +
 			"WHERE name = :1 AND DECODE(owner, :2, 1, 0) = 1 AND DECODE(instance, :3, 1, 0) = 1 AND token = :4 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP) FOR UPDATE",
@@ -516,14 +517,14 @@ func TestLockQueriesShape(t *testing.T) {
 			require.NotRegexp(t, `(WHERE|AND) (owner|instance) = `, f.sql, "%s: '' is NULL in Oracle: compare the holder with DECODE", name)
 		}
 		for name, frags := range map[string][]string{
-			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nSELECT n, NULL, NULL, 0, 0, " + now + ", " + now,
+			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\nSELECT n, NULL, NULL, 0, 0, " + now + ", " + now + ", " + now,
 				"FROM (SELECT :1 AS n FROM dual) s\nWHERE NOT EXISTS (SELECT 1 FROM " + tb.Locks + " l WHERE l.name = s.n)"},
 			"Acquire": {"UPDATE " + tb.Locks + " SET owner = :1, instance = :2, token = token + 1, heartbeat = 0,",
-				"acquired_at = " + now + ", expires_at = " + ttl(":3"), "WHERE name = :4 AND expires_at <= " + now},
+				"acquired_at = " + now + ", renewed_at = " + now + ", expires_at = " + ttl(":3"), "WHERE name = :4 AND expires_at <= " + now},
 			"Token":   {"SELECT token FROM " + tb.Locks + " WHERE name = :1"},
-			"Renew":   {"UPDATE " + tb.Locks + " SET expires_at = " + ttl(":1") + ", heartbeat = heartbeat + 1", holder(":2", ":3", ":4", ":5")},
+			"Renew":   {"UPDATE " + tb.Locks + " SET expires_at = " + ttl(":1") + ", renewed_at = " + now + ", heartbeat = heartbeat + 1", holder(":2", ":3", ":4", ":5")},
 			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now, holder(":1", ":2", ":3", ":4")},
-			"List": {"SELECT name, owner, instance, token, FROM_TZ(acquired_at, '+00:00'), FROM_TZ(expires_at, '+00:00'),",
+			"List": {"SELECT name, owner, instance, token, FROM_TZ(acquired_at, '+00:00'), FROM_TZ(renewed_at, '+00:00'), FROM_TZ(expires_at, '+00:00'),",
 				"CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END FROM " + tb.Locks + " ORDER BY NLSSORT(name, 'NLS_SORT=BINARY')"},
 			"Fence": {"SELECT token FROM " + tb.Locks + "\n", holder(":1", ":2", ":3", ":4")},
 		} {

@@ -94,6 +94,7 @@ func schema(t dialect.Tables) []string {
 	token       BIGINT NOT NULL,
 	heartbeat   BIGINT NOT NULL,
 	acquired_at TIMESTAMPTZ NOT NULL,
+	renewed_at  TIMESTAMPTZ NOT NULL,
 	expires_at  TIMESTAMPTZ NOT NULL)`,
 		`INSERT INTO ` + t.GlobalRevision + ` (id, revision) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`,
 	}
@@ -276,17 +277,17 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 func (pg) LockQueries(t dialect.Tables) dialect.LockQueries {
 	const now = `statement_timestamp()`
 	return dialect.LockQueries{
-		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
-VALUES ($1, '', '', 0, 0, ` + now + `, ` + now + `) ON CONFLICT (name) DO NOTHING`,
+		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)
+VALUES ($1, '', '', 0, 0, ` + now + `, ` + now + `, ` + now + `) ON CONFLICT (name) DO NOTHING`,
 		Acquire: `UPDATE ` + t.Locks + ` SET owner = $1, instance = $2, token = token + 1, heartbeat = 0,
-acquired_at = ` + now + `, expires_at = ` + now + ` + $3 * interval '1 millisecond'
+acquired_at = ` + now + `, renewed_at = ` + now + `, expires_at = ` + now + ` + $3 * interval '1 millisecond'
 WHERE name = $4 AND expires_at <= ` + now,
 		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = $1`,
-		Renew: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + ` + $1 * interval '1 millisecond', heartbeat = heartbeat + 1
+		Renew: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + ` + $1 * interval '1 millisecond', renewed_at = ` + now + `, heartbeat = heartbeat + 1
 WHERE name = $2 AND owner = $3 AND instance = $4 AND token = $5 AND expires_at > ` + now,
 		Release: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + `
 WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > ` + now,
-		List: `SELECT name, owner, instance, token, acquired_at, expires_at, CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END
+		List: `SELECT name, owner, instance, token, acquired_at, renewed_at, expires_at, CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END
 FROM ` + t.Locks + ` ORDER BY name COLLATE "C"`,
 		Fence: `SELECT token FROM ` + t.Locks + `
 WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > ` + now + ` FOR UPDATE`,

@@ -124,16 +124,16 @@ func TestLockQueries(t *testing.T) {
 			require.NotContains(t, f.sql, "now()", "%s: a lease's times are the statement's, not the transaction's", name)
 		}
 		for name, frags := range map[string][]string{
-			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nVALUES ($1, '', '', 0, 0, " + now + ", " + now + ")",
+			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\nVALUES ($1, '', '', 0, 0, " + now + ", " + now + ", " + now + ")",
 				"ON CONFLICT (name) DO NOTHING"},
 			"Acquire": {"UPDATE " + tb.Locks + " SET owner = $1, instance = $2, token = token + 1, heartbeat = 0,",
-				"acquired_at = " + now + ", expires_at = " + ttl("$3"), "WHERE name = $4 AND expires_at <= " + now},
+				"acquired_at = " + now + ", renewed_at = " + now + ", expires_at = " + ttl("$3"), "WHERE name = $4 AND expires_at <= " + now},
 			"Token": {"SELECT token FROM " + tb.Locks + " WHERE name = $1"},
-			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("$1") + ", heartbeat = heartbeat + 1",
+			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("$1") + ", renewed_at = " + now + ", heartbeat = heartbeat + 1",
 				"WHERE name = $2 AND owner = $3 AND instance = $4 AND token = $5 AND expires_at > " + now},
 			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now,
 				"WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > " + now},
-			"List": {"SELECT name, owner, instance, token, acquired_at, expires_at, CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END",
+			"List": {"SELECT name, owner, instance, token, acquired_at, renewed_at, expires_at, CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END",
 				"FROM " + tb.Locks + ` ORDER BY name COLLATE "C"`},
 			"Fence": {"SELECT token FROM " + tb.Locks + "\n",
 				"WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > " + now},
@@ -168,5 +168,6 @@ func TestSchemaCreatesLocks(t *testing.T) {
 	token       BIGINT NOT NULL,
 	heartbeat   BIGINT NOT NULL,
 	acquired_at TIMESTAMPTZ NOT NULL,
+	renewed_at  TIMESTAMPTZ NOT NULL,
 	expires_at  TIMESTAMPTZ NOT NULL)`}, locks)
 }

@@ -152,6 +152,7 @@ CREATE TABLE ` + name + ` (` + columns + `)`}
 	token       BIGINT NOT NULL,
 	heartbeat   BIGINT NOT NULL,
 	acquired_at DATETIME2(6) NOT NULL,
+	renewed_at  DATETIME2(6) NOT NULL,
 	expires_at  DATETIME2(6) NOT NULL`),
 	}
 }
@@ -277,21 +278,21 @@ func (sqlServer) LockQueries(t dialect.Tables) dialect.LockQueries {
 	return dialect.LockQueries{
 		// As seedMeta: UPDLOCK, HOLDLOCK serialize concurrent seeds of a
 		// name (the loser finds the row), so a unique violation is rare.
-		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, expires_at)
-SELECT @p1, N'', N'', 0, 0, ` + now + `, ` + now + `
+		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)
+SELECT @p1, N'', N'', 0, 0, ` + now + `, ` + now + `, ` + now + `
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Locks + ` WITH (UPDLOCK, HOLDLOCK) WHERE name = @p1)`,
 		Acquire: `SET NOCOUNT OFF;
 UPDATE ` + t.Locks + ` SET owner = @p1, instance = @p2, token = token + 1, heartbeat = 0,
-acquired_at = ` + now + `, expires_at = ` + ttl("@p3") + `
+acquired_at = ` + now + `, renewed_at = ` + now + `, expires_at = ` + ttl("@p3") + `
 WHERE name = @p4 AND expires_at <= ` + now + `;`,
 		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = @p1`,
 		Renew: `SET NOCOUNT OFF;
-UPDATE ` + t.Locks + ` SET expires_at = ` + ttl("@p1") + `, heartbeat = heartbeat + 1
+UPDATE ` + t.Locks + ` SET expires_at = ` + ttl("@p1") + `, renewed_at = ` + now + `, heartbeat = heartbeat + 1
 WHERE name = @p2 AND owner = @p3 AND instance = @p4 AND token = @p5 AND expires_at > ` + now + `;`,
 		Release: `SET NOCOUNT OFF;
 UPDATE ` + t.Locks + ` SET expires_at = ` + now + `
 WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > ` + now + `;`,
-		List: `SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(expires_at, 0),
+		List: `SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(renewed_at, 0), TODATETIMEOFFSET(expires_at, 0),
 CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END FROM ` + t.Locks + ` ORDER BY name`,
 		// UPDLOCK holds an update lock on the row until the transaction
 		// ends, and update locks exclude each other: Acquire, Renew and

@@ -170,6 +170,7 @@ func TestSchemaShape(t *testing.T) {
 		"\ttoken       BIGINT NOT NULL,\n"+
 		"\theartbeat   BIGINT NOT NULL,\n"+
 		"\tacquired_at DATETIME2(6) NOT NULL,\n"+
+		"\trenewed_at  DATETIME2(6) NOT NULL,\n"+
 		"\texpires_at  DATETIME2(6) NOT NULL)", tbs[4].ddl)
 	checkStatement(t, "seedCounter", seedCounter(tb), "tandem_", 0)
 	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 2)
@@ -470,21 +471,21 @@ func lockArgs(q dialect.LockQueries) map[string]struct {
 func TestLockQueriesGolden(t *testing.T) {
 	q := Dialect.LockQueries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
-		"Seed": "INSERT INTO tandem_locks (name, owner, instance, token, heartbeat, acquired_at, expires_at)\n" +
-			"SELECT @p1, N'', N'', 0, 0, SYSUTCDATETIME(), SYSUTCDATETIME()\n" +
+		"Seed": "INSERT INTO tandem_locks (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\n" +
+			"SELECT @p1, N'', N'', 0, 0, SYSUTCDATETIME(), SYSUTCDATETIME(), SYSUTCDATETIME()\n" +
 			"WHERE NOT EXISTS (SELECT 1 FROM tandem_locks WITH (UPDLOCK, HOLDLOCK) WHERE name = @p1)",
 		"Acquire": "SET NOCOUNT OFF;\n" +
 			"UPDATE tandem_locks SET owner = @p1, instance = @p2, token = token + 1, heartbeat = 0,\n" +
-			"acquired_at = SYSUTCDATETIME(), expires_at = DATEADD(MILLISECOND, CAST(@p3 % 1000 AS INT), DATEADD(SECOND, CAST(@p3 / 1000 AS INT), SYSUTCDATETIME()))\n" +
+			"acquired_at = SYSUTCDATETIME(), renewed_at = SYSUTCDATETIME(), expires_at = DATEADD(MILLISECOND, CAST(@p3 % 1000 AS INT), DATEADD(SECOND, CAST(@p3 / 1000 AS INT), SYSUTCDATETIME()))\n" +
 			"WHERE name = @p4 AND expires_at <= SYSUTCDATETIME();",
 		"Token": "SELECT token FROM tandem_locks WHERE name = @p1",
 		"Renew": "SET NOCOUNT OFF;\n" +
-			"UPDATE tandem_locks SET expires_at = DATEADD(MILLISECOND, CAST(@p1 % 1000 AS INT), DATEADD(SECOND, CAST(@p1 / 1000 AS INT), SYSUTCDATETIME())), heartbeat = heartbeat + 1\n" +
+			"UPDATE tandem_locks SET expires_at = DATEADD(MILLISECOND, CAST(@p1 % 1000 AS INT), DATEADD(SECOND, CAST(@p1 / 1000 AS INT), SYSUTCDATETIME())), renewed_at = SYSUTCDATETIME(), heartbeat = heartbeat + 1\n" +
 			"WHERE name = @p2 AND owner = @p3 AND instance = @p4 AND token = @p5 AND expires_at > SYSUTCDATETIME();",
 		"Release": "SET NOCOUNT OFF;\n" +
 			"UPDATE tandem_locks SET expires_at = SYSUTCDATETIME()\n" +
 			"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > SYSUTCDATETIME();",
-		"List": "SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(expires_at, 0),\n" +
+		"List": "SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(renewed_at, 0), TODATETIMEOFFSET(expires_at, 0),\n" +
 			"CASE WHEN expires_at > SYSUTCDATETIME() THEN 1 ELSE 0 END FROM tandem_locks ORDER BY name",
 		"Fence": "SELECT token FROM tandem_locks WITH (UPDLOCK, ROWLOCK)\n" +
 			"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > SYSUTCDATETIME()",
@@ -511,16 +512,16 @@ func TestLockQueriesShape(t *testing.T) {
 		}
 		// Where each argument goes, as the field comments list them.
 		for name, frags := range map[string][]string{
-			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, expires_at)\nSELECT @p1, N'', N'', 0, 0, " + now + ", " + now,
+			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\nSELECT @p1, N'', N'', 0, 0, " + now + ", " + now + ", " + now,
 				"WHERE NOT EXISTS (SELECT 1 FROM " + tb.Locks + " WITH (UPDLOCK, HOLDLOCK) WHERE name = @p1)"},
 			"Acquire": {"UPDATE " + tb.Locks + " SET owner = @p1, instance = @p2, token = token + 1, heartbeat = 0,",
-				"acquired_at = " + now + ", expires_at = " + ttl("@p3"), "WHERE name = @p4 AND expires_at <= " + now},
+				"acquired_at = " + now + ", renewed_at = " + now + ", expires_at = " + ttl("@p3"), "WHERE name = @p4 AND expires_at <= " + now},
 			"Token": {"SELECT token FROM " + tb.Locks + " WHERE name = @p1"},
-			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("@p1") + ", heartbeat = heartbeat + 1",
+			"Renew": {"UPDATE " + tb.Locks + " SET expires_at = " + ttl("@p1") + ", renewed_at = " + now + ", heartbeat = heartbeat + 1",
 				"WHERE name = @p2 AND owner = @p3 AND instance = @p4 AND token = @p5 AND expires_at > " + now},
 			"Release": {"UPDATE " + tb.Locks + " SET expires_at = " + now,
 				"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > " + now},
-			"List": {"SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(expires_at, 0),",
+			"List": {"SELECT name, owner, instance, token, TODATETIMEOFFSET(acquired_at, 0), TODATETIMEOFFSET(renewed_at, 0), TODATETIMEOFFSET(expires_at, 0),",
 				"CASE WHEN expires_at > " + now + " THEN 1 ELSE 0 END FROM " + tb.Locks + " ORDER BY name"},
 			"Fence": {"SELECT token FROM " + tb.Locks + " WITH (UPDLOCK, ROWLOCK)\n",
 				"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > " + now},

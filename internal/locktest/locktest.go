@@ -181,6 +181,17 @@ func testList(t *testing.T, open Opener) {
 	require.Equal(t, alice, list[1].Owner)
 	require.Equal(t, token, list[1].Token)
 	require.True(t, list[1].Expires.After(list[1].Acquired))
+	require.False(t, list[1].Renewed.Before(list[1].Acquired), "the last heartbeat is not before the acquisition")
+
+	// A renewal is a heartbeat: Renewed moves on.
+	before := list[1].Renewed
+	time.Sleep(20 * time.Millisecond)
+	ok, err = s.Renew(ctx, "b-lease", alice, token, time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok)
+	list, err = s.List(ctx)
+	require.NoError(t, err)
+	require.True(t, list[1].Renewed.After(before), "Renewed moves on with a renewal: %v, then %v", before, list[1].Renewed)
 }
 
 func testFence(t *testing.T, open Opener) {
