@@ -1,41 +1,12 @@
 package filelock
 
-import (
-	"errors"
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // Open file description locks exclude each other within one process too:
 // no process-wide table is needed.
 func (l *Lock) init() error    { return nil }
 func (l *Lock) release() error { return l.f.Close() }
 
-func tryLock(f *os.File) (bool, error) {
-	return setlk(f, unix.F_WRLCK)
-}
-
-func unlock(f *os.File) error {
-	_, err := setlk(f, unix.F_UNLCK)
-	return err
-}
-
-// setlk sets or clears a lock on the whole file with F_OFD_SETLK, which
-// never blocks.
-func setlk(f *os.File, typ int16) (bool, error) {
-	lk := unix.Flock_t{Type: typ, Whence: 0, Start: 0, Len: 0}
-	for {
-		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
-		switch {
-		case err == nil:
-			return true, nil
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EACCES):
-			return false, nil
-		default:
-			return false, err
-		}
-	}
-}
+// lockCmd: open file description locks, which exclude each other within
+// one process too.
+const lockCmd = unix.F_OFD_SETLK

@@ -3,8 +3,6 @@
 package filelock
 
 import (
-	"errors"
-	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -60,28 +58,6 @@ func (l *Lock) release() error {
 	return l.proc.f.Close()
 }
 
-func tryLock(f *os.File) (bool, error) {
-	return setlk(f, unix.F_WRLCK)
-}
-
-func unlock(f *os.File) error {
-	_, err := setlk(f, unix.F_UNLCK)
-	return err
-}
-
-func setlk(f *os.File, typ int16) (bool, error) {
-	lk := unix.Flock_t{Type: typ, Whence: 0, Start: 0, Len: 0}
-	for {
-		err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
-		switch {
-		case err == nil:
-			return true, nil
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EACCES):
-			return false, nil
-		default:
-			return false, err
-		}
-	}
-}
+// lockCmd: classic POSIX record locks, owned by the process, hence the
+// per-process table above.
+const lockCmd = unix.F_SETLK
