@@ -146,9 +146,13 @@ func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 	return nil
 }
 
-// advance records that pos moved on and wakes the waiters.
+// advance publishes pos to Stats and waiters, waking them if it moved.
 func (l *syncLoop) advance() {
 	l.mu.Lock()
+	if l.st.Revision == l.pos {
+		l.mu.Unlock()
+		return
+	}
 	l.st.Revision = l.pos
 	close(l.advanced)
 	l.advanced = make(chan struct{})
@@ -203,6 +207,7 @@ func (l *syncLoop) sync(ctx context.Context) error {
 		}
 		for _, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
+				l.advance()
 				if l.pos != l.saved {
 					// Keep what was applied; the rest comes again.
 					_ = l.save(context.WithoutCancel(ctx))
@@ -210,8 +215,8 @@ func (l *syncLoop) sync(ctx context.Context) error {
 				return err
 			}
 			l.pos = rec.Revision
-			l.advance()
 		}
+		l.advance() // once per batch: waiters need no finer steps
 		if err := l.maybeSave(ctx, false); err != nil {
 			return err
 		}
