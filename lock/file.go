@@ -287,7 +287,7 @@ func (s *File) Renew(ctx context.Context, name string, owner Owner, token int64,
 // Release implements Store. The file keeps the owner and token, marked
 // released, so that the next token is still greater.
 func (s *File) Release(ctx context.Context, name string, owner Owner, token int64) error {
-	if err := checkLease(name, owner, time.Second); err != nil {
+	if err := checkHolder(name, owner); err != nil {
 		return fmt.Errorf("release lease: %w", err)
 	}
 	err := s.update(ctx, name, owner, token, func(l *leaseFile) error {
@@ -341,7 +341,7 @@ func (s *File) List(ctx context.Context) ([]Info, error) {
 // nobody can take the lease over meanwhile; the holder's own Renew and
 // Release (and a nested Fence) through this File still work.
 func (s *File) Fence(ctx context.Context, name string, owner Owner, token int64, fn func(ctx context.Context) error) error {
-	if err := checkLease(name, owner, time.Second); err != nil {
+	if err := checkHolder(name, owner); err != nil {
 		return fmt.Errorf("fenced: %w", err)
 	}
 	if fc := s.ride(name, owner, token); fc != nil {

@@ -96,8 +96,8 @@ func checkTTL(ttl time.Duration) error {
 	return nil
 }
 
-// checkLease validates what every store call carries.
-func checkLease(name string, owner Owner, ttl time.Duration) error {
+// checkHolder validates the name and owner every store call carries.
+func checkHolder(name string, owner Owner) error {
 	if err := ident.LeaseName("name", name); err != nil {
 		return err
 	}
@@ -106,6 +106,14 @@ func checkLease(name string, owner Owner, ttl time.Duration) error {
 	}
 	if owner.Instance == "" || len(owner.Instance) > 64 {
 		return fmt.Errorf("%w: owner.Instance must be 1 to 64 bytes", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkLease validates the arguments of TryAcquire and Renew.
+func checkLease(name string, owner Owner, ttl time.Duration) error {
+	if err := checkHolder(name, owner); err != nil {
+		return err
 	}
 	return checkTTL(ttl)
 }

@@ -112,7 +112,7 @@ func (s *SQL) Renew(ctx context.Context, name string, owner Owner, token int64, 
 
 // Release implements Store.
 func (s *SQL) Release(ctx context.Context, name string, owner Owner, token int64) error {
-	if err := checkLease(name, owner, time.Second); err != nil {
+	if err := checkHolder(name, owner); err != nil {
 		return fmt.Errorf("release lease: %w", err)
 	}
 	if _, err := s.db.ExecContext(ctx, s.q.Release, name, owner.NodeID, owner.Instance, token); err != nil {
@@ -159,7 +159,7 @@ func (s *SQL) Fence(ctx context.Context, name string, owner Owner, token int64, 
 // that check, and nobody can take the lease over until tx ends: the
 // database itself rejects a stale holder. fn's error rolls tx back.
 func (s *SQL) FenceTx(ctx context.Context, name string, owner Owner, token int64, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	if err := checkLease(name, owner, time.Second); err != nil {
+	if err := checkHolder(name, owner); err != nil {
 		return fmt.Errorf("fenced: %w", err)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
