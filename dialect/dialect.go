@@ -203,3 +203,30 @@ func NewEpoch() string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b[:])
 }
+
+// Statement is one statement of Queries or LockQueries with the number of
+// arguments its field comment gives it.
+type Statement struct {
+	SQL  string
+	Args int
+}
+
+// Statements returns q's statements by field name, so that one check can
+// cover them all (every dialect's tests do).
+func (q Queries) Statements() map[string]Statement {
+	return map[string]Statement{
+		"Read": {q.Read, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
+		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
+		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
+		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1},
+		"CopyPosition": {q.CopyPosition, 2},
+	}
+}
+
+// Statements returns q's statements by field name (see Queries.Statements).
+func (q LockQueries) Statements() map[string]Statement {
+	return map[string]Statement{
+		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
+		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
+	}
+}

@@ -2,6 +2,7 @@ package dialect_test
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -61,6 +62,29 @@ func TestErrorClassesAreDistinct(t *testing.T) {
 	for i, a := range all {
 		for j, b := range all {
 			require.Equal(t, i == j, errors.Is(a, b))
+		}
+	}
+}
+
+// TestStatementsCoverEveryField keeps the argument tables complete: a new
+// statement field must be listed with its argument count.
+func TestStatementsCoverEveryField(t *testing.T) {
+	for _, v := range []any{dialect.Queries{}, dialect.LockQueries{}} {
+		rv := reflect.ValueOf(v)
+		var names []string
+		for i := range rv.NumField() {
+			names = append(names, rv.Type().Field(i).Name)
+		}
+		var got map[string]dialect.Statement
+		switch q := v.(type) {
+		case dialect.Queries:
+			got = q.Statements()
+		case dialect.LockQueries:
+			got = q.Statements()
+		}
+		require.Len(t, got, len(names), "%T", v)
+		for _, n := range names {
+			require.Contains(t, got, n, "%T.%s has no argument count", v, n)
 		}
 	}
 }

@@ -91,22 +91,6 @@ func numbered(query string) string {
 	return b.String()
 }
 
-// lockArgs is the number of arguments of each LockQueries field, from the
-// field comments of dialect.LockQueries.
-func lockArgs(q dialect.LockQueries) map[string]struct {
-	sql  string
-	args int
-} {
-	type s = struct {
-		sql  string
-		args int
-	}
-	return map[string]s{
-		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
-		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
-	}
-}
-
 func TestLockQueries(t *testing.T) {
 	const now = "UTC_TIMESTAMP(6)"
 	ttl := func(p string) string { return "TIMESTAMPADD(MICROSECOND, " + p + " * 1000, " + now + ")" }
@@ -114,17 +98,17 @@ func TestLockQueries(t *testing.T) {
 		tb, err := dialect.NewTables("Prefix", prefix)
 		require.NoError(t, err)
 		q := Dialect.LockQueries(tb)
-		for name, f := range lockArgs(q) {
-			require.NotEmpty(t, f.sql, name)
-			require.Equal(t, f.args, strings.Count(literal.ReplaceAllString(f.sql, "''"), "?"), "%s: one ? per argument", name)
+		for name, f := range q.Statements() {
+			require.NotEmpty(t, f.SQL, name)
+			require.Equal(t, f.Args, strings.Count(literal.ReplaceAllString(f.SQL, "''"), "?"), "%s: one ? per argument", name)
 			for _, bad := range []string{"$1", ":1", "@p"} {
-				require.NotContains(t, f.sql, bad, "%s: foreign placeholder", name)
+				require.NotContains(t, f.SQL, bad, "%s: foreign placeholder", name)
 			}
-			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
-			for _, m := range tableName.FindAllStringSubmatch(f.sql, -1) {
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.SQL, "%s: runs on the prefix's locks table", name)
+			for _, m := range tableName.FindAllStringSubmatch(f.SQL, -1) {
 				require.Equal(t, prefix+m[1], m[0], "%s: table name without the prefix", name)
 			}
-			upper := strings.ToUpper(f.sql)
+			upper := strings.ToUpper(f.SQL)
 			for _, bad := range []string{"SKIP LOCKED", "NOWAIT", "NOLOCK", "READPAST", "NOW()", "CURRENT_TIMESTAMP"} {
 				require.NotContains(t, upper, bad, name)
 			}
@@ -145,7 +129,7 @@ func TestLockQueries(t *testing.T) {
 				"WHERE name = ?1 AND owner = ?2 AND instance = ?3 AND token = ?4 AND expires_at > " + now},
 		} {
 			for _, frag := range frags {
-				require.Contains(t, numbered(lockArgs(q)[name].sql), frag, name)
+				require.Contains(t, numbered(q.Statements()[name].SQL), frag, name)
 			}
 		}
 		// Fence locks the row until the transaction ends (a locking read

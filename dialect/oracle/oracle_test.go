@@ -78,23 +78,6 @@ func checkStatement(t *testing.T, name, query, prefix string, nargs int) {
 	require.NotContains(t, query, `"`, "%s: identifiers are unquoted (they fold to upper case)", name)
 }
 
-func queryArgs(q dialect.Queries) map[string]struct {
-	sql  string
-	args int
-} {
-	type s = struct {
-		sql  string
-		args int
-	}
-	return map[string]s{
-		"Read": {q.Read, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
-		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
-		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
-		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1},
-		"CopyPosition": {q.CopyPosition, 2},
-	}
-}
-
 func TestQueriesGolden(t *testing.T) {
 	q := Dialect.Queries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
@@ -122,16 +105,16 @@ EXCEPTION
 		UPDATE tandem_local_revisions SET revision = v_rev, epoch = v_epoch, updated_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) WHERE node_id = v_node;
 END;`,
 	}
-	for name, f := range queryArgs(q) {
-		require.Equal(t, golden[name], f.sql, name)
+	for name, f := range q.Statements() {
+		require.Equal(t, golden[name], f.SQL, name)
 	}
 }
 
 func TestQueriesShape(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		q := Dialect.Queries(tablesFor(t, prefix))
-		for name, f := range queryArgs(q) {
-			checkStatement(t, name, f.sql, prefix, f.args)
+		for name, f := range q.Statements() {
+			checkStatement(t, name, f.SQL, prefix, f.Args)
 		}
 		require.True(t, strings.HasSuffix(q.Read, "WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY"))
 		for _, s := range []string{q.Read, q.LoadPosition, q.ListPositions} {
@@ -458,22 +441,6 @@ func TestTranslate(t *testing.T) {
 	}
 }
 
-// lockArgs is the number of arguments of each LockQueries field, from the
-// field comments of dialect.LockQueries.
-func lockArgs(q dialect.LockQueries) map[string]struct {
-	sql  string
-	args int
-} {
-	type s = struct {
-		sql  string
-		args int
-	}
-	return map[string]s{
-		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
-		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
-	}
-}
-
 func TestLockQueriesGolden(t *testing.T) {
 	q := Dialect.LockQueries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
@@ -493,8 +460,8 @@ func TestLockQueriesGolden(t *testing.T) {
 		"Fence": "SELECT token FROM tandem_locks\n" +
 			"WHERE name = :1 AND DECODE(owner, :2, 1, 0) = 1 AND DECODE(instance, :3, 1, 0) = 1 AND token = :4 AND expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP) FOR UPDATE",
 	}
-	for name, f := range lockArgs(q) {
-		require.Equal(t, golden[name], f.sql, name)
+	for name, f := range q.Statements() {
+		require.Equal(t, golden[name], f.SQL, name)
 	}
 }
 
@@ -509,12 +476,12 @@ func TestLockQueriesShape(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
 		q := Dialect.LockQueries(tb)
-		for name, f := range lockArgs(q) {
+		for name, f := range q.Statements() {
 			// Binds :1..:N, each once, in the order of the field comment.
-			checkStatement(t, name, f.sql, prefix, f.args)
-			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
-			require.NotContains(t, f.sql, "SYSDATE", "%s: database time in UTC", name)
-			require.NotRegexp(t, `(WHERE|AND) (owner|instance) = `, f.sql, "%s: '' is NULL in Oracle: compare the holder with DECODE", name)
+			checkStatement(t, name, f.SQL, prefix, f.Args)
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.SQL, "%s: runs on the prefix's locks table", name)
+			require.NotContains(t, f.SQL, "SYSDATE", "%s: database time in UTC", name)
+			require.NotRegexp(t, `(WHERE|AND) (owner|instance) = `, f.SQL, "%s: '' is NULL in Oracle: compare the holder with DECODE", name)
 		}
 		for name, frags := range map[string][]string{
 			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\nSELECT n, NULL, NULL, 0, 0, " + now + ", " + now + ", " + now,
@@ -529,7 +496,7 @@ func TestLockQueriesShape(t *testing.T) {
 			"Fence": {"SELECT token FROM " + tb.Locks + "\n", holder(":1", ":2", ":3", ":4")},
 		} {
 			for _, frag := range frags {
-				require.Contains(t, lockArgs(q)[name].sql, frag, name)
+				require.Contains(t, q.Statements()[name].SQL, frag, name)
 			}
 		}
 		// Fence locks the row until the transaction ends, waiting for a

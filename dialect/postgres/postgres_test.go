@@ -86,22 +86,6 @@ func seq(n int) []int {
 	return out
 }
 
-// lockArgs is the number of arguments of each LockQueries field, from the
-// field comments of dialect.LockQueries.
-func lockArgs(q dialect.LockQueries) map[string]struct {
-	sql  string
-	args int
-} {
-	type s = struct {
-		sql  string
-		args int
-	}
-	return map[string]s{
-		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
-		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
-	}
-}
-
 func TestLockQueries(t *testing.T) {
 	const now = "statement_timestamp()"
 	ttl := func(p string) string { return now + " + " + p + " * interval '1 millisecond'" }
@@ -109,19 +93,19 @@ func TestLockQueries(t *testing.T) {
 		tb, err := dialect.NewTables("Prefix", prefix)
 		require.NoError(t, err)
 		q := Dialect.LockQueries(tb)
-		for name, f := range lockArgs(q) {
-			require.NotEmpty(t, f.sql, name)
-			require.Equal(t, seq(f.args), firstUse(f.sql), "%s: $1..$%d in the order of the field comment", name, f.args)
-			require.NotContains(t, f.sql, "?", "%s uses PostgreSQL placeholders", name)
-			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
-			for _, m := range tableName.FindAllStringSubmatch(f.sql, -1) {
+		for name, f := range q.Statements() {
+			require.NotEmpty(t, f.SQL, name)
+			require.Equal(t, seq(f.Args), firstUse(f.SQL), "%s: $1..$%d in the order of the field comment", name, f.Args)
+			require.NotContains(t, f.SQL, "?", "%s uses PostgreSQL placeholders", name)
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.SQL, "%s: runs on the prefix's locks table", name)
+			for _, m := range tableName.FindAllStringSubmatch(f.SQL, -1) {
 				require.Equal(t, prefix+m[1], m[0], "%s: table name without the prefix", name)
 			}
-			upper := strings.ToUpper(f.sql)
+			upper := strings.ToUpper(f.SQL)
 			for _, bad := range []string{"SKIP LOCKED", "NOWAIT", "NOLOCK", "READPAST"} {
 				require.NotContains(t, upper, bad, name)
 			}
-			require.NotContains(t, f.sql, "now()", "%s: a lease's times are the statement's, not the transaction's", name)
+			require.NotContains(t, f.SQL, "now()", "%s: a lease's times are the statement's, not the transaction's", name)
 		}
 		for name, frags := range map[string][]string{
 			"Seed": {"INSERT INTO " + tb.Locks + " (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)\nVALUES ($1, '', '', 0, 0, " + now + ", " + now + ", " + now + ")",
@@ -139,7 +123,7 @@ func TestLockQueries(t *testing.T) {
 				"WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > " + now},
 		} {
 			for _, frag := range frags {
-				require.Contains(t, lockArgs(q)[name].sql, frag, name)
+				require.Contains(t, q.Statements()[name].SQL, frag, name)
 			}
 		}
 		// Fence locks the row until the transaction ends (and waits for

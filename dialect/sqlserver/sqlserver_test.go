@@ -84,25 +84,6 @@ func checkStatement(t *testing.T, name, query, prefix string, nargs int, unused 
 	}
 }
 
-// queryArgs is the number of arguments of each Queries field, from the
-// field comments of dialect.Queries.
-func queryArgs(q dialect.Queries) map[string]struct {
-	sql  string
-	args int
-} {
-	type s = struct {
-		sql  string
-		args int
-	}
-	return map[string]s{
-		"Read": {q.Read, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
-		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
-		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
-		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1},
-		"CopyPosition": {q.CopyPosition, 2},
-	}
-}
-
 func TestQueriesGolden(t *testing.T) {
 	q := Dialect.Queries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
@@ -125,16 +106,16 @@ func TestQueriesGolden(t *testing.T) {
 		"CopyPosition": "SET NOCOUNT OFF;\nINSERT INTO tandem_local_revisions (node_id, revision, epoch, updated_at)\n" +
 			"SELECT @p1, revision, epoch, SYSUTCDATETIME() FROM tandem_local_revisions WHERE node_id = @p2;",
 	}
-	for name, f := range queryArgs(q) {
-		require.Equal(t, golden[name], f.sql, name)
+	for name, f := range q.Statements() {
+		require.Equal(t, golden[name], f.SQL, name)
 	}
 }
 
 func TestQueriesShape(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		q := Dialect.Queries(tablesFor(t, prefix))
-		for name, f := range queryArgs(q) {
-			checkStatement(t, name, f.sql, prefix, f.args)
+		for name, f := range q.Statements() {
+			checkStatement(t, name, f.SQL, prefix, f.Args)
 		}
 		require.Contains(t, q.Read, "TOP (@p2)", "the limit is the second argument")
 		require.Contains(t, q.Read, "WHERE revision > @p1 ORDER BY revision")
@@ -452,22 +433,6 @@ func firstUse(query string) []int {
 	return out
 }
 
-// lockArgs is the number of arguments of each LockQueries field, from the
-// field comments of dialect.LockQueries.
-func lockArgs(q dialect.LockQueries) map[string]struct {
-	sql  string
-	args int
-} {
-	type s = struct {
-		sql  string
-		args int
-	}
-	return map[string]s{
-		"Seed": {q.Seed, 1}, "Acquire": {q.Acquire, 4}, "Token": {q.Token, 1}, "Renew": {q.Renew, 5},
-		"Release": {q.Release, 4}, "List": {q.List, 0}, "Fence": {q.Fence, 4},
-	}
-}
-
 func TestLockQueriesGolden(t *testing.T) {
 	q := Dialect.LockQueries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
@@ -490,8 +455,8 @@ func TestLockQueriesGolden(t *testing.T) {
 		"Fence": "SELECT token FROM tandem_locks WITH (UPDLOCK, ROWLOCK)\n" +
 			"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > SYSUTCDATETIME()",
 	}
-	for name, f := range lockArgs(q) {
-		require.Equal(t, golden[name], f.sql, name)
+	for name, f := range q.Statements() {
+		require.Equal(t, golden[name], f.SQL, name)
 	}
 }
 
@@ -503,12 +468,12 @@ func TestLockQueriesShape(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
 		q := Dialect.LockQueries(tb)
-		for name, f := range lockArgs(q) {
-			checkStatement(t, name, f.sql, prefix, f.args)
-			require.Equal(t, seq(f.args), firstUse(f.sql), "%s: arguments in the order of the field comment", name)
-			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.sql, "%s: runs on the prefix's locks table", name)
-			require.NotContains(t, f.sql, "GETDATE(", "%s: database time in UTC", name)
-			require.NotRegexp(t, `CAST\(@p\d+ AS INT\)`, f.sql, "%s: a TTL of INT milliseconds ends at 24.8 days", name)
+		for name, f := range q.Statements() {
+			checkStatement(t, name, f.SQL, prefix, f.Args)
+			require.Equal(t, seq(f.Args), firstUse(f.SQL), "%s: arguments in the order of the field comment", name)
+			require.Regexp(t, `(FROM|INTO|UPDATE) `+tb.Locks+`\b`, f.SQL, "%s: runs on the prefix's locks table", name)
+			require.NotContains(t, f.SQL, "GETDATE(", "%s: database time in UTC", name)
+			require.NotRegexp(t, `CAST\(@p\d+ AS INT\)`, f.SQL, "%s: a TTL of INT milliseconds ends at 24.8 days", name)
 		}
 		// Where each argument goes, as the field comments list them.
 		for name, frags := range map[string][]string{
@@ -527,7 +492,7 @@ func TestLockQueriesShape(t *testing.T) {
 				"WHERE name = @p1 AND owner = @p2 AND instance = @p3 AND token = @p4 AND expires_at > " + now},
 		} {
 			for _, frag := range frags {
-				require.Contains(t, lockArgs(q)[name].sql, frag, name)
+				require.Contains(t, q.Statements()[name].SQL, frag, name)
 			}
 		}
 		// The caller reads the rows affected of these batches.
