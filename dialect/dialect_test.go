@@ -20,6 +20,8 @@ func TestNewTables(t *testing.T) {
 	require.Equal(t, "app_meta", tb.Meta)
 	require.Equal(t, "app_local_revisions", tb.LocalRevisions)
 	require.Equal(t, "app_journal", tb.Channel())
+	require.Len(t, tb.All(), reflect.TypeOf(tb).NumField()-1, "All lists every table (every field but Prefix)")
+	require.Contains(t, tb.All(), "app_locks")
 
 	for _, bad := range []string{"", "App_", "1app", "app-", "app;drop", `a"b`, "abcdefghijklmnop"} {
 		_, err := dialect.NewTables("Prefix", bad)

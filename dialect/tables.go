@@ -33,3 +33,8 @@ func NewTables(field, prefix string) (Tables, error) {
 
 // Channel is the notification channel of the journal with these tables.
 func (t Tables) Channel() string { return t.Prefix + "journal" }
+
+// All lists every table name, in creation order.
+func (t Tables) All() []string {
+	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks}
+}

@@ -149,13 +149,6 @@ func NewPrefix() string {
 	return "t" + hex.EncodeToString(b[:]) + "_"
 }
 
-// Tables lists the tables tandem may create with prefix p, so tests can
-// drop them.
-func Tables(p string) []string {
-	return []string{p + "journal", p + "global_revision", p + "meta", p + "local_revisions",
-		p + "nodes", p + "locks", p + "blobs", p + "blob_chunks"}
-}
-
 func (d *DB) drop(t testing.TB) {
 	if os.Getenv("TANDEM_TEST_KEEP") == "1" {
 		return
@@ -167,7 +160,11 @@ func (d *DB) drop(t testing.TB) {
 			t.Logf("%s: drop procedure: %v", d.Name, err)
 		}
 	}
-	for _, tbl := range Tables(d.Prefix) {
+	tables, err := dialect.NewTables("Prefix", d.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tbl := range tables.All() {
 		var stmt string
 		switch d.Name {
 		case "oracle":
