@@ -91,6 +91,19 @@ func (r *recorder) got() []journal.Record {
 	return append([]journal.Record(nil), r.recs...)
 }
 
+// publishN publishes records "0".."count-1" for producer "p" on n and
+// returns the last revision.
+func publishN(t *testing.T, ctx context.Context, n *cluster.Node, count int) int64 {
+	t.Helper()
+	var last int64
+	for i := range count {
+		rev, err := n.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+		require.NoError(t, err)
+		last = rev
+	}
+	return last
+}
+
 func start(t *testing.T, n *cluster.Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -178,12 +191,7 @@ func TestHandlerRetried(t *testing.T) {
 		b := f.open(t, cfg("b"))
 		require.NoError(t, b.Handle("p", rec))
 		start(t, b)
-		var last int64
-		for i := range 10 {
-			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
-			require.NoError(t, err)
-			last = rev
-		}
+		last := publishN(t, ctx, a, 10)
 		require.NoError(t, b.WaitFor(ctx, last))
 		got := rec.got()
 		require.Len(t, got, 10, "the failing record was retried, not skipped")
@@ -213,12 +221,7 @@ func TestRestartMidBatch(t *testing.T) {
 		b1 := f.open(t, c)
 		require.NoError(t, b1.Handle("p", first))
 		start(t, b1)
-		var last int64
-		for i := range 10 {
-			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
-			require.NoError(t, err)
-			last = rev
-		}
+		last := publishN(t, ctx, a, 10)
 		require.Eventually(t, func() bool { return len(first.got()) == 5 }, 30*time.Second, 10*time.Millisecond)
 		require.Error(t, b1.Stop(ctx), "the final sync could not finish in StopDelay")
 
@@ -244,12 +247,7 @@ func TestResync(t *testing.T) {
 		b := f.open(t, cfg("b"))
 		start(t, b)
 		require.NoError(t, b.Stop(ctx))
-		var last int64
-		for i := range 5 {
-			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
-			require.NoError(t, err)
-			last = rev
-		}
+		last := publishN(t, ctx, a, 5)
 		_, err := a.Journal().Prune(ctx, last+1)
 		require.NoError(t, err)
 
@@ -407,12 +405,7 @@ func TestCopyFrom(t *testing.T) {
 		b := f.open(t, cfg("b"))
 		start(t, b)
 		require.NoError(t, b.Stop(ctx)) // b's position: before the records below
-		var last int64
-		for i := range 3 {
-			rev, err := a.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
-			require.NoError(t, err)
-			last = rev
-		}
+		last := publishN(t, ctx, a, 3)
 		c := cfg("clone")
 		c.CopyFrom = "b"
 		rec := &recorder{}
