@@ -154,6 +154,9 @@ func TestPropagation(t *testing.T) {
 			st := nodes[id].Stats()
 			require.Equal(t, last, st.Revision)
 			require.EqualValues(t, 30, st.Applied)
+			require.Equal(t, last, st.Head, "%s's head is at least what it applied", id)
+			require.Zero(t, st.Lag)
+			require.False(t, st.LastSync.IsZero())
 		}
 		require.Empty(t, recs["a"].got(), "a node's own records are not delivered to it")
 		require.NoError(t, nodes["a"].WaitFor(ctx, last))

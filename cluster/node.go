@@ -267,6 +267,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err == nil {
 		err = loop.sync(ctx)
 	}
+	if err == nil {
+		err = loop.refreshHead(ctx)
+	}
 	if err != nil {
 		_ = lease.Release(context.WithoutCancel(ctx))
 		return fail(err)
@@ -381,7 +384,7 @@ func (n *Node) WaitFor(ctx context.Context, rev int64) error {
 // Stats describes a node's progress.
 type Stats struct {
 	Revision        int64     // last revision applied
-	Head            int64     // journal head at the last sync
+	Head            int64     // journal head as of the last poll (or later sync)
 	Lag             int64     // Head - Revision
 	LastSync        time.Time // when the last sync finished (this node's clock)
 	Applied         int64     // records applied by handlers

@@ -169,7 +169,8 @@ func (l *syncLoop) stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.st
-	st.Lag = max(st.Head-st.Revision, 0)
+	st.Head = max(st.Head, st.Revision) // the head is never below what was applied
+	st.Lag = st.Head - st.Revision
 	return st
 }
 
@@ -198,11 +199,7 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			if err := l.maybeSave(ctx, true); err != nil {
 				return err
 			}
-			head, err := j.Head(ctx)
-			if err != nil {
-				return err
-			}
-			l.count(func(st *Stats) { st.Head, st.LastSync = max(head, l.pos), time.Now() })
+			l.count(func(st *Stats) { st.Head, st.LastSync = max(st.Head, l.pos), time.Now() })
 			return nil
 		}
 		for _, rec := range recs {
@@ -335,11 +332,25 @@ func (l *syncLoop) run() {
 		if err == nil {
 			err = l.sync(l.ctx)
 		}
+		if err == nil && tick {
+			err = l.refreshHead(l.ctx)
+		}
 		for _, r := range reqs {
 			r <- err
 		}
 		l.report(err)
 	}
+}
+
+// refreshHead reads the journal's head for Stats (Head, Lag). It runs on
+// poll ticks only: syncs answer their callers without this extra query.
+func (l *syncLoop) refreshHead(ctx context.Context) error {
+	head, err := l.n.cfg.Journal.Head(ctx)
+	if err != nil {
+		return err
+	}
+	l.count(func(st *Stats) { st.Head = max(head, st.Head) })
+	return nil
 }
 
 // checkEpoch, on poll ticks, notices a journal recreated under a running
