@@ -54,7 +54,8 @@ import (
 //	2  journal.instance and journal.batch_id (the writing process and its
 //	   group commit, for resolving open outcomes); meta.migration
 //	3  local_revisions.evicted_at (the janitor's eviction marker)
-const SchemaVersion = 3
+//	4  pending: records published inside an application's transaction
+const SchemaVersion = 4
 
 // Error classes. A Dialect wraps the driver's error so that errors.Is(err,
 // ErrX) holds for its class, and errors.As still reaches the driver error.
@@ -157,6 +158,16 @@ type Queries struct {
 	// (MIN(revision), COUNT(*)) of the journal rows with revision > after
 	// and that batch id (MIN is NULL when there is none).
 	FindBatch string
+	// PendingAny: no args; one row (1) when the pending table has any
+	// committed row, none otherwise.
+	PendingAny string
+	// PendingCount: args (handle int64); one row (COUNT(*)) of that
+	// handle's committed pending rows.
+	PendingCount string
+	// PendingOldest: no args; one row (COUNT(*), the age in milliseconds
+	// of the oldest committed pending row by database time, NULL when
+	// there is none).
+	PendingOldest string
 
 	// LoadPosition: args (node_id); one row (revision, epoch, updated_at,
 	// evicted_at) or none. evicted_at is NULL unless the janitor evicted
@@ -278,6 +289,36 @@ type Notifier interface {
 	Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error
 }
 
+// PendingRequest is the entries one application transaction publishes
+// (Outbox.InsertPending).
+type PendingRequest struct {
+	Tables   Tables
+	Handle   int64 // identifies the transaction's entries; positive
+	NodeID   string
+	Instance string
+	Entries  []Entry
+}
+
+// Outbox is implemented by dialects that can hold records published inside
+// an application's transaction (the pending table) and move them into the
+// journal under the counter's lock. Every dialect of tandem implements it.
+type Outbox interface {
+	// InsertPending writes r's entries to the pending table through the
+	// caller's transaction, with seq 1, 2, … in order. Nothing global is
+	// locked: the rows become visible, and movable, when tx commits.
+	InsertPending(ctx context.Context, tx *sql.Tx, r PendingRequest) error
+	// Relay moves the committed pending entries of at most maxHandles
+	// handles (all entries of each) into the journal, in one transaction
+	// holding the counter's row lock for one round trip: consecutive
+	// revisions in (handle, seq) order, each record with the node id and
+	// instance of its entry and batch_id = its handle, and the moved rows
+	// deleted. Rows of transactions still open are left alone, and never
+	// waited for. lockTimeout is as AppendRequest's. It returns how many records it moved. Its errors are
+	// classified as Append's (a relay whose outcome is open moved
+	// everything or nothing; the rows are then in one table or the other).
+	Relay(ctx context.Context, conn *sql.Conn, t Tables, maxHandles int, lockTimeout time.Duration) (moved int64, err error)
+}
+
 // SessionEnder is implemented by dialects that can make sure a database
 // session has ended: the journal uses it after an open outcome, before it
 // looks the batch up, so that a statement still running (or still waiting
@@ -316,6 +357,7 @@ func (q Queries) Statements() map[string]Statement {
 		"Read": {q.Read, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
 		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
 		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2},
+		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
 		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1}, "EvictPosition": {q.EvictPosition, 2},
 		"CopyPosition": {q.CopyPosition, 2},

@@ -13,6 +13,10 @@ type Tables struct {
 	Meta           string
 	LocalRevisions string
 	Locks          string
+	// Pending holds records published inside an application's
+	// transaction until a group commit moves them into the journal
+	// (schema version 4).
+	Pending string
 }
 
 // NewTables validates prefix (see ident.Prefix) and returns the table names
@@ -28,6 +32,7 @@ func NewTables(field, prefix string) (Tables, error) {
 		Meta:           prefix + "meta",
 		LocalRevisions: prefix + "local_revisions",
 		Locks:          prefix + "locks",
+		Pending:        prefix + "pending",
 	}, nil
 }
 
@@ -36,5 +41,5 @@ func (t Tables) Channel() string { return t.Prefix + "journal" }
 
 // All lists every table name, in creation order.
 func (t Tables) All() []string {
-	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks}
+	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks, t.Pending}
 }

@@ -25,14 +25,16 @@ import (
 //	            inserts one row
 //	plain       autocommit single-row inserts into a table with an
 //	            auto-increment key and no lock at all (no order guarantee)
+//	tandem-tx   journal.SQL.AppendTx in an application transaction that
+//	            commits, then Pending.Wait for the revisions (the outbox)
 //
 // Run with scripts/bench.sh (see BENCHMARKS.md).
 func BenchmarkAppend(b *testing.B) {
 	for _, be := range dbtest.Backends {
-		for _, mode := range []string{"tandem", "jackrabbit", "plain"} {
+		for _, mode := range []string{"tandem", "jackrabbit", "plain", "tandem-tx"} {
 			for _, inst := range []int{1, 4} {
 				for _, apps := range []int{1, 8, 32} {
-					if apps < inst {
+					if apps < inst || mode == "tandem-tx" && (inst != 4 || apps != 8) {
 						continue
 					}
 					b.Run(fmt.Sprintf("%s/%s/instances=%d/appenders=%d", be.Name, mode, inst, apps), func(b *testing.B) {
@@ -71,6 +73,27 @@ func benchAppend(b *testing.B, be dbtest.Backend, mode string, instances, append
 			js = append(js, j)
 			apps[i] = func(ctx context.Context, p []byte) error {
 				_, err := j.Append(ctx, journal.Entry{Producer: "bench", Payload: p})
+				return err
+			}
+		case "tandem-tx":
+			j, err := journal.OpenSQL(ctx, pool, be.Dialect, journal.SQLConfig{NodeID: node, Prefix: db.Prefix})
+			require.NoError(b, err)
+			b.Cleanup(func() { j.Close(ctx) })
+			js = append(js, j)
+			apps[i] = func(ctx context.Context, p []byte) error {
+				tx, err := pool.BeginTx(ctx, nil)
+				if err != nil {
+					return err
+				}
+				defer tx.Rollback()
+				pend, err := j.AppendTx(ctx, tx, journal.Entry{Producer: "bench", Payload: p})
+				if err != nil {
+					return err
+				}
+				if err := tx.Commit(); err != nil {
+					return err
+				}
+				_, err = pend.Wait(ctx)
 				return err
 			}
 		case "jackrabbit":

@@ -56,6 +56,7 @@ type committer struct {
 	inflight atomic.Int64
 
 	reqs      chan *appendReq
+	jobs      chan func() // run on the committer goroutine, between batches
 	quit      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -91,6 +92,9 @@ type Stats struct {
 	// OutcomeUnknown counts group commits whose outcome stayed unknown
 	// (the database unreachable for the resolve timeout).
 	OutcomeUnknown int64
+	// Relayed counts the records this instance moved from the pending
+	// table into the journal (AppendTx's entries, of any node).
+	Relayed int64
 }
 
 func (c *committer) statsSnapshot() Stats {
@@ -107,6 +111,7 @@ func newCommitter(w batchWriter, batchTimeout time.Duration) *committer {
 		w:            w,
 		batchTimeout: batchTimeout,
 		reqs:         make(chan *appendReq),
+		jobs:         make(chan func()),
 		quit:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
@@ -186,6 +191,8 @@ func (c *committer) run() {
 				return
 			case <-idle:
 				c.w.(idler).idle()
+			case job := <-c.jobs:
+				job()
 			}
 			if timer != nil {
 				timer.Stop()
@@ -265,6 +272,21 @@ func (c *committer) write(batch []*appendReq, n int) {
 		}
 		r.res <- appendRes{revs: revs}
 	}
+}
+
+// do runs fn on the committer goroutine, between two batches, and waits
+// for it. fn may use what the committer owns (the append connection).
+func (c *committer) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case c.jobs <- func() { defer close(done); fn() }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.quit:
+		return ErrClosed
+	}
+	<-done
+	return nil
 }
 
 // close stops accepting appends and waits until the batch in flight is done

@@ -40,6 +40,20 @@
 // forward every complete batch past a head that reads older than the
 // truth, so an acknowledged record is never truncated; see File.
 //
+// # Publishing inside the application's transaction
+//
+// SQL.AppendTx writes entries through the caller's *sql.Tx into a pending
+// table (an outbox): they become records if and only if that transaction
+// commits, so a service's change and its cache invalidation are atomic. No
+// global lock is taken inside the caller's transaction: after the commit, a
+// relay (a group commit under the counter's lock, moving the committed
+// pending entries of every node at once) gives them consecutive revisions.
+// Pending.Wait triggers that relay and returns the revisions, for
+// read-your-writes tokens; every cluster node also relays on its polls, so
+// the entries of a writer that died after its commit arrive within
+// SyncDelay. Concurrent Waits share relays. The file backend has no
+// transactions and no outbox. SQL.PendingInfo reports what waits.
+//
 // # Schema
 //
 // The SQL tables are versioned (dialect.SchemaVersion) and evolve only by

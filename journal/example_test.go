@@ -2,9 +2,11 @@ package journal_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/tandem-go/tandem/journal"
 )
@@ -87,4 +89,41 @@ func ExampleBehindTailError() {
 	// Output:
 	// resync: tail is 3
 	// position 2 reads on from 3
+}
+
+// The outbox: a service updates a row and publishes its invalidation in the
+// same transaction, so that the invalidation exists if and only if the
+// update does, and returns the revision as a read-your-writes token. (It
+// needs a database, so it is compiled but not run here; TestSQLAppendTx
+// runs the same steps.)
+func ExampleSQL_AppendTx() {
+	ctx := context.Background()
+	var db *sql.DB     // the service's pool, e.g. sql.Open("pgx", dsn)
+	var j *journal.SQL // journal.OpenSQL(ctx, db, postgres.Dialect, journal.SQLConfig{NodeID: "node-1"})
+	userID, name := 42, "Ada"
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, name, userID); err != nil {
+		panic(err)
+	}
+	// Nothing global is locked here: the entry waits in the pending table.
+	pending, err := j.AppendTx(ctx, tx, journal.Entry{Producer: "cache/users", Payload: []byte(strconv.Itoa(userID))})
+	if err != nil {
+		panic(err)
+	}
+	if err := tx.Commit(); err != nil {
+		panic(err) // rolled back: no invalidation either
+	}
+	// Committed: relay the entry into the journal now and learn its
+	// revision (if this process died first, another node's poll would
+	// relay it within SyncDelay).
+	revs, err := pending.Wait(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("token", revs[0])
 }

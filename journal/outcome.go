@@ -25,6 +25,7 @@ func NewInstance() string {
 // outcomeStats counts what happened to appends whose outcome was open.
 type outcomeStats struct {
 	discarded, committed, notWritten, unknown atomic.Int64
+	relayed                                   atomic.Int64
 }
 
 func (o *outcomeStats) fill(s *Stats) {
@@ -32,6 +33,7 @@ func (o *outcomeStats) fill(s *Stats) {
 	s.ResolvedCommitted = o.committed.Load()
 	s.ResolvedNotWritten = o.notWritten.Load()
 	s.OutcomeUnknown = o.unknown.Load()
+	s.Relayed = o.relayed.Load()
 }
 
 // lockWaitMargin is added to the lock timeout, rounded up to whole seconds

@@ -149,6 +149,9 @@ type SQL struct {
 	batchSeq  int64 // owned by the committer goroutine
 	outcomes  outcomeStats
 
+	relayOnceStart sync.Once
+	relayReqs      chan chan error // Waits asking for a relay (relayLoop)
+
 	notifier dialect.Notifier // nil when the dialect cannot push
 	notify   chan struct{}    // pending NOTIFY, at most one
 	hub      *hub

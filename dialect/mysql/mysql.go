@@ -55,13 +55,16 @@ func (my) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
 		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 			` WHERE revision > ? ORDER BY revision LIMIT ?`,
-		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
-		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
-		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,
-		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= ? AND revision < ?`,
-		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
-		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
-		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > ? AND batch_id = ?`,
+		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta:          `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		SetTail:       `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,
+		DeleteRange:   `DELETE FROM ` + t.Journal + ` WHERE revision >= ? AND revision < ?`,
+		MinRevision:   `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:      `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:     `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > ? AND batch_id = ?`,
+		PendingAny:    `SELECT 1 FROM ` + t.Pending + ` LIMIT 1`,
+		PendingCount:  `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = ?`,
+		PendingOldest: `SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)) / 1000 FROM ` + t.Pending,
 
 		LoadPosition: `SELECT revision, epoch, updated_at, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = ?`,
 		SavePosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at) VALUES (?, ?, ?, UTC_TIMESTAMP(6), NULL)
@@ -216,6 +219,17 @@ func (d my) Migrations(t dialect.Tables) []dialect.Migration {
 				return err
 			}
 			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 3 WHERE id = 1 AND COALESCE(migration, 1) < 3`)
+			return err
+		}},
+		{Version: 4, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			if _, err := conn.ExecContext(ctx, pendingDDL(t)); err != nil {
+				return err
+			}
+			name, body := relayProc(t)
+			if err := createProcedure(ctx, conn, name, body); err != nil {
+				return err
+			}
+			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 4 WHERE id = 1 AND COALESCE(migration, 1) < 4`)
 			return err
 		}},
 	}

@@ -149,8 +149,15 @@ func (d ora) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest
 	return first, nil
 }
 
-// unassigned is what the OUT bind holds when the block did not assign it.
+// unassigned is what Append's OUT bind starts as. go-ora overwrites it
+// after every call it reports as a success, with 0 when the block left the
+// bind NULL (unassigned), so Append takes any first revision below 1 as
+// unassigned.
 const unassigned = int64(-2)
+
+// errRelayUnassigned: the relay block returned without assigning its OUT
+// bind, an error the driver dropped, possibly after the COMMIT.
+var errRelayUnassigned = errors.New("oracle: the relay block returned without a count")
 
 // appendError classifies an error of the append block. It proves that
 // nothing was written only when nothing was sent (sql.ErrConnDone: the
@@ -184,7 +191,8 @@ func provesNothingWritten(c int) bool {
 		904,   // ORA-00904: invalid identifier
 		1031,  // ORA-01031: insufficient privileges
 		6550,  // ORA-06550: PL/SQL compilation error
-		20001: // the block's own: no counter row
+		20001, // the block's own: no counter row
+		20002: // the relay block's own: it would delete other rows than it copied
 		return true
 	}
 	return false

@@ -20,6 +20,15 @@
 // lock. Oracle stores an empty payload as NULL (it has no empty RAW); the
 // journal reads it back as empty.
 //
+// Records published inside an application's transaction (the outbox) wait
+// in the pending table until a relay block moves them into the journal
+// under the counter's lock, with one INSERT … SELECT: Oracle's
+// statement-level read consistency shows it the committed rows only, and
+// it never waits for transactions still open. The relay's count comes
+// back through an sql.NullInt64 OUT bind, so that a call go-ora reports
+// as a success without the block's assignment is not taken for "moved
+// nothing".
+//
 // Oracle has no session setting that bounds row lock waits: the wait is the
 // WAIT clause of the locking SELECT, in whole seconds (AppendRequest's
 // LockTimeout rounded up); PrepareConn does nothing.
@@ -97,11 +106,18 @@ func (ora) Queries(t dialect.Tables) dialect.Queries {
 		Meta: `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		// Bound by position, a placeholder in SQL takes one argument per
 		// occurrence: the tail appears once.
-		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
-		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
-		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
-		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
-		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
+		SetTail:      `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
+		DeleteRange:  `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
+		MinRevision:  `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:     `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:    `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
+		PendingAny:   `SELECT 1 FROM ` + t.Pending + ` WHERE ROWNUM = 1`,
+		PendingCount: `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = :1`,
+		// Readers see the rows committed when the query began and never
+		// wait for open transactions (statement-level read consistency).
+		// DATE arithmetic is in days, a fraction that is rounded to whole
+		// seconds, which are enough for an age.
+		PendingOldest: `SELECT COUNT(*), ROUND((CAST(` + utcNow + ` AS DATE) - CAST(MIN(created_at) AS DATE)) * 86400) * 1000 FROM ` + t.Pending,
 
 		// FROM_TZ of a NULL evicted_at is NULL.
 		LoadPosition: `SELECT revision, epoch, ` + asUTC(`updated_at`) + `, ` + asUTC(`evicted_at`) + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
@@ -213,6 +229,14 @@ func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
 		}},
 		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
 			return addColumns(ctx, conn, schemaV3(t), recordMigration(t, 3))
+		}},
+		{Version: 4, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			tb := pendingTable(t)
+			if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
+				return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), err)
+			}
+			_, err := conn.ExecContext(ctx, recordMigration(t, 4))
+			return err
 		}},
 	}
 }

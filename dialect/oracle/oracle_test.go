@@ -32,7 +32,7 @@ func tablesFor(t *testing.T, prefix string) dialect.Tables {
 var (
 	literal     = regexp.MustCompile(`'[^']*'`)
 	placeholder = regexp.MustCompile(`:(\d+)\b`)
-	tableName   = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks)\b`)
+	tableName   = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks|pending)\b`)
 )
 
 // binds returns the placeholders of query in order of appearance (string
@@ -89,6 +89,9 @@ func TestQueriesGolden(t *testing.T) {
 		"MinRevision":    `SELECT MIN(revision) FROM tandem_journal`,
 		"LockHead":       `SELECT revision FROM tandem_global_revision WHERE id = 1 FOR UPDATE`,
 		"FindBatch":      `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > :1 AND batch_id = :2`,
+		"PendingAny":     `SELECT 1 FROM tandem_pending WHERE ROWNUM = 1`,
+		"PendingCount":   `SELECT COUNT(*) FROM tandem_pending WHERE handle = :1`,
+		"PendingOldest":  `SELECT COUNT(*), ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - CAST(MIN(created_at) AS DATE)) * 86400) * 1000 FROM tandem_pending`,
 		"LoadPosition":   `SELECT revision, epoch, FROM_TZ(updated_at, '+00:00'), FROM_TZ(evicted_at, '+00:00') FROM tandem_local_revisions WHERE node_id = :1`,
 		"ListPositions":  `SELECT node_id, revision, epoch, FROM_TZ(updated_at, '+00:00'), FROM_TZ(evicted_at, '+00:00') FROM tandem_local_revisions ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
 		"EvictPosition":  `UPDATE tandem_local_revisions SET evicted_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL`,

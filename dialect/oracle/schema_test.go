@@ -25,6 +25,7 @@ import (
 type server struct {
 	mu                      sync.Mutex
 	tables, metaRow, seeded bool
+	pending                 bool            // the pending table (migration 4)
 	cols                    map[string]bool // "journal.instance", …
 	migration               int64           // 0: NULL
 	compat                  int64
@@ -58,10 +59,17 @@ func v2() *server {
 		cols: map[string]bool{"journal.instance": true, "journal.batch_id": true, "meta.migration": true}})
 }
 
-// current is a database at schema version 3.
-func current() *server {
+// v3 is a database at schema version 3.
+func v3() *server {
 	s := v2()
 	s.migration, s.cols["local_revisions.evicted_at"] = 3, true
+	return s
+}
+
+// current is a database at schema version 4.
+func current() *server {
+	s := v3()
+	s.migration, s.pending = 4, true
 	return s
 }
 
@@ -92,6 +100,11 @@ func (s *server) handle(q string, _ []driver.NamedValue) fakesql.Reply {
 			return exists(942)
 		}
 		return fakesql.Reply{Rows: [][]driver.Value{{s.compat}}}
+	case strings.HasPrefix(q, "CREATE TABLE tandem_pending "):
+		if s.pending {
+			return exists(errNameUsed)
+		}
+		s.pending = true
 	case strings.HasPrefix(q, "CREATE TABLE "):
 		if s.tables {
 			return exists(errNameUsed)
@@ -138,9 +151,16 @@ func addStatements(alters []string, record string) []string {
 	return append(out, record, "ALTER SESSION SET DDL_LOCK_TIMEOUT = 0")
 }
 
-// upgrade are the statements of migrations 2 and 3, in order.
+// v4Statements are the statements of migration 4, in order.
+func v4Statements(tb dialect.Tables) []string {
+	return []string{pendingTable(tb).ddl, recordMigration(tb, 4)}
+}
+
+// upgrade are the statements of migrations 2, 3 and 4, in order.
 func upgrade(tb dialect.Tables) []string {
-	return append(addStatements(schemaV2(tb), recordMigration(tb, 2)), addStatements(schemaV3(tb), recordMigration(tb, 3))...)
+	out := addStatements(schemaV2(tb), recordMigration(tb, 2))
+	out = append(out, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
+	return append(out, v4Statements(tb)...)
 }
 
 func TestMigrations(t *testing.T) {
@@ -164,9 +184,21 @@ func TestMigrationsGolden(t *testing.T) {
 	require.Equal(t, "UPDATE tandem_meta SET migration = 2 WHERE id = 1 AND NVL(migration, 1) < 2", recordMigration(tb, 2))
 	require.Equal(t, []string{"ALTER TABLE tandem_local_revisions ADD (evicted_at TIMESTAMP(6))"}, schemaV3(tb))
 	require.Equal(t, "UPDATE tandem_meta SET migration = 3 WHERE id = 1 AND NVL(migration, 1) < 3", recordMigration(tb, 3))
+	require.Equal(t, []string{"CREATE TABLE tandem_pending (\n" +
+		"\thandle     NUMBER(19) NOT NULL,\n" +
+		"\tseq        NUMBER(10) NOT NULL,\n" +
+		"\tnode_id    VARCHAR2(64) NOT NULL,\n" +
+		"\tinstance   VARCHAR2(64) NOT NULL,\n" +
+		"\tproducer   VARCHAR2(128) NOT NULL,\n" +
+		"\tpayload    BLOB,\n" +
+		"\tcreated_at TIMESTAMP(6) NOT NULL,\n" +
+		"\tPRIMARY KEY (handle, seq))",
+		"UPDATE tandem_meta SET migration = 4 WHERE id = 1 AND NVL(migration, 1) < 4",
+	}, v4Statements(tb), "payload is nullable: Oracle stores an empty RAW as NULL")
+	require.Equal(t, "tandem_pending", pendingTable(tb).name)
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
-		for _, s := range append(append(schemaV2(tb), schemaV3(tb)...), recordMigration(tb, 2), recordMigration(tb, 3)) {
+		for _, s := range append(append(append(schemaV2(tb), schemaV3(tb)...), v4Statements(tb)...), recordMigration(tb, 2), recordMigration(tb, 3)) {
 			checkStatement(t, "migration", s, prefix, 0)
 		}
 	}
@@ -201,8 +233,9 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaV1SQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, upgrade(tb)...)
 		want = append(want, readSchemaSQL)
-		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 and 3")
-		require.EqualValues(t, 3, s.migration)
+		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2, 3 and 4")
+		require.EqualValues(t, 4, s.migration)
+		require.True(t, s.pending)
 	})
 	t.Run("version 2", func(t *testing.T) {
 		s := v2()
@@ -210,8 +243,35 @@ func TestMigrate(t *testing.T) {
 		require.NoError(t, err)
 		want := []string{readSchemaSQL, readSchemaSQL}
 		want = append(want, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
-		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 3")
-		require.EqualValues(t, 3, s.migration)
+		want = append(want, v4Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 3 and 4")
+		require.EqualValues(t, 4, s.migration)
+	})
+	t.Run("version 3", func(t *testing.T) {
+		s := v3()
+		f, err := migrate(t, s, "e1")
+		require.NoError(t, err)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, v4Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 4")
+		require.EqualValues(t, 4, s.migration)
+		require.True(t, s.pending)
+	})
+	t.Run("pending table made, not recorded", func(t *testing.T) {
+		// A node created the pending table and failed before recording
+		// migration 4: ORA-00955 is success, and the next one records it.
+		s := v3()
+		s.pending = true
+		_, err := migrate(t, s, "e1")
+		require.NoError(t, err)
+		require.EqualValues(t, 4, s.migration)
+	})
+	t.Run("no CREATE TABLE privilege", func(t *testing.T) {
+		s := v3()
+		s.fail = map[string]error{"CREATE TABLE tandem_pending": oraErr(1031)}
+		_, err := migrate(t, s, "e1")
+		require.ErrorContains(t, err, "create table TANDEM_PENDING")
+		require.Equal(t, 1031, code(err))
+		require.EqualValues(t, 3, s.migration, "not recorded")
 	})
 	t.Run("current", func(t *testing.T) {
 		f, err := migrate(t, current(), "e1")
@@ -239,7 +299,7 @@ func TestMigrate(t *testing.T) {
 		s.cols["journal.instance"] = true
 		_, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		require.EqualValues(t, 3, s.migration)
+		require.EqualValues(t, 4, s.migration)
 		require.Len(t, s.cols, 4)
 	})
 	t.Run("two nodes at once", func(t *testing.T) {

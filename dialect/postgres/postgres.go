@@ -52,13 +52,16 @@ func (pg) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
 		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 			` WHERE revision > $1 ORDER BY revision LIMIT $2`,
-		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
-		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
-		SetTail:     `UPDATE ` + t.Meta + ` SET tail = $1 WHERE id = 1 AND tail < $1`,
-		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= $1 AND revision < $2`,
-		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
-		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
-		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > $1 AND batch_id = $2`,
+		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta:          `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		SetTail:       `UPDATE ` + t.Meta + ` SET tail = $1 WHERE id = 1 AND tail < $1`,
+		DeleteRange:   `DELETE FROM ` + t.Journal + ` WHERE revision >= $1 AND revision < $2`,
+		MinRevision:   `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:      `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:     `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > $1 AND batch_id = $2`,
+		PendingAny:    `SELECT 1 FROM ` + t.Pending + ` LIMIT 1`,
+		PendingCount:  `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = $1`,
+		PendingOldest: `SELECT COUNT(*), EXTRACT(EPOCH FROM (statement_timestamp() - MIN(created_at))) * 1000 FROM ` + t.Pending,
 
 		LoadPosition: `SELECT revision, epoch, updated_at, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = $1`,
 		SavePosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at) VALUES ($1, $2, $3, now(), NULL)
@@ -139,6 +142,10 @@ func (d pg) Migrations(t dialect.Tables) []dialect.Migration {
 		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
 			return inTx(ctx, conn, []string{`ALTER TABLE ` + t.LocalRevisions + ` ADD COLUMN IF NOT EXISTS evicted_at TIMESTAMPTZ`},
 				`UPDATE `+t.Meta+` SET migration = 3 WHERE id = 1 AND COALESCE(migration, 1) < 3`)
+		}},
+		{Version: 4, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV4(t),
+				`UPDATE `+t.Meta+` SET migration = 4 WHERE id = 1 AND COALESCE(migration, 1) < 4`)
 		}},
 	}
 }

@@ -145,11 +145,12 @@ func (d sqlServer) appendError(err error) error {
 	return dialect.Open(d.Translate(err))
 }
 
-// provesNothingWritten reports whether err, raised by the append batch,
-// proves that the batch ended before its COMMIT: a lock timeout on the
-// counter, a deadlock, a duplicate key, a missing object or column, a
-// permission or syntax error.
+// provesNothingWritten reports whether err, raised by the append or relay
+// batch, proves that the batch ended before its COMMIT: a lock timeout on
+// the counter, a deadlock, a duplicate key, a missing object or column, a
+// permission or syntax error, or one the relay batch raises itself.
 func provesNothingWritten(err error) bool {
 	return hasNumber(err, errLockTimeout, errDeadlock, errUniqueConstraint, errUniqueIndex,
-		208, 207, 229, 102) // invalid object, invalid column, permission denied, syntax
+		208, 207, 229, 102, // invalid object, invalid column, permission denied, syntax
+		errRelayNoCounter, errRelayMismatch)
 }

@@ -154,9 +154,11 @@ func inTxStatements(batches []string) []string {
 	return append(out, "COMMIT", "SET LOCK_TIMEOUT -1")
 }
 
-// upgrade are the statements of migrations 2 and 3, in order.
+// upgrade are the statements of migrations 2, 3 and 4, in order.
 func upgrade(tb dialect.Tables) []string {
-	return append(inTxStatements(schemaV2(tb)), inTxStatements(schemaV3(tb))...)
+	out := inTxStatements(schemaV2(tb))
+	out = append(out, inTxStatements(schemaV3(tb))...)
+	return append(out, inTxStatements(schemaV4(tb))...)
 }
 
 func TestMigrations(t *testing.T) {
@@ -182,9 +184,22 @@ func TestMigrationsGolden(t *testing.T) {
 		"IF COL_LENGTH(N'tandem_local_revisions', N'evicted_at') IS NULL ALTER TABLE tandem_local_revisions ADD evicted_at DATETIME2(6) NULL",
 		"UPDATE tandem_meta SET migration = 3 WHERE id = 1 AND COALESCE(migration, 1) < 3",
 	}, schemaV3(tb))
+	require.Equal(t, []string{
+		"IF OBJECT_ID(N'tandem_pending', N'U') IS NULL\nCREATE TABLE tandem_pending (\n" +
+			"\thandle     BIGINT NOT NULL,\n" +
+			"\tseq        INT NOT NULL,\n" +
+			"\tnode_id    NVARCHAR(64) COLLATE Latin1_General_BIN2 NOT NULL,\n" +
+			"\tinstance   NVARCHAR(64) COLLATE Latin1_General_BIN2 NOT NULL,\n" +
+			"\tproducer   NVARCHAR(128) NOT NULL,\n" +
+			"\tpayload    VARBINARY(MAX) NOT NULL,\n" +
+			"\tcreated_at DATETIME2(6) NOT NULL,\n" +
+			"\tPRIMARY KEY (handle, seq))",
+		"ALTER TABLE tandem_pending SET (LOCK_ESCALATION = DISABLE)",
+		"UPDATE tandem_meta SET migration = 4 WHERE id = 1 AND COALESCE(migration, 1) < 4",
+	}, schemaV4(tb), "a new table, its locks kept at row level, then recorded")
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
-		for v, batches := range map[int][]string{2: schemaV2(tb), 3: schemaV3(tb)} {
+		for v, batches := range map[int][]string{2: schemaV2(tb), 3: schemaV3(tb), 4: schemaV4(tb)} {
 			for i, s := range batches {
 				checkStatement(t, "schema", s, prefix, 0)
 				// Each batch names only what exists when it is compiled.
@@ -228,7 +243,7 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, upgrade(tb)...)
 		want = append(want, readSchemaSQL, unlockSchemaSQL)
-		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 and 3")
+		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2, 3 and 4")
 	})
 	t.Run("another node migrated while this one waited", func(t *testing.T) {
 		s := &server{tables: true, compat: 1}
@@ -269,8 +284,18 @@ func TestMigrate(t *testing.T) {
 		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
 		want = append(want, inTxStatements(schemaV3(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migration 3")
-		require.EqualValues(t, 3, s.migration)
+		want = append(want, inTxStatements(schemaV4(tb))...)
+		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 3 and 4")
+		require.EqualValues(t, 4, s.migration)
+	})
+	t.Run("version 3", func(t *testing.T) {
+		s := &server{tables: true, migration: 3}
+		f, db := newServer(t, s)
+		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
+		want = append(want, inTxStatements(schemaV4(tb))...)
+		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migration 4")
+		require.EqualValues(t, 4, s.migration)
 	})
 	t.Run("lock not granted", func(t *testing.T) {
 		f, db := newServer(t, &server{lockStatus: -1})

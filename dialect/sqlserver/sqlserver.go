@@ -22,9 +22,19 @@
 //
 // Readers must see only committed rows: the pool's sessions must run at READ
 // COMMITTED (the default, with or without READ_COMMITTED_SNAPSHOT) or
-// stronger. tandem never uses NOLOCK or READPAST; do not set READ
-// UNCOMMITTED on the pool either, or a node could apply a record whose
-// append rolled back and whose revision is then reused.
+// stronger. tandem never reads the journal with NOLOCK or READPAST; do not
+// set READ UNCOMMITTED on the pool either, or a node could apply a record
+// whose append rolled back and whose revision is then reused.
+//
+// Records published inside an application's transaction (the outbox) wait
+// in the pending table until a relay batch moves them into the journal
+// under the counter's lock. Only the pending table is read with READPAST
+// (and READCOMMITTEDLOCK, which makes READPAST valid under
+// READ_COMMITTED_SNAPSHOT too), so that rows of transactions still open
+// are skipped, never waited for; they are moved once committed. The relay
+// picks its handles before it takes the counter's lock, and the pending
+// table has lock escalation disabled, so that an application's locks on it
+// stay row locks, which READPAST skips.
 //
 // Text columns are NVARCHAR because go-mssqldb sends Go strings as nvarchar
 // parameters (a VARCHAR key compared with one may lose its index seek), and
@@ -114,6 +124,24 @@ END;`, deleteChunk, t.Journal, deleteChunk),
 		// UPDATE of the counter excludes it.
 		LockHead:  `SELECT revision FROM ` + t.GlobalRevision + ` WITH (UPDLOCK, ROWLOCK) WHERE id = 1`,
 		FindBatch: `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > @p1 AND batch_id = @p2`,
+		// PendingAny and PendingOldest skip the rows of transactions
+		// still open rather than wait for them (skipOpen). They also skip
+		// rows a relay is moving, which is harmless here: that relay
+		// moves them.
+		PendingAny: `SELECT TOP (1) 1 FROM ` + t.Pending + ` ` + skipOpen,
+		// No READPAST: a relay in flight holds the handle's rows locked,
+		// and skipping them would report committed rows as gone (the
+		// journal's FindBatch does not see that relay's rows before its
+		// COMMIT, so Pending.Wait would report ErrNotCommitted). With
+		// READ_COMMITTED_SNAPSHOT the count reads the last committed rows
+		// and waits for nothing; at locking read committed it waits for a
+		// relay in flight (one round trip), or for the handle's own
+		// transaction while that is still open. A seek on the key prefix
+		// touches no other handle's rows.
+		PendingCount: `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = @p1`,
+		// Whole seconds: DATEDIFF returns an INT (MILLISECOND would
+		// overflow after 24.8 days; SECOND lasts 68 years).
+		PendingOldest: `SELECT COUNT_BIG(*), DATEDIFF(SECOND, MIN(created_at), SYSUTCDATETIME()) * 1000.0 FROM ` + t.Pending + ` ` + skipOpen,
 
 		LoadPosition: `SELECT revision, epoch, TODATETIMEOFFSET(updated_at, 0), TODATETIMEOFFSET(evicted_at, 0) FROM ` + t.LocalRevisions + ` WHERE node_id = @p1`,
 		// UPDLOCK, SERIALIZABLE holds the key range until COMMIT, so two
@@ -209,6 +237,9 @@ func (d sqlServer) Migrations(t dialect.Tables) []dialect.Migration {
 		}},
 		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
 			return inTx(ctx, conn, schemaV3(t))
+		}},
+		{Version: 4, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV4(t))
 		}},
 	}
 }

@@ -62,11 +62,17 @@ func abbrev(s []int) string {
 	return fmt.Sprint(s)
 }
 
-var tableName = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks)\b`)
+var tableName = regexp.MustCompile(`\b[a-z0-9_]*(journal|global_revision|meta|local_revisions|locks|pending)\b`)
+
+// skipOpenHint is the only READPAST the dialect may use: on the pending
+// table, with READCOMMITTEDLOCK (READPAST alone fails under
+// READ_COMMITTED_SNAPSHOT).
+const skipOpenHint = "WITH (READCOMMITTEDLOCK, READPAST)"
 
 // checkStatement asserts what every statement of the dialect must hold:
 // the placeholders are exactly @p1..@pN (but unused), no other placeholder
-// style, no dirty-read hint, and every table name carries the prefix.
+// style, no dirty-read hint, READPAST only as skipOpenHint on the pending
+// table, and every table name carries the prefix.
 func checkStatement(t *testing.T, name, query, prefix string, nargs int, unused ...int) {
 	t.Helper()
 	require.NotEmpty(t, query, name)
@@ -77,7 +83,7 @@ func checkStatement(t *testing.T, name, query, prefix string, nargs int, unused 
 	for _, bad := range []string{"?", "$1", ":1"} {
 		require.NotContains(t, query, bad, "%s: foreign placeholder", name)
 	}
-	upper := strings.ToUpper(query)
+	upper := strings.ToUpper(strings.ReplaceAll(query, prefix+"pending "+skipOpenHint, prefix+"pending"))
 	for _, bad := range []string{"READPAST", "NOLOCK", "READUNCOMMITTED", "READ UNCOMMITTED"} {
 		require.NotContains(t, upper, bad, "%s: readers must not skip or read uncommitted rows", name)
 	}
@@ -99,6 +105,10 @@ func TestQueriesGolden(t *testing.T) {
 			"\tIF @@ROWCOUNT < 2000 BREAK;\nEND;",
 		"LockHead":     `SELECT revision FROM tandem_global_revision WITH (UPDLOCK, ROWLOCK) WHERE id = 1`,
 		"FindBatch":    `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > @p1 AND batch_id = @p2`,
+		"PendingAny":   `SELECT TOP (1) 1 FROM tandem_pending WITH (READCOMMITTEDLOCK, READPAST)`,
+		"PendingCount": `SELECT COUNT(*) FROM tandem_pending WHERE handle = @p1`,
+		"PendingOldest": `SELECT COUNT_BIG(*), DATEDIFF(SECOND, MIN(created_at), SYSUTCDATETIME()) * 1000.0 ` +
+			`FROM tandem_pending WITH (READCOMMITTEDLOCK, READPAST)`,
 		"LoadPosition": `SELECT revision, epoch, TODATETIMEOFFSET(updated_at, 0), TODATETIMEOFFSET(evicted_at, 0) FROM tandem_local_revisions WHERE node_id = @p1`,
 		"SavePosition": "SET XACT_ABORT ON;\nBEGIN TRANSACTION;\n" +
 			"UPDATE tandem_local_revisions WITH (UPDLOCK, SERIALIZABLE) SET revision = @p2, epoch = @p3, updated_at = SYSUTCDATETIME(), evicted_at = NULL WHERE node_id = @p1;\n" +
@@ -149,6 +159,15 @@ func TestQueriesShape(t *testing.T) {
 		// LockHead holds the counter row until the transaction ends (an
 		// update lock, which the append's UPDATE waits for), never skips it.
 		require.Equal(t, "SELECT revision FROM "+tb.GlobalRevision+" WITH (UPDLOCK, ROWLOCK) WHERE id = 1", q.LockHead)
+		// The pending table's pollers skip rows of open transactions;
+		// PendingCount must not skip the rows a relay in flight holds
+		// (they are still committed pending rows).
+		require.Equal(t, "SELECT TOP (1) 1 FROM "+tb.Pending+" "+skipOpenHint, q.PendingAny)
+		require.True(t, strings.HasSuffix(q.PendingOldest, " FROM "+tb.Pending+" "+skipOpenHint), q.PendingOldest)
+		require.Equal(t, "SELECT COUNT(*) FROM "+tb.Pending+" WHERE handle = @p1", q.PendingCount)
+		for _, s := range []string{q.Read, q.FindBatch, q.Head, q.MinRevision, q.PendingCount} {
+			require.NotContains(t, s, "READPAST", "a skipped journal row would be a lost record")
+		}
 	}
 }
 

@@ -156,7 +156,7 @@ func (d *DB) drop(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if d.Name == "mysql" {
-		for _, proc := range []string{"append_v1", "append_v2"} {
+		for _, proc := range []string{"append_v1", "append_v2", "relay_v1"} {
 			if _, err := d.DB.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+d.Prefix+proc); err != nil {
 				t.Logf("%s: drop procedure: %v", d.Name, err)
 			}

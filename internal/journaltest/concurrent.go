@@ -2,6 +2,7 @@ package journaltest
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -34,7 +35,22 @@ type ConcurrentConfig struct {
 	// Inject, when set, runs while the appenders do (a fault injector
 	// such as a session killer) and must return soon after ctx ends.
 	Inject func(ctx context.Context)
+	// Tx, when set, begins a transaction on the journal's database, and
+	// a share of the appends go through journal.SQL.AppendTx (the
+	// outbox): committed and waited for, rolled back, committed after a
+	// pause, or committed and never waited for (a writer that died before
+	// relaying; another instance's Relay must move them).
+	Tx func(j journal.Journal) (*sql.Tx, error)
 }
+
+// txAppender is the outbox of a SQL journal.
+type txAppender interface {
+	AppendTx(ctx context.Context, tx *sql.Tx, entries ...journal.Entry) (*journal.Pending, error)
+	Relay(ctx context.Context) (int64, error)
+}
+
+// errRolledBack marks an append whose transaction the test rolled back.
+var errRolledBack = errors.New("rolled back on purpose")
 
 // ConcurrentResult counts what the appends of Concurrent came to.
 type ConcurrentResult struct {
@@ -60,6 +76,10 @@ func (r ConcurrentResult) UnknownShare() float64 {
 type outcome struct {
 	revs    []int64 // acknowledged revisions
 	unknown bool    // the error said the commit outcome is unknown
+	// committed: a transaction that committed without waiting for its
+	// revisions; its entries must be in the journal, consecutive.
+	committed bool
+	n         int // entries
 }
 
 // Concurrent is the test that would catch a lost record. Nodes × Goroutines
@@ -132,6 +152,36 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 						if err == nil {
 							revs, err = j.AppendIf(actx, head, entries...)
 						}
+					case cfg.Tx != nil && p < 55: // in a transaction (the outbox)
+						var pend *journal.Pending
+						var tx *sql.Tx
+						if tx, err = cfg.Tx(j); err != nil {
+							break
+						}
+						if pend, err = j.(txAppender).AppendTx(actx, tx, entries...); err != nil {
+							tx.Rollback()
+							break
+						}
+						switch mode := rng.IntN(4); mode {
+						case 0: // rolled back: must leave nothing
+							tx.Rollback()
+							err = errRolledBack
+						case 1, 2: // committed, maybe after a pause, then waited for
+							if mode == 2 {
+								time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+							}
+							if err = tx.Commit(); err == nil {
+								revs, err = pend.Wait(ctx)
+							}
+						default: // committed; the writer "dies" before relaying
+							if err = tx.Commit(); err == nil {
+								mu.Lock()
+								results[id] = outcome{committed: true, n: len(entries)}
+								mu.Unlock()
+								cancel()
+								continue
+							}
+						}
 					default:
 						revs, err = j.Append(actx, entries...)
 					}
@@ -149,6 +199,7 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 						unknown++
 					default:
 						switch {
+						case errors.Is(err, errRolledBack):
 						case errors.Is(err, context.Canceled):
 							cancelled++
 						case errors.Is(err, journal.ErrConflict):
@@ -226,6 +277,12 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 	close(stop)
 	writers.Wait()
 	time.Sleep(cfg.Settle)
+	if cfg.Tx != nil {
+		// Another node's poll relays what the "dead" writers left.
+		if _, err := js[0].(txAppender).Relay(ctx); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	}
 	close(writersDone)
 	readersDone.Wait()
 	close(readerErr)
@@ -263,6 +320,13 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 	committed := 0
 	for id, o := range results {
 		rev, ok := at[id]
+		if o.committed {
+			require.True(t, ok, "committed transaction %q was never relayed", id)
+			for k := 1; k < o.n; k++ {
+				require.Equal(t, fmt.Sprintf("%s+%d", id, k), string(all[rev-1+int64(k)].Payload), "a transaction's entries are consecutive")
+			}
+			continue
+		}
 		if o.unknown {
 			if ok {
 				committed++
@@ -289,7 +353,7 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 		id, _, _ := strings.Cut(string(r.Payload), "+")
 		o, ok := results[id]
 		require.True(t, ok, "record %d (%q) belongs to no acknowledged append", r.Revision, r.Payload)
-		if !o.unknown {
+		if !o.unknown && !o.committed {
 			require.GreaterOrEqual(t, r.Revision, o.revs[0])
 			require.LessOrEqual(t, r.Revision, o.revs[len(o.revs)-1])
 		}
@@ -306,6 +370,7 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 			res.Stats.ResolvedCommitted += st.ResolvedCommitted
 			res.Stats.ResolvedNotWritten += st.ResolvedNotWritten
 			res.Stats.OutcomeUnknown += st.OutcomeUnknown
+			res.Stats.Relayed += st.Relayed
 		}
 	}
 	t.Logf("%d nodes × %d goroutines, %v: %d records, %d appends acknowledged, %d cancelled, %d conflicts, %d outcome unknown (%d of them committed, %.2f%% of %d appends); %d failed batches, %d connections discarded, open outcomes resolved: %d committed, %d not written",

@@ -1,0 +1,273 @@
+package journal
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/backoff"
+)
+
+// relayHandles bounds the application transactions one relay moves into
+// the journal (each at most MaxAppendEntries entries and MaxAppendSize
+// bytes); a relay moves every entry of each transaction it takes.
+const relayHandles = 32
+
+// ErrNotCommitted is returned by Pending.Wait when the entries are neither
+// pending nor in the journal: their transaction rolled back, or had not
+// committed yet when Wait looked (call Wait after Commit).
+var ErrNotCommitted = errors.New("journal: the transaction's entries were not committed")
+
+// Pending is the handle on entries published inside an application's
+// transaction (SQL.AppendTx). It is safe for concurrent use.
+type Pending struct {
+	j      *SQL
+	handle int64
+	n      int
+	after  int64
+}
+
+// Handle identifies the entries; every record they become carries it as
+// its batch id.
+func (p *Pending) Handle() int64 { return p.handle }
+
+// AppendTx writes entries through the caller's transaction tx (an outbox):
+// they become records — consecutive, in order, with this journal's node id
+// and instance — if and only if tx commits. Nothing global is locked
+// inside tx: the entries wait in the pending table, and a group commit
+// under the counter's lock moves them into the journal after the commit.
+// After tx.Commit, the returned handle's Wait relays them at once and
+// returns their revisions (for read-your-writes tokens); if this process
+// dies first, any node's Relay (every cluster node calls it on each poll)
+// moves them. tx must be a transaction of the journal's database; the
+// limits of Append apply.
+func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pending, error) {
+	if tx == nil {
+		return nil, fmt.Errorf("append journal in transaction: %w: tx is nil", ErrInvalidArgument)
+	}
+	if err := checkEntries(entries); err != nil {
+		return nil, fmt.Errorf("append journal in transaction: %w", err)
+	}
+	ob, ok := j.d.(dialect.Outbox)
+	if !ok {
+		return nil, fmt.Errorf("append journal in transaction: %w: the %s dialect has no outbox", ErrInvalidArgument, j.d.Name())
+	}
+	p := &Pending{j: j, handle: rand.Int64N(1<<63-1) + 1, n: len(entries), after: j.known.Load()}
+	des := make([]dialect.Entry, len(entries))
+	for i, e := range entries {
+		des[i] = dialect.Entry(e)
+	}
+	err := ob.InsertPending(ctx, tx, dialect.PendingRequest{
+		Tables: j.t, Handle: p.handle, NodeID: j.cfg.NodeID, Instance: j.cfg.Instance, Entries: des,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("append journal in transaction: %w", err)
+	}
+	return p, nil
+}
+
+// Wait returns the revisions of the handle's entries, relaying them first
+// if they are still pending. Call it after the transaction committed: if
+// the entries are neither pending nor in the journal, it returns an error
+// matching ErrNotCommitted (the transaction rolled back). Called while the
+// transaction is still open, it reports ErrNotCommitted too, or, on a SQL
+// Server database without READ_COMMITTED_SNAPSHOT, waits for that
+// transaction to end.
+func (p *Pending) Wait(ctx context.Context) ([]int64, error) {
+	bo := backoff.New(time.Millisecond, 100*time.Millisecond)
+	for {
+		// Relay what is pending (this handle's entries among them, once
+		// committed); concurrent Waits share the relays.
+		if err := p.j.relayAfterNow(ctx); err != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("wait for pending entries: %w", err)
+		}
+		revs, err := p.find(ctx)
+		if err == nil || !errors.Is(err, ErrNotCommitted) {
+			return revs, err
+		}
+		// Not in the journal: still pending (a relay failed, or moved
+		// other handles first), or never committed.
+		var pending int64
+		if err := p.j.db.QueryRowContext(ctx, p.j.q.PendingCount, p.handle).Scan(&pending); err != nil {
+			return nil, fmt.Errorf("wait for pending entries: %w", p.j.d.Translate(err))
+		}
+		if pending == 0 {
+			// Another node may have moved them meanwhile: rows go from
+			// pending to the journal in one transaction, never back.
+			return p.find(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for pending entries: %w", ctx.Err())
+		case <-time.After(bo.Next()):
+		}
+	}
+}
+
+// find looks the handle's records up in the journal.
+func (p *Pending) find(ctx context.Context) ([]int64, error) {
+	var lowest sql.NullInt64
+	var count int64
+	if err := p.j.db.QueryRowContext(ctx, p.j.q.FindBatch, p.after, p.handle).Scan(&lowest, &count); err != nil {
+		return nil, fmt.Errorf("wait for pending entries: %w", p.j.d.Translate(err))
+	}
+	switch {
+	case count == 0:
+		return nil, fmt.Errorf("wait for pending entries (handle %d): %w", p.handle, ErrNotCommitted)
+	case count != int64(p.n):
+		return nil, fmt.Errorf("wait for pending entries: %w: handle %d has %d of its %d records", ErrCorrupt, p.handle, count, p.n)
+	}
+	revs := make([]int64, p.n)
+	for i := range revs {
+		revs[i] = lowest.Int64 + int64(i)
+	}
+	raise(&p.j.known, revs[len(revs)-1])
+	return revs, nil
+}
+
+// Relay moves the committed pending entries of every node into the
+// journal, in group commits on this journal's append connection, and
+// returns how many records it moved. It costs one cheap read when nothing
+// is pending. Every cluster node calls it on each poll, so entries whose
+// writer died after its commit reach the journal within SyncDelay.
+func (j *SQL) Relay(ctx context.Context) (int64, error) {
+	ob, ok := j.d.(dialect.Outbox)
+	if !ok {
+		return 0, nil
+	}
+	var one int
+	err := j.db.QueryRowContext(ctx, j.q.PendingAny).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("relay pending entries: %w", j.d.Translate(err))
+	}
+	var total int64
+	for {
+		var n int64
+		var rerr error
+		if err := j.c.do(ctx, func() { n, rerr = j.relayOnce(ctx, ob) }); err != nil {
+			return total, fmt.Errorf("relay pending entries: %w", err)
+		}
+		if rerr != nil {
+			return total, fmt.Errorf("relay pending entries: %w", rerr)
+		}
+		total += n
+		if n == 0 {
+			return total, nil
+		}
+	}
+}
+
+// relayAfterNow returns once a relay that started after the call has
+// ended. Concurrent callers share relays, the way concurrent appends share
+// a group commit: the requests that arrive while a relay runs are served
+// by the next one, together.
+func (j *SQL) relayAfterNow(ctx context.Context) error {
+	j.relayOnceStart.Do(func() {
+		j.relayReqs = make(chan chan error)
+		j.bgDone.Add(1)
+		go j.relayLoop()
+	})
+	res := make(chan error, 1)
+	select {
+	case j.relayReqs <- res:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-j.bg.Done():
+		return ErrClosed
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (j *SQL) relayLoop() {
+	defer j.bgDone.Done()
+	for {
+		var batch []chan error
+		select {
+		case r := <-j.relayReqs:
+			batch = append(batch, r)
+		case <-j.bg.Done():
+			return
+		}
+	drain:
+		for {
+			select {
+			case r := <-j.relayReqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(j.bg, j.cfg.LockTimeout+30*time.Second)
+		_, err := j.Relay(ctx)
+		cancel()
+		for _, r := range batch {
+			r <- err
+		}
+	}
+}
+
+// relayOnce runs one relay on the append connection; it runs on the
+// committer goroutine. A relay's outcome needs no lookup: its entries are
+// either all still pending or all in the journal.
+func (j *SQL) relayOnce(ctx context.Context, ob dialect.Outbox) (int64, error) {
+	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
+		j.releaseConn()
+	}
+	if j.conn == nil {
+		if err := j.takeConn(ctx); err != nil {
+			return 0, err
+		}
+	}
+	n, err := ob.Relay(ctx, j.conn, j.t, relayHandles, j.cfg.LockTimeout)
+	if err != nil {
+		j.discardConn()
+		return 0, err
+	}
+	if n > 0 {
+		j.outcomes.relayed.Add(n)
+		j.hub.wake()
+		if j.notify != nil {
+			select {
+			case j.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return n, nil
+}
+
+// PendingInfo describes the pending table (SQL.PendingInfo).
+type PendingInfo struct {
+	// Entries is how many committed entries wait to be relayed.
+	Entries int64
+	// OldestAge is how long the oldest of them has waited, by the
+	// database's clock; 0 when none waits.
+	OldestAge time.Duration
+}
+
+// PendingInfo reports what waits in the pending table: entries of
+// committed transactions not yet relayed (a writer that died after its
+// commit, before its relay, until another node's poll relays them).
+func (j *SQL) PendingInfo(ctx context.Context) (PendingInfo, error) {
+	var info PendingInfo
+	var ms sql.NullFloat64
+	if err := j.db.QueryRowContext(ctx, j.q.PendingOldest).Scan(&info.Entries, &ms); err != nil {
+		return info, fmt.Errorf("pending info: %w", j.d.Translate(err))
+	}
+	if ms.Valid && ms.Float64 > 0 {
+		info.OldestAge = time.Duration(ms.Float64 * float64(time.Millisecond))
+	}
+	return info, nil
+}
