@@ -63,7 +63,7 @@ func ExampleClient_RunOnce() {
 	store, _ := lock.OpenFile(dir, lock.FileConfig{})
 	c, _ := lock.New(lock.Config{NodeID: "node-a", Store: store})
 
-	ran, err := c.RunOnce(ctx, "nightly-report", func(ctx context.Context) error {
+	ran, err := c.RunOnce(ctx, "nightly-report", func(ctx context.Context, l *lock.Lease) error {
 		fmt.Println("building the report")
 		return nil
 	})
