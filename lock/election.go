@@ -112,9 +112,10 @@ func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.C
 // fn gets the leadership lease, for fencing work that must never run twice
 // (Lease.Fenced), and a context that ends when the leadership is lost or
 // ctx ends. A run that fn ends with an error is logged and counts as the
-// period's run; a run cut short by lost leadership gives its period back
-// (the schedule lease is released, when the store can be reached), so the
-// next leader runs it again. A panic in fn is recovered and logged as an
+// period's run, except when its context had ended: a run cut short by lost
+// leadership (or by ctx) that fails gives its period back (the schedule
+// lease is released, when the store can be reached), so the next leader
+// runs it again. A run that returns nil counts, whatever its context. A panic in fn is recovered and logged as an
 // error. On a shared folder, a node that has just started (a restart, a
 // new leader's first look) waits a full interval from its first sighting of
 // the schedule lease, since it cannot tell how long ago another node
@@ -165,9 +166,11 @@ func (c *Client) RunEvery(ctx context.Context, name string, interval time.Durati
 			failing = false
 			bo.Reset()
 			err = c.runJob(lctx, l, fn)
-			if lctx.Err() != nil {
-				// Cut short by lost leadership (or shutdown): give the
-				// period back so that the next leader runs it.
+			if err != nil && lctx.Err() != nil {
+				// Cut short by lost leadership (or shutdown), as fn
+				// says by failing: give the period back so that the
+				// next leader runs it. A run that succeeded counts,
+				// even if its context ended as it returned.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(lctx), c.cfg.TTL)
 				rerr := c.cfg.Store.Release(rctx, marker, c.owner, token)
 				cancel()
