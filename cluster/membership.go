@@ -100,36 +100,44 @@ func (n *Node) memberInfo(ctx context.Context, name string) (lock.Info, bool, er
 // legitimately, since the lease had expired — this node stops syncing
 // rather than share its id and position: Publish, Sync and WaitFor then
 // fail with ErrDuplicateNode.
-func (n *Node) keepMembership(lease *lock.Lease, loop *syncLoop) {
+func (n *Node) keepMembership(ctx context.Context, lease *lock.Lease, loop *syncLoop) {
 	defer close(n.memberDone)
 	for {
 		select {
-		case <-n.stopping:
+		case <-ctx.Done():
 			return
 		case <-lease.Lost():
+		}
+		if ctx.Err() != nil {
+			return
 		}
 		n.membershipLost()
 		n.cfg.Logger.Warn("tandem: membership lease lost; not publishing, caches flushed; rejoining", "node", n.cfg.NodeID,
 			"cause", context.Cause(lease.Context()))
 		bo := backoff.New(n.cfg.MemberTTL/20, n.cfg.MemberTTL/4)
 		for {
-			l, err := n.members.TryAcquireMembership(loop.ctx)
+			l, err := n.members.TryAcquireMembership(ctx)
 			if err == nil {
 				n.mu.Lock()
+				if n.state != stateRunning { // Stop came first
+					n.mu.Unlock()
+					l.Abandon()
+					return
+				}
 				n.lease = l
 				n.mu.Unlock()
 				lease = l
 				n.cfg.Logger.Info("tandem: membership regained", "node", n.cfg.NodeID, "token", l.Token())
 				break
 			}
-			if errors.Is(err, lock.ErrUnavailable) && n.takenOver(loop.ctx) {
+			if errors.Is(err, lock.ErrUnavailable) && n.takenOver(ctx) {
 				err := fmt.Errorf("%w: another process took over the id %q while this node was cut off; this node stopped syncing and publishing", ErrDuplicateNode, n.cfg.NodeID)
 				n.cfg.Logger.Error("tandem: node replaced", "node", n.cfg.NodeID, "err", err)
 				loop.fail(err)
 				return
 			}
 			select {
-			case <-n.stopping:
+			case <-ctx.Done():
 				return
 			case <-time.After(bo.Next()):
 			}

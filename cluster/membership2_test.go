@@ -131,13 +131,19 @@ func TestResyncAheadOfHead(t *testing.T) {
 		epoch, err := a.Journal().Epoch(ctx)
 		require.NoError(t, err)
 
+		// Each node records its own resyncs.
 		var mu sync.Mutex
 		var reasons []cluster.ResyncReason
-		hook := func(_ context.Context, why cluster.ResyncReason) error {
+		hookOf := func() func(context.Context, cluster.ResyncReason) error {
 			mu.Lock()
-			reasons = append(reasons, why)
-			mu.Unlock()
-			return nil
+			defer mu.Unlock()
+			reasons = nil
+			return func(_ context.Context, why cluster.ResyncReason) error {
+				mu.Lock()
+				reasons = append(reasons, why)
+				mu.Unlock()
+				return nil
+			}
 		}
 		got := func() []cluster.ResyncReason {
 			mu.Lock()
@@ -148,7 +154,7 @@ func TestResyncAheadOfHead(t *testing.T) {
 		// Stored: b's position is above the head.
 		require.NoError(t, f.revisions(t).Save(ctx, "b", head+10, epoch))
 		b := f.open(t, cfg("b"))
-		require.NoError(t, b.OnResync(hook))
+		require.NoError(t, b.OnResync(hookOf()))
 		start(t, b)
 		require.Equal(t, []cluster.ResyncReason{cluster.ResyncAheadOfHead}, got())
 		require.Equal(t, head, b.Stats().Revision, "it continues from the head")
@@ -162,20 +168,28 @@ func TestResyncAheadOfHead(t *testing.T) {
 		cn, err := cluster.New(c)
 		require.NoError(t, err)
 		t.Cleanup(func() { cn.Stop(context.Background()) })
-		require.NoError(t, cn.OnResync(hook))
+		var cnMu sync.Mutex
+		cnHook := func(context.Context, cluster.ResyncReason) error { return nil }
+		require.NoError(t, cn.OnResync(func(ctx context.Context, why cluster.ResyncReason) error {
+			cnMu.Lock()
+			h := cnHook
+			cnMu.Unlock()
+			return h(ctx, why)
+		}))
 		rec := &recorder{}
 		require.NoError(t, cn.Handle("p", rec))
 		start(t, cn)
 		last := publishN(t, ctx, a, 3)
 		require.NoError(t, cn.WaitFor(ctx, last))
-		mu.Lock()
-		reasons = nil
-		mu.Unlock()
+		cnMu.Lock()
+		cnHook = hookOf()
+		cnMu.Unlock()
 		rj.mu.Lock()
 		rj.head = last - 2
 		rj.mu.Unlock()
 		require.Eventually(t, func() bool { return len(got()) > 0 }, 30*time.Second, 10*time.Millisecond, "a poll notices")
 		require.Equal(t, cluster.ResyncAheadOfHead, got()[0])
+		require.NoError(t, cn.Stop(ctx)) // its fake journal keeps contradicting itself
 
 		// WaitFor: a new epoch (a restored database) under a node that
 		// reached the revision; no poll comes (SyncDelay is an hour).
@@ -186,12 +200,19 @@ func TestResyncAheadOfHead(t *testing.T) {
 		dn, err := cluster.New(d)
 		require.NoError(t, err)
 		t.Cleanup(func() { dn.Stop(context.Background()) })
-		require.NoError(t, dn.OnResync(hook))
+		dnHook := func(context.Context, cluster.ResyncReason) error { return nil }
+		var hookMu sync.Mutex
+		require.NoError(t, dn.OnResync(func(ctx context.Context, why cluster.ResyncReason) error {
+			hookMu.Lock()
+			h := dnHook
+			hookMu.Unlock()
+			return h(ctx, why)
+		}))
 		start(t, dn)
 		require.NoError(t, dn.WaitFor(ctx, last))
-		mu.Lock()
-		reasons = nil
-		mu.Unlock()
+		hookMu.Lock()
+		dnHook = hookOf()
+		hookMu.Unlock()
 		rj2.mu.Lock()
 		rj2.epoch = "restored-epoch-0123456789abcdef"
 		rj2.mu.Unlock()

@@ -177,8 +177,10 @@ type Node struct {
 	// behind in a handler that ignored its context.
 	orphan *syncLoop
 
-	stopping   chan struct{} // closed by Stop
-	memberDone chan struct{} // keepMembership exited
+	// stopMember ends keepMembership's context (Stop); memberDone is
+	// closed when it exited.
+	stopMember context.CancelFunc
+	memberDone chan struct{}
 }
 
 type nodeState int
@@ -408,11 +410,12 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node %q: %w: stopped while starting", n.cfg.NodeID, ErrNotRunning)
 	}
 	n.lease, n.loop, n.starting = lease, loop, nil
-	n.stopping, n.memberDone = make(chan struct{}), make(chan struct{})
+	mctx, stopMember := context.WithCancel(context.Background())
+	n.stopMember, n.memberDone = stopMember, make(chan struct{})
 	n.state = stateRunning
 	n.mu.Unlock()
 	loop.start()
-	go n.keepMembership(lease, loop)
+	go n.keepMembership(mctx, lease, loop)
 	n.cfg.Logger.Info("tandem: node started", "node", n.cfg.NodeID, "instance", n.members.Owner().Instance, "revision", loop.applied())
 	return nil
 }
@@ -435,10 +438,16 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	n.state = stateStopped
 	loop := n.loop
-	close(n.stopping)
+	n.stopMember()
 	n.mu.Unlock()
 	n.membershipLost()
-	<-n.memberDone
+	// keepMembership ends with its context, unless a store call ignores
+	// it: then it is left behind, as a stuck handler is.
+	select {
+	case <-n.memberDone:
+	case <-ctx.Done():
+	case <-time.After(n.cfg.StopDelay):
+	}
 	n.mu.Lock()
 	lease := n.lease
 	n.mu.Unlock()

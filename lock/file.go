@@ -375,7 +375,10 @@ func (s *File) estimate(name string, l *leaseFile, age func() (time.Duration, bo
 	if !sg.estimated {
 		sg.written, sg.estimated = sg.first, true
 		if a, ok := age(); ok {
-			if w := now.Add(-a); w.Before(sg.written) {
+			// Backdate only by a margin well above the file system's
+			// timestamp granularity and the probe's own delay.
+			now := s.cfg.Clock.Now()
+			if w := now.Add(-a); sg.first.Sub(w) >= min(time.Second, l.TTL/4) {
 				sg.written = w
 			}
 		}
