@@ -38,6 +38,10 @@ const revSuffix = ".rev"
 //	updated <RFC 3339 time, UTC, the saving node's clock>
 //	crc32c <8 hex digits: CRC-32C of the lines above, newlines included>
 //
+// An evicted position (see Evicter) has the epoch "evicted-" + its epoch:
+// a node of a release that knows no eviction reads it as a position of
+// another journal and resyncs, which is what eviction asks of it.
+//
 // Copy creates the target with link(2), which fails when it exists, so of
 // two concurrent Copies to one node exactly one succeeds. Over NFS this
 // relies on the server's atomic link and rename (NFSv3 and v4 have both);
@@ -51,7 +55,10 @@ type File struct {
 	dir string // <dir>/nodes
 }
 
-var _ Store = (*File)(nil)
+var (
+	_ Store   = (*File)(nil)
+	_ Evicter = (*File)(nil)
+)
 
 // OpenFile opens the store in dir (the shared folder; positions live in
 // dir/nodes), creating the folder when it does not exist, and removes temp
@@ -159,6 +166,35 @@ func (s *File) Delete(ctx context.Context, nodeID string) error {
 	return nil
 }
 
+// Evict implements Evicter. It replaces the position file with an evicted
+// one if it still holds rev. A Save that lands between its read and its
+// write is overwritten: that node then finds itself evicted on its next
+// start (or below the tail on its next read) and resyncs; it never skips
+// records.
+func (s *File) Evict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return false, fmt.Errorf("evict revision: %w", err)
+	}
+	p, err := s.load(nodeID)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
+	}
+	if p.Evicted || p.Revision != rev {
+		return false, nil
+	}
+	p.Evicted = true
+	if err := atomicfile.WriteFile(s.path(nodeID), encodePosition(p), 0o666); err != nil {
+		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
+	}
+	return true, nil
+}
+
+// evictedPrefix marks an evicted position's epoch in a position file.
+const evictedPrefix = "evicted-"
+
 // Copy implements Store. The target appears atomically, complete, and only
 // if it did not exist (link(2) of a finished temp file).
 func (s *File) Copy(ctx context.Context, from, to string) error {
@@ -243,7 +279,11 @@ func encodePosition(p Position) []byte {
 	sb.WriteString(posMagic + "\n")
 	sb.WriteString("node " + p.NodeID + "\n")
 	sb.WriteString("revision " + strconv.FormatInt(p.Revision, 10) + "\n")
-	sb.WriteString("epoch " + p.Epoch + "\n")
+	epoch := p.Epoch
+	if p.Evicted {
+		epoch = evictedPrefix + epoch
+	}
+	sb.WriteString("epoch " + epoch + "\n")
 	sb.WriteString("updated " + p.Updated.UTC().Format(posTimeFmt) + "\n")
 	body := sb.String()
 	return fmt.Appendf(nil, "%scrc32c %08x\n", body, crc32.Checksum([]byte(body), castagnoli))
@@ -300,6 +340,7 @@ func decodePosition(b []byte) (Position, error) {
 	if p.Epoch, err = field(lines[3], "epoch"); err != nil {
 		return Position{}, err
 	}
+	p.Epoch, p.Evicted = strings.CutPrefix(p.Epoch, evictedPrefix)
 	if err := checkEpoch(p.Epoch); err != nil {
 		return Position{}, err
 	}

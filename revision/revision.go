@@ -28,6 +28,11 @@ type Position struct {
 	// Updated is when the position was last saved, by the database clock
 	// (file store: the saving node's clock). Informational only.
 	Updated time.Time
+	// Evicted is set when the janitor evicted the node (it was gone for
+	// longer than its EvictAfter): the records after Revision may have
+	// been pruned, so a node that finds its position evicted must resync
+	// instead of continuing from it. Save clears it.
+	Evicted bool
 }
 
 // Errors returned by stores.
@@ -60,6 +65,15 @@ type Store interface {
 	// node whose private state was cloned from another's. It fails with
 	// ErrNotFound when "from" has none and with ErrExists when "to" has one.
 	Copy(ctx context.Context, from, to string) error
+}
+
+// Evicter is implemented by stores that can mark a position evicted (both
+// of tandem's do); the janitor uses it.
+type Evicter interface {
+	// Evict marks node's position evicted if it still holds revision rev
+	// and is not evicted already, and reports whether it did. A node that
+	// saved a new position since the janitor read it is left alone.
+	Evict(ctx context.Context, nodeID string, rev int64) (bool, error)
 }
 
 // maxEpochLen bounds an epoch (journals make 32 hex digits).

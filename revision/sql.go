@@ -18,7 +18,10 @@ type SQL struct {
 	q  dialect.Queries
 }
 
-var _ Store = (*SQL)(nil)
+var (
+	_ Store   = (*SQL)(nil)
+	_ Evicter = (*SQL)(nil)
+)
 
 // OpenSQL opens the store in db with the table prefix (empty: the default
 // "tandem_"), creating the schema when it does not exist.
@@ -33,7 +36,7 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string) 
 	if err != nil {
 		return nil, fmt.Errorf("open revision store: %w", err)
 	}
-	if err := d.CreateSchema(ctx, db, t, dialect.NewEpoch()); err != nil {
+	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open revision store: create schema: %w", err)
 	}
 	return &SQL{db: db, d: d, q: d.Queries(t)}, nil
@@ -45,16 +48,16 @@ func (s *SQL) Load(ctx context.Context, nodeID string) (Position, error) {
 		return Position{}, fmt.Errorf("load revision: %w", err)
 	}
 	p := Position{NodeID: nodeID}
-	var ts dialect.Time
+	var ts, evicted dialect.Time
 	var epoch sql.NullString
-	err := s.db.QueryRowContext(ctx, s.q.LoadPosition, nodeID).Scan(&p.Revision, &epoch, &ts)
+	err := s.db.QueryRowContext(ctx, s.q.LoadPosition, nodeID).Scan(&p.Revision, &epoch, &ts, &evicted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Position{}, fmt.Errorf("load revision of %q: %w", nodeID, ErrNotFound)
 	}
 	if err != nil {
 		return Position{}, fmt.Errorf("load revision of %q: %w", nodeID, s.d.Translate(err))
 	}
-	p.Epoch, p.Updated = epoch.String, ts.T
+	p.Epoch, p.Updated, p.Evicted = epoch.String, ts.T, !evicted.T.IsZero()
 	return p, nil
 }
 
@@ -92,12 +95,12 @@ func (s *SQL) List(ctx context.Context) ([]Position, error) {
 	var out []Position
 	for rows.Next() {
 		var p Position
-		var ts dialect.Time
+		var ts, evicted dialect.Time
 		var epoch sql.NullString
-		if err := rows.Scan(&p.NodeID, &p.Revision, &epoch, &ts); err != nil {
+		if err := rows.Scan(&p.NodeID, &p.Revision, &epoch, &ts, &evicted); err != nil {
 			return nil, fmt.Errorf("list revisions: %w", s.d.Translate(err))
 		}
-		p.Epoch, p.Updated = epoch.String, ts.T
+		p.Epoch, p.Updated, p.Evicted = epoch.String, ts.T, !evicted.T.IsZero()
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
@@ -115,6 +118,22 @@ func (s *SQL) Delete(ctx context.Context, nodeID string) error {
 		return fmt.Errorf("delete revision of %q: %w", nodeID, s.d.Translate(err))
 	}
 	return nil
+}
+
+// Evict implements Evicter: one conditional UPDATE.
+func (s *SQL) Evict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return false, fmt.Errorf("evict revision: %w", err)
+	}
+	res, err := s.db.ExecContext(ctx, s.q.EvictPosition, nodeID, rev)
+	if err != nil {
+		return false, fmt.Errorf("evict revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("evict revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	return n == 1, nil
 }
 
 // Copy implements Store. It is one INSERT … SELECT, so it is atomic.

@@ -28,6 +28,20 @@
 // return them as TIMESTAMP WITH TIME ZONE, because go-ora reads a plain
 // TIMESTAMP in the database's time zone.
 //
+// The schema evolves through numbered migrations (Dialect.Migrations).
+// Oracle's DDL commits by itself and tandem takes no schema lock on Oracle
+// (DBMS_LOCK needs an EXECUTE grant most users lack), so every step
+// tolerates another node doing it at the same time. Their ALTER TABLEs run
+// with the session's DDL_LOCK_TIMEOUT at 10 s (and then back at 0, the
+// default): with 0 they would fail with ORA-00054 whenever another node's
+// append had the table open.
+//
+// After an append whose outcome is open (the block was sent and the reply
+// does not prove it ended before its COMMIT), the journal discards the
+// connection and waits out the lock timeout before it looks the batch up:
+// the dialect does not implement dialect.SessionEnder, because ALTER
+// SYSTEM KILL SESSION needs the ALTER SYSTEM privilege.
+//
 // Oracle has no push notification that tandem uses: nodes on Oracle poll.
 package oracle
 
@@ -36,6 +50,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +75,7 @@ const (
 	errResourceBusy    = 54    // ORA-00054: resource busy and acquire with NOWAIT specified or timeout expired
 	errDeadlock        = 60    // ORA-00060: deadlock detected while waiting for resource
 	errNameUsed        = 955   // ORA-00955: name is already used by an existing object
+	errColumnExists    = 1430  // ORA-01430: column being added already exists in table
 	errCancelled       = 1013  // ORA-01013: user requested cancel of current operation
 	errDistLockTimeout = 2049  // ORA-02049: timeout: distributed transaction waiting for lock
 	errSerialization   = 8177  // ORA-08177: can't serialize access for this transaction
@@ -75,7 +91,7 @@ func asUTC(col string) string { return `FROM_TZ(` + col + `, '+00:00')` }
 
 func (ora) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
-		Read: `SELECT revision, node_id, producer, payload, ` + asUTC(`created_at`) + ` FROM ` + t.Journal +
+		Read: `SELECT revision, node_id, instance, producer, payload, ` + asUTC(`created_at`) + ` FROM ` + t.Journal +
 			` WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`,
 		Head: `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta: `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
@@ -84,8 +100,11 @@ func (ora) Queries(t dialect.Tables) dialect.Queries {
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
 		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
 		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
 
-		LoadPosition: `SELECT revision, epoch, ` + asUTC(`updated_at`) + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
+		// FROM_TZ of a NULL evicted_at is NULL.
+		LoadPosition: `SELECT revision, epoch, ` + asUTC(`updated_at`) + `, ` + asUTC(`evicted_at`) + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
 		// MERGE alone is not safe against a concurrent first save of the
 		// same node (both take the INSERT branch); the loser updates.
 		SavePosition: `DECLARE
@@ -94,17 +113,18 @@ func (ora) Queries(t dialect.Tables) dialect.Queries {
 	v_epoch VARCHAR2(64) := :3;
 BEGIN
 	MERGE INTO ` + t.LocalRevisions + ` t USING dual ON (t.node_id = v_node)
-	WHEN MATCHED THEN UPDATE SET t.revision = v_rev, t.epoch = v_epoch, t.updated_at = ` + utcNow + `
-	WHEN NOT MATCHED THEN INSERT (node_id, revision, epoch, updated_at) VALUES (v_node, v_rev, v_epoch, ` + utcNow + `);
+	WHEN MATCHED THEN UPDATE SET t.revision = v_rev, t.epoch = v_epoch, t.updated_at = ` + utcNow + `, t.evicted_at = NULL
+	WHEN NOT MATCHED THEN INSERT (node_id, revision, epoch, updated_at, evicted_at) VALUES (v_node, v_rev, v_epoch, ` + utcNow + `, NULL);
 EXCEPTION
 	WHEN DUP_VAL_ON_INDEX THEN
-		UPDATE ` + t.LocalRevisions + ` SET revision = v_rev, epoch = v_epoch, updated_at = ` + utcNow + ` WHERE node_id = v_node;
+		UPDATE ` + t.LocalRevisions + ` SET revision = v_rev, epoch = v_epoch, updated_at = ` + utcNow + `, evicted_at = NULL WHERE node_id = v_node;
 END;`,
-		ListPositions: `SELECT node_id, revision, epoch, ` + asUTC(`updated_at`) + ` FROM ` + t.LocalRevisions +
+		ListPositions: `SELECT node_id, revision, epoch, ` + asUTC(`updated_at`) + `, ` + asUTC(`evicted_at`) + ` FROM ` + t.LocalRevisions +
 			` ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
+		EvictPosition:  `UPDATE ` + t.LocalRevisions + ` SET evicted_at = ` + utcNow + ` WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL`,
 		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
-		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at)
-SELECT :1, revision, epoch, ` + utcNow + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :2`,
+		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
+SELECT :1, revision, epoch, ` + utcNow + `, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = :2`,
 	}
 }
 
@@ -160,36 +180,110 @@ func seedCounter(t dialect.Tables) string {
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WHERE id = 1)`
 }
 
-// seedMeta: args (epoch, schema_version).
+// seedMeta: args (epoch). The meta row of schema version 1.
 func seedMeta(t dialect.Tables) string {
-	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, :1, 1, :2 FROM dual
+	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, :1, 1, 1 FROM dual
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WHERE id = 1)`
 }
 
-// CreateSchema creates each table, taking ORA-00955 (name already used) as
-// "it exists": Oracle has no CREATE TABLE IF NOT EXISTS before 23ai, and
-// nodes starting at once may race. Unique violations of the seed rows are
-// success too, so the first epoch wins.
-func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
-		return dialect.CheckSchemaVersion(v)
+// Migrations implements dialect.Dialect. Oracle's DDL commits by itself and
+// tandem takes no schema lock on Oracle (DBMS_LOCK needs a grant most
+// users lack), so every step tolerates a concurrent node doing it too:
+// ORA-00955 (name already used) for a table, ORA-01430 (column being added
+// already exists) for a column, a unique violation for a seed row. A
+// migration records itself last.
+func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
+	return []dialect.Migration{
+		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
+			for _, tb := range tables(t) {
+				if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
+					return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), err)
+				}
+			}
+			if _, err := conn.ExecContext(ctx, seedCounter(t)); err != nil && code(err) != errUniqueViolation {
+				return fmt.Errorf("seed %s: %w", strings.ToUpper(t.GlobalRevision), err)
+			}
+			if _, err := conn.ExecContext(ctx, seedMeta(t), epoch); err != nil && code(err) != errUniqueViolation {
+				return fmt.Errorf("seed %s: %w", strings.ToUpper(t.Meta), err)
+			}
+			return nil
+		}},
+		{Version: 2, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return addColumns(ctx, conn, schemaV2(t), recordMigration(t, 2))
+		}},
+		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return addColumns(ctx, conn, schemaV3(t), recordMigration(t, 3))
+		}},
 	}
-	for _, tb := range tables(t) {
-		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
-			return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), d.Translate(err))
+}
+
+// schemaV2 adds the journal's writer instance and batch id and meta's
+// migration, nullable (nodes of schema version 1 insert rows without them).
+func schemaV2(t dialect.Tables) []string {
+	return []string{
+		`ALTER TABLE ` + t.Journal + ` ADD (instance VARCHAR2(64))`,
+		`ALTER TABLE ` + t.Journal + ` ADD (batch_id NUMBER(19))`,
+		`ALTER TABLE ` + t.Meta + ` ADD (migration NUMBER(10))`,
+	}
+}
+
+// schemaV3 adds the janitor's eviction marker.
+func schemaV3(t dialect.Tables) []string {
+	return []string{`ALTER TABLE ` + t.LocalRevisions + ` ADD (evicted_at TIMESTAMP(6))`}
+}
+
+// recordMigration records migration version in the meta row.
+func recordMigration(t dialect.Tables, version int) string {
+	v := strconv.Itoa(version)
+	return `UPDATE ` + t.Meta + ` SET migration = ` + v + ` WHERE id = 1 AND NVL(migration, 1) < ` + v
+}
+
+// addColumns runs the ALTER TABLE … ADD statements alters, taking ORA-01430
+// (the column exists: another node added it, or this migration failed half
+// way before) as done, and then record. DDL commits by itself, so each
+// step is separate; record comes last.
+func addColumns(ctx context.Context, conn *sql.Conn, alters []string, record string) error {
+	return withDDLWait(ctx, conn, func() error {
+		for _, stmt := range alters {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil && code(err) != errColumnExists {
+				return fmt.Errorf("%s: %w", stmt, err)
+			}
 		}
+		_, err := conn.ExecContext(ctx, record)
+		return err
+	})
+}
+
+// ddlLockTimeout is the session's DDL_LOCK_TIMEOUT (seconds) while a
+// migration runs. ALTER TABLE needs the table's exclusive DML lock; with
+// the default, 0, it fails at once with ORA-00054 whenever any transaction
+// has the table open, as every append of another node does for a moment,
+// so a rolling upgrade under a steady stream of appends could keep failing.
+// A transaction that holds the table longer still fails the migration
+// after the timeout (the next Open retries it).
+const ddlLockTimeout = 10
+
+// withDDLWait runs f with the session's DDL_LOCK_TIMEOUT at ddlLockTimeout
+// and then sets it back to 0, Oracle's default, also when f failed.
+func withDDLWait(ctx context.Context, conn *sql.Conn, f func() error) error {
+	if _, err := conn.ExecContext(ctx, ddlWaitSQL(ddlLockTimeout)); err != nil {
+		return err
 	}
-	if _, err := db.ExecContext(ctx, seedCounter(t)); err != nil && code(err) != errUniqueViolation {
-		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.GlobalRevision), d.Translate(err))
-	}
-	if _, err := db.ExecContext(ctx, seedMeta(t), epoch, int64(dialect.SchemaVersion)); err != nil && code(err) != errUniqueViolation {
-		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.Meta), d.Translate(err))
-	}
-	v, err := dialect.StoredSchemaVersion(ctx, db, t)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", d.Translate(err))
-	}
-	return dialect.CheckSchemaVersion(v)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.ExecContext(ctx, ddlWaitSQL(0))
+	}()
+	return f()
+}
+
+func ddlWaitSQL(seconds int) string {
+	return `ALTER SESSION SET DDL_LOCK_TIMEOUT = ` + strconv.Itoa(seconds)
+}
+
+// LockSchema takes no lock on Oracle (see Migrations).
+func (ora) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+	return func() {}, nil
 }
 
 // PrepareConn does nothing: Oracle has no session-level row-lock timeout;
@@ -197,6 +291,9 @@ func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epo
 func (ora) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	return nil
 }
+
+// ResetConn does nothing: PrepareConn set nothing.
+func (ora) ResetConn(ctx context.Context, conn *sql.Conn) error { return nil }
 
 // Translate maps ORA- codes to the dialect's error classes.
 func (ora) Translate(err error) error {

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"AppendIf", testAppendIf},
 		{"BadInput", testBadInput},
 		{"Prune", testPrune},
+		{"PruneBatches", testPruneBatches},
 		{"Cancelled", testCancelled},
 		{"Close", testClose},
 		{"Watch", testWatch},
@@ -314,6 +315,50 @@ func testPrune(t *testing.T, open Opener) {
 	revs, err := j.Append(ctx, e("p", "after prune"))
 	require.NoError(t, err)
 	require.Equal(t, []int64{31}, revs, "revisions continue after pruning everything")
+}
+
+// testPruneBatches prunes through journal.Pruner, a bounded batch at a
+// time, while another instance reads.
+func testPruneBatches(t *testing.T, open Opener) {
+	ctx := ctxT(t)
+	j, other := open(t, "a"), open(t, "b")
+	p, ok := j.(journal.Pruner)
+	require.True(t, ok, "every backend implements journal.Pruner")
+	for i := range 50 { // one record per append: the file backend gets several segments
+		_, err := j.Append(ctx, e("p", strconv.Itoa(i+1)))
+		require.NoError(t, err)
+	}
+	n, err := p.DeleteBatch(ctx, 10)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing is below the tail yet")
+	_, err = p.RaiseTail(ctx, 52)
+	require.ErrorIs(t, err, journal.ErrInvalidArgument, "above head+1")
+	tail, err := p.RaiseTail(ctx, 41)
+	require.NoError(t, err)
+	require.EqualValues(t, 41, tail)
+	tail, err = p.RaiseTail(ctx, 7)
+	require.NoError(t, err)
+	require.EqualValues(t, 41, tail, "the tail never goes down")
+
+	var deleted int64
+	for range 100 {
+		n, err := p.DeleteBatch(ctx, 7)
+		require.NoError(t, err)
+		require.LessOrEqual(t, n, int64(40))
+		if n == 0 {
+			break
+		}
+		deleted += n
+		recs, err := other.Read(ctx, 40, 100)
+		require.NoError(t, err, "records from the tail on stay readable between batches")
+		require.Len(t, recs, 10)
+		require.EqualValues(t, 41, recs[0].Revision)
+	}
+	require.LessOrEqual(t, deleted, int64(40))
+	_, err = other.Read(ctx, 0, 10)
+	require.ErrorIs(t, err, journal.ErrBehindTail)
+	_, err = p.DeleteBatch(ctx, 0)
+	require.ErrorIs(t, err, journal.ErrInvalidArgument)
 }
 
 func testCancelled(t *testing.T, open Opener) {

@@ -32,6 +32,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"SaveLoad", testSaveLoad},
 		{"ListDelete", testListDelete},
 		{"Copy", testCopy},
+		{"Evict", testEvict},
 		{"CopyRace", testCopyRace},
 		{"BadInput", testBadInput},
 		{"ConcurrentNodes", testConcurrentNodes},
@@ -102,6 +103,56 @@ func testListDelete(t *testing.T, open func(t *testing.T) revision.Store) {
 	list, err = s.List(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 3)
+}
+
+// testEvict marks positions evicted as the janitor does: only a position
+// that still holds the revision the janitor saw, once; Save clears the
+// marker; Copy carries it, so a clone of an evicted node resyncs too.
+func testEvict(t *testing.T, open func(t *testing.T) revision.Store) {
+	ctx := ctxT(t)
+	s, other := open(t), open(t)
+	ev, ok := s.(revision.Evicter)
+	require.True(t, ok, "every store implements revision.Evicter")
+	require.NoError(t, s.Save(ctx, "a", 10, epoch))
+	require.NoError(t, s.Save(ctx, "b", 20, epoch))
+
+	done, err := ev.Evict(ctx, "a", 9)
+	require.NoError(t, err)
+	require.False(t, done, "the node saved another position since")
+	done, err = ev.Evict(ctx, "missing", 1)
+	require.NoError(t, err)
+	require.False(t, done)
+	done, err = ev.Evict(ctx, "a", 10)
+	require.NoError(t, err)
+	require.True(t, done)
+	done, err = ev.Evict(ctx, "a", 10)
+	require.NoError(t, err)
+	require.False(t, done, "evicted already")
+
+	p, err := other.Load(ctx, "a")
+	require.NoError(t, err)
+	require.True(t, p.Evicted)
+	require.EqualValues(t, 10, p.Revision)
+	require.Equal(t, epoch, p.Epoch)
+	list, err := other.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.True(t, list[0].Evicted)
+	require.False(t, list[1].Evicted)
+
+	require.NoError(t, other.Copy(ctx, "a", "clone"))
+	p, err = s.Load(ctx, "clone")
+	require.NoError(t, err)
+	require.True(t, p.Evicted, "a clone of an evicted node is evicted too")
+
+	require.NoError(t, other.Save(ctx, "a", 3, epoch), "the node returned and resynced")
+	p, err = s.Load(ctx, "a")
+	require.NoError(t, err)
+	require.False(t, p.Evicted, "Save clears the marker")
+	require.EqualValues(t, 3, p.Revision)
+
+	_, err = ev.Evict(ctx, "../x", 1)
+	require.Error(t, err)
 }
 
 func testCopy(t *testing.T, open func(t *testing.T) revision.Store) {
