@@ -25,8 +25,8 @@ type fixture struct {
 	// folder or the table prefix (for a child process to open the same).
 	backend, where string
 	// stores opens the shared stores themselves, for New: a journal
-	// written as node, positions and leases.
-	stores func(t *testing.T, node string) (journal.Journal, revision.Store, lock.Store)
+	// written as node and instance, positions and leases.
+	stores func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store)
 }
 
 // forEachBackend runs test on the file backend and every SQL dialect.
@@ -47,8 +47,8 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 				return s
 			},
 			backend: "file", where: dir,
-			stores: func(t *testing.T, node string) (journal.Journal, revision.Store, lock.Store) {
-				j, err := journal.OpenFile(context.Background(), journal.FileConfig{Dir: dir, NodeID: node})
+			stores: func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store) {
+				j, err := journal.OpenFile(context.Background(), journal.FileConfig{Dir: dir, NodeID: node, Instance: instance})
 				require.NoError(t, err)
 				t.Cleanup(func() { j.Close(context.Background()) })
 				revs, err := revision.OpenFile(dir)
@@ -76,10 +76,10 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 					return s
 				},
 				backend: b.Name, where: db.Prefix,
-				stores: func(t *testing.T, node string) (journal.Journal, revision.Store, lock.Store) {
+				stores: func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store) {
 					ctx := context.Background()
 					pool := db.NewPool(t)
-					j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: node, Prefix: db.Prefix})
+					j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: node, Instance: instance, Prefix: db.Prefix})
 					require.NoError(t, err)
 					t.Cleanup(func() { j.Close(context.Background()) })
 					revs, err := revision.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
@@ -375,7 +375,9 @@ func TestConfigErrors(t *testing.T) {
 		field string
 	}{
 		{cluster.Config{}, "NodeID"},
-		{cluster.Config{NodeID: "a"}, "Journal"},
+		{cluster.Config{NodeID: "a"}, "Instance"},
+		{cluster.Config{NodeID: "a", Instance: "x/y"}, "Instance"},
+		{cluster.Config{NodeID: "a", Instance: "i1"}, "Journal"},
 	} {
 		_, err := cluster.New(c.cfg)
 		require.ErrorContains(t, err, c.field)

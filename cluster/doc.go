@@ -28,7 +28,15 @@
 // Each process that runs it has its own random instance id
 // (Node.Instance, Member.Instance), held in the membership lease
 // "member.<id>" (see package lock; application leases cannot use that
-// prefix).
+// prefix) and written into every record it publishes
+// (journal.Record.Instance). A record is a node's own, and so not
+// delivered to it, only if it carries the node's instance: a restarted
+// process, or one that replaced a process cut off from the store, applies
+// what the earlier incarnation of its id published after the position it
+// finds — which that incarnation's caches held, but this process's do not.
+// Records written by a release before instances were stored carry none and
+// are never own. OpenDir and OpenSQL choose the instance; with New, set
+// Config.Instance to the one the journal was opened with.
 //
 // Restarting is a supported path. When Start finds the id's lease held,
 // it watches the holder's heartbeat. If the heartbeat advances, another

@@ -22,11 +22,11 @@ import (
 func TestPublishNeedsMembership(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f fixture) {
 		ctx := ctxT(t)
-		j, revs, leases := f.stores(t, "a")
+		j, revs, leases := f.stores(t, "a", "inst-a")
 		stall := locktest.NewStall(leases)
 		t.Cleanup(stall.End)
 		c := cfg("a")
-		c.Journal, c.Revisions, c.Leases = j, revs, stall
+		c.Journal, c.Revisions, c.Leases, c.Instance = j, revs, stall, "inst-a"
 		c.MemberTTL = time.Second
 		a, err := cluster.New(c)
 		require.NoError(t, err)
@@ -161,10 +161,10 @@ func TestResyncAheadOfHead(t *testing.T) {
 		require.NoError(t, b.Stop(ctx))
 
 		// In memory: the journal goes back under a running node.
-		j, revs, leases := f.stores(t, "c")
+		j, revs, leases := f.stores(t, "c", "inst-c")
 		rj := &rewindable{Journal: j}
 		c := cfg("c")
-		c.Journal, c.Revisions, c.Leases = rj, revs, leases
+		c.Journal, c.Revisions, c.Leases, c.Instance = rj, revs, leases, "inst-c"
 		cn, err := cluster.New(c)
 		require.NoError(t, err)
 		t.Cleanup(func() { cn.Stop(context.Background()) })
@@ -193,10 +193,10 @@ func TestResyncAheadOfHead(t *testing.T) {
 
 		// WaitFor: a new epoch (a restored database) under a node that
 		// reached the revision; no poll comes (SyncDelay is an hour).
-		j2, revs2, leases2 := f.stores(t, "d")
+		j2, revs2, leases2 := f.stores(t, "d", "inst-d")
 		rj2 := &rewindable{Journal: j2}
 		d := cfg("d")
-		d.Journal, d.Revisions, d.Leases, d.SyncDelay = rj2, revs2, leases2, time.Hour
+		d.Journal, d.Revisions, d.Leases, d.Instance, d.SyncDelay = rj2, revs2, leases2, "inst-d", time.Hour
 		dn, err := cluster.New(d)
 		require.NoError(t, err)
 		t.Cleanup(func() { dn.Stop(context.Background()) })

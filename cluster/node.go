@@ -84,6 +84,17 @@ const (
 type Config struct {
 	// NodeID identifies this node; unique among live nodes. Required.
 	NodeID string
+	// Instance identifies this process among the incarnations of NodeID:
+	// it is written into every record the node publishes
+	// (journal.Record.Instance) and held in its membership lease, and a
+	// record is the node's own — not delivered to it, see DeliverOwn —
+	// only if it carries this instance, so a restarted or replacing
+	// process applies what an earlier incarnation of its id published.
+	// 1 to 64 bytes of [A-Za-z0-9._-]. OpenDir and OpenSQL default it to a
+	// random id (journal.NewInstance) and open their journal with it.
+	// Required with New: the Instance the journal was opened with
+	// (journal.SQLConfig.Instance, journal.FileConfig.Instance).
+	Instance string
 	// Journal, Revisions and Leases are the shared stores. Required.
 	Journal   journal.Journal
 	Revisions revision.Store
@@ -218,6 +229,12 @@ func New(cfg Config) (*Node, error) {
 	if err := ident.NodeID("NodeID", cfg.NodeID); err != nil {
 		return nil, fmt.Errorf("cluster config: %w", err)
 	}
+	if cfg.Instance == "" {
+		return nil, fmt.Errorf("cluster config: %w: Instance is required with New: set it to the Instance the journal was opened with (journal.SQLConfig.Instance or FileConfig.Instance; journal.NewInstance makes one)", ErrInvalidArgument)
+	}
+	if err := ident.NodeID("Instance", cfg.Instance); err != nil {
+		return nil, fmt.Errorf("cluster config: %w: %w", ErrInvalidArgument, err)
+	}
 	if cfg.CopyFrom != "" {
 		if err := ident.NodeID("CopyFrom", cfg.CopyFrom); err != nil {
 			return nil, fmt.Errorf("cluster config: %w", err)
@@ -242,7 +259,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("cluster config: %w: %s", ErrInvalidArgument, c.field)
 		}
 	}
-	members, err := lock.New(lock.Config{NodeID: cfg.NodeID, Store: cfg.Leases, TTL: cfg.MemberTTL, Logger: cfg.Logger})
+	members, err := lock.New(lock.Config{NodeID: cfg.NodeID, Instance: cfg.Instance, Store: cfg.Leases, TTL: cfg.MemberTTL, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("cluster config: MemberTTL: %w", err)
 	}
@@ -252,11 +269,11 @@ func New(cfg Config) (*Node, error) {
 // ID returns the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Instance returns this process's instance id: random, made by New, and
-// the owner of the node's membership lease (Member.Instance). Two
-// processes that used one node id, one after the other, have different
-// instances.
-func (n *Node) Instance() string { return n.members.Owner().Instance }
+// Instance returns this process's instance id (Config.Instance): written
+// into its records and the owner of the node's membership lease
+// (Member.Instance). Two processes that used one node id, one after the
+// other, have different instances.
+func (n *Node) Instance() string { return n.cfg.Instance }
 
 // Journal returns the node's journal (for the janitor, or for appending
 // several entries atomically).

@@ -13,12 +13,16 @@ import (
 
 // OpenDir returns a node (not started) whose journal, positions and leases
 // live in the shared folder dir. cfg's Journal, Revisions and Leases must
-// be nil; the node's Stop closes the journal it opened.
+// be nil; the node's Stop closes the journal it opened, which writes as
+// cfg.Instance (random when empty).
 func OpenDir(ctx context.Context, dir string, cfg Config) (*Node, error) {
 	if cfg.Journal != nil || cfg.Revisions != nil || cfg.Leases != nil {
 		return nil, fmt.Errorf("open node: %w: OpenDir opens Journal, Revisions and Leases itself; leave them nil", ErrInvalidArgument)
 	}
-	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: cfg.NodeID, Logger: cfg.Logger})
+	if cfg.Instance == "" {
+		cfg.Instance = journal.NewInstance()
+	}
+	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: cfg.NodeID, Instance: cfg.Instance, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", err)
 	}
@@ -62,7 +66,10 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string, 
 		return nil, fmt.Errorf("open node: %w: db allows %d open connections (SetMaxOpenConns); a node on %s needs at least %d "+
 			"(see cluster.SQLConns), more if the application shares the pool", ErrInvalidArgument, max, d.Name(), need)
 	}
-	j, err := journal.OpenSQL(ctx, db, d, journal.SQLConfig{NodeID: cfg.NodeID, Prefix: prefix, Logger: cfg.Logger})
+	if cfg.Instance == "" {
+		cfg.Instance = journal.NewInstance()
+	}
+	j, err := journal.OpenSQL(ctx, db, d, journal.SQLConfig{NodeID: cfg.NodeID, Instance: cfg.Instance, Prefix: prefix, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", err)
 	}

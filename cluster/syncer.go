@@ -269,10 +269,14 @@ func (l *syncLoop) sync(ctx context.Context) error {
 	}
 }
 
-// own reports whether rec was written by this node, and so is not
-// delivered to its handlers.
+// own reports whether rec was written by this process, and so is not
+// delivered to its handlers. It compares instances, not node ids: what an
+// earlier incarnation of this node id published (a crashed process, one
+// this process replaced) is applied like any other node's record. Records
+// without an instance (written by a release before it was stored) are
+// never own.
 func (l *syncLoop) own(rec journal.Record) bool {
-	return rec.NodeID == l.n.cfg.NodeID
+	return rec.Instance != "" && rec.Instance == l.n.cfg.Instance
 }
 
 // apply delivers rec to its producer's handler, retrying a failing handler

@@ -57,6 +57,10 @@ type Config struct {
 	// RenewEvery is how often the keep-alive renews a held lease (with
 	// ±10% jitter). Defaults to TTL/3; must be below TTL/2.
 	RenewEvery time.Duration
+	// Instance is this process's instance id, the second half of the
+	// owner identity: 1 to 64 bytes of [A-Za-z0-9._-]. Defaults to a
+	// random id. Two clients must not share one.
+	Instance string
 	// Clock measures the holder's deadlines. Defaults to SystemClock.
 	Clock Clock
 	// Logger receives state changes (lease lost). Defaults to
@@ -65,8 +69,9 @@ type Config struct {
 }
 
 // Client acquires leases for one node. Its owner identity is the node id
-// plus a random instance id made by New, so two processes of one node are
-// distinct holders. It is safe for concurrent use.
+// plus an instance id (Config.Instance, random by default), so two
+// processes of one node are distinct holders. It is safe for concurrent
+// use.
 type Client struct {
 	cfg   Config
 	owner Owner
@@ -95,15 +100,21 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Store == nil {
 		return nil, fmt.Errorf("lock config: %w: Store is required", ErrInvalidArgument)
 	}
+	if cfg.Instance == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Instance = hex.EncodeToString(b[:])
+	}
+	if err := ident.NodeID("Instance", cfg.Instance); err != nil {
+		return nil, fmt.Errorf("lock config: %w: %w", ErrInvalidArgument, err)
+	}
 	if err := checkTTL(cfg.TTL); err != nil {
 		return nil, fmt.Errorf("lock config: TTL: %w", err)
 	}
 	if cfg.RenewEvery <= 0 || cfg.RenewEvery >= cfg.TTL/2 {
 		return nil, fmt.Errorf("lock config: %w: RenewEvery is %v, must be in (0, TTL/2 = %v)", ErrInvalidArgument, cfg.RenewEvery, cfg.TTL/2)
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return &Client{cfg: cfg, owner: Owner{NodeID: cfg.NodeID, Instance: hex.EncodeToString(b[:])}, held: map[string]*Lease{}}, nil
+	return &Client{cfg: cfg, owner: Owner{NodeID: cfg.NodeID, Instance: cfg.Instance}, held: map[string]*Lease{}}, nil
 }
 
 // Owner returns the identity this client's leases are held under.

@@ -26,6 +26,7 @@ func TestConfigErrors(t *testing.T) {
 		{lock.Config{NodeID: "a", Store: s, TTL: 25 * time.Hour}, "TTL"},
 		{lock.Config{NodeID: "a", Store: s, TTL: time.Second, RenewEvery: time.Second}, "RenewEvery"},
 		{lock.Config{NodeID: "a", Store: s, RenewEvery: -1}, "RenewEvery"},
+		{lock.Config{NodeID: "a", Store: s, Instance: "a/b"}, "Instance"},
 	} {
 		_, err := lock.New(c.cfg)
 		require.ErrorContains(t, err, c.field, "%+v", c.cfg)
