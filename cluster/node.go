@@ -128,10 +128,11 @@ type Config struct {
 	// heartbeat advances is refused at once. Defaults to
 	// DefaultJoinWaitFactor × MemberTTL.
 	JoinWait time.Duration
-	// HandlerTimeout bounds each Apply call: its context ends then, and
-	// the call counts as a failed attempt (retried) — also when the
-	// handler ignores its context and has not returned, in which case
-	// Stats.Stuck names the record. Defaults to DefaultHandlerTimeout.
+	// HandlerTimeout bounds each Apply call: its context is cancelled
+	// then (context.Cause matches context.DeadlineExceeded), and the call
+	// counts as a failed attempt (retried) — also when the handler ignores
+	// its context and has not returned, in which case Stats.Stuck names
+	// the record. Defaults to DefaultHandlerTimeout.
 	HandlerTimeout time.Duration
 	// DeadLetter, when set, is asked after every failed attempt to apply
 	// a record (an error, a panic, a timeout) whether to give up on it.

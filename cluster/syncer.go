@@ -35,6 +35,7 @@ type syncLoop struct {
 	mu       sync.Mutex
 	st       Stats
 	cur      *attempt      // the record being applied, while a handler works on it
+	att      attempt       // what cur points at; written under mu
 	advanced chan struct{} // closed and replaced whenever pos advances
 	failing  bool
 
@@ -50,6 +51,14 @@ type syncLoop struct {
 	// abandoned: a bounded sync was left behind in a handler that ignores
 	// its context; whatever it does when it returns, it stores nothing.
 	abandoned atomic.Bool
+	// The handlers' watchdog (see call): one timer, and the context the
+	// calls of a sync share. callCtx, callStop and callBase are written
+	// under mu by the goroutine running the sync, which alone reads them
+	// without it.
+	watchdog *time.Timer
+	callCtx  context.Context
+	callStop context.CancelCauseFunc
+	callBase context.Context
 	// failed, once set, ends the loop for good: requests get it, and the
 	// final sync of stop is skipped (the node must not touch its position).
 	failed error
@@ -231,6 +240,7 @@ func (l *syncLoop) count(f func(st *Stats)) {
 // sync reads and applies records until it is caught up, saving the
 // position after every batch.
 func (l *syncLoop) sync(ctx context.Context) error {
+	defer l.releaseCallContext()
 	j := l.n.cfg.Journal
 	for {
 		recs, err := j.Read(ctx, l.pos, l.n.cfg.BatchSize)
@@ -292,26 +302,29 @@ func (l *syncLoop) apply(ctx context.Context, rec journal.Record) error {
 		l.count(func(st *Stats) { st.Unhandled++ })
 		return nil
 	}
-	a := &attempt{producer: rec.Producer, rev: rec.Revision, since: time.Now()}
+	// One attempt record per loop, reused: cur points at it while a
+	// handler works on a record, and stays set when the sync ends at the
+	// record, for Stats.
+	a := &l.att
 	l.mu.Lock()
+	*a = attempt{producer: rec.Producer, rev: rec.Revision}
 	l.cur = a
 	l.mu.Unlock()
-	// cur stays set when the sync ends at this record, for Stats.
 	passed := func() {
 		l.mu.Lock()
 		l.cur = nil
 		l.mu.Unlock()
 	}
-	bo := backoff.New(10*time.Millisecond, l.n.cfg.SyncDelay)
-	lastHead := time.Now()
+	var bo *backoff.Backoff
+	var lastHead time.Time
 	for {
 		err := l.call(ctx, h, rec, a)
 		if err == nil {
-			l.mu.Lock()
-			l.cur = nil
-			l.st.Applied++
-			l.mu.Unlock()
-			return nil
+			return nil // call counted it and cleared cur
+		}
+		if bo == nil {
+			bo = backoff.New(10*time.Millisecond, l.n.cfg.SyncDelay)
+			lastHead = time.Now()
 		}
 		herr := l.handlerError(a)
 		if ctx.Err() != nil {
@@ -352,66 +365,118 @@ func (l *syncLoop) apply(ctx context.Context, rec journal.Record) error {
 }
 
 // call runs one attempt of h on rec, bounded by HandlerTimeout, turning a
-// panic into a *PanicError. A call still running at the timeout is
-// counted as a failure then, even if it never returns.
+// panic into a *PanicError. On success it counts the record as applied and
+// clears cur. The timeout is kept by one watchdog timer per loop, re-armed
+// for each call, rather than a context with a deadline per record: a
+// record's dispatch then costs no allocation. A call still running at the
+// timeout is counted as a failure then, even if it never returns.
 func (l *syncLoop) call(ctx context.Context, h Handler, rec journal.Record, a *attempt) (err error) {
-	actx, cancel := context.WithTimeout(ctx, l.n.cfg.HandlerTimeout)
-	defer cancel()
+	cctx := l.callContext(ctx)
+	now := time.Now()
 	l.mu.Lock()
-	a.running, a.started, a.timedOut = true, time.Now(), false
+	a.running, a.started, a.timedOut = true, now, false
+	if a.since.IsZero() {
+		a.since = now
+	}
 	l.mu.Unlock()
-	stop := context.AfterFunc(actx, func() {
-		if ctx.Err() != nil || !errors.Is(actx.Err(), context.DeadlineExceeded) {
-			return // the sync ends, not the call's own timeout
-		}
-		l.mu.Lock()
-		if !a.running || a.timedOut {
-			l.mu.Unlock()
-			return
-		}
-		a.timedOut = true
-		a.attempts++
-		a.lastErr = fmt.Errorf("no answer within HandlerTimeout (%v)", l.n.cfg.HandlerTimeout)
-		l.st.HandlerFailures++
-		l.mu.Unlock()
-		l.n.cfg.Logger.Warn("tandem: handler has not returned within HandlerTimeout; the node waits at this record",
-			"node", l.n.cfg.NodeID, "producer", rec.Producer, "revision", rec.Revision, "timeout", l.n.cfg.HandlerTimeout)
-		// The sync goroutine is blocked in the call: keep Stats' head
-		// current from here until it returns.
-		for {
-			if head, err := l.n.cfg.Journal.Head(ctx); err == nil {
-				l.raiseHead(head)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(l.n.cfg.SyncDelay):
-			}
-			l.mu.Lock()
-			running := a.running
-			l.mu.Unlock()
-			if !running {
-				return
-			}
-		}
-	})
+	if l.watchdog == nil {
+		l.watchdog = time.AfterFunc(l.n.cfg.HandlerTimeout, l.timeout)
+	} else {
+		l.watchdog.Reset(l.n.cfg.HandlerTimeout)
+	}
 	defer func() {
-		stop()
+		l.watchdog.Stop()
 		if p := recover(); p != nil {
 			err = &PanicError{Value: p, Stack: debug.Stack()}
 		}
 		l.mu.Lock()
 		a.running = false
-		if err != nil && !a.timedOut {
+		switch {
+		case err == nil:
+			l.cur = nil
+			l.st.Applied++
+		case !a.timedOut:
 			a.attempts++
 			l.st.HandlerFailures++
-		}
-		if err != nil {
+			a.lastErr = err
+		default:
 			a.lastErr = err
 		}
 		l.mu.Unlock()
 	}()
-	return h.Apply(actx, rec)
+	return h.Apply(cctx, rec)
+}
+
+// callContext returns the context handler calls get: a child of ctx (the
+// sync's), shared by the calls of one sync until the watchdog ends it.
+func (l *syncLoop) callContext(ctx context.Context) context.Context {
+	if l.callBase == ctx && l.callCtx.Err() == nil {
+		return l.callCtx
+	}
+	c, stop := context.WithCancelCause(ctx)
+	l.mu.Lock()
+	old := l.callStop
+	l.callCtx, l.callStop, l.callBase = c, stop, ctx
+	l.mu.Unlock()
+	if old != nil {
+		old(nil)
+	}
+	return c
+}
+
+// releaseCallContext ends the handlers' context of a sync that is over.
+func (l *syncLoop) releaseCallContext() {
+	l.mu.Lock()
+	stop := l.callStop
+	l.callCtx, l.callStop, l.callBase = nil, nil, nil
+	l.mu.Unlock()
+	if stop != nil {
+		stop(nil)
+	}
+}
+
+// timeout is the watchdog: it runs when a call may have passed
+// HandlerTimeout. It ends the call's context, counts the call as a failure
+// and, while the call does not return (the sync goroutine is blocked in
+// it), keeps Stats' head current.
+func (l *syncLoop) timeout() {
+	l.mu.Lock()
+	a := l.cur
+	if a == nil || !a.running || a.timedOut || time.Since(a.started) < l.n.cfg.HandlerTimeout {
+		l.mu.Unlock()
+		return // a stale firing: that call returned
+	}
+	a.timedOut = true
+	a.attempts++
+	a.lastErr = fmt.Errorf("no answer within HandlerTimeout (%v)", l.n.cfg.HandlerTimeout)
+	l.st.HandlerFailures++
+	stop, ctx := l.callStop, l.callBase
+	producer, rev := a.producer, a.rev
+	l.mu.Unlock()
+	if stop != nil {
+		stop(fmt.Errorf("handler call: %w: HandlerTimeout (%v) passed", context.DeadlineExceeded, l.n.cfg.HandlerTimeout))
+	}
+	l.n.cfg.Logger.Warn("tandem: handler has not returned within HandlerTimeout; the node waits at this record",
+		"node", l.n.cfg.NodeID, "producer", producer, "revision", rev, "timeout", l.n.cfg.HandlerTimeout)
+	if ctx == nil {
+		return
+	}
+	for {
+		if head, err := l.n.cfg.Journal.Head(ctx); err == nil {
+			l.raiseHead(head)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(l.n.cfg.SyncDelay):
+		}
+		l.mu.Lock()
+		running := a.running
+		l.mu.Unlock()
+		if !running {
+			return
+		}
+	}
 }
 
 // giveUp asks Config.DeadLetter, if set, whether to skip rec.
