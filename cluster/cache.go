@@ -122,7 +122,12 @@ type CacheStats struct {
 // writing the old one until every node runs that release.
 //
 // A cache is only as fresh as its node: before Start and after Stop it
-// hears no invalidations; drop it with its node.
+// hears no invalidations; drop it with its node. While its node is not a
+// member — its membership lease could not be confirmed in time (the store
+// did not answer), it was replaced by another process with its id, or it
+// stopped — the cache flushes itself and neither serves nor keeps values
+// (Get misses, GetOrLoad loads without storing, Add does nothing), since
+// it may have missed invalidations; Invalidate fails like Node.Publish.
 //
 // Methods are safe for concurrent use. Values are shared, not copied:
 // callers must not modify a value they got from the cache.
@@ -187,6 +192,7 @@ func NewCache[K comparable, V any](n *Node, name string, cfg CacheConfig[K]) (*C
 	if err := n.OnResync(c.resync); err != nil {
 		return nil, fmt.Errorf("new cache %q: %w", name, err)
 	}
+	n.onMembershipLost(c.Purge)
 	return c, nil
 }
 
@@ -210,6 +216,11 @@ func (c *Cache[K, V]) Producer() string { return c.producer }
 func (c *Cache[K, V]) Get(key K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.node.serving() {
+		var zero V
+		c.st.Misses++
+		return zero, false
+	}
 	return c.lookup(key)
 }
 
@@ -231,7 +242,9 @@ func (c *Cache[K, V]) Add(key K, value V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.detach(key)
-	c.store(key, value)
+	if c.node.serving() {
+		c.store(key, value)
+	}
 }
 
 func (c *Cache[K, V]) store(key K, value V) {
@@ -251,6 +264,15 @@ func (c *Cache[K, V]) GetOrLoad(ctx context.Context, key K, load func(ctx contex
 	var zero V
 	if load == nil {
 		return zero, fmt.Errorf("cache %q: get or load: %w: load is nil", c.name, ErrInvalidArgument)
+	}
+	if !c.node.serving() {
+		// Not a member now: it may have missed invalidations, so it
+		// neither serves nor keeps values.
+		c.mu.Lock()
+		c.st.Misses++
+		c.st.Loads++
+		c.mu.Unlock()
+		return load(ctx, key)
 	}
 	c.mu.Lock()
 	v, ok := c.lookup(key)

@@ -13,6 +13,7 @@ import (
 	"github.com/tandem-go/tandem/cluster"
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
 )
 
@@ -20,6 +21,12 @@ import (
 type fixture struct {
 	open      func(t *testing.T, cfg cluster.Config) *cluster.Node
 	revisions func(t *testing.T) revision.Store
+	// backend is "file" or a dbtest.Backend's name; where is the shared
+	// folder or the table prefix (for a child process to open the same).
+	backend, where string
+	// stores opens the shared stores themselves, for New: a journal
+	// written as node and instance, positions and leases.
+	stores func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store)
 }
 
 // forEachBackend runs test on the file backend and every SQL dialect.
@@ -39,6 +46,17 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 				require.NoError(t, err)
 				return s
 			},
+			backend: "file", where: dir,
+			stores: func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store) {
+				j, err := journal.OpenFile(context.Background(), journal.FileConfig{Dir: dir, NodeID: node, Instance: instance})
+				require.NoError(t, err)
+				t.Cleanup(func() { j.Close(context.Background()) })
+				revs, err := revision.OpenFile(dir)
+				require.NoError(t, err)
+				leases, err := lock.OpenFile(dir, lock.FileConfig{})
+				require.NoError(t, err)
+				return j, revs, leases
+			},
 		})
 	})
 	for _, b := range dbtest.Backends {
@@ -56,6 +74,19 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix)
 					require.NoError(t, err)
 					return s
+				},
+				backend: b.Name, where: db.Prefix,
+				stores: func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store) {
+					ctx := context.Background()
+					pool := db.NewPool(t)
+					j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: node, Instance: instance, Prefix: db.Prefix})
+					require.NoError(t, err)
+					t.Cleanup(func() { j.Close(context.Background()) })
+					revs, err := revision.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
+					require.NoError(t, err)
+					leases, err := lock.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
+					require.NoError(t, err)
+					return j, revs, leases
 				},
 			})
 		})
@@ -344,7 +375,9 @@ func TestConfigErrors(t *testing.T) {
 		field string
 	}{
 		{cluster.Config{}, "NodeID"},
-		{cluster.Config{NodeID: "a"}, "Journal"},
+		{cluster.Config{NodeID: "a"}, "Instance"},
+		{cluster.Config{NodeID: "a", Instance: "x/y"}, "Instance"},
+		{cluster.Config{NodeID: "a", Instance: "i1"}, "Journal"},
 	} {
 		_, err := cluster.New(c.cfg)
 		require.ErrorContains(t, err, c.field)

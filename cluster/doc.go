@@ -12,13 +12,56 @@
 //	...
 //	err = n.Stop(ctx)                       // final sync, save, leave
 //
-// Start takes the node id's membership lease (a second live node with the
-// same id is refused with ErrDuplicateNode), loads the node's stored
+// Start takes the node id's membership lease, loads the node's stored
 // position — or starts at the journal's head (a new node has nothing to
 // catch up on) or at its beginning (Config.StartAt) — and syncs once before
 // it returns. A node whose private state was cloned from another node's
 // starts from that node's position with Config.CopyFrom: Jackrabbit's "add
-// a cluster node by cloning" in one field.
+// a cluster node by cloning" in one field. A Start that failed (its ctx
+// ended, the store did not answer, a handler failed) leaves the node as
+// it was: call Start again, or Stop to release what OpenDir or OpenSQL
+// opened. A stopped node does not start again; open a new one.
+//
+// # Restart and identity
+//
+// A node id names a replica (a StatefulSet pod, a host), not a process.
+// Each process that runs it has its own random instance id
+// (Node.Instance, Member.Instance), held in the membership lease
+// "member.<id>" (see package lock; application leases cannot use that
+// prefix) and written into every record it publishes
+// (journal.Record.Instance). A record is a node's own, and so not
+// delivered to it, only if it carries the node's instance: a restarted
+// process, or one that replaced a process cut off from the store, applies
+// what the earlier incarnation of its id published after the position it
+// finds — which that incarnation's caches held, but this process's do not.
+// Records written by a release before instances were stored carry none and
+// are never own. OpenDir and OpenSQL choose the instance; with New, set
+// Config.Instance to the one the journal was opened with.
+//
+// Restarting is a supported path. When Start finds the id's lease held,
+// it watches the holder's heartbeat. If the heartbeat advances, another
+// live process uses the id: Start fails at once (within about a renewal,
+// MemberTTL/3) with ErrDuplicateNode, saying so. If it stands still — the
+// holder is this replica's own crashed process, killed without Stop — Start
+// logs once whom it waits for and waits until the lease expires, at most a
+// MemberTTL after the dead process's last heartbeat (on a shared folder, a
+// MemberTTL after this process first saw it), bounded by Config.JoinWait
+// (2 × MemberTTL by default) and ctx. A supervisor that restarts a crashed
+// replica therefore gets it back within about MemberTTL, through OpenDir,
+// OpenSQL or New alike. Stop releases the lease, so a clean restart is
+// immediate.
+//
+// A node publishes only while it is a member. Before Start and after Stop,
+// Publish (and Cache.Invalidate) return ErrNotRunning. A node cut off from
+// the lease store stops believing it holds its id at its trust deadline
+// (the lease's context ends by a timer, whatever a renewal in flight is
+// doing): from that moment Publish returns ErrMembershipLost (matching
+// ErrNotRunning) and its caches flush and stop serving, since it can no
+// longer hear invalidations. When the store answers again it rejoins —
+// unless another process took the id meanwhile, which is legitimate once
+// the lease expired: then it stops for good and Publish, Sync and WaitFor
+// fail with ErrDuplicateNode, rather than two processes sharing one id and
+// position.
 //
 // # The sync loop
 //
@@ -33,19 +76,46 @@
 // the handlers succeeded for every record up to it, so delivery is at
 // least once: after a crash, records since the last save are applied again.
 // Handlers must therefore be idempotent (evicting a key twice is fine;
-// incrementing a counter twice is not). A failing handler is retried with
-// backoff and logged, and the node waits at that record: it never skips
-// one. Records a node wrote itself are not delivered to it unless
-// Config.DeliverOwn is set.
+// incrementing a counter twice is not). Records a node wrote itself are not
+// delivered to it unless Config.DeliverOwn is set.
+//
+// # Records a handler cannot apply
+//
+// A handler that fails is retried with backoff and logged, and the node
+// waits at that record: it never skips one silently. A panic in a handler
+// is recovered (a *PanicError, logged with its stack) and treated as a
+// failure, so a poison record does not crash the process, nor crash it
+// again on every restart. Each call is bounded by Config.HandlerTimeout
+// (its context ends then, and the call counts as a failure even if the
+// handler ignores its context and never returns).
+//
+// Stats.Stuck names the record the node waits at — producer, revision,
+// since when, attempts, last error, and whether a call is still running —
+// with Head and Lag kept current meanwhile. A Start whose first sync
+// cannot get past a record returns when its ctx ends, with a
+// *HandlerError naming the producer and revision; WaitFor's error names it
+// too. Stop returns within its ctx and StopDelay even when a handler
+// ignores its context: it leaves that call behind (it stores nothing when
+// it returns) and says which handler was stuck.
+//
+// The default is to retry forever. Config.DeadLetter lets the application
+// give up on a record instead (after so many attempts, say, having saved
+// it somewhere): the node logs it at error level, counts it
+// (Stats.GaveUp) and moves on.
 //
 // # Resync
 //
 // If a node's position was pruned from the journal (it was stopped longer
-// than the janitor keeps records) or belongs to another journal epoch (a
-// restored database, a recreated folder), the records it missed are gone.
-// The node then runs its resync hooks (OnResync; an invalidating cache
-// flushes itself) and continues from the head. It never jumps ahead
-// silently.
+// than the janitor keeps records), belongs to another journal epoch (a
+// restored database, a recreated folder), or lies above the journal's head
+// in the same epoch (a restore that kept the epoch, a failover to a
+// lagging replica), what the node derived from the journal no longer
+// matches it. The node then runs its resync hooks (OnResync; an
+// invalidating cache flushes itself) and continues from the head. It never
+// jumps ahead, nor waits at a position the journal no longer has,
+// silently. The epoch is checked at Start, on poll ticks, before every
+// requested sync, and by WaitFor before it confirms a revision; a position
+// above the head is noticed at Start and on poll ticks.
 //
 // # Read-your-writes without sticky sessions
 //
@@ -76,9 +146,15 @@
 // judged by database time or, on a shared folder, by observers watching the
 // holder's heartbeat on their own clock; see package lock.
 //
-// A node cut off from the store for longer than its MemberTTL loses its
-// lease, and another process may then start with the same id. The node
-// tries to rejoin when it can reach the store again; if it finds its id
-// taken, it stops syncing and its Sync and WaitFor fail with
-// ErrDuplicateNode, rather than two processes sharing one id and position.
+// # Connections
+//
+// This is the one statement of what a node on SQL needs from its pool
+// (OpenSQL checks it, with an error naming the limit): at least
+// SQLConns(d) open connections — MinSQLConns (3: the journal's group
+// commits, the sync loop's reads and position saves, and the membership
+// renewals, which must not wait behind a long read), plus one on a
+// dialect that pushes wake-ups (PostgreSQL's LISTEN), so 4 on PostgreSQL
+// and 3 elsewhere. An application that shares the pool for its own
+// queries, handlers included, needs more on top. New cannot see the pool of
+// the stores it is given; the same numbers apply.
 package cluster

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandem-go/tandem/internal/backoff"
+	"github.com/tandem-go/tandem/lock"
 )
 
 // Member describes a node known to the cluster: live ones hold their
@@ -56,7 +57,7 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 		return m
 	}
 	for _, l := range leases {
-		id, ok := strings.CutPrefix(l.Name, memberLease(""))
+		id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix)
 		if !ok {
 			continue
 		}

@@ -26,6 +26,15 @@ const (
 	DefaultBatchSize = 1000
 	// DefaultMemberTTL is the TTL of a node's membership lease.
 	DefaultMemberTTL = 15 * time.Second
+	// DefaultJoinWaitFactor times MemberTTL bounds how long Start waits
+	// for the previous holder of the node id (a crashed incarnation) to
+	// expire: its lease runs out at most a MemberTTL after its last
+	// heartbeat (on a shared folder, a MemberTTL after this process first
+	// sees it), so twice that leaves a wide margin.
+	DefaultJoinWaitFactor = 2
+	// DefaultHandlerTimeout bounds one call of a Handler: its context
+	// ends then, and the call counts as a failure (see Config).
+	DefaultHandlerTimeout = time.Minute
 )
 
 // Start positions for a node that has none stored.
@@ -64,12 +73,28 @@ const (
 	// ResyncEpoch: the stored position belongs to another journal (a
 	// restored database, a recreated folder).
 	ResyncEpoch ResyncReason = "journal epoch changed"
+	// ResyncAheadOfHead: the position is above the journal's head in the
+	// same epoch — the journal went backwards (a restore that kept the
+	// epoch, a failover to a lagging replica), so what the node applied
+	// up to its position is not what the journal now holds.
+	ResyncAheadOfHead ResyncReason = "position above the journal's head"
 )
 
 // Config configures a Node. The zero value of each field means its default.
 type Config struct {
 	// NodeID identifies this node; unique among live nodes. Required.
 	NodeID string
+	// Instance identifies this process among the incarnations of NodeID:
+	// it is written into every record the node publishes
+	// (journal.Record.Instance) and held in its membership lease, and a
+	// record is the node's own — not delivered to it, see DeliverOwn —
+	// only if it carries this instance, so a restarted or replacing
+	// process applies what an earlier incarnation of its id published.
+	// 1 to 64 bytes of [A-Za-z0-9._-]. OpenDir and OpenSQL default it to a
+	// random id (journal.NewInstance) and open their journal with it.
+	// Required with New: the Instance the journal was opened with
+	// (journal.SQLConfig.Instance, journal.FileConfig.Instance).
+	Instance string
 	// Journal, Revisions and Leases are the shared stores. Required.
 	Journal   journal.Journal
 	Revisions revision.Store
@@ -97,6 +122,27 @@ type Config struct {
 	// MemberTTL is the TTL of the membership lease. Defaults to
 	// DefaultMemberTTL.
 	MemberTTL time.Duration
+	// JoinWait bounds how long Start waits for an earlier holder of the
+	// node id whose heartbeat has stopped (a crashed process of this
+	// node) to expire; Start's ctx bounds it too. A holder whose
+	// heartbeat advances is refused at once. Defaults to
+	// DefaultJoinWaitFactor × MemberTTL.
+	JoinWait time.Duration
+	// HandlerTimeout bounds each Apply call: its context is cancelled
+	// then (context.Cause matches context.DeadlineExceeded), and the call
+	// counts as a failed attempt (retried) — also when the handler ignores
+	// its context and has not returned, in which case Stats.Stuck names
+	// the record. Defaults to DefaultHandlerTimeout.
+	HandlerTimeout time.Duration
+	// DeadLetter, when set, is asked after every failed attempt to apply
+	// a record (an error, a panic, a timeout) whether to give up on it.
+	// Returning true skips the record: it is logged at error level with
+	// its revision and producer, counted in Stats.GaveUp, and the node
+	// moves past it. The application decides, for instance after a number
+	// of attempts, and should keep the record somewhere (a table, a file)
+	// to deal with it later. DeadLetter runs on the sync goroutine; it
+	// must not block for long. Nil (the default): retry forever.
+	DeadLetter func(ctx context.Context, rec journal.Record, attempts int, err error) bool
 	// Logger receives state changes. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -105,8 +151,14 @@ type Config struct {
 var (
 	// ErrDuplicateNode: another live node holds this node id.
 	ErrDuplicateNode = errors.New("cluster: node id already live")
-	// ErrNotRunning: the node is not started, or stopped.
+	// ErrNotRunning: the node is not started, or stopped, or does not hold
+	// its membership (see ErrMembershipLost).
 	ErrNotRunning = errors.New("cluster: node not running")
+	// ErrMembershipLost: the node could not renew its membership lease in
+	// time (the store did not answer), so it cannot be sure it still owns
+	// its id; it refuses to publish until it rejoins. Errors matching it
+	// also match ErrNotRunning.
+	ErrMembershipLost = errors.New("cluster: membership lost")
 	// ErrInvalidArgument: bad configuration or arguments.
 	ErrInvalidArgument = errors.New("cluster: invalid argument")
 )
@@ -114,8 +166,8 @@ var (
 // Node is one running member of a cluster: it holds a membership lease for
 // its id, applies the records other nodes append to the journal through
 // its handlers, in order, and records how far it got. Create it with New,
-// register handlers, then Start; Stop ends it. Methods are safe for
-// concurrent use.
+// register handlers, then Start; Stop ends it. A Start that failed can be
+// called again. Methods are safe for concurrent use.
 type Node struct {
 	cfg     Config
 	members *lock.Client
@@ -126,13 +178,31 @@ type Node struct {
 	mu       sync.Mutex
 	handlers map[string]Handler
 	resync   []func(ctx context.Context, why ResyncReason) error
-	state    int // 0 new, 1 running, 2 stopped
+	onLost   []func() // run when the node stops being a member (caches flush)
+	state    nodeState
 	lease    *lock.Lease
 	loop     *syncLoop
+	// starting is the loop of a Start in progress, or of the last one
+	// that failed (for Stats).
+	starting *syncLoop
+	// orphan is the loop of a failed Start whose first sync was left
+	// behind in a handler that ignored its context.
+	orphan *syncLoop
 
-	stopping   chan struct{} // closed by Stop
-	memberDone chan struct{} // keepMembership exited
+	// stopMember ends keepMembership's context (Stop); memberDone is
+	// closed when it exited.
+	stopMember context.CancelFunc
+	memberDone chan struct{}
 }
+
+type nodeState int
+
+const (
+	stateNew nodeState = iota // not started, or a Start failed
+	stateStarting
+	stateRunning
+	stateStopped
+)
 
 // New validates cfg and returns a Node that is not started yet.
 func New(cfg Config) (*Node, error) {
@@ -148,11 +218,23 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MemberTTL == 0 {
 		cfg.MemberTTL = DefaultMemberTTL
 	}
+	if cfg.JoinWait == 0 {
+		cfg.JoinWait = DefaultJoinWaitFactor * cfg.MemberTTL
+	}
+	if cfg.HandlerTimeout == 0 {
+		cfg.HandlerTimeout = DefaultHandlerTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if err := ident.NodeID("NodeID", cfg.NodeID); err != nil {
 		return nil, fmt.Errorf("cluster config: %w", err)
+	}
+	if cfg.Instance == "" {
+		return nil, fmt.Errorf("cluster config: %w: Instance is required with New: set it to the Instance the journal was opened with (journal.SQLConfig.Instance or FileConfig.Instance; journal.NewInstance makes one)", ErrInvalidArgument)
+	}
+	if err := ident.NodeID("Instance", cfg.Instance); err != nil {
+		return nil, fmt.Errorf("cluster config: %w: %w", ErrInvalidArgument, err)
 	}
 	if cfg.CopyFrom != "" {
 		if err := ident.NodeID("CopyFrom", cfg.CopyFrom); err != nil {
@@ -169,6 +251,8 @@ func New(cfg Config) (*Node, error) {
 		{cfg.SyncDelay < 0, "SyncDelay must be > 0"},
 		{cfg.StopDelay < 0, "StopDelay must be > 0"},
 		{cfg.BatchSize < 0, "BatchSize must be > 0"},
+		{cfg.JoinWait < 0, "JoinWait must be > 0"},
+		{cfg.HandlerTimeout < 0, "HandlerTimeout must be > 0"},
 		{cfg.StartAt != StartAtHead && cfg.StartAt != StartAtBeginning, "StartAt must be StartAtHead or StartAtBeginning"},
 		{cfg.CopyFrom == cfg.NodeID, "CopyFrom must name another node"},
 	} {
@@ -176,7 +260,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("cluster config: %w: %s", ErrInvalidArgument, c.field)
 		}
 	}
-	members, err := lock.New(lock.Config{NodeID: cfg.NodeID, Store: cfg.Leases, TTL: cfg.MemberTTL, Logger: cfg.Logger})
+	members, err := lock.New(lock.Config{NodeID: cfg.NodeID, Instance: cfg.Instance, Store: cfg.Leases, TTL: cfg.MemberTTL, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("cluster config: MemberTTL: %w", err)
 	}
@@ -185,6 +269,12 @@ func New(cfg Config) (*Node, error) {
 
 // ID returns the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Instance returns this process's instance id (Config.Instance): written
+// into its records and the owner of the node's membership lease
+// (Member.Instance). Two processes that used one node id, one after the
+// other, have different instances.
+func (n *Node) Instance() string { return n.cfg.Instance }
 
 // Journal returns the node's journal (for the janitor, or for appending
 // several entries atomically).
@@ -202,7 +292,7 @@ func (n *Node) Handle(producer string, h Handler) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.state != 0 {
+	if n.state != stateNew {
 		return fmt.Errorf("handle %q: %w: register handlers before Start", producer, ErrInvalidArgument)
 	}
 	if _, dup := n.handlers[producer]; dup {
@@ -222,92 +312,166 @@ func (n *Node) OnResync(hook func(ctx context.Context, why ResyncReason) error) 
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.state != 0 {
+	if n.state != stateNew {
 		return fmt.Errorf("on resync: %w: register hooks before Start", ErrInvalidArgument)
 	}
 	n.resync = append(n.resync, hook)
 	return nil
 }
 
-// memberLease is the lease name that makes a node id live.
-func memberLease(id string) string { return "member." + id }
+// onMembershipLost registers f to run whenever the node stops being a
+// member (its lease could not be confirmed, it was replaced, it stopped).
+func (n *Node) onMembershipLost(f func()) {
+	n.mu.Lock()
+	n.onLost = append(n.onLost, f)
+	n.mu.Unlock()
+}
+
+func (n *Node) membershipLost() {
+	n.mu.Lock()
+	hooks := n.onLost
+	n.mu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
+}
 
 // Start joins the cluster and starts syncing. It takes the node id's
-// membership lease (failing with ErrDuplicateNode when another live node
-// holds it), loads the stored position (or starts at the head or the
-// beginning, per Config.StartAt), resynchronises when the position was
-// pruned away or belongs to another journal epoch, and runs a first sync
-// before it returns.
+// membership lease, loads the stored position (or starts at the head or
+// the beginning, per Config.StartAt), resynchronises when the position was
+// pruned away, belongs to another journal epoch or lies above the head,
+// and runs a first sync before it returns.
+//
+// If another process holds the id, Start watches its heartbeat: if it
+// advances, that process is alive and Start fails at once with
+// ErrDuplicateNode; if it stands still (a crashed process of this node),
+// Start logs whom it waits for and waits until the lease expires, bounded
+// by Config.JoinWait and ctx. So a restarted process comes back as soon as
+// its dead predecessor's lease runs out, at most a MemberTTL after that
+// one's last heartbeat.
+//
+// If the first sync cannot get past a record because its handler keeps
+// failing, Start returns when ctx ends, with an error (a *HandlerError)
+// naming the producer and revision. A Start that failed leaves the node
+// as it was before: Start can be called again (with a longer ctx, once the
+// cause is fixed, or with Config.DeadLetter set), or Stop releases what
+// OpenDir or OpenSQL opened.
 func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
-	if n.state != 0 {
+	switch n.state {
+	case stateStarting:
+		n.mu.Unlock()
+		return fmt.Errorf("start node %q: %w: another Start is in progress", n.cfg.NodeID, ErrInvalidArgument)
+	case stateRunning:
 		n.mu.Unlock()
 		return fmt.Errorf("start node %q: %w: already started", n.cfg.NodeID, ErrInvalidArgument)
+	case stateStopped:
+		n.mu.Unlock()
+		return fmt.Errorf("start node %q: %w: stopped; a stopped node cannot start again: open a new one with the same NodeID", n.cfg.NodeID, ErrNotRunning)
 	}
-	n.state = 1
+	if o := n.orphan; o != nil {
+		select {
+		case <-o.worker:
+			n.orphan = nil
+		default:
+			n.mu.Unlock()
+			return fmt.Errorf("start node %q: a handler call of the previous attempt has not returned: %w", n.cfg.NodeID, o.stuckError())
+		}
+	}
+	n.state = stateStarting
 	n.mu.Unlock()
 	fail := func(err error) error {
 		n.mu.Lock()
-		n.state = 2
+		n.state = stateNew
 		n.mu.Unlock()
-		if n.closeJournal {
-			_ = n.cfg.Journal.Close(context.WithoutCancel(ctx))
-		}
 		return fmt.Errorf("start node %q: %w", n.cfg.NodeID, err)
 	}
 
-	lease, err := n.members.TryAcquire(ctx, memberLease(n.cfg.NodeID))
-	if errors.Is(err, lock.ErrUnavailable) {
-		return fail(fmt.Errorf("%w: another live node holds the id %q; give each replica its own NodeID", ErrDuplicateNode, n.cfg.NodeID))
-	}
+	lease, err := n.join(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("join: %w", err))
+		return fail(err)
 	}
 	loop, err := n.newSyncLoop(ctx)
 	if err == nil {
-		err = loop.sync(ctx)
-	}
-	if err == nil {
-		err = loop.refreshHead(ctx)
+		n.mu.Lock()
+		n.starting = loop
+		n.mu.Unlock()
+		err = loop.bounded(ctx, loop.sync)
+		if err == nil {
+			err = loop.checkHead(ctx)
+		}
 	}
 	if err != nil {
-		_ = lease.Release(context.WithoutCancel(ctx))
+		if loop != nil {
+			loop.cancel()
+		}
+		if loop != nil && !loop.workerEnded() {
+			n.mu.Lock()
+			n.orphan = loop
+			n.mu.Unlock()
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
+		_ = lease.Release(rctx)
+		cancel()
 		return fail(err)
 	}
 	n.mu.Lock()
-	n.lease, n.loop = lease, loop
-	n.stopping, n.memberDone = make(chan struct{}), make(chan struct{})
+	if n.state != stateStarting { // Stop was called meanwhile
+		n.mu.Unlock()
+		loop.cancel()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
+		defer cancel()
+		_ = lease.Release(rctx)
+		if n.closeJournal {
+			_ = n.cfg.Journal.Close(rctx)
+		}
+		return fmt.Errorf("start node %q: %w: stopped while starting", n.cfg.NodeID, ErrNotRunning)
+	}
+	n.lease, n.loop, n.starting = lease, loop, nil
+	mctx, stopMember := context.WithCancel(context.Background())
+	n.stopMember, n.memberDone = stopMember, make(chan struct{})
+	n.state = stateRunning
 	n.mu.Unlock()
 	loop.start()
-	go n.keepMembership(lease, loop)
-	n.cfg.Logger.Info("tandem: node started", "node", n.cfg.NodeID, "revision", loop.applied())
+	go n.keepMembership(mctx, lease, loop)
+	n.cfg.Logger.Info("tandem: node started", "node", n.cfg.NodeID, "instance", n.members.Owner().Instance, "revision", loop.applied())
 	return nil
 }
 
 // Stop leaves the cluster: it stops the sync loop after a final sync
 // bounded by StopDelay (and by ctx), saves the position and releases the
-// membership lease. It is idempotent.
+// membership lease. It is idempotent. Stop returns within ctx (and
+// StopDelay) even when a handler ignores its context: it then leaves that
+// call behind and says which handler was stuck (a *HandlerError).
 func (n *Node) Stop(ctx context.Context) error {
 	n.mu.Lock()
-	if n.state != 1 {
-		never := n.state == 0
-		n.state = 2
+	if n.state != stateRunning {
+		never := n.state == stateNew // a Start in progress closes it itself
+		n.state = stateStopped
 		n.mu.Unlock()
 		if never && n.closeJournal {
 			return n.cfg.Journal.Close(ctx)
 		}
 		return nil
 	}
-	n.state = 2
+	n.state = stateStopped
 	loop := n.loop
-	close(n.stopping)
+	n.stopMember()
 	n.mu.Unlock()
-	<-n.memberDone
+	n.membershipLost()
+	// keepMembership ends with its context, unless a store call ignores
+	// it: then it is left behind, as a stuck handler is.
+	select {
+	case <-n.memberDone:
+	case <-ctx.Done():
+	case <-time.After(n.cfg.StopDelay):
+	}
 	n.mu.Lock()
 	lease := n.lease
 	n.mu.Unlock()
 	err := loop.stop(ctx, n.cfg.StopDelay)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
+	// Cleanup that must happen even when ctx has ended, briefly.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(n.cfg.MemberTTL, stopCleanup))
 	defer cancel()
 	if rerr := lease.Release(rctx); err == nil {
 		err = rerr
@@ -324,13 +488,56 @@ func (n *Node) Stop(ctx context.Context) error {
 	return nil
 }
 
+// stopCleanup bounds the release of the membership lease and the closing
+// of the journal in Stop, after ctx may have ended.
+const stopCleanup = 5 * time.Second
+
 func (n *Node) running() (*syncLoop, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.state != 1 {
-		return nil, fmt.Errorf("node %q: %w", n.cfg.NodeID, ErrNotRunning)
+	switch n.state {
+	case stateRunning:
+		return n.loop, nil
+	case stateStopped:
+		return nil, fmt.Errorf("node %q: %w: stopped", n.cfg.NodeID, ErrNotRunning)
+	default:
+		return nil, fmt.Errorf("node %q: %w: not started", n.cfg.NodeID, ErrNotRunning)
 	}
-	return n.loop, nil
+}
+
+// member returns the running loop if the node holds its membership now:
+// it is running, was not replaced, and its lease is confirmed.
+func (n *Node) member() (*syncLoop, error) {
+	l, err := n.running()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.failure(); err != nil {
+		return nil, fmt.Errorf("node %q: %w", n.cfg.NodeID, err)
+	}
+	n.mu.Lock()
+	lease := n.lease
+	n.mu.Unlock()
+	if !lease.Held() {
+		return nil, fmt.Errorf("node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers", n.cfg.NodeID, ErrNotRunning, ErrMembershipLost)
+	}
+	return l, nil
+}
+
+// serving reports whether what the node derives from the journal may be
+// used: always before Start (nothing is running yet), and afterwards only
+// while the node is a member.
+func (n *Node) serving() bool {
+	n.mu.Lock()
+	state, lease, loop := n.state, n.lease, n.loop
+	n.mu.Unlock()
+	switch state {
+	case stateNew, stateStarting:
+		return true
+	case stateRunning:
+		return lease.Held() && loop.failure() == nil
+	}
+	return false
 }
 
 // Publish appends a record for producer to the journal (group-committed
@@ -346,14 +553,21 @@ func (n *Node) Publish(ctx context.Context, producer string, payload []byte) (in
 
 // PublishEntries appends several records atomically (consecutive
 // revisions, one group commit) and returns their revisions.
+//
+// A node publishes only while it is a member: before Start, after Stop,
+// once replaced (ErrDuplicateNode) and while its membership lease is not
+// confirmed (ErrMembershipLost) it returns an error matching
+// ErrNotRunning and writes nothing.
 func (n *Node) PublishEntries(ctx context.Context, entries ...journal.Entry) ([]int64, error) {
+	l, err := n.member()
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
 	revs, err := n.cfg.Journal.Append(ctx, entries...)
 	if err != nil {
 		return nil, err
 	}
-	if l, err := n.running(); err == nil {
-		l.wake()
-	}
+	l.wake()
 	return revs, nil
 }
 
@@ -383,21 +597,47 @@ func (n *Node) WaitFor(ctx context.Context, rev int64) error {
 
 // Stats describes a node's progress.
 type Stats struct {
-	Revision        int64     // last revision applied
-	Head            int64     // journal head as of the last poll (or later sync)
-	Lag             int64     // Head - Revision
-	LastSync        time.Time // when the last sync finished (this node's clock)
-	Applied         int64     // records applied by handlers
-	Unhandled       int64     // records of producers without a handler
-	HandlerFailures int64     // failed Apply calls (each retried)
-	Resyncs         int64
-	SyncErrors      int64 // syncs that failed (journal or store errors)
+	Revision int64     // last revision applied
+	Head     int64     // journal head as last seen (a poll, a read, a stuck handler's retries)
+	Lag      int64     // Head - Revision
+	LastSync time.Time // when the last sync finished (this node's clock)
+	Applied  int64     // records applied by handlers
+	// Unhandled counts records of producers without a handler.
+	Unhandled int64
+	// HandlerFailures counts failed Apply calls: errors, panics, and
+	// calls that ran past HandlerTimeout (each retried).
+	HandlerFailures int64
+	// GaveUp counts records skipped because Config.DeadLetter said so.
+	GaveUp  int64
+	Resyncs int64
+	// SyncErrors counts syncs that failed (journal or store errors).
+	SyncErrors int64
+	// Stuck names the record the node waits at when a handler has failed
+	// on it, or a call on it has run past HandlerTimeout; nil otherwise.
+	Stuck *Stuck
 }
 
-// Stats returns the node's counters.
+// Stuck describes a record the node cannot get past (yet).
+type Stuck struct {
+	Producer string
+	Revision int64
+	// Since is when the first attempt started (this node's clock).
+	Since time.Time
+	// Attempts counts the failed attempts.
+	Attempts int
+	// Running reports a call in progress, and LastErr the last failure.
+	Running bool
+	LastErr error
+}
+
+// Stats returns the node's counters. During and after a failed Start,
+// they describe that attempt (Stuck names the record it failed on).
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
 	l := n.loop
+	if n.starting != nil {
+		l = n.starting
+	}
 	n.mu.Unlock()
 	if l == nil {
 		return Stats{}

@@ -13,12 +13,16 @@ import (
 
 // OpenDir returns a node (not started) whose journal, positions and leases
 // live in the shared folder dir. cfg's Journal, Revisions and Leases must
-// be nil; the node's Stop closes the journal it opened.
+// be nil; the node's Stop closes the journal it opened, which writes as
+// cfg.Instance (random when empty).
 func OpenDir(ctx context.Context, dir string, cfg Config) (*Node, error) {
 	if cfg.Journal != nil || cfg.Revisions != nil || cfg.Leases != nil {
 		return nil, fmt.Errorf("open node: %w: OpenDir opens Journal, Revisions and Leases itself; leave them nil", ErrInvalidArgument)
 	}
-	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: cfg.NodeID, Logger: cfg.Logger})
+	if cfg.Instance == "" {
+		cfg.Instance = journal.NewInstance()
+	}
+	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: cfg.NodeID, Instance: cfg.Instance, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", err)
 	}
@@ -29,16 +33,43 @@ func OpenDir(ctx context.Context, dir string, cfg Config) (*Node, error) {
 	return finishOpen(ctx, j, revs, cfg, err)
 }
 
+// MinSQLConns is the fewest open connections a node's pool must allow
+// (db.SetMaxOpenConns): one for the journal's group commits, one for
+// reads, position saves and lease renewals, and one more so that a
+// renewal never waits behind a long read. A dialect that pushes wake-ups
+// (PostgreSQL's LISTEN) holds one more. See the package documentation,
+// "Connections".
+const MinSQLConns = 3
+
+// SQLConns returns how many open connections a node on dialect d needs at
+// least: MinSQLConns, plus one if d pushes wake-ups.
+func SQLConns(d dialect.Dialect) int {
+	if _, ok := d.(dialect.Notifier); ok {
+		return MinSQLConns + 1
+	}
+	return MinSQLConns
+}
+
 // OpenSQL returns a node (not started) whose journal, positions and leases
 // live in db, in tables with the given prefix (empty: "tandem_"), using
 // dialect d. db stays the caller's; the node's Stop closes the journal it
-// opened. db must allow at least 3 open connections (4 with push on
-// PostgreSQL).
+// opened. db must allow at least SQLConns(d) open connections ("Connections"
+// in the package documentation); a smaller limit is an error.
 func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string, cfg Config) (*Node, error) {
 	if cfg.Journal != nil || cfg.Revisions != nil || cfg.Leases != nil {
 		return nil, fmt.Errorf("open node: %w: OpenSQL opens Journal, Revisions and Leases itself; leave them nil", ErrInvalidArgument)
 	}
-	j, err := journal.OpenSQL(ctx, db, d, journal.SQLConfig{NodeID: cfg.NodeID, Prefix: prefix, Logger: cfg.Logger})
+	if db == nil || d == nil {
+		return nil, fmt.Errorf("open node: %w: db and dialect are required", ErrInvalidArgument)
+	}
+	if max, need := db.Stats().MaxOpenConnections, SQLConns(d); max > 0 && max < need {
+		return nil, fmt.Errorf("open node: %w: db allows %d open connections (SetMaxOpenConns); a node on %s needs at least %d "+
+			"(see cluster.SQLConns), more if the application shares the pool", ErrInvalidArgument, max, d.Name(), need)
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = journal.NewInstance()
+	}
+	j, err := journal.OpenSQL(ctx, db, d, journal.SQLConfig{NodeID: cfg.NodeID, Instance: cfg.Instance, Prefix: prefix, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", err)
 	}

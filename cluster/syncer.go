@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandem-go/tandem/internal/backoff"
@@ -14,8 +16,9 @@ import (
 
 // syncLoop owns a node's position. One goroutine runs syncs; callers ask
 // for one (request, waitFor) or wake it (wake). pos and epoch are only
-// written by whoever runs a sync: Start before the goroutine exists, then
-// the goroutine, then Stop after it ended.
+// written by whoever runs a sync: Start's first sync, then the loop's
+// goroutine, then Stop's final sync, one after the other (epoch under mu,
+// as waitFor reads it).
 type syncLoop struct {
 	n        *Node
 	handlers map[string]Handler
@@ -31,6 +34,8 @@ type syncLoop struct {
 
 	mu       sync.Mutex
 	st       Stats
+	cur      *attempt      // the record being applied, while a handler works on it
+	att      attempt       // what cur points at; written under mu
 	advanced chan struct{} // closed and replaced whenever pos advances
 	failing  bool
 
@@ -41,10 +46,34 @@ type syncLoop struct {
 
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // run exited
+	worker chan struct{} // the goroutine of the last bounded sync exited
+	// abandoned: a bounded sync was left behind in a handler that ignores
+	// its context; whatever it does when it returns, it stores nothing.
+	abandoned atomic.Bool
+	// The handlers' watchdog (see call): one timer, and the context the
+	// calls of a sync share. callCtx, callStop and callBase are written
+	// under mu by the goroutine running the sync, which alone reads them
+	// without it.
+	watchdog *time.Timer
+	callCtx  context.Context
+	callStop context.CancelCauseFunc
+	callBase context.Context
 	// failed, once set, ends the loop for good: requests get it, and the
 	// final sync of stop is skipped (the node must not touch its position).
 	failed error
+}
+
+// attempt is a record a handler is working on.
+type attempt struct {
+	producer string
+	rev      int64
+	since    time.Time // first attempt
+	attempts int       // failed attempts
+	running  bool
+	started  time.Time // the call running now
+	timedOut bool      // the running call passed HandlerTimeout (counted)
+	lastErr  error
 }
 
 // fail ends the loop for good with err.
@@ -66,13 +95,17 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync,
 		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
 	n.mu.Unlock()
-	l.ctx, l.cancel = context.WithCancel(context.Background())
 	j := n.cfg.Journal
 	epoch, err := j.Epoch(ctx)
 	if err != nil {
 		return nil, err
 	}
 	l.epoch = epoch
+	head, err := j.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.st.Head = head
 	p, err := n.cfg.Revisions.Load(ctx, n.cfg.NodeID)
 	if errors.Is(err, revision.ErrNotFound) && n.cfg.CopyFrom != "" {
 		if err := n.cfg.Revisions.Copy(ctx, n.cfg.CopyFrom, n.cfg.NodeID); err != nil {
@@ -88,8 +121,8 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 				return nil, err
 			}
 			l.pos = tail - 1
-		} else if l.pos, err = j.Head(ctx); err != nil {
-			return nil, err
+		} else {
+			l.pos = head
 		}
 		if err := l.save(ctx); err != nil {
 			return nil, err
@@ -101,10 +134,16 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 		if err := l.doResync(ctx, ResyncEpoch); err != nil {
 			return nil, err
 		}
+	case p.Revision > head:
+		l.pos = p.Revision
+		if err := l.doResync(ctx, ResyncAheadOfHead); err != nil {
+			return nil, err
+		}
 	default:
 		l.pos = p.Revision
 	}
 	l.st.Revision = l.pos
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if journal.Watchable(j) {
 		w, err := j.(journal.Watcher).Watch(l.ctx)
 		if err != nil {
@@ -116,7 +155,12 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	return l, nil
 }
 
+var errAbandoned = errors.New("cluster: sync abandoned")
+
 func (l *syncLoop) save(ctx context.Context) error {
+	if l.abandoned.Load() {
+		return errAbandoned
+	}
 	if err := l.n.cfg.Revisions.Save(ctx, l.n.cfg.NodeID, l.pos, l.epoch); err != nil {
 		return err
 	}
@@ -146,9 +190,11 @@ func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 	return nil
 }
 
-// advance publishes pos to Stats and waiters, waking them if it moved.
-func (l *syncLoop) advance() {
+// advance publishes pos to Stats and waiters, waking them if it moved, and
+// raises Head to head if that is higher.
+func (l *syncLoop) advance(head int64) {
 	l.mu.Lock()
+	l.st.Head = max(l.st.Head, head)
 	if l.st.Revision == l.pos {
 		l.mu.Unlock()
 		return
@@ -156,6 +202,13 @@ func (l *syncLoop) advance() {
 	l.st.Revision = l.pos
 	close(l.advanced)
 	l.advanced = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// raiseHead raises Stats' head to head if that is higher.
+func (l *syncLoop) raiseHead(head int64) {
+	l.mu.Lock()
+	l.st.Head = max(l.st.Head, head)
 	l.mu.Unlock()
 }
 
@@ -171,6 +224,10 @@ func (l *syncLoop) stats() Stats {
 	st := l.st
 	st.Head = max(st.Head, st.Revision) // the head is never below what was applied
 	st.Lag = st.Head - st.Revision
+	if a := l.cur; a != nil && (a.attempts > 0 || a.timedOut) {
+		st.Stuck = &Stuck{Producer: a.producer, Revision: a.rev, Since: a.since, Attempts: a.attempts,
+			Running: a.running, LastErr: a.lastErr}
+	}
 	return st
 }
 
@@ -183,6 +240,7 @@ func (l *syncLoop) count(f func(st *Stats)) {
 // sync reads and applies records until it is caught up, saving the
 // position after every batch.
 func (l *syncLoop) sync(ctx context.Context) error {
+	defer l.releaseCallContext()
 	j := l.n.cfg.Journal
 	for {
 		recs, err := j.Read(ctx, l.pos, l.n.cfg.BatchSize)
@@ -202,9 +260,10 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			l.count(func(st *Stats) { st.Head, st.LastSync = max(st.Head, l.pos), time.Now() })
 			return nil
 		}
+		last := recs[len(recs)-1].Revision
 		for _, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
-				l.advance()
+				l.advance(last)
 				if l.pos != l.saved {
 					// Keep what was applied; the rest comes again.
 					_ = l.save(context.WithoutCancel(ctx))
@@ -213,17 +272,28 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			}
 			l.pos = rec.Revision
 		}
-		l.advance() // once per batch: waiters need no finer steps
+		l.advance(last) // once per batch: waiters need no finer steps
 		if err := l.maybeSave(ctx, false); err != nil {
 			return err
 		}
 	}
 }
 
-// apply delivers rec to its producer's handler, retrying a failing
-// handler with backoff until it succeeds or ctx ends; it never skips it.
+// own reports whether rec was written by this process, and so is not
+// delivered to its handlers. It compares instances, not node ids: what an
+// earlier incarnation of this node id published (a crashed process, one
+// this process replaced) is applied like any other node's record. Records
+// without an instance (written by a release before it was stored) are
+// never own.
+func (l *syncLoop) own(rec journal.Record) bool {
+	return rec.Instance != "" && rec.Instance == l.n.cfg.Instance
+}
+
+// apply delivers rec to its producer's handler, retrying a failing handler
+// with backoff until it succeeds, Config.DeadLetter gives up on the record,
+// or ctx ends; it never skips a record silently.
 func (l *syncLoop) apply(ctx context.Context, rec journal.Record) error {
-	if rec.NodeID == l.n.cfg.NodeID && !l.n.cfg.DeliverOwn {
+	if !l.n.cfg.DeliverOwn && l.own(rec) {
 		return nil
 	}
 	l.foreign = true
@@ -232,28 +302,256 @@ func (l *syncLoop) apply(ctx context.Context, rec journal.Record) error {
 		l.count(func(st *Stats) { st.Unhandled++ })
 		return nil
 	}
-	bo := backoff.New(10*time.Millisecond, l.n.cfg.SyncDelay)
-	for attempt := 1; ; attempt++ {
-		err := h.Apply(ctx, rec)
+	// One attempt record per loop, reused: cur points at it while a
+	// handler works on a record, and stays set when the sync ends at the
+	// record, for Stats.
+	a := &l.att
+	l.mu.Lock()
+	*a = attempt{producer: rec.Producer, rev: rec.Revision}
+	l.cur = a
+	l.mu.Unlock()
+	passed := func() {
+		l.mu.Lock()
+		l.cur = nil
+		l.mu.Unlock()
+	}
+	var bo *backoff.Backoff
+	var lastHead time.Time
+	for {
+		err := l.call(ctx, h, rec, a)
 		if err == nil {
-			l.count(func(st *Stats) { st.Applied++ })
+			return nil // call counted it and cleared cur
+		}
+		if bo == nil {
+			bo = backoff.New(10*time.Millisecond, l.n.cfg.SyncDelay)
+			lastHead = time.Now()
+		}
+		herr := l.handlerError(a)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (gave up: %w)", herr, ctx.Err())
+		}
+		if a.attempts == 1 || a.attempts%10 == 0 {
+			var p *PanicError
+			if errors.As(err, &p) {
+				l.n.cfg.Logger.Error("tandem: handler panicked; retrying, the node waits at this record",
+					"node", l.n.cfg.NodeID, "producer", rec.Producer, "revision", rec.Revision, "attempt", a.attempts,
+					"panic", p.Value, "stack", string(p.Stack))
+			} else {
+				l.n.cfg.Logger.Warn("tandem: handler failed; retrying, the node waits at this record",
+					"node", l.n.cfg.NodeID, "producer", rec.Producer, "revision", rec.Revision, "attempt", a.attempts, "err", err)
+			}
+		}
+		if l.giveUp(ctx, rec, a.attempts, err) {
+			passed()
+			l.count(func(st *Stats) { st.GaveUp++ })
+			l.n.cfg.Logger.Error("tandem: gave up on a record: DeadLetter said so; the node moves past it",
+				"node", l.n.cfg.NodeID, "producer", rec.Producer, "revision", rec.Revision, "from", rec.NodeID,
+				"attempts", a.attempts, "err", err)
 			return nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		l.count(func(st *Stats) { st.HandlerFailures++ })
-		if attempt == 1 || attempt%10 == 0 {
-			l.n.cfg.Logger.Warn("tandem: handler failed; retrying, the node waits at this record",
-				"node", l.n.cfg.NodeID, "producer", rec.Producer, "revision", rec.Revision, "attempt", attempt, "err", err)
+		// While stuck, keep Stats' head current.
+		if time.Since(lastHead) >= l.n.cfg.SyncDelay {
+			lastHead = time.Now()
+			if head, err := l.n.cfg.Journal.Head(ctx); err == nil {
+				l.raiseHead(head)
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("%w (gave up: %w)", herr, ctx.Err())
 		case <-time.After(bo.Next()):
 		}
 	}
 }
+
+// call runs one attempt of h on rec, bounded by HandlerTimeout, turning a
+// panic into a *PanicError. On success it counts the record as applied and
+// clears cur. The timeout is kept by one watchdog timer per loop, re-armed
+// for each call, rather than a context with a deadline per record: a
+// record's dispatch then costs no allocation. A call still running at the
+// timeout is counted as a failure then, even if it never returns.
+func (l *syncLoop) call(ctx context.Context, h Handler, rec journal.Record, a *attempt) (err error) {
+	cctx := l.callContext(ctx)
+	now := time.Now()
+	l.mu.Lock()
+	a.running, a.started, a.timedOut = true, now, false
+	if a.since.IsZero() {
+		a.since = now
+	}
+	l.mu.Unlock()
+	if l.watchdog == nil {
+		l.watchdog = time.AfterFunc(l.n.cfg.HandlerTimeout, l.timeout)
+	} else {
+		l.watchdog.Reset(l.n.cfg.HandlerTimeout)
+	}
+	defer func() {
+		l.watchdog.Stop()
+		if p := recover(); p != nil {
+			err = &PanicError{Value: p, Stack: debug.Stack()}
+		}
+		l.mu.Lock()
+		a.running = false
+		switch {
+		case err == nil:
+			l.cur = nil
+			l.st.Applied++
+		case !a.timedOut:
+			a.attempts++
+			l.st.HandlerFailures++
+			a.lastErr = err
+		default:
+			a.lastErr = err
+		}
+		l.mu.Unlock()
+	}()
+	return h.Apply(cctx, rec)
+}
+
+// callContext returns the context handler calls get: a child of ctx (the
+// sync's), shared by the calls of one sync until the watchdog ends it.
+func (l *syncLoop) callContext(ctx context.Context) context.Context {
+	if l.callBase == ctx && l.callCtx.Err() == nil {
+		return l.callCtx
+	}
+	c, stop := context.WithCancelCause(ctx)
+	l.mu.Lock()
+	old := l.callStop
+	l.callCtx, l.callStop, l.callBase = c, stop, ctx
+	l.mu.Unlock()
+	if old != nil {
+		old(nil)
+	}
+	return c
+}
+
+// releaseCallContext ends the handlers' context of a sync that is over.
+func (l *syncLoop) releaseCallContext() {
+	l.mu.Lock()
+	stop := l.callStop
+	l.callCtx, l.callStop, l.callBase = nil, nil, nil
+	l.mu.Unlock()
+	if stop != nil {
+		stop(nil)
+	}
+}
+
+// timeout is the watchdog: it runs when a call may have passed
+// HandlerTimeout. It ends the call's context, counts the call as a failure
+// and, while the call does not return (the sync goroutine is blocked in
+// it), keeps Stats' head current.
+func (l *syncLoop) timeout() {
+	l.mu.Lock()
+	a := l.cur
+	if a == nil || !a.running || a.timedOut || time.Since(a.started) < l.n.cfg.HandlerTimeout {
+		l.mu.Unlock()
+		return // a stale firing: that call returned
+	}
+	a.timedOut = true
+	a.attempts++
+	a.lastErr = fmt.Errorf("no answer within HandlerTimeout (%v)", l.n.cfg.HandlerTimeout)
+	l.st.HandlerFailures++
+	stop, ctx := l.callStop, l.callBase
+	producer, rev := a.producer, a.rev
+	l.mu.Unlock()
+	if stop != nil {
+		stop(fmt.Errorf("handler call: %w: HandlerTimeout (%v) passed", context.DeadlineExceeded, l.n.cfg.HandlerTimeout))
+	}
+	l.n.cfg.Logger.Warn("tandem: handler has not returned within HandlerTimeout; the node waits at this record",
+		"node", l.n.cfg.NodeID, "producer", producer, "revision", rev, "timeout", l.n.cfg.HandlerTimeout)
+	if ctx == nil {
+		return
+	}
+	for {
+		if head, err := l.n.cfg.Journal.Head(ctx); err == nil {
+			l.raiseHead(head)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(l.n.cfg.SyncDelay):
+		}
+		l.mu.Lock()
+		running := a.running
+		l.mu.Unlock()
+		if !running {
+			return
+		}
+	}
+}
+
+// giveUp asks Config.DeadLetter, if set, whether to skip rec.
+func (l *syncLoop) giveUp(ctx context.Context, rec journal.Record, attempts int, err error) (skip bool) {
+	dl := l.n.cfg.DeadLetter
+	if dl == nil {
+		return false
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			l.n.cfg.Logger.Error("tandem: DeadLetter panicked; retrying the record", "node", l.n.cfg.NodeID,
+				"producer", rec.Producer, "revision", rec.Revision, "panic", p, "stack", string(debug.Stack()))
+			skip = false
+		}
+	}()
+	return dl(ctx, rec, attempts, err)
+}
+
+// handlerError describes a as it stands.
+func (l *syncLoop) handlerError(a *attempt) *HandlerError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return &HandlerError{Producer: a.producer, Revision: a.rev, Since: a.since, Attempts: a.attempts,
+		Stuck: a.running, Err: a.lastErr}
+}
+
+// stuckError describes why a sync did not finish: the record a handler is
+// stuck at, if any.
+func (l *syncLoop) stuckError() error {
+	l.mu.Lock()
+	a := l.cur
+	l.mu.Unlock()
+	if a == nil {
+		return errors.New("the sync did not finish")
+	}
+	return l.handlerError(a)
+}
+
+// HandlerError reports a record a node could not get past: its handler
+// failed (an error, a panic, a timeout), or a call has not returned.
+// Start and Stop return it (wrapped) when their context ends first.
+type HandlerError struct {
+	Producer string
+	Revision int64
+	Since    time.Time // when the first attempt started
+	Attempts int       // failed attempts
+	// Stuck: a call is still running — the handler ignores its context.
+	Stuck bool
+	Err   error // the last failure, if any
+}
+
+func (e *HandlerError) Error() string {
+	msg := fmt.Sprintf("handler for producer %q failed at revision %d: %d failed attempts since %s",
+		e.Producer, e.Revision, e.Attempts, e.Since.Format(time.RFC3339))
+	if e.Stuck {
+		msg = fmt.Sprintf("handler for producer %q stuck at revision %d since %s: a call has not returned (the handler ignores its context)",
+			e.Producer, e.Revision, e.Since.Format(time.RFC3339))
+	}
+	if e.Err != nil {
+		msg += "; last error: " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns the last failure.
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// PanicError is a handler's panic, recovered: the node survives it, logs
+// the stack and retries the record like any failure.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
 
 // doResync runs the resync hooks (retrying a failing one), then continues
 // from the journal's head in its current epoch.
@@ -284,16 +582,24 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	if err != nil {
 		return err
 	}
-	l.pos, l.epoch = head, epoch
+	l.pos = head
+	l.mu.Lock()
+	l.epoch = epoch
+	// The position may go down: publish it as it is.
+	l.st.Revision, l.st.Head = head, head
+	l.st.Resyncs++
+	close(l.advanced)
+	l.advanced = make(chan struct{})
+	l.mu.Unlock()
 	if err := l.save(ctx); err != nil {
 		return fmt.Errorf("save position: %w", err)
 	}
-	l.count(func(st *Stats) { st.Resyncs++ })
-	l.advance()
 	return nil
 }
 
-func (l *syncLoop) start() { go l.run() }
+func (l *syncLoop) start() {
+	go l.run()
+}
 
 func (l *syncLoop) wake() {
 	select {
@@ -304,7 +610,8 @@ func (l *syncLoop) wake() {
 
 // run syncs on push wake-ups, every SyncDelay (jittered), and on request.
 // Requests made while a sync runs are answered by the next one, so
-// concurrent requests share a sync.
+// concurrent requests share a sync. Requested syncs and poll ticks check
+// the journal's epoch first; poll ticks also read the head.
 func (l *syncLoop) run() {
 	defer close(l.done)
 	delay := l.n.cfg.SyncDelay
@@ -328,12 +635,15 @@ func (l *syncLoop) run() {
 		reqs := l.reqs
 		l.reqs = nil
 		l.reqMu.Unlock()
-		err := l.checkEpoch(tick)
+		var err error
+		if tick || len(reqs) > 0 {
+			err = l.checkEpoch(l.ctx)
+		}
 		if err == nil {
 			err = l.sync(l.ctx)
 		}
 		if err == nil && tick {
-			err = l.refreshHead(l.ctx)
+			err = l.checkHead(l.ctx)
 		}
 		for _, r := range reqs {
 			r <- err
@@ -342,28 +652,30 @@ func (l *syncLoop) run() {
 	}
 }
 
-// refreshHead reads the journal's head for Stats (Head, Lag). It runs on
-// poll ticks only: syncs answer their callers without this extra query.
-func (l *syncLoop) refreshHead(ctx context.Context) error {
+// checkHead reads the journal's head for Stats (Head, Lag), and resyncs
+// if the position is above it: the journal went backwards in the same
+// epoch. It runs on poll ticks only: syncs answer their callers without
+// this extra query.
+func (l *syncLoop) checkHead(ctx context.Context) error {
 	head, err := l.n.cfg.Journal.Head(ctx)
 	if err != nil {
 		return err
+	}
+	if head < l.pos {
+		return l.doResync(ctx, ResyncAheadOfHead)
 	}
 	l.count(func(st *Stats) { st.Head = max(head, st.Head) })
 	return nil
 }
 
-// checkEpoch, on poll ticks, notices a journal recreated under a running
-// node (a restored database, a recreated folder).
-func (l *syncLoop) checkEpoch(tick bool) error {
-	if !tick {
-		return nil
-	}
-	epoch, err := l.n.cfg.Journal.Epoch(l.ctx)
+// checkEpoch notices a journal recreated under a running node (a restored
+// database, a recreated folder).
+func (l *syncLoop) checkEpoch(ctx context.Context) error {
+	epoch, err := l.n.cfg.Journal.Epoch(ctx)
 	if err != nil || epoch == l.epoch {
 		return err
 	}
-	return l.doResync(l.ctx, ResyncEpoch)
+	return l.doResync(ctx, ResyncEpoch)
 }
 
 func (l *syncLoop) report(err error) {
@@ -396,7 +708,7 @@ func (l *syncLoop) request(ctx context.Context) error {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return l.waitError(ctx.Err())
 	case <-l.done:
 		if err := l.failure(); err != nil {
 			return err
@@ -405,19 +717,44 @@ func (l *syncLoop) request(ctx context.Context) error {
 	}
 }
 
-// waitFor returns once pos >= rev, syncing as needed.
+// waitError wraps a waiter's ctx error with the record the node is stuck
+// at, if any.
+func (l *syncLoop) waitError(err error) error {
+	l.mu.Lock()
+	a := l.cur
+	l.mu.Unlock()
+	if a == nil {
+		return err
+	}
+	return fmt.Errorf("%w (the node waits at a record: %w)", err, l.handlerError(a))
+}
+
+// waitFor returns once pos >= rev, syncing as needed. A revision already
+// reached is confirmed only after checking that the journal's epoch is
+// still the one the position belongs to.
 func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 	bo := backoff.New(time.Millisecond, 50*time.Millisecond)
-	for {
-		l.mu.Lock()
-		reached, advanced := l.st.Revision >= rev, l.advanced
-		l.mu.Unlock()
-		if reached {
+	l.mu.Lock()
+	reached, epoch := l.st.Revision >= rev, l.epoch
+	l.mu.Unlock()
+	if reached {
+		current, err := l.n.cfg.Journal.Epoch(ctx)
+		if err != nil {
+			return err
+		}
+		if current == epoch {
 			return nil
 		}
+		// Another journal: the requested sync resyncs first.
+	}
+	for {
+		l.mu.Lock()
+		advanced := l.advanced
+		l.mu.Unlock()
 		if err := l.request(ctx); err != nil {
 			return err
 		}
+		// The sync checked the epoch.
 		l.mu.Lock()
 		reached = l.st.Revision >= rev
 		l.mu.Unlock()
@@ -430,25 +767,83 @@ func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 		case <-advanced:
 		case <-time.After(bo.Next()):
 		case <-ctx.Done():
-			return ctx.Err()
+			return l.waitError(ctx.Err())
 		}
 	}
 }
 
-// stop ends the loop, then runs a final sync bounded by stopDelay.
+// bounded runs f (a sync) on its own goroutine and returns its result. If
+// ctx ends and f does not return within stopGrace — a handler ignores its
+// context — it leaves f behind: the loop is abandoned (it stores nothing
+// more) and the error names the stuck handler.
+func (l *syncLoop) bounded(ctx context.Context, f func(context.Context) error) error {
+	res := make(chan error, 1)
+	w := make(chan struct{})
+	l.mu.Lock()
+	l.worker = w
+	l.mu.Unlock()
+	go func() {
+		defer close(w)
+		res <- f(ctx)
+	}()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-time.After(stopGrace):
+	}
+	l.abandoned.Store(true)
+	return fmt.Errorf("%w (gave up: %w)", l.stuckError(), ctx.Err())
+}
+
+// workerEnded reports whether the goroutine of the last bounded sync ended.
+func (l *syncLoop) workerEnded() bool {
+	l.mu.Lock()
+	w := l.worker
+	l.mu.Unlock()
+	if w == nil {
+		return true
+	}
+	select {
+	case <-w:
+		return true
+	default:
+		return false
+	}
+}
+
+// stopGrace is how long Start and Stop wait, after their context ended,
+// for a sync whose handler honours its context to return.
+const stopGrace = 100 * time.Millisecond
+
+// stop ends the loop, then runs a final sync bounded by stopDelay. Both
+// waits are bounded by ctx and stopDelay, whatever the handlers do.
 func (l *syncLoop) stop(ctx context.Context, stopDelay time.Duration) error {
+	fctx, cancel := context.WithTimeout(ctx, stopDelay)
+	defer cancel()
 	l.cancel()
-	<-l.done
+	select {
+	case <-l.done:
+	case <-fctx.Done():
+		select {
+		case <-l.done:
+		case <-time.After(stopGrace):
+			l.abandoned.Store(true)
+			return fmt.Errorf("%w (gave up: %w)", l.stuckError(), fctx.Err())
+		}
+	}
 	if err := l.failure(); err != nil {
 		return err
 	}
-	fctx, cancel := context.WithTimeout(ctx, stopDelay)
-	defer cancel()
 	l.reqMu.Lock()
 	reqs := l.reqs
 	l.reqs = nil
 	l.reqMu.Unlock()
-	err := l.sync(fctx)
+	err := l.bounded(fctx, l.sync)
 	for _, r := range reqs {
 		r <- err
 	}

@@ -6,9 +6,12 @@
 // A lease is a named, time-limited right held by one owner at a time: a
 // node id plus a random instance id per Client, so two processes on one
 // host are distinct owners. Client.TryAcquire takes a free lease,
-// Client.Acquire waits for one. A held Lease renews itself (every TTL/3 by
-// default) and its Context ends as soon as it is lost, released, or can no
-// longer be confirmed.
+// Client.Acquire waits for one; asking for a lease the same client holds
+// is ErrUnavailable with a message that says so. A held Lease renews
+// itself (every TTL/3 by default) and its Context ends as soon as it is
+// lost, released, or can no longer be confirmed. Names starting with
+// "member." (a cluster node's membership) or "schedule." (RunEvery's
+// record of a job's runs) are tandem's own: Client's methods refuse them.
 //
 // # Why a holder never overstays
 //
@@ -21,11 +24,20 @@
 //
 // The holder relies on its lease only until the moment it sent its last
 // successful acquire or renew, plus 95% of the TTL, measured on its own
-// monotonic clock. The store set the expiry when it executed that request,
-// after it was sent, so the holder steps down before the store can hand the
-// lease to anyone else. This holds while the machines' clocks run at
-// (about) the same rate; the 5% margin covers rate differences and late
-// timers.
+// monotonic clock (Lease.Deadline). The store set the expiry when it
+// executed that request, after it was sent, so the holder steps down before
+// the store can hand the lease to anyone else. This holds while the
+// machines' clocks run at (about) the same rate; the 5% margin covers rate
+// differences and late timers.
+//
+// Stepping down is a timer's job, armed at the deadline and moved on by
+// each successful renewal: the lease's Context ends at the deadline
+// whatever a renewal in flight is doing. A renewal that hangs — a
+// black-holed network that accepts packets and never answers, a stalled
+// database, a file server that does not respond — cannot keep the
+// context alive (the conformance suite proves it with a renewal deaf to
+// its own context, and with a proxy that black-holes the holder's
+// connections).
 //
 // # Fencing
 //
@@ -42,9 +54,22 @@
 //
 // Client.Campaign runs a function while this node leads; returning from it
 // resigns, and the lease is released at once so that a follower takes over
-// promptly. Client.RunEvery runs a job every interval on the current leader
-// (a clustered Quartz job without synchronised clocks), and Client.RunOnce
-// runs it on whichever node gets the lease now.
+// promptly. Client.RunOnce runs a job on whichever node gets the lease now.
+//
+// Client.RunEvery is a clustered schedule (a Quartz job without
+// synchronised clocks): the nodes campaign for the job's lease, and the
+// leader runs the job when a run is due. Whether one is due is stored in
+// the shared store, not in the leader's memory: each run acquires the lease
+// "schedule.<job>" for one interval and never renews it, so that lease
+// records the last run (its acquisition) and the next (its expiry), judged
+// by the store's clock like any lease. A new leader — after a crash, a
+// deploy, a rolling restart — runs the job only once the interval since
+// the last run, by any node, is over: an hourly job runs once an hour
+// however often leadership changes. Jobs get their *Lease, to fence the
+// work that must never run twice. On a shared folder, a process that has
+// just started waits a full interval from its first sighting of the
+// schedule lease (it cannot date another node's acquisition), so a
+// restart there may delay a run by up to an interval, never repeat it.
 //
 // # Stores
 //

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
+	"github.com/tandem-go/tandem/ident"
 	"github.com/tandem-go/tandem/internal/backoff"
 )
 
@@ -22,6 +24,9 @@ import (
 // already be leader. Work that must never run twice should also be fenced
 // (Lease.Fenced, SQL.FenceTx). Campaign returns ctx's error.
 func (c *Client) Campaign(ctx context.Context, name string, lead func(ctx context.Context, l *Lease)) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
 	if lead == nil {
 		return fmt.Errorf("campaign %q: %w: lead is nil", name, ErrInvalidArgument)
 	}
@@ -56,10 +61,14 @@ func (c *Client) Campaign(ctx context.Context, name string, lead func(ctx contex
 }
 
 // RunOnce runs fn under the lease name if this node can acquire it now,
-// and releases it afterwards. It reports whether fn ran; when another node
-// holds the lease, it returns false and no error. fn's context ends if the
-// lease is lost while it runs.
-func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.Context) error) (bool, error) {
+// and releases it afterwards. It reports whether fn ran; when the lease is
+// held (by another node, or by this client already), it returns false and
+// no error. fn gets the lease, for fencing (Lease.Fenced), and a context
+// that ends if the lease is lost while it runs.
+func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.Context, l *Lease) error) (bool, error) {
+	if err := checkName(name); err != nil {
+		return false, fmt.Errorf("run: %w", err)
+	}
 	if fn == nil {
 		return false, fmt.Errorf("run %q: %w: fn is nil", name, ErrInvalidArgument)
 	}
@@ -72,7 +81,7 @@ func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.C
 	}
 	fctx, cancel := context.WithCancel(l.Context())
 	stop := context.AfterFunc(ctx, cancel)
-	ferr := fn(fctx)
+	ferr := fn(fctx, l)
 	stop()
 	cancel()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
@@ -84,31 +93,108 @@ func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.C
 }
 
 // RunEvery runs fn every interval on exactly one node of the cluster, like
-// a clustered Quartz job, until ctx ends: the nodes campaign for the lease
-// name, and the leader runs fn at once and then every interval (measured
-// from the start of one run to the start of the next) for as long as it
-// leads. If the leader dies, another node takes over after the lease
-// expires and runs fn at once. fn's context ends when the leadership is
-// lost. An error from fn is logged; the schedule goes on. RunEvery returns
-// ctx's error.
-func (c *Client) RunEvery(ctx context.Context, name string, interval time.Duration, fn func(ctx context.Context) error) error {
-	if interval <= 0 {
-		return fmt.Errorf("run %q: %w: interval is %v, must be > 0", name, ErrInvalidArgument, interval)
+// a clustered Quartz job, until ctx ends. The nodes campaign for the lease
+// name (see Campaign); the leader runs fn whenever a run is due.
+//
+// The schedule lives in the store, not in the leader's memory: each run
+// starts by acquiring the lease SchedulePrefix+name with interval as its
+// TTL, and never renews it. That lease records the last run (its
+// acquisition) and the next (its expiry), judged by the store like every
+// lease — database time, or a heartbeat that stood still for the TTL on a
+// shared folder — so no clocks are compared. A run is due when that lease
+// is free. So a new leader (after a crash, a rolling restart, a
+// resignation) runs fn only if the last run, by whichever node, started an
+// interval ago or more: an hourly job runs once an hour however often
+// leadership changes. Runs start at most once per interval and do not
+// overlap; a leader notices that a run is due within interval/20 or
+// RenewEvery, whichever is shorter.
+//
+// fn gets the leadership lease, for fencing work that must never run twice
+// (Lease.Fenced), and a context that ends when the leadership is lost or
+// ctx ends. A run that fn ends with an error is logged and counts as the
+// period's run, except when its context had ended: a run cut short by lost
+// leadership (or by ctx) that fails gives its period back (the schedule
+// lease is released, when the store can be reached), so the next leader
+// runs it again. A run that returns nil counts, whatever its context. A panic in fn is recovered and logged as an
+// error. On a shared folder, a node that has just started (a restart, a
+// new leader's first look) waits a full interval from its first sighting of
+// the schedule lease, since it cannot tell how long ago another node
+// acquired it: a restart there can delay the next run by up to an interval,
+// never repeat one.
+//
+// interval must be between MinTTL and MaxTTL. Bad arguments — name
+// (ident.LeaseName, at most ident.MaxNameLen-len(SchedulePrefix) bytes,
+// without a reserved prefix), interval, a nil fn — are returned at once.
+// Otherwise RunEvery returns ctx's error.
+func (c *Client) RunEvery(ctx context.Context, name string, interval time.Duration, fn func(ctx context.Context, l *Lease) error) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("run every: %w", err)
+	}
+	marker := SchedulePrefix + name
+	if err := ident.LeaseName("name", marker); err != nil {
+		return fmt.Errorf("run every: %w: name %q is too long for its schedule lease %q", ErrInvalidArgument, name, marker)
+	}
+	if err := checkTTL(interval); err != nil {
+		return fmt.Errorf("run every %q: interval: %w", name, err)
 	}
 	if fn == nil {
-		return fmt.Errorf("run %q: %w: fn is nil", name, ErrInvalidArgument)
+		return fmt.Errorf("run every %q: %w: fn is nil", name, ErrInvalidArgument)
 	}
+	poll := max(min(interval/20, c.cfg.RenewEvery), MinTTL/10)
 	return c.Campaign(ctx, name, func(lctx context.Context, l *Lease) {
-		for {
-			start := time.Now()
-			if err := fn(lctx); err != nil && lctx.Err() == nil {
-				c.cfg.Logger.Warn("tandem: scheduled run failed", "lease", name, "node", c.owner.NodeID, "err", err)
+		bo := backoff.New(poll, c.cfg.TTL/2)
+		failing := false
+		for lctx.Err() == nil {
+			token, due, err := c.cfg.Store.TryAcquire(lctx, marker, c.owner, interval)
+			switch {
+			case err != nil:
+				if lctx.Err() != nil {
+					return
+				}
+				if !failing {
+					c.cfg.Logger.Warn("tandem: schedule lease unreachable; retrying", "job", name, "node", c.owner.NodeID, "err", err)
+				}
+				failing = true
+				sleep(lctx, bo.Next())
+				continue
+			case !due:
+				failing = false
+				bo.Reset()
+				sleep(lctx, backoff.Jitter(poll, 0.1))
+				continue
 			}
-			if !sleep(lctx, interval-time.Since(start)) {
+			failing = false
+			bo.Reset()
+			err = c.runJob(lctx, l, fn)
+			if err != nil && lctx.Err() != nil {
+				// Cut short by lost leadership (or shutdown), as fn
+				// says by failing: give the period back so that the
+				// next leader runs it. A run that succeeded counts,
+				// even if its context ended as it returned.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(lctx), c.cfg.TTL)
+				rerr := c.cfg.Store.Release(rctx, marker, c.owner, token)
+				cancel()
+				c.cfg.Logger.Info("tandem: scheduled run cut short; its period is given back", "job", name,
+					"node", c.owner.NodeID, "cause", context.Cause(lctx), "release_err", rerr)
 				return
+			}
+			if err != nil {
+				c.cfg.Logger.Warn("tandem: scheduled run failed", "job", name, "node", c.owner.NodeID, "err", err)
 			}
 		}
 	})
+}
+
+// runJob calls fn, turning a panic into an error.
+func (c *Client) runJob(ctx context.Context, l *Lease, fn func(ctx context.Context, l *Lease) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.cfg.Logger.Error("tandem: scheduled job panicked", "job", l.name, "node", c.owner.NodeID,
+				"panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("job %q panicked: %v", l.name, p)
+		}
+	}()
+	return fn(ctx, l)
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

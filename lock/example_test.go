@@ -63,7 +63,7 @@ func ExampleClient_RunOnce() {
 	store, _ := lock.OpenFile(dir, lock.FileConfig{})
 	c, _ := lock.New(lock.Config{NodeID: "node-a", Store: store})
 
-	ran, err := c.RunOnce(ctx, "nightly-report", func(ctx context.Context) error {
+	ran, err := c.RunOnce(ctx, "nightly-report", func(ctx context.Context, l *lock.Lease) error {
 		fmt.Println("building the report")
 		return nil
 	})
@@ -71,4 +71,26 @@ func ExampleClient_RunOnce() {
 	// Output:
 	// building the report
 	// true <nil>
+}
+
+// RunEvery runs a job on one node of the cluster per interval; the last
+// run is recorded in the store, so a new leader does not run it again
+// before the interval is over.
+func ExampleClient_RunEvery() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, _ := os.MkdirTemp("", "tandem-example-")
+	defer os.RemoveAll(dir)
+	store, _ := lock.OpenFile(dir, lock.FileConfig{})
+	c, _ := lock.New(lock.Config{NodeID: "node-a", Store: store})
+
+	err := c.RunEvery(ctx, "hourly-report", time.Hour, func(ctx context.Context, l *lock.Lease) error {
+		fmt.Println("building the report as leader, token", l.Token())
+		cancel() // for the example: stop after the first run
+		return nil
+	})
+	fmt.Println(errors.Is(err, context.Canceled))
+	// Output:
+	// building the report as leader, token 1
+	// true
 }

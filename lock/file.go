@@ -171,6 +171,11 @@ var (
 type sighting struct {
 	key   leaseKey
 	first time.Time // by the observer's Clock
+	// written estimates, for List only, when the lease was written: the
+	// lease file's age by the file server's clock, subtracted from the
+	// observer's. Never used to take a lease over.
+	written   time.Time
+	estimated bool
 }
 
 // OpenFile opens the lease store in dir (the shared folder; leases live in
@@ -303,20 +308,28 @@ func (s *File) Release(ctx context.Context, name string, owner Owner, token int6
 	return nil
 }
 
-// List implements Store. Reading a lease counts as a sighting: a lease
-// this File has seen stand still for its TTL is listed as not held.
+// List implements Store. Reading a lease counts as a sighting. Info.Held,
+// Renewed and Expires are this observer's estimates: a lease it has seen
+// stand still for its TTL is not held; one it sees for the first time is
+// dated by the lease file's age on the file server's clock (its mtime
+// against that of a probe file List writes, <dir>/locks/.clock), so that a
+// process that has just started does not list a dead holder as live with
+// a heartbeat of "now". The estimate only informs List (Members,
+// Barrier): TryAcquire never takes a lease over on it.
 func (s *File) List(ctx context.Context) ([]Info, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
 	var out []Info
+	var serverNow time.Time // read once, when a sighting needs it
+	probed := false
 	for _, e := range ents {
 		name := e.Name()
 		if !e.Type().IsRegular() || ident.LeaseName("", name) != nil {
 			continue // lock files, temp files, strangers
 		}
-		l, exists, err := s.read(name)
+		l, mtime, exists, err := s.readTimed(name)
 		if err != nil {
 			return nil, fmt.Errorf("list leases: %w", err)
 		}
@@ -327,14 +340,79 @@ func (s *File) List(ctx context.Context) ([]Info, error) {
 		if l.released() {
 			in.Expires, in.Renewed = l.ReleasedAt, l.ReleasedAt
 		} else {
-			stood, now := s.observe(name, l)
-			in.Expires = now.Add(l.TTL - stood)
-			in.Renewed = now.Add(-stood)
-			in.Held = stood < l.TTL
+			s.observe(name, l)
+			written, now := s.estimate(name, l, func() (time.Duration, bool) {
+				if !probed {
+					probed = true
+					serverNow, _ = s.serverNow()
+				}
+				if serverNow.IsZero() || mtime.IsZero() {
+					return 0, false
+				}
+				return max(serverNow.Sub(mtime), 0), true
+			})
+			in.Renewed = written
+			in.Expires = written.Add(l.TTL)
+			in.Held = now.Sub(written) < l.TTL
 		}
 		out = append(out, in) // ReadDir sorts by file name, which is the name
 	}
 	return out, nil
+}
+
+// estimate returns when this observer estimates the current write of
+// lease name was made, and now, both by its Clock: the first sighting,
+// or earlier if the file server's clock dates the file earlier (age,
+// asked once per write).
+func (s *File) estimate(name string, l *leaseFile, age func() (time.Duration, bool)) (written, now time.Time) {
+	now = s.cfg.Clock.Now()
+	s.mu.Lock()
+	sg, ok := s.seen[name]
+	s.mu.Unlock()
+	if !ok || sg.key != l.key() {
+		return now, now
+	}
+	if !sg.estimated {
+		sg.written, sg.estimated = sg.first, true
+		if a, ok := age(); ok {
+			// Backdate only by a margin well above the file system's
+			// timestamp granularity and the probe's own delay.
+			now := s.cfg.Clock.Now()
+			if w := now.Add(-a); sg.first.Sub(w) >= min(time.Second, l.TTL/4) {
+				sg.written = w
+			}
+		}
+		s.mu.Lock()
+		if cur, ok := s.seen[name]; ok && cur.key == sg.key {
+			s.seen[name] = sg
+		}
+		s.mu.Unlock()
+	}
+	return sg.written, now
+}
+
+// serverNow writes the probe file and returns its mtime: the file
+// server's clock now.
+func (s *File) serverNow() (time.Time, error) {
+	p := filepath.Join(s.dir, ".clock")
+	if err := os.WriteFile(p, []byte("tandem: the lease store's clock probe\n"), 0o666); err != nil {
+		return time.Time{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime(), nil
+}
+
+// readTimed is read, also returning the lease file's mtime.
+func (s *File) readTimed(name string) (*leaseFile, time.Time, bool, error) {
+	var mtime time.Time
+	if fi, err := os.Stat(s.leasePath(name)); err == nil {
+		mtime = fi.ModTime()
+	}
+	l, exists, err := s.read(name)
+	return l, mtime, exists, err
 }
 
 // Fence implements Fencer. It holds the lease's OS lock while fn runs, so

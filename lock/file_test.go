@@ -132,7 +132,10 @@ func TestFileBasics(t *testing.T) {
 	require.Equal(t, token, in.Token)
 	require.True(t, in.Held, "the non-holder's release changed nothing")
 	require.True(t, in.Acquired.Equal(start), "acquired by the acquirer's clock: %v", in.Acquired)
-	require.True(t, in.Expires.Equal(cb.Now().Add(20*time.Second)), "expiry estimated on the observer's clock: %v", in.Expires)
+	// A first sighting is dated by the file's age on the file server's
+	// clock (milliseconds here), on the observer's clock.
+	require.WithinDuration(t, cb.Now().Add(20*time.Second), in.Expires, time.Second, "expiry estimated on the observer's clock: %v", in.Expires)
+	require.False(t, in.Expires.After(cb.Now().Add(20*time.Second)))
 
 	require.NoError(t, a.Release(ctx, "job", fileAlice, token))
 	require.NoError(t, a.Release(ctx, "job", fileAlice, token), "releasing twice is no error")
@@ -156,7 +159,7 @@ func TestFileBasics(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	require.ElementsMatch(t, []string{"job", ".job.lock"}, names, "no temp files left, no lease for a name never acquired")
+	require.ElementsMatch(t, []string{"job", ".job.lock", ".clock"}, names, "no temp files left, no lease for a name never acquired; List's clock probe")
 }
 
 // TestFileObservedExpiry: a held lease is taken over only by an observer
@@ -576,4 +579,43 @@ func holdFor(ctx context.Context, t *testing.T, s *lock.File, name string, owner
 		t.Errorf("%v: release: %v", owner, err)
 	}
 	return end, true
+}
+
+// TestFileListFreshObserver: a process that has just opened the store
+// lists a lease whose holder stopped renewing a while ago as not held,
+// with its last heartbeat in the past — not as live with a heartbeat of
+// "now" — and a lease renewed just now as held.
+func TestFileListFreshObserver(t *testing.T) {
+	t.Parallel()
+	ctx := fileCtx(t)
+	dir := t.TempDir()
+	a := openFileStore(t, dir, lock.FileConfig{})
+	const ttl = time.Second
+	_, ok, err := a.TryAcquire(ctx, "dead", fileAlice, ttl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	time.Sleep(ttl + 200*time.Millisecond) // the holder died: no renewals
+	live, ok, err := a.TryAcquire(ctx, "live", fileBob, ttl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = a.Renew(ctx, "live", fileBob, live, ttl)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	fresh := openFileStore(t, dir, lock.FileConfig{})
+	list, err := fresh.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	dead, alive := list[0], list[1]
+	require.Equal(t, "dead", dead.Name)
+	require.False(t, dead.Held, "a holder silent for longer than its TTL is not listed as live")
+	require.Less(t, dead.Renewed, time.Now().Add(-ttl), "its last heartbeat lies in the past: %v", dead.Renewed)
+	require.True(t, alive.Held)
+	require.WithinDuration(t, time.Now(), alive.Renewed, ttl/2)
+
+	// Stable: listing again does not move a standing heartbeat.
+	again, err := fresh.List(ctx)
+	require.NoError(t, err)
+	require.Equal(t, dead.Renewed, again[0].Renewed)
+	require.False(t, again[0].Held)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,9 +24,25 @@ const (
 	MaxTTL = 24 * time.Hour
 )
 
-// ErrUnavailable is returned by TryAcquire when another holder's lease is
-// still valid.
-var ErrUnavailable = errors.New("lock: lease held by another owner")
+// ErrUnavailable is returned by TryAcquire when the lease is held: by
+// another owner, or by this very client (a lease it has not released). The
+// error's text says which.
+var ErrUnavailable = errors.New("lock: lease unavailable")
+
+// Prefixes of lease names that tandem uses itself. Client's methods refuse
+// names with them (ErrInvalidArgument), so that an application lease can
+// never block a node's membership or a job's schedule.
+const (
+	// MemberPrefix starts a node's membership lease: "member.<node id>"
+	// (see Client.TryAcquireMembership).
+	MemberPrefix = "member."
+	// SchedulePrefix starts the lease that records a RunEvery job's last
+	// run: "schedule.<job name>".
+	SchedulePrefix = "schedule."
+)
+
+// MemberLease returns the name of the membership lease of node id.
+func MemberLease(nodeID string) string { return MemberPrefix + nodeID }
 
 // Config configures a Client. The zero value of each field means its
 // default.
@@ -40,6 +57,10 @@ type Config struct {
 	// RenewEvery is how often the keep-alive renews a held lease (with
 	// ±10% jitter). Defaults to TTL/3; must be below TTL/2.
 	RenewEvery time.Duration
+	// Instance is this process's instance id, the second half of the
+	// owner identity: 1 to 64 bytes of [A-Za-z0-9._-]. Defaults to a
+	// random id. Two clients must not share one.
+	Instance string
 	// Clock measures the holder's deadlines. Defaults to SystemClock.
 	Clock Clock
 	// Logger receives state changes (lease lost). Defaults to
@@ -48,11 +69,15 @@ type Config struct {
 }
 
 // Client acquires leases for one node. Its owner identity is the node id
-// plus a random instance id made by New, so two processes of one node are
-// distinct holders. It is safe for concurrent use.
+// plus an instance id (Config.Instance, random by default), so two
+// processes of one node are distinct holders. It is safe for concurrent
+// use.
 type Client struct {
 	cfg   Config
 	owner Owner
+
+	mu   sync.Mutex
+	held map[string]*Lease // guarded by mu: per name, the last lease acquired and not released
 }
 
 // New validates cfg and returns a Client.
@@ -75,15 +100,21 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Store == nil {
 		return nil, fmt.Errorf("lock config: %w: Store is required", ErrInvalidArgument)
 	}
+	if cfg.Instance == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Instance = hex.EncodeToString(b[:])
+	}
+	if err := ident.NodeID("Instance", cfg.Instance); err != nil {
+		return nil, fmt.Errorf("lock config: %w: %w", ErrInvalidArgument, err)
+	}
 	if err := checkTTL(cfg.TTL); err != nil {
 		return nil, fmt.Errorf("lock config: TTL: %w", err)
 	}
 	if cfg.RenewEvery <= 0 || cfg.RenewEvery >= cfg.TTL/2 {
 		return nil, fmt.Errorf("lock config: %w: RenewEvery is %v, must be in (0, TTL/2 = %v)", ErrInvalidArgument, cfg.RenewEvery, cfg.TTL/2)
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return &Client{cfg: cfg, owner: Owner{NodeID: cfg.NodeID, Instance: hex.EncodeToString(b[:])}}, nil
+	return &Client{cfg: cfg, owner: Owner{NodeID: cfg.NodeID, Instance: cfg.Instance}, held: map[string]*Lease{}}, nil
 }
 
 // Owner returns the identity this client's leases are held under.
@@ -118,12 +149,45 @@ func checkLease(name string, owner Owner, ttl time.Duration) error {
 	return checkTTL(ttl)
 }
 
-// TryAcquire acquires the lease name if it is free now, starting its
-// keep-alive, and returns an error matching ErrUnavailable if another
-// owner holds it.
-func (c *Client) TryAcquire(ctx context.Context, name string) (*Lease, error) {
+// checkName validates a lease name an application passes: a valid
+// ident.LeaseName without one of tandem's own prefixes.
+func checkName(name string) error {
 	if err := ident.LeaseName("name", name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	for _, p := range []string{MemberPrefix, SchedulePrefix} {
+		if strings.HasPrefix(name, p) {
+			return fmt.Errorf("%w: name %q: the prefix %q is reserved for tandem's own leases", ErrInvalidArgument, name, p)
+		}
+	}
+	return nil
+}
+
+// TryAcquire acquires the lease name if it is free now, starting its
+// keep-alive, and returns an error matching ErrUnavailable if it is held:
+// by another owner, or by this client itself (a Lease it has not
+// released). Names starting with MemberPrefix or SchedulePrefix are
+// reserved (ErrInvalidArgument).
+func (c *Client) TryAcquire(ctx context.Context, name string) (*Lease, error) {
+	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("acquire lease: %w", err)
+	}
+	return c.tryAcquire(ctx, name)
+}
+
+// TryAcquireMembership acquires this node's membership lease,
+// MemberLease(NodeID), as TryAcquire does. Package cluster holds it for a
+// running node; an application has no need to.
+func (c *Client) TryAcquireMembership(ctx context.Context) (*Lease, error) {
+	return c.tryAcquire(ctx, MemberLease(c.cfg.NodeID))
+}
+
+func (c *Client) tryAcquire(ctx context.Context, name string) (*Lease, error) {
+	c.mu.Lock()
+	own := c.held[name]
+	c.mu.Unlock()
+	if own != nil && own.ctx.Err() == nil {
+		return nil, fmt.Errorf("acquire lease %q: %w: this client holds it already (token %d); use that Lease, or release it first", name, ErrUnavailable, own.token)
 	}
 	sent := c.cfg.Clock.Now()
 	token, ok, err := c.cfg.Store.TryAcquire(ctx, name, c.owner, c.cfg.TTL)
@@ -131,14 +195,34 @@ func (c *Client) TryAcquire(ctx context.Context, name string) (*Lease, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("acquire lease %q: %w", name, ErrUnavailable)
+		if own != nil {
+			return nil, fmt.Errorf("acquire lease %q: %w: this client's earlier lease (token %d) was lost but may not have expired in the store yet", name, ErrUnavailable, own.token)
+		}
+		return nil, fmt.Errorf("acquire lease %q: %w: another owner holds it", name, ErrUnavailable)
 	}
-	return c.hold(name, token, sent), nil
+	l := c.hold(name, token, sent)
+	c.mu.Lock()
+	c.held[name] = l
+	c.mu.Unlock()
+	return l, nil
+}
+
+// forget drops l from the client's held leases once it was released or
+// abandoned.
+func (c *Client) forget(l *Lease) {
+	c.mu.Lock()
+	if c.held[l.name] == l {
+		delete(c.held, l.name)
+	}
+	c.mu.Unlock()
 }
 
 // Acquire blocks until it acquires the lease name or ctx ends, trying
 // again every TTL/10 or so (jittered).
 func (c *Client) Acquire(ctx context.Context, name string) (*Lease, error) {
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("acquire lease: %w", err)
+	}
 	for {
 		l, err := c.TryAcquire(ctx, name)
 		if !errors.Is(err, ErrUnavailable) {
@@ -153,11 +237,13 @@ func (c *Client) Acquire(ctx context.Context, name string) (*Lease, error) {
 }
 
 // Lease is a held lease. Its Context ends as soon as the lease is lost,
-// released, or can no longer be confirmed: the keep-alive ends it at the
-// moment the lease could expire in the store, measured from the sending of
-// the last successful acquire or renew on this node's monotonic clock,
-// which is never later than the store's own expiry. Work done under the
-// lease must stop when the context ends. Safe for concurrent use.
+// released, or can no longer be confirmed: a timer ends it at the holder's
+// trust deadline (see Deadline) unless a renewal moved the deadline on,
+// whatever a renewal in flight is doing — a call that hangs on a
+// black-holed network changes nothing. The deadline is measured from the
+// sending of the last successful acquire or renew on this node's monotonic
+// clock, which is never later than the store's own expiry. Work done under
+// the lease must stop when the context ends. Safe for concurrent use.
 type Lease struct {
 	c     *Client
 	name  string
@@ -168,7 +254,8 @@ type Lease struct {
 	done   chan struct{} // keep-alive exited
 
 	mu       sync.Mutex
-	deadline time.Time // by c.cfg.Clock
+	deadline time.Time   // by c.cfg.Clock
+	timer    *time.Timer // ends the lease at deadline; guarded by mu
 	released bool
 }
 
@@ -181,8 +268,34 @@ func (c *Client) holdFor() time.Duration { return c.cfg.TTL - c.cfg.TTL/20 }
 func (c *Client) hold(name string, token int64, sent time.Time) *Lease {
 	l := &Lease{c: c, name: name, token: token, done: make(chan struct{}), deadline: sent.Add(c.holdFor())}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
+	l.mu.Lock()
+	l.timer = time.AfterFunc(l.deadline.Sub(c.cfg.Clock.Now()), l.expire)
+	l.mu.Unlock()
 	go l.keepAlive()
 	return l
+}
+
+// expire runs on the deadline timer: it ends the lease unless a renewal
+// moved the deadline on meanwhile, in which case it waits for the new one.
+func (l *Lease) expire() {
+	l.mu.Lock()
+	left := l.deadline.Sub(l.c.cfg.Clock.Now())
+	if left > 0 {
+		l.timer.Reset(left)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.lose(fmt.Errorf("lease %q: %w: not confirmed within its TTL", l.name, ErrNotHeld))
+}
+
+// Deadline returns the holder's trust deadline, by the client's Clock: the
+// moment the last successful acquire or renew was sent, plus 95% of the
+// TTL. The lease's context ends then at the latest.
+func (l *Lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
 }
 
 // Name returns the lease's name.
@@ -227,42 +340,42 @@ func (l *Lease) Renew(ctx context.Context) error {
 		l.deadline = d
 	}
 	l.mu.Unlock()
+	if l.ctx.Err() != nil { // the deadline passed while the call was in flight
+		return context.Cause(l.ctx)
+	}
 	return nil
 }
 
 // lose ends the lease for cause.
 func (l *Lease) lose(cause error) {
-	if l.ctx.Err() == nil {
+	l.mu.Lock()
+	released := l.released
+	l.timer.Stop()
+	l.mu.Unlock()
+	if l.ctx.Err() == nil && !released {
 		l.c.cfg.Logger.Warn("tandem: lease lost", "lease", l.name, "token", l.token, "node", l.c.owner.NodeID, "err", cause)
 	}
 	l.cancel(cause)
 }
 
+// keepAlive renews the lease every RenewEvery (jittered), and sooner after
+// a failed attempt, until the lease ends. It never decides the lease is
+// lost by its own clock reading: the deadline timer does (expire), so a
+// renewal that hangs cannot keep the lease's context alive. A renewal in
+// flight runs under the lease's context and ends with it.
 func (l *Lease) keepAlive() {
 	defer close(l.done)
 	bo := backoff.New(l.c.cfg.RenewEvery/10, l.c.cfg.RenewEvery)
 	wait := backoff.Jitter(l.c.cfg.RenewEvery, 0.1)
 	for {
-		l.mu.Lock()
-		left := l.deadline.Sub(l.c.cfg.Clock.Now())
-		l.mu.Unlock()
-		if left <= 0 {
-			l.lose(fmt.Errorf("lease %q: %w: not confirmed within its TTL", l.name, ErrNotHeld))
-			return
-		}
-		timer := time.NewTimer(min(wait, left))
+		timer := time.NewTimer(wait)
 		select {
 		case <-l.ctx.Done():
 			timer.Stop()
 			return
 		case <-timer.C:
 		}
-		if wait > left { // the deadline came first
-			continue
-		}
-		ctx, cancel := context.WithTimeout(l.ctx, left)
-		err := l.Renew(ctx)
-		cancel()
+		err := l.Renew(l.ctx)
 		switch {
 		case err == nil:
 			bo.Reset()
@@ -278,14 +391,20 @@ func (l *Lease) keepAlive() {
 
 // Release ends the lease: its context ends at once, then the store is told
 // so that others can acquire it without waiting for expiry. It is
-// idempotent.
+// idempotent. It waits for a renewal in flight to end, or for ctx.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	already := l.released
 	l.released = true
 	l.mu.Unlock()
 	l.cancel(fmt.Errorf("lease %q: %w: released", l.name, ErrNotHeld))
-	<-l.done
+	l.lose(context.Cause(l.ctx))
+	l.c.forget(l)
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return fmt.Errorf("release lease %q: %w", l.name, ctx.Err())
+	}
 	if already {
 		return nil
 	}
@@ -298,13 +417,15 @@ func (l *Lease) Release(ctx context.Context) error {
 // Abandon stops using the lease without telling the store: its context
 // ends and the keep-alive stops, and the store frees the lease when it
 // expires. For shutting down when the store cannot be reached; otherwise
-// Release lets others in sooner.
+// Release lets others in sooner. It does not wait for a renewal in flight,
+// which can only extend the lease in the store.
 func (l *Lease) Abandon() {
 	l.mu.Lock()
 	l.released = true
 	l.mu.Unlock()
 	l.cancel(fmt.Errorf("lease %q: %w: abandoned", l.name, ErrNotHeld))
-	<-l.done
+	l.lose(context.Cause(l.ctx))
+	l.c.forget(l)
 }
 
 // Fenced runs fn only if the store confirms this lease is still current,

@@ -26,6 +26,7 @@ func TestConfigErrors(t *testing.T) {
 		{lock.Config{NodeID: "a", Store: s, TTL: 25 * time.Hour}, "TTL"},
 		{lock.Config{NodeID: "a", Store: s, TTL: time.Second, RenewEvery: time.Second}, "RenewEvery"},
 		{lock.Config{NodeID: "a", Store: s, RenewEvery: -1}, "RenewEvery"},
+		{lock.Config{NodeID: "a", Store: s, Instance: "a/b"}, "Instance"},
 	} {
 		_, err := lock.New(c.cfg)
 		require.ErrorContains(t, err, c.field, "%+v", c.cfg)
@@ -47,6 +48,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	require.NoError(t, l.Renew(ctx))
 	_, err = c.TryAcquire(ctx, "job")
 	require.ErrorIs(t, err, lock.ErrUnavailable, "a held lease is unavailable, even to its own client")
+	require.ErrorContains(t, err, "this client holds it already", "and the error says whose it is")
 	require.NoError(t, l.Release(ctx))
 	require.NoError(t, l.Release(ctx), "Release is idempotent")
 	require.False(t, l.Held())
@@ -55,7 +57,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	require.ErrorIs(t, l.Fenced(ctx, func(context.Context) error { return nil }), lock.ErrFenced)
 	_, err = c.RunOnce(ctx, "x", nil)
 	require.ErrorIs(t, err, lock.ErrInvalidArgument, "a nil job is an error, not a panic")
-	require.ErrorIs(t, c.RunEvery(ctx, "x", 0, func(context.Context) error { return nil }), lock.ErrInvalidArgument)
+	require.ErrorIs(t, c.RunEvery(ctx, "x", 0, func(context.Context, *lock.Lease) error { return nil }), lock.ErrInvalidArgument)
 	require.ErrorIs(t, c.RunEvery(ctx, "x", time.Second, nil), lock.ErrInvalidArgument)
 	require.ErrorIs(t, c.Campaign(ctx, "x", nil), lock.ErrInvalidArgument)
 	require.ErrorIs(t, l.Fenced(ctx, nil), lock.ErrInvalidArgument)

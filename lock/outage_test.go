@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/locktest"
 	"github.com/tandem-go/tandem/lock"
 )
 
@@ -79,6 +80,62 @@ func TestSQLOutage(t *testing.T) {
 			require.NoError(t, err, "the lease is acquirable again after the outage")
 			require.Greater(t, l2.Token(), ol.Token())
 			require.NoError(t, l2.Release(ctx))
+		})
+	}
+}
+
+// slowRenews counts renewals that hang: still in flight, or that took
+// longer than a second.
+type slowRenews struct {
+	lock.Store
+	mu      sync.Mutex
+	started map[int]time.Time
+	n       int
+	slow    int
+}
+
+func (s *slowRenews) Renew(ctx context.Context, name string, owner lock.Owner, token int64, ttl time.Duration) (bool, error) {
+	s.mu.Lock()
+	id := s.n
+	s.n++
+	s.started[id] = time.Now()
+	s.mu.Unlock()
+	ok, err := s.Store.Renew(ctx, name, owner, token, ttl)
+	s.mu.Lock()
+	if time.Since(s.started[id]) > time.Second {
+		s.slow++
+	}
+	delete(s.started, id)
+	s.mu.Unlock()
+	return ok, err
+}
+
+func (s *slowRenews) hung() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.slow
+	for _, at := range s.started {
+		if time.Since(at) > time.Second {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSQLBlackHole black-holes a lease holder's connections: they stay
+// open, but nothing the holder sends reaches the database, so its renewal
+// hangs instead of failing. The holder's lease must end at its trust
+// deadline, by a timer, before another node can acquire the lease.
+func TestSQLBlackHole(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			proxy, dsn := db.NewProxy(t)
+			viaProxy, err := lock.OpenSQL(context.Background(), db.Pool(t, dsn), b.Dialect, db.Prefix)
+			require.NoError(t, err)
+			holder := &slowRenews{Store: viaProxy, started: map[int]time.Time{}}
+			locktest.HolderStopsBelieving(t, holder, openSQL(t, db), proxy.BlackHole, holder.hung)
 		})
 	}
 }

@@ -11,13 +11,18 @@ import (
 
 // Proxy forwards TCP connections to a test database, and can cut them all
 // to simulate an outage (a server restart, a network partition) for the
-// pools that go through it, without disturbing other tests.
+// pools that go through it, without disturbing other tests. It can also
+// black-hole them: connections stay open and accept what is sent, but
+// nothing reaches the other side — a partition that drops packets, where
+// calls hang instead of failing.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
 	mu    sync.Mutex
 	down  bool
+	hole  bool                  // forward nothing; guarded by mu
+	holed map[net.Conn]struct{} // connections open during a black hole: their streams lost bytes
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -53,7 +58,7 @@ func (d *DB) NewProxy(t testing.TB) (*Proxy, string) {
 		u.Host = ln.Addr().String()
 		dsn = u.String()
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, holed: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.close)
@@ -73,6 +78,14 @@ func (p *Proxy) serve() {
 			c.Close()
 			continue
 		}
+		if p.hole {
+			// Accept, then never answer.
+			p.conns[c], p.holed[c] = struct{}{}, struct{}{}
+			p.wg.Add(1)
+			p.mu.Unlock()
+			go p.pipe(io.Discard, c)
+			continue
+		}
 		up, err := net.Dial("tcp", p.target)
 		if err != nil {
 			p.mu.Unlock()
@@ -87,15 +100,49 @@ func (p *Proxy) serve() {
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+func (p *Proxy) pipe(dst io.Writer, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src) // ends when either side closes or is cut
-	dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf) // ends when either side closes or is cut
+		if n > 0 && !p.blackHoled() {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	src.Close()
 	p.mu.Lock()
-	delete(p.conns, dst)
 	delete(p.conns, src)
+	delete(p.holed, src)
+	if c, ok := dst.(net.Conn); ok {
+		c.Close()
+		delete(p.conns, c)
+		delete(p.holed, c)
+	}
 	p.mu.Unlock()
+}
+
+func (p *Proxy) blackHoled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hole
+}
+
+// BlackHole stops forwarding: open connections stay open, but what either
+// side sends is dropped, and new connections are accepted and never
+// answered. Calls through the proxy hang until their own deadlines.
+// Restore ends it.
+func (p *Proxy) BlackHole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hole = true
+	for c := range p.conns {
+		p.holed[c] = struct{}{}
+	}
 }
 
 // Cut closes every connection through the proxy and refuses new ones
@@ -109,10 +156,14 @@ func (p *Proxy) Cut() {
 	}
 }
 
-// Restore accepts connections again.
+// Restore accepts and forwards connections again. Connections that were
+// open during a black hole are closed: their streams lost bytes.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
-	p.down = false
+	p.down, p.hole = false, false
+	for c := range p.holed {
+		c.Close()
+	}
 	p.mu.Unlock()
 }
 

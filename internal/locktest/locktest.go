@@ -46,6 +46,9 @@ func Run(t *testing.T, newStore NewStore) {
 		{"Campaign", testCampaign},
 		{"RunOnce", testRunOnce},
 		{"RunEvery", testRunEvery},
+		{"ScheduleRollingRestart", testScheduleRollingRestart},
+		{"OwnLease", testOwnLease},
+		{"StalledRenew", testStalledRenew},
 		{"Contention", func(t *testing.T, open Opener) {
 			Contention(t, open, ContentionConfig{Instances: 4, Goroutines: 4, Names: 2, Duration: 3 * time.Second})
 		}},
@@ -73,14 +76,20 @@ var (
 	bob   = lock.Owner{NodeID: "bob", Instance: "b1"}
 )
 
+// LongTTL is the TTL of leases a test must keep while it works with them:
+// long enough that scheduling delays on a loaded machine never let one
+// expire under the test.
+const LongTTL = time.Minute
+
 // acquireEventually retries TryAcquire until it succeeds (a file store
-// must first watch the previous holder's heartbeat stand still for a TTL).
-func acquireEventually(t *testing.T, s lock.Store, name string, o lock.Owner) int64 {
+// must first watch the previous holder's heartbeat stand still for a TTL),
+// asking for a lease of ttl.
+func acquireEventually(t *testing.T, s lock.Store, name string, o lock.Owner, ttl time.Duration) int64 {
 	t.Helper()
 	ctx := ctxT(t)
-	deadline := time.Now().Add(20 * TTL)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		token, ok, err := s.TryAcquire(ctx, name, o, TTL)
+		token, ok, err := s.TryAcquire(ctx, name, o, ttl)
 		require.NoError(t, err)
 		if ok {
 			return token
@@ -149,12 +158,16 @@ func testTokensIncrease(t *testing.T, open Opener) {
 func testExpiry(t *testing.T, open Opener) {
 	ctx := ctxT(t)
 	a, b := open(t), open(t)
+	// Measured from before the acquisition is sent: the store starts the
+	// TTL when it executes the request, which is later. Timing from
+	// TryAcquire's return would let a slow return (a loaded machine)
+	// shorten what is measured.
+	sent := time.Now()
 	token, ok, err := a.TryAcquire(ctx, "exp", alice, TTL)
 	require.NoError(t, err)
 	require.True(t, ok)
-	start := time.Now()
-	token2 := acquireEventually(t, b, "exp", bob)
-	require.GreaterOrEqual(t, time.Since(start), TTL, "an unrenewed lease is taken over only after its TTL")
+	token2 := acquireEventually(t, b, "exp", bob, TTL)
+	require.GreaterOrEqual(t, time.Since(sent), TTL, "an unrenewed lease is taken over only after its TTL")
 	require.Greater(t, token2, token)
 	ok, err = a.Renew(ctx, "exp", alice, token, TTL)
 	require.NoError(t, err)
@@ -201,7 +214,9 @@ func testFence(t *testing.T, open Opener) {
 	if !ok {
 		t.Skip("store cannot fence")
 	}
-	token, ok, err := a.TryAcquire(ctx, "gc", alice, TTL)
+	// A long TTL: the lease must not expire while the test fences, however
+	// loaded the machine.
+	token, ok, err := a.TryAcquire(ctx, "gc", alice, LongTTL)
 	require.NoError(t, err)
 	require.True(t, ok)
 	ran := false
@@ -230,8 +245,9 @@ func testPausedHolder(t *testing.T, open Opener) {
 	token, ok, err := a.TryAcquire(ctx, "sweep", alice, TTL)
 	require.NoError(t, err)
 	require.True(t, ok)
-	// alice is paused here; bob takes over once the lease expired.
-	token2 := acquireEventually(t, b, "sweep", bob)
+	// alice is paused here; bob takes over once the lease expired, and
+	// keeps it for long enough to fence however loaded the machine.
+	token2 := acquireEventually(t, b, "sweep", bob, LongTTL)
 	require.Greater(t, token2, token)
 	err = fa.Fence(ctx, "sweep", alice, token, func(context.Context) error {
 		t.Error("a paused ex-holder's fenced work ran")

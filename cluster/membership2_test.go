@@ -1,0 +1,249 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/locktest"
+	"github.com/tandem-go/tandem/journal"
+)
+
+// TestPublishNeedsMembership: a node publishes only while it is a member:
+// not before Start, not after Stop, and not from the moment it can no
+// longer confirm its membership lease (its renewals hang) — when its
+// caches also flush and stop serving — until it rejoins.
+func TestPublishNeedsMembership(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "a", "inst-a")
+		stall := locktest.NewStall(leases)
+		t.Cleanup(stall.End)
+		c := cfg("a")
+		c.Journal, c.Revisions, c.Leases, c.Instance = j, revs, stall, "inst-a"
+		c.MemberTTL = time.Second
+		a, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { a.Stop(context.Background()) })
+		users, err := cluster.NewCache[int64, string](a, "users", cluster.CacheConfig[int64]{})
+		require.NoError(t, err)
+
+		_, err = a.Publish(ctx, "p", nil)
+		require.ErrorIs(t, err, cluster.ErrNotRunning, "not before Start")
+		_, err = users.Invalidate(ctx, 1)
+		require.ErrorIs(t, err, cluster.ErrNotRunning)
+		start(t, a)
+		_, err = a.Publish(ctx, "p", nil)
+		require.NoError(t, err)
+		users.Add(1, "Ada")
+		_, ok := users.Get(1)
+		require.True(t, ok)
+
+		// The lease store stops answering renewals.
+		stall.Begin()
+		cut := time.Now()
+		var refused time.Time
+		require.Eventually(t, func() bool {
+			_, err := a.Publish(ctx, "p", nil)
+			if errors.Is(err, cluster.ErrMembershipLost) {
+				refused = time.Now()
+				return true
+			}
+			require.NoError(t, err)
+			return false
+		}, 30*time.Second, 5*time.Millisecond)
+		require.Less(t, refused.Sub(cut), c.MemberTTL, "refused before anyone else could take the id")
+		_, err = a.Publish(ctx, "p", nil)
+		require.ErrorIs(t, err, cluster.ErrNotRunning, "ErrMembershipLost matches ErrNotRunning")
+		_, ok = users.Get(1)
+		require.False(t, ok, "a node that is not a member does not serve its cache")
+		users.Add(2, "Grace")
+		_, ok = users.Get(2)
+		require.False(t, ok)
+		require.Eventually(t, func() bool { return users.Len() == 0 }, 30*time.Second, 5*time.Millisecond, "its cache flushed")
+		require.Positive(t, stall.Stalled.Load())
+
+		// The store answers again: the node rejoins and publishes.
+		stall.End()
+		require.Eventually(t, func() bool {
+			_, err := a.Publish(ctx, "p", nil)
+			return err == nil
+		}, 30*time.Second, 10*time.Millisecond, "the node rejoins")
+		users.Add(3, "Barbara")
+		_, ok = users.Get(3)
+		require.True(t, ok, "and serves again")
+
+		require.NoError(t, a.Stop(ctx))
+		_, err = a.Publish(ctx, "p", nil)
+		require.ErrorIs(t, err, cluster.ErrNotRunning, "not after Stop")
+		require.NotErrorIs(t, err, journal.ErrClosed)
+		err = a.Start(ctx)
+		require.ErrorIs(t, err, cluster.ErrNotRunning)
+		require.ErrorContains(t, err, "open a new one", "the error says what to do")
+	})
+}
+
+// rewindable is a node's journal that can be made to look restored:
+// Head lowered (a restore that kept the epoch) or a new Epoch.
+type rewindable struct {
+	journal.Journal
+	mu    sync.Mutex
+	head  int64 // > 0: Head returns at most this
+	epoch string
+}
+
+func (r *rewindable) Head(ctx context.Context) (int64, error) {
+	h, err := r.Journal.Head(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.head > 0 {
+		h = min(h, r.head)
+	}
+	return h, err
+}
+
+func (r *rewindable) Epoch(ctx context.Context) (string, error) {
+	r.mu.Lock()
+	e := r.epoch
+	r.mu.Unlock()
+	if e != "" {
+		return e, nil
+	}
+	return r.Journal.Epoch(ctx)
+}
+
+// TestResyncAheadOfHead: a position above the journal's head in the same
+// epoch resyncs instead of waiting silently for the head to pass it —
+// stored (at Start) and in memory (on a poll) — and WaitFor confirms a
+// revision it reached only after checking the journal's epoch.
+func TestResyncAheadOfHead(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		head := publishN(t, ctx, a, 5)
+		epoch, err := a.Journal().Epoch(ctx)
+		require.NoError(t, err)
+
+		// Each node records its own resyncs.
+		var mu sync.Mutex
+		var reasons []cluster.ResyncReason
+		hookOf := func() func(context.Context, cluster.ResyncReason) error {
+			mu.Lock()
+			defer mu.Unlock()
+			reasons = nil
+			return func(_ context.Context, why cluster.ResyncReason) error {
+				mu.Lock()
+				reasons = append(reasons, why)
+				mu.Unlock()
+				return nil
+			}
+		}
+		got := func() []cluster.ResyncReason {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]cluster.ResyncReason(nil), reasons...)
+		}
+
+		// Stored: b's position is above the head.
+		require.NoError(t, f.revisions(t).Save(ctx, "b", head+10, epoch))
+		b := f.open(t, cfg("b"))
+		require.NoError(t, b.OnResync(hookOf()))
+		start(t, b)
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncAheadOfHead}, got())
+		require.Equal(t, head, b.Stats().Revision, "it continues from the head")
+		require.NoError(t, b.Stop(ctx))
+
+		// In memory: the journal goes back under a running node.
+		j, revs, leases := f.stores(t, "c", "inst-c")
+		rj := &rewindable{Journal: j}
+		c := cfg("c")
+		c.Journal, c.Revisions, c.Leases, c.Instance = rj, revs, leases, "inst-c"
+		cn, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { cn.Stop(context.Background()) })
+		var cnMu sync.Mutex
+		cnHook := func(context.Context, cluster.ResyncReason) error { return nil }
+		require.NoError(t, cn.OnResync(func(ctx context.Context, why cluster.ResyncReason) error {
+			cnMu.Lock()
+			h := cnHook
+			cnMu.Unlock()
+			return h(ctx, why)
+		}))
+		rec := &recorder{}
+		require.NoError(t, cn.Handle("p", rec))
+		start(t, cn)
+		last := publishN(t, ctx, a, 3)
+		require.NoError(t, cn.WaitFor(ctx, last))
+		cnMu.Lock()
+		cnHook = hookOf()
+		cnMu.Unlock()
+		rj.mu.Lock()
+		rj.head = last - 2
+		rj.mu.Unlock()
+		require.Eventually(t, func() bool { return len(got()) > 0 }, 30*time.Second, 10*time.Millisecond, "a poll notices")
+		require.Equal(t, cluster.ResyncAheadOfHead, got()[0])
+		require.NoError(t, cn.Stop(ctx)) // its fake journal keeps contradicting itself
+
+		// WaitFor: a new epoch (a restored database) under a node that
+		// reached the revision; no poll comes (SyncDelay is an hour).
+		j2, revs2, leases2 := f.stores(t, "d", "inst-d")
+		rj2 := &rewindable{Journal: j2}
+		d := cfg("d")
+		d.Journal, d.Revisions, d.Leases, d.Instance, d.SyncDelay = rj2, revs2, leases2, "inst-d", time.Hour
+		dn, err := cluster.New(d)
+		require.NoError(t, err)
+		t.Cleanup(func() { dn.Stop(context.Background()) })
+		dnHook := func(context.Context, cluster.ResyncReason) error { return nil }
+		var hookMu sync.Mutex
+		require.NoError(t, dn.OnResync(func(ctx context.Context, why cluster.ResyncReason) error {
+			hookMu.Lock()
+			h := dnHook
+			hookMu.Unlock()
+			return h(ctx, why)
+		}))
+		start(t, dn)
+		require.NoError(t, dn.WaitFor(ctx, last))
+		hookMu.Lock()
+		dnHook = hookOf()
+		hookMu.Unlock()
+		rj2.mu.Lock()
+		rj2.epoch = "restored-epoch-0123456789abcdef"
+		rj2.mu.Unlock()
+		require.NoError(t, dn.WaitFor(ctx, last))
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncEpoch}, got(), "WaitFor checked the epoch before confirming")
+	})
+}
+
+// TestOpenSQLPoolSize: a pool too small for a node is refused with an
+// error that says how many connections it needs.
+func TestOpenSQLPoolSize(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			need := cluster.SQLConns(b.Dialect)
+			pool.SetMaxOpenConns(need - 1)
+			_, err := cluster.OpenSQL(context.Background(), pool, b.Dialect, db.Prefix, cfg("a"))
+			require.ErrorIs(t, err, cluster.ErrInvalidArgument)
+			require.ErrorContains(t, err, "SetMaxOpenConns")
+			require.ErrorContains(t, err, "needs at least")
+			pool.SetMaxOpenConns(need)
+			n, err := cluster.OpenSQL(context.Background(), pool, b.Dialect, db.Prefix, cfg("a"))
+			require.NoError(t, err)
+			start(t, n)
+			rev, err := n.Publish(context.Background(), "p", nil)
+			require.NoError(t, err)
+			require.NoError(t, n.WaitFor(context.Background(), rev))
+			require.NoError(t, n.Stop(context.Background()))
+		})
+	}
+	require.Equal(t, 3, cluster.MinSQLConns)
+}
