@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandem-go/tandem/ident"
+	"github.com/tandem-go/tandem/janitor"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
@@ -78,6 +80,11 @@ const (
 	// epoch, a failover to a lagging replica), so what the node applied
 	// up to its position is not what the journal now holds.
 	ResyncAheadOfHead ResyncReason = "position above the journal's head"
+	// ResyncEvicted: the janitor evicted the node while it was away for
+	// longer than its EvictAfter, so the records after its position may
+	// be gone: what it holds privately (a search index on disk) must be
+	// rebuilt rather than caught up.
+	ResyncEvicted ResyncReason = "evicted by the janitor after an absence longer than EvictAfter"
 )
 
 // Config configures a Node. The zero value of each field means its default.
@@ -143,6 +150,12 @@ type Config struct {
 	// to deal with it later. DeadLetter runs on the sync goroutine; it
 	// must not block for long. Nil (the default): retry forever.
 	DeadLetter func(ctx context.Context, rec journal.Record, attempts int, err error) bool
+	// Janitor, when set, runs a janitor on this node (package janitor) from
+	// Start to Stop: on its schedule, on whichever node that enabled it
+	// gets its lease. Its NodeID, Journal, Revisions, Leases and Logger
+	// default to the node's. Nil (the default) runs none [janitorEnabled
+	// false].
+	Janitor *janitor.Config
 	// Logger receives state changes. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -171,6 +184,7 @@ var (
 type Node struct {
 	cfg     Config
 	members *lock.Client
+	jan     *janitor.Janitor // nil unless Config.Janitor
 	// closeJournal: the node opened its journal (OpenDir, OpenSQL) and
 	// closes it on Stop.
 	closeJournal bool
@@ -264,8 +278,34 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster config: MemberTTL: %w", err)
 	}
-	return &Node{cfg: cfg, members: members, handlers: map[string]Handler{}}, nil
+	n := &Node{cfg: cfg, members: members, handlers: map[string]Handler{}}
+	if cfg.Janitor != nil {
+		jc := *cfg.Janitor
+		if jc.NodeID == "" {
+			jc.NodeID = cfg.NodeID
+		}
+		if jc.Journal == nil {
+			jc.Journal = cfg.Journal
+		}
+		if jc.Revisions == nil {
+			jc.Revisions = cfg.Revisions
+		}
+		if jc.Leases == nil {
+			jc.Leases = cfg.Leases
+		}
+		if jc.Logger == nil {
+			jc.Logger = cfg.Logger
+		}
+		if n.jan, err = janitor.New(jc); err != nil {
+			return nil, fmt.Errorf("cluster config: Janitor: %w", err)
+		}
+	}
+	return n, nil
 }
+
+// Janitor returns the node's janitor (Config.Janitor), or nil when it runs
+// none: for RunOnce, Plan and Stats.
+func (n *Node) Janitor() *janitor.Janitor { return n.jan }
 
 // ID returns the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
@@ -434,6 +474,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Unlock()
 	loop.start()
 	go n.keepMembership(mctx, lease, loop)
+	if n.jan != nil {
+		if err := n.jan.Start(ctx); err != nil {
+			n.cfg.Logger.Error("tandem: janitor did not start", "node", n.cfg.NodeID, "err", err)
+		}
+	}
 	n.cfg.Logger.Info("tandem: node started", "node", n.cfg.NodeID, "instance", n.members.Owner().Instance, "revision", loop.applied())
 	return nil
 }
@@ -458,6 +503,9 @@ func (n *Node) Stop(ctx context.Context) error {
 	loop := n.loop
 	n.stopMember()
 	n.mu.Unlock()
+	if n.jan != nil {
+		_ = n.jan.Stop(ctx) // cancels a run in progress; each batch is whole or not done
+	}
 	n.membershipLost()
 	// keepMembership ends with its context, unless a store call ignores
 	// it: then it is left behind, as a stuck handler is.
@@ -538,6 +586,26 @@ func (n *Node) serving() bool {
 		return lease.Held() && loop.failure() == nil
 	}
 	return false
+}
+
+// PublishTx publishes entries inside the application's transaction tx (an
+// outbox, journal.SQL.AppendTx): they become records if and only if tx
+// commits, atomically with the application's own changes, and nothing
+// global is locked inside tx. After tx.Commit, the handle's Wait returns
+// their revisions (the read-your-writes token); if this process dies
+// first, any node relays them within SyncDelay. It needs a SQL journal and
+// membership, like PublishEntries.
+func (n *Node) PublishTx(ctx context.Context, tx *sql.Tx, entries ...journal.Entry) (*journal.Pending, error) {
+	if _, err := n.member(); err != nil {
+		return nil, fmt.Errorf("publish in transaction: %w", err)
+	}
+	a, ok := n.cfg.Journal.(interface {
+		AppendTx(ctx context.Context, tx *sql.Tx, entries ...journal.Entry) (*journal.Pending, error)
+	})
+	if !ok {
+		return nil, fmt.Errorf("publish in transaction: %w: the journal (%T) has no transactions; use a SQL journal", ErrInvalidArgument, n.cfg.Journal)
+	}
+	return a.AppendTx(ctx, tx, entries...)
 }
 
 // Publish appends a record for producer to the journal (group-committed

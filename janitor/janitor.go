@@ -39,9 +39,6 @@ const (
 	// DefaultLeaseName is the lease that makes the janitor run on one node
 	// at a time.
 	DefaultLeaseName = "tandem.janitor"
-	// DefaultMemberPrefix is the prefix of the membership leases of
-	// package cluster: node X holds "member.X" while it is live.
-	DefaultMemberPrefix = "member."
 )
 
 // Errors.
@@ -101,9 +98,6 @@ type Config struct {
 	// LeaseTTL is its TTL. Defaults to lock.DefaultTTL.
 	LeaseName string
 	LeaseTTL  time.Duration
-	// MemberPrefix is the prefix of membership leases. Defaults to
-	// DefaultMemberPrefix, package cluster's.
-	MemberPrefix string
 
 	// Clock tells the scheduler the time. Defaults to the system clock.
 	Clock lock.Clock
@@ -142,9 +136,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = lock.DefaultTTL
-	}
-	if c.MemberPrefix == "" {
-		c.MemberPrefix = DefaultMemberPrefix
 	}
 	if c.Clock == nil {
 		c.Clock = lock.SystemClock{}
@@ -445,7 +436,7 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 		if l.Renewed.After(now) {
 			now = l.Renewed
 		}
-		if id, ok := strings.CutPrefix(l.Name, j.cfg.MemberPrefix); ok {
+		if id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix); ok {
 			members[id] = l
 		}
 	}

@@ -132,9 +132,8 @@ func appendN(t *testing.T, j journal.Journal, n int, tag string) {
 func member(t *testing.T, s lock.Store, node string, ttl time.Duration) *lock.Lease {
 	c, err := lock.New(lock.Config{NodeID: node, Store: s, TTL: ttl})
 	require.NoError(t, err)
-	// "member." leases are tandem's own: only TryAcquireMembership takes
-	// them, and only for the client's node.
-	require.Equal(t, "member.", janitor.DefaultMemberPrefix)
+	// lock.MemberPrefix leases are tandem's own: only
+	// TryAcquireMembership takes them, and only for the client's node.
 	l, err := c.TryAcquireMembership(ctxT(t))
 	require.NoError(t, err)
 	return l

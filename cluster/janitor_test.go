@@ -1,0 +1,146 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/janitor"
+	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/lock"
+)
+
+// TestEvictedNodeResyncs: a node that went away without Stop (its lease
+// lapsed) pins the horizon until EvictAfter; then the janitor of a running
+// node evicts it and prunes past it. When the node returns, it finds the
+// eviction marker: its resync hook runs with ResyncEvicted and it goes on
+// from the head, rather than passing for a brand-new node.
+func TestEvictedNodeResyncs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		c := cfg("keeper")
+		c.Janitor = &janitor.Config{EvictAfter: 2 * time.Second, KeepRecords: -1, KeepFor: -1, Interval: time.Hour}
+		keeper := f.open(t, c)
+		start(t, keeper)
+		require.NotNil(t, keeper.Janitor())
+
+		// "gone" ran, applied up to here, and died: its lease lapses.
+		j, revs, leases := f.stores(t, "gone", "gone-1")
+		epoch, err := j.Epoch(ctx)
+		require.NoError(t, err)
+		at := publishN(t, ctx, keeper, 5)
+		require.NoError(t, revs.Save(ctx, "gone", at, epoch))
+		lc, err := lock.New(lock.Config{NodeID: "gone", Instance: "gone-1", Store: leases, TTL: 300 * time.Millisecond})
+		require.NoError(t, err)
+		l, err := lc.TryAcquireMembership(ctx)
+		require.NoError(t, err)
+		l.Abandon()
+		last := publishN(t, ctx, keeper, 5)
+		// The keeper stores its own position (at most a second behind).
+		require.Eventually(t, func() bool {
+			p, err := revs.Load(ctx, "keeper")
+			return err == nil && p.Revision >= last
+		}, 20*time.Second, 50*time.Millisecond)
+
+		rep, err := keeper.Janitor().RunOnce(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "gone", rep.PinnedBy, "a recently departed node pins the horizon")
+		require.EqualValues(t, at+1, rep.NewTail)
+		require.Eventually(t, func() bool {
+			rep, err = keeper.Janitor().RunOnce(ctx)
+			require.NoError(t, err)
+			return len(rep.Evicted) == 1
+		}, 30*time.Second, 200*time.Millisecond)
+		require.Greater(t, rep.NewTail, at+1, "pruned past the evicted node")
+
+		var reasons []cluster.ResyncReason
+		rec := &recorder{}
+		back := f.open(t, cfg("gone"))
+		require.NoError(t, back.Handle("p", rec))
+		require.NoError(t, back.OnResync(func(_ context.Context, why cluster.ResyncReason) error {
+			reasons = append(reasons, why)
+			return nil
+		}))
+		start(t, back)
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncEvicted}, reasons)
+		require.Empty(t, rec.got(), "it goes on from the head")
+		next, err := keeper.Publish(ctx, "p", []byte("after"))
+		require.NoError(t, err)
+		require.Greater(t, next, last)
+		require.NoError(t, back.WaitFor(ctx, next))
+		require.Len(t, rec.got(), 1)
+		p, err := f.revisions(t).Load(ctx, "gone")
+		require.NoError(t, err)
+		require.False(t, p.Evicted, "its next save clears the marker")
+	})
+}
+
+// TestCloneDuringPruning starts nodes with CopyFrom while a janitor prunes
+// every 100 ms and the source keeps publishing: every clone catches up from
+// the source's position without a resync.
+func TestCloneDuringPruning(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		c := cfg("src")
+		c.Janitor = &janitor.Config{Interval: 100 * time.Millisecond, KeepRecords: -1, KeepFor: -1, BatchSize: 20}
+		src := f.open(t, c)
+		start(t, src)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var published atomic.Int64
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rev, err := src.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				published.Store(rev)
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+		for k := range 4 {
+			time.Sleep(250 * time.Millisecond)
+			cc := cfg(fmt.Sprintf("clone%d", k))
+			cc.CopyFrom = "src"
+			clone := f.open(t, cc)
+			resynced := false
+			require.NoError(t, clone.OnResync(func(context.Context, cluster.ResyncReason) error { resynced = true; return nil }))
+			var got atomic.Int64
+			require.NoError(t, clone.Handle("p", cluster.HandlerFunc(func(_ context.Context, r journal.Record) error {
+				got.Add(1)
+				return nil
+			})))
+			start(t, clone)
+			require.NoError(t, clone.WaitFor(ctx, published.Load()))
+			require.False(t, resynced, "clone %d needed no resync", k)
+			require.NoError(t, clone.Stop(ctx))
+			// A stopped clone would pin the horizon until EvictAfter;
+			// the operator removes it.
+			require.NoError(t, f.revisions(t).Delete(ctx, cc.NodeID))
+		}
+		// The janitor prunes once src has stored its position (at most a
+		// second after it moved); on a loaded machine that may take a few.
+		var tail int64
+		require.Eventually(t, func() bool {
+			var err error
+			tail, err = src.Journal().Tail(ctx)
+			return err == nil && tail > 1
+		}, 30*time.Second, 50*time.Millisecond, "the janitor pruned while clones were made")
+		close(stop)
+		wg.Wait()
+		st := src.Janitor().Stats()
+		t.Logf("%s: %d janitor runs, %d records deleted, tail %d", f.backend, st.Runs, st.Deleted, tail)
+	})
+}
