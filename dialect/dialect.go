@@ -16,6 +16,20 @@
 // dialect explicitly and passes its own *sql.DB; nothing registers itself in
 // init.
 //
+// # Schema versions and migrations
+//
+// The tables evolve only through numbered migrations, written once per
+// dialect (Dialect.Migrations) and run by one algorithm (Migrate) under
+// the dialect's schema lock. The meta row records the last migration
+// applied (meta.migration) and the compatibility version
+// (meta.schema_version): the oldest schema version a release must know to
+// run against the database. Every release checks the latter, so an
+// additive migration (nullable columns, new tables, a new procedure beside
+// the old one) keeps it, and nodes of the previous release keep running
+// through a rolling upgrade; a release that knows less refuses with
+// ErrSchemaTooNew. Version 1 is the first release's schema; version 2 adds
+// the journal's writer instance and batch id.
+//
 // Driver errors are translated at this boundary: every error a Dialect
 // returns that came from the database matches (with errors.Is) one of the
 // class sentinels below when it belongs to that class, and nothing above this
@@ -31,9 +45,15 @@ import (
 	"time"
 )
 
-// SchemaVersion is the version of the schema this release creates and
-// understands. It is stored in the meta table.
-const SchemaVersion = 1
+// SchemaVersion is the newest schema version this release knows: it
+// applies every migration up to it (see Migrate) and runs against any
+// database whose compatibility version (SchemaState.Compat) is at most
+// this.
+//
+//	1  the journal, global_revision, meta, local_revisions and locks tables
+//	2  journal.instance and journal.batch_id (the writing process and its
+//	   group commit, for resolving open outcomes); meta.migration
+const SchemaVersion = 2
 
 // Error classes. A Dialect wraps the driver's error so that errors.Is(err,
 // ErrX) holds for its class, and errors.As still reaches the driver error.
@@ -46,8 +66,12 @@ var (
 	ErrSerialization = errors.New("serialization failure")
 	// ErrLockTimeout: a lock could not be acquired within the lock timeout.
 	ErrLockTimeout = errors.New("lock timeout")
-	// ErrOutcomeUnknown: the connection failed while a commit was in flight,
-	// so the change may or may not have been committed.
+	// ErrOutcomeUnknown: an append's commit may or may not have happened
+	// (the connection failed or the statement was interrupted after it was
+	// sent). A Dialect reports such an error as an *OutcomeError; the
+	// journal then looks the batch up and returns a definite answer, so a
+	// caller of journal.Append sees it only when the database stayed
+	// unreachable for the journal's resolve timeout.
 	ErrOutcomeUnknown = errors.New("commit outcome unknown")
 	// ErrHeadMismatch: a conditional append found another head than expected.
 	ErrHeadMismatch = errors.New("journal head mismatch")
@@ -55,6 +79,24 @@ var (
 	// release understands.
 	ErrSchemaTooNew = errors.New("schema version newer than supported")
 )
+
+// OutcomeError reports an append whose commit may or may not have happened:
+// the statement was sent, and what came back (an interruption, a statement
+// timeout, a lost connection, an error raised after the write began) does
+// not prove that it ended before its commit. It matches ErrOutcomeUnknown;
+// Err is the cause.
+type OutcomeError struct{ Err error }
+
+func (e *OutcomeError) Error() string { return "commit outcome unknown: " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *OutcomeError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrOutcomeUnknown) hold.
+func (e *OutcomeError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+// Open wraps err as an *OutcomeError.
+func Open(err error) error { return &OutcomeError{Err: err} }
 
 // Entry is one record to append: who interprets it and its payload.
 type Entry struct {
@@ -65,8 +107,15 @@ type Entry struct {
 // AppendRequest is one group-committed batch of entries, all written by one
 // node.
 type AppendRequest struct {
-	Tables  Tables
-	NodeID  string
+	Tables Tables
+	NodeID string
+	// Instance is the writing process's instance id (1 to 64 bytes of
+	// [A-Za-z0-9._-]), stored with every record of the batch.
+	Instance string
+	// BatchID identifies this group commit among the journal's recent
+	// ones; it is stored with every record of the batch, so that an open
+	// outcome can be resolved by looking it up (Queries.FindBatch).
+	BatchID int64
 	Entries []Entry
 	// ExpectHead, when >= 0, makes the append conditional: it happens only
 	// if the journal head is ExpectHead, otherwise Append returns an error
@@ -83,8 +132,9 @@ type AppendRequest struct {
 // arguments, in order, and what it returns.
 type Queries struct {
 	// Read: args (after int64, limit int64); rows (revision, node_id,
-	// producer, payload, created_at) with revision > after, ascending, at
-	// most limit rows.
+	// instance, producer, payload, created_at) with revision > after,
+	// ascending, at most limit rows. instance is NULL (or empty) for
+	// records written by a release before schema version 2.
 	Read string
 	// Head: no args; one row (revision) of the global revision counter.
 	Head string
@@ -97,6 +147,15 @@ type Queries struct {
 	DeleteRange string
 	// MinRevision: no args; one row (MIN(revision)) of the journal, NULL when empty.
 	MinRevision string
+	// LockHead: no args; run inside a transaction, one row (revision) of
+	// the global revision counter, locking the row until the transaction
+	// ends. An append that held the lock has ended (committed or rolled
+	// back) once LockHead returns.
+	LockHead string
+	// FindBatch: args (after int64, batch_id int64); one row
+	// (MIN(revision), COUNT(*)) of the journal rows with revision > after
+	// and that batch id (MIN is NULL when there is none).
+	FindBatch string
 
 	// LoadPosition: args (node_id); one row (revision, epoch, updated_at) or none.
 	LoadPosition string
@@ -158,25 +217,38 @@ type Dialect interface {
 	// LockQueries returns the statements of the locks table of t.
 	LockQueries(t Tables) LockQueries
 
-	// CreateSchema creates the journal, global revision, meta, local
-	// revisions and locks tables of t if they do not exist, and seeds the counter
-	// row (0) and the meta row (epoch, tail 1, SchemaVersion). It is
-	// idempotent and safe when many nodes run it at once; the first node's
-	// epoch wins. It fails with ErrSchemaTooNew when the meta row holds a
-	// newer schema version.
-	CreateSchema(ctx context.Context, db *sql.DB, t Tables, epoch string) error
+	// Migrations returns the dialect's schema migrations for the tables
+	// t, versions 1 to SchemaVersion in order. Migrate runs them.
+	Migrations(t Tables) []Migration
+
+	// LockSchema takes the dialect's schema lock for t (an advisory or
+	// named lock) on conn, waiting for it within ctx, and returns the
+	// function that releases it. Dialects without such a lock return a
+	// no-op and make every migration safe to run concurrently.
+	LockSchema(ctx context.Context, conn *sql.Conn, t Tables) (unlock func(), err error)
 
 	// PrepareConn sets up a connection that will be used for appends:
 	// session settings such as the lock timeout. lockTimeout is > 0.
 	PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error
 
+	// ResetConn undoes PrepareConn's session settings before the
+	// connection goes back to the pool, where other code may use it.
+	ResetConn(ctx context.Context, conn *sql.Conn) error
+
 	// Append allocates len(r.Entries) consecutive revisions from the
 	// global revision counter and inserts the entries with them, in order,
 	// as one transaction committed before it returns; it returns the first
 	// revision. The counter's row lock is held only for this call (and, where
-	// the dialect allows, for a single round trip). On error nothing was
-	// written, unless the error matches ErrOutcomeUnknown. conn was prepared
-	// with PrepareConn.
+	// the dialect allows, for a single round trip). Every record carries
+	// r.Instance and r.BatchID. conn was prepared with PrepareConn.
+	//
+	// An error proves that nothing was written only when the statement
+	// provably ended before its commit (it was never sent, the counter's
+	// lock wait timed out, a deadlock or constraint error). Every other
+	// error after sending (interrupted, statement timeout, connection lost,
+	// an error raised after the write began) is an *OutcomeError. The
+	// caller discards conn after any error, so no dialect relies on a
+	// server-side handler to roll back what a killed statement left open.
 	Append(ctx context.Context, conn *sql.Conn, r AppendRequest) (first int64, err error)
 
 	// Translate classifies a driver error (see the Err* sentinels); it
@@ -195,6 +267,23 @@ type Notifier interface {
 	// returns when ctx ends (with ctx's error) or the connection fails.
 	// The caller reconnects with backoff. ready is called once listening.
 	Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error
+}
+
+// SessionEnder is implemented by dialects that can make sure a database
+// session has ended: the journal uses it after an open outcome, before it
+// looks the batch up, so that a statement still running (or still waiting
+// for the counter's lock) in the abandoned session cannot commit after the
+// lookup. Dialects without it make the journal wait out the lock timeout
+// instead.
+type SessionEnder interface {
+	// SessionID returns an id of conn's server session that EndSession
+	// accepts, unique for the server's lifetime.
+	SessionID(ctx context.Context, conn *sql.Conn) (string, error)
+	// EndSession terminates the session id if it still exists (the
+	// database user may always end its own sessions) and returns once the
+	// server no longer lists it, its transaction rolled back. A session
+	// already gone is success.
+	EndSession(ctx context.Context, db *sql.DB, id string) error
 }
 
 // NewEpoch returns a new random journal epoch: 32 lowercase hex digits.
@@ -217,6 +306,7 @@ func (q Queries) Statements() map[string]Statement {
 	return map[string]Statement{
 		"Read": {q.Read, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
 		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
+		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
 		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1},
 		"CopyPosition": {q.CopyPosition, 2},

@@ -19,6 +19,15 @@ type batchWriter interface {
 	writeBatch(ctx context.Context, entries []Entry, expectHead int64) (int64, error)
 }
 
+// idler is implemented by batch writers that hold a resource between
+// batches (the SQL journal's append connection). The committer calls idle,
+// on its own goroutine, when no append came for the duration holding
+// returns while it reports true.
+type idler interface {
+	holding() (bool, time.Duration)
+	idle()
+}
+
 type appendReq struct {
 	ctx     context.Context
 	entries []Entry
@@ -68,6 +77,20 @@ type Stats struct {
 	Batches int64
 	// FailedBatches is the number of group commits that failed.
 	FailedBatches int64
+
+	// The SQL journal's connection hygiene and open outcomes (zero for
+	// the file journal).
+
+	// ConnsDiscarded counts append connections closed for good after an
+	// error, instead of going back to the pool.
+	ConnsDiscarded int64
+	// ResolvedCommitted and ResolvedNotWritten count group commits whose
+	// outcome was open and which the journal looked up: found committed
+	// (reported as success), or found absent (reported as a plain error).
+	ResolvedCommitted, ResolvedNotWritten int64
+	// OutcomeUnknown counts group commits whose outcome stayed unknown
+	// (the database unreachable for the resolve timeout).
+	OutcomeUnknown int64
 }
 
 func (c *committer) statsSnapshot() Stats {
@@ -145,11 +168,27 @@ func (c *committer) run() {
 	for {
 		first := carry
 		carry = nil
-		if first == nil {
+		for first == nil {
+			var idle <-chan time.Time
+			var timer *time.Timer
+			if iw, ok := c.w.(idler); ok {
+				if held, after := iw.holding(); held {
+					timer = time.NewTimer(after)
+					idle = timer.C
+				}
+			}
 			select {
 			case first = <-c.reqs:
 			case <-c.quit:
+				if timer != nil {
+					timer.Stop()
+				}
 				return
+			case <-idle:
+				c.w.(idler).idle()
+			}
+			if timer != nil {
+				timer.Stop()
 			}
 		}
 		batch := []*appendReq{first}

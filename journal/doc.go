@@ -18,9 +18,36 @@
 // instead of being skipped; no time-outs are involved.
 //
 // Append returns after the records are durably committed (after fsync on a
-// shared folder). A failed append leaves no record and no hole; the one
-// exception is a connection lost while the commit was in flight, reported
-// with an error matching dialect.ErrOutcomeUnknown.
+// shared folder). A failed append leaves no record and no hole.
+//
+// # Outcomes
+//
+// An append's outcome is definite whenever the store is reachable: Append
+// never reports a committed append as failed, nor a failed one as
+// committed. Every group commit carries a batch id stored with its
+// records, and records carry the writing process's instance
+// (Record.Instance) as well as its node id. On SQL, a connection that saw
+// any error during an append is discarded, never reused, so the server
+// rolls back whatever the failed statement left open. When the error does
+// not prove that the batch ended before its commit (KILL QUERY,
+// pg_cancel_backend, a statement timeout, a lost connection), the journal
+// makes sure the abandoned transaction has ended and looks the batch up:
+// Append then returns the revisions the batch committed at, or a plain
+// error with nothing written. An error matching dialect.ErrOutcomeUnknown
+// remains only when the database stays unreachable for
+// SQLConfig.ResolveTimeout (or the file journal can neither remove nor
+// commit a batch it wrote). On a shared folder, the next writer rolls
+// forward every complete batch past a head that reads older than the
+// truth, so an acknowledged record is never truncated; see File.
+//
+// # Schema
+//
+// The SQL tables are versioned (dialect.SchemaVersion) and evolve only by
+// numbered, per-dialect migrations (dialect.Migrate), which OpenSQL applies
+// under a schema lock, safely when many nodes start at once. Additive
+// migrations keep the database's compatibility version, so nodes of the
+// previous release keep running during a rolling upgrade; a release that
+// cannot run against a newer schema refuses with dialect.ErrSchemaTooNew.
 //
 // Concurrent appends on one Journal are group-committed: the appends that
 // arrive while a batch is being written form the next batch, written with

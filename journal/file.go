@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -43,6 +44,9 @@ type FileConfig struct {
 	// NodeID is the id of the node this journal instance writes as.
 	// Required; see ident.NodeID for the alphabet.
 	NodeID string
+	// Instance identifies this process among the incarnations of NodeID,
+	// as SQLConfig.Instance. Defaults to a random id (NewInstance).
+	Instance string
 	// SegmentSize is the size in bytes at which a new segment is started.
 	// One append's records are never split, so a segment holding one large
 	// append may exceed it. Defaults to DefaultSegmentSize (64 MiB).
@@ -69,7 +73,13 @@ func (c *FileConfig) withDefaults() (FileConfig, error) {
 	if out.Dir == "" {
 		return out, fmt.Errorf("%w: Dir is empty", ErrInvalidArgument)
 	}
+	if out.Instance == "" {
+		out.Instance = NewInstance()
+	}
 	if err := ident.NodeID("NodeID", out.NodeID); err != nil {
+		return out, err
+	}
+	if err := ident.NodeID("Instance", out.Instance); err != nil {
 		return out, err
 	}
 	if out.SegmentSize < 0 {
@@ -89,12 +99,32 @@ func (c *FileConfig) withDefaults() (FileConfig, error) {
 //	<Dir>/journal/meta                   epoch and tail
 //	<Dir>/journal/LOCK                   the writers' lock
 //
-// A writer takes the LOCK (an fcntl lock), repairs a torn tail left by a
-// crashed writer (truncating its segment to the head's offset), appends the
-// batch's records, fsyncs the segment, and replaces the head file
-// atomically (temp file, fsync, rename, fsync of the folder): that rename is
-// the commit point. Readers read only up to the head, and verify every
-// record's CRC-32C. The encodings are documented in filerecord.go.
+// A writer takes the LOCK (an fcntl lock), repairs what a crashed writer
+// left (see below), appends the batch's records, fsyncs the segment, and
+// replaces the head file atomically (temp file, fsync, rename, fsync of
+// the folder): that rename is the commit point. Readers read only up to
+// the head, and verify every record's CRC-32C. The encodings are
+// documented in filerecord.go.
+//
+// # Repair
+//
+// A head that reads older than the truth (a writer killed between its
+// records' fsync and the head's rename, a stale NFS read, a head restored
+// from a copy) must never cost an acknowledged record. So the next writer
+// first rolls forward: past the head it reads complete, checksummed
+// batches (every record carries its batch id and how many records of the
+// batch follow) that continue the revision sequence, across segments, and
+// writes a head after them. Only then does it truncate what is left: an
+// incomplete batch or a torn record, which no append was acknowledged for.
+// A complete record past the head that does not continue the sequence, a
+// segment beyond the repaired head, or a head past what its segment holds
+// is corruption: reported (ErrCorrupt), never written after.
+//
+// An append's outcome is definite: it fails with nothing written when an
+// error comes before the head's rename and the batch could be removed
+// again, and succeeds once its records are fsynced and the head renamed
+// (if only the folder's fsync failed, a crash can bring the old head back,
+// and the next writer rolls the batch forward).
 //
 // # Network file systems
 //
@@ -121,12 +151,15 @@ func (c *FileConfig) withDefaults() (FileConfig, error) {
 // File is safe for concurrent use. Close releases its lock file and file
 // watch; the folder stays.
 type File struct {
-	cfg     FileConfig
-	dir     string // <Dir>/journal
-	lock    *filelock.Lock
-	c       *committer
-	hub     *hub
-	cursors cursorCache
+	cfg  FileConfig
+	dir  string // <Dir>/journal
+	lock *filelock.Lock
+	c    *committer
+	hub  *hub
+	// batchBase is random; batch ids are batchBase + batchSeq, which the
+	// committer goroutine owns.
+	batchBase, batchSeq int64
+	cursors             cursorCache
 	// writeFile replaces the head and meta files: atomicfile.WriteFile,
 	// or a fault injector in tests.
 	writeFile func(path string, data []byte, perm fs.FileMode) error
@@ -166,7 +199,7 @@ func OpenFile(ctx context.Context, cfg FileConfig) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	j := &File{cfg: cfg, dir: dir, lock: lock, hub: newHub(), writeFile: atomicfile.WriteFile}
+	j := &File{cfg: cfg, dir: dir, lock: lock, hub: newHub(), writeFile: atomicfile.WriteFile, batchBase: rand.Int64()}
 	if err := j.create(ctx); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("open journal: %w", err)
@@ -304,7 +337,7 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 	if err != nil {
 		return 0, err
 	}
-	f, err := j.repair(h)
+	h, f, err := j.repair(h)
 	if err != nil {
 		return 0, err
 	}
@@ -319,15 +352,17 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 
 	size := 0
 	for _, e := range entries {
-		size += recordSize(j.cfg.NodeID, e.Producer, e.Payload)
+		size += recordSize(j.cfg.NodeID, j.cfg.Instance, e.Producer, e.Payload)
 	}
 	buf := make([]byte, 0, size)
 	now := time.Now()
+	j.batchSeq++
+	batch := (j.batchBase + j.batchSeq) & (1<<63 - 1)
 	for i, e := range entries {
 		buf = appendRecord(buf, &Record{
-			Revision: h.Rev + 1 + int64(i), NodeID: j.cfg.NodeID,
+			Revision: h.Rev + 1 + int64(i), NodeID: j.cfg.NodeID, Instance: j.cfg.Instance,
 			Producer: e.Producer, Payload: e.Payload, Time: now,
-		})
+		}, recBatch{v2: true, id: batch, remaining: uint32(len(entries) - 1 - i)})
 	}
 
 	seg, off := h.Seg, h.Off
@@ -343,93 +378,51 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 			return 0, fmt.Errorf("create segment: %w", err)
 		}
 	}
-	// undo removes what this batch wrote: nothing was committed.
-	undo := func(cause error) error {
+	// undo removes what this batch wrote, so that no later writer rolls
+	// it forward: nothing was committed.
+	undo := func() error {
 		var err error
 		if rollover {
-			err = os.Remove(f.Name())
+			if err = os.Remove(f.Name()); err == nil {
+				err = atomicfile.SyncDir(j.dir)
+			}
 		} else if err = f.Truncate(off); err == nil {
 			err = f.Sync()
 		}
-		if err != nil {
-			j.cfg.Logger.Warn("tandem: journal could not remove an uncommitted batch; the next writer will",
+		return err
+	}
+	fail := func(cause error) error {
+		if err := undo(); err != nil {
+			// The records may still be there, complete: the next
+			// writer would roll them forward. The append is not
+			// known to have failed.
+			j.cfg.Logger.Warn("tandem: journal could not remove an uncommitted batch",
 				"segment", f.Name(), "err", err)
+			return dialect.Open(fmt.Errorf("%w; removing the batch again failed: %w", cause, err))
 		}
 		return cause
 	}
 	if _, err := f.WriteAt(buf, off); err != nil {
-		return 0, undo(fmt.Errorf("write segment: %w", err))
+		return 0, fail(fmt.Errorf("write segment: %w", err))
 	}
 	if err := f.Sync(); err != nil {
-		return 0, undo(fmt.Errorf("sync segment: %w", err))
+		return 0, fail(fmt.Errorf("sync segment: %w", err))
 	}
 	if rollover {
 		if err := atomicfile.SyncDir(j.dir); err != nil {
-			return 0, undo(fmt.Errorf("sync journal folder: %w", err))
+			return 0, fail(fmt.Errorf("sync journal folder: %w", err))
 		}
 	}
 	nh := fileHead{Rev: h.Rev + int64(len(entries)), Seg: seg, Off: off + int64(len(buf))}
-	if err := j.writeFile(j.path(fileHeadName), encodeHead(nh), 0o666); err != nil {
-		if errors.Is(err, atomicfile.ErrNotDurable) {
-			// The head is replaced: readers may have seen the records.
-			// Undoing now could take back what they read.
-			return 0, fmt.Errorf("%w: write head: %w", dialect.ErrOutcomeUnknown, err)
-		}
-		return 0, undo(fmt.Errorf("write head: %w", err))
+	if err := j.writeFile(j.path(fileHeadName), encodeHead(nh), 0o666); err != nil && !errors.Is(err, atomicfile.ErrNotDurable) {
+		return 0, fail(fmt.Errorf("write head: %w", err))
 	}
+	// Committed. With ErrNotDurable the head was renamed but the folder's
+	// fsync failed: a crash may bring the old head back, and the next
+	// writer rolls these fsynced records forward.
 	j.cursors.committed(nh)
 	j.hub.wake()
 	return h.Rev + 1, nil
-}
-
-// repair brings the folder back to the committed state h under the LOCK:
-// it removes a rollover segment whose commit failed and truncates a torn
-// tail from the head's segment, which it returns open for writing (nil
-// when there is no segment yet).
-func (j *File) repair(h fileHead) (*os.File, error) {
-	stray := j.path(segName(h.Rev + 1))
-	switch err := os.Remove(stray); {
-	case err == nil:
-		j.cfg.Logger.Warn("tandem: journal removed a segment left by a crashed writer", "segment", stray)
-		if err := atomicfile.SyncDir(j.dir); err != nil {
-			return nil, fmt.Errorf("sync journal folder: %w", err)
-		}
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("remove uncommitted segment: %w", err)
-	}
-	if h.Rev == 0 {
-		return nil, nil
-	}
-	name := j.path(segName(h.Seg))
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: segment %s holding the head (revision %d) is missing", ErrCorrupt, name, h.Rev)
-	}
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	switch size := fi.Size(); {
-	case size < h.Off:
-		f.Close()
-		return nil, fmt.Errorf("%w: segment %s is %d bytes, but the head (revision %d) ends at offset %d",
-			ErrCorrupt, name, size, h.Rev, h.Off)
-	case size > h.Off:
-		if err := f.Truncate(h.Off); err == nil {
-			err = f.Sync()
-		}
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("truncate torn tail: %w", err)
-		}
-		j.cfg.Logger.Warn("tandem: journal truncated a torn tail left by a crashed writer",
-			"segment", name, "head", h.Rev, "bytes", size-h.Off)
-	}
-	return f, nil
 }
 
 // Read implements Journal. It reads the head afresh and never past it,

@@ -95,17 +95,32 @@ func appendBytes(t *testing.T, path string, b []byte) {
 
 func TestFileTornTail(t *testing.T) {
 	t.Parallel()
-	valid := func(rev int64) []byte {
-		return appendRecord(nil, &Record{Revision: rev, NodeID: "ghost", Producer: "p", Payload: []byte("never committed"), Time: time.Now()})
+	// ghost is record rev of a batch of three records, of which it is
+	// the one at index i.
+	ghost := func(rev int64, i int) []byte {
+		return appendRecord(nil, &Record{Revision: rev, NodeID: "ghost", Instance: "g", Producer: "p", Payload: []byte("never committed"), Time: time.Now()},
+			recBatch{v2: true, id: 77, remaining: uint32(2 - i)})
 	}
 	cases := map[string]func(rev int64) []byte{
 		// (a) a writer killed in the middle of writing a record.
-		"partial": func(rev int64) []byte { b := valid(rev); return b[:len(b)-5] },
+		"partial": func(rev int64) []byte { b := ghost(rev, 0); return b[:len(b)-5] },
 		"garbage": func(int64) []byte { return []byte("\x00\x00\x01\x00 garbage of a crashed writer") },
 		// (b) a whole record written past the head, then damaged.
-		"flipped": func(rev int64) []byte { b := valid(rev); b[len(b)-3] ^= 0x40; return b },
-		// (c) whole, valid records whose commit (the head) never happened.
-		"valid": func(rev int64) []byte { return append(valid(rev), valid(rev+1)...) },
+		"flipped": func(rev int64) []byte { b := ghost(rev, 0); b[len(b)-3] ^= 0x40; return b },
+		// (c) whole, valid records of a batch that was not written whole:
+		// rolling them forward would commit part of an append.
+		"incomplete-batch": func(rev int64) []byte { return append(ghost(rev, 0), ghost(rev+1, 1)...) },
+		// (d) a whole batch whose last record is damaged.
+		"damaged-batch": func(rev int64) []byte {
+			last := ghost(rev+2, 2)
+			last[len(last)-1] ^= 1
+			return append(append(ghost(rev, 0), ghost(rev+1, 1)...), last...)
+		},
+		// (e) whole records of the first release's format, which carries
+		// no batch boundary: its writers committed only through the head.
+		"format-1": func(rev int64) []byte {
+			return appendRecordV1(nil, &Record{Revision: rev, NodeID: "ghost", Producer: "p", Payload: []byte("v1"), Time: time.Now()})
+		},
 	}
 	for name, torn := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -150,7 +165,8 @@ func TestFileStraySegment(t *testing.T) {
 	t.Parallel()
 	j := openTestFile(t, t.TempDir(), "n1", 0)
 	appendN(t, j, 3, "p")
-	stray := appendRecord(nil, &Record{Revision: 4, NodeID: "ghost", Producer: "p", Payload: []byte("x"), Time: time.Now()})
+	stray := appendRecord(nil, &Record{Revision: 4, NodeID: "ghost", Instance: "g", Producer: "p", Payload: []byte("x"), Time: time.Now()},
+		recBatch{v2: true, id: 1, remaining: 1}) // its batch's second record is missing
 	require.NoError(t, os.WriteFile(segPath(j, 4), stray, 0o666))
 	require.Len(t, readAll(t, j, 0), 3)
 
@@ -178,13 +194,13 @@ func TestFileCorruptBelowHead(t *testing.T) {
 			// Find record 5's offset.
 			off := 0
 			for range 4 {
-				_, n, err := decodeRecord(b[off:])
+				_, _, n, err := decodeRecord(b[off:])
 				require.NoError(t, err)
 				off += n
 			}
 			switch mode {
 			case "flip-payload":
-				_, n, _ := decodeRecord(b[off:])
+				_, _, n, _ := decodeRecord(b[off:])
 				b[off+n-1] ^= 1
 			case "flip-length":
 				b[off+1] ^= 0x7f
@@ -770,22 +786,166 @@ func TestFileFailedCommit(t *testing.T) {
 	}
 }
 
-// When the head was replaced but the folder fsync failed, the outcome is
-// unknown: the records stay (readers may have seen them).
+// When the head was renamed but the folder's fsync failed, the append has
+// committed: its records are fsynced, so even if a crash brought the old
+// head back, the next writer would roll them forward (which this test does
+// by restoring the old head).
 func TestFileHeadNotDurable(t *testing.T) {
 	t.Parallel()
-	j := openTestFile(t, t.TempDir(), "n1", 0)
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 0)
+	appendN(t, j, 1, "p")
+	oldHead, err := os.ReadFile(j.path(fileHeadName))
+	require.NoError(t, err)
 	j.writeFile = func(path string, b []byte, perm os.FileMode) error {
 		if err := atomicfile.WriteFile(path, b, perm); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: injected", atomicfile.ErrNotDurable)
 	}
-	_, err := j.Append(testCtx(t), entry("p", "maybe"))
-	require.ErrorIs(t, err, dialect.ErrOutcomeUnknown)
-	j.writeFile = atomicfile.WriteFile
-	revs, err := j.Append(testCtx(t), entry("p", "surely"))
+	revs, err := j.Append(testCtx(t), entry("p", "committed"))
 	require.NoError(t, err)
 	require.Equal(t, []int64{2}, revs)
-	require.Len(t, readAll(t, j, 0), 2)
+	j.writeFile = atomicfile.WriteFile
+
+	// The crash: the rename is lost.
+	require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), oldHead, 0o666))
+	other := openTestFile(t, dir, "n2", 0)
+	revs, err = other.Append(testCtx(t), entry("p", "surely"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{3}, revs, "the acknowledged record was rolled forward, its revision not reused")
+	all := readAll(t, openTestFile(t, dir, "n3", 0), 0)
+	require.Len(t, all, 3)
+	require.Equal(t, "committed", string(all[1].Payload))
+	require.Equal(t, "surely", string(all[2].Payload))
+}
+
+// A head replaced by an older valid copy (a stale NFS read, a restore of
+// the head file) loses no acknowledged record: the next writer rolls every
+// complete batch forward, across segments, and appends after them.
+func TestFileStaleHead(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 400) // a few records per segment
+	var acked []Record
+	ack := func(jj *File, n int, tag string) {
+		for i := range n {
+			e := []Entry{entry("p", fmt.Sprintf("%s-%d", tag, i))}
+			if i%3 == 0 {
+				e = append(e, entry("q", fmt.Sprintf("%s-%d+", tag, i))) // some batches of two
+			}
+			revs, err := jj.Append(testCtx(t), e...)
+			require.NoError(t, err)
+			for k, r := range revs {
+				acked = append(acked, Record{Revision: r, Payload: e[k].Payload})
+			}
+		}
+	}
+	ack(j, 3, "before")
+	stale, err := os.ReadFile(j.path(fileHeadName))
+	require.NoError(t, err)
+	ack(j, 12, "after")
+	segs, err := listSegments(j.dir)
+	require.NoError(t, err)
+	require.Greater(t, len(segs), 2, "the acknowledged records span several segments")
+
+	require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), stale, 0o666))
+	other := openTestFile(t, dir, "n2", 400)
+	ack(other, 2, "next")
+	all := readAll(t, openTestFile(t, dir, "n3", 0), 0)
+	require.Len(t, all, len(acked))
+	for _, a := range acked {
+		require.Equal(t, string(a.Payload), string(all[a.Revision-1].Payload), "revision %d", a.Revision)
+	}
+}
+
+// A complete record past the head that does not continue the revision
+// sequence, or a head past what its segment holds, is corruption: the
+// writer refuses instead of writing after it.
+func TestFileHeadMismatchIsCorrupt(t *testing.T) {
+	t.Parallel()
+	t.Run("foreign-record", func(t *testing.T) {
+		t.Parallel()
+		j := openTestFile(t, t.TempDir(), "n1", 0)
+		appendN(t, j, 3, "p")
+		h := j.testHead(t)
+		appendBytes(t, segPath(j, h.Seg), appendRecord(nil, &Record{Revision: 9, NodeID: "x", Instance: "y", Producer: "p", Time: time.Now()},
+			recBatch{v2: true, id: 1}))
+		_, err := j.Append(testCtx(t), entry("p", "x"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, "revision 9")
+		require.Len(t, readAll(t, j, 0), 3)
+	})
+	t.Run("head-past-segment", func(t *testing.T) {
+		t.Parallel()
+		j := openTestFile(t, t.TempDir(), "n1", 0)
+		appendN(t, j, 3, "p")
+		h := j.testHead(t)
+		require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), encodeHead(fileHead{Rev: 9, Seg: h.Seg, Off: h.Off + 500}), 0o666))
+		_, err := j.Append(testCtx(t), entry("p", "x"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = j.Read(testCtx(t), 0, 100)
+		require.ErrorIs(t, err, ErrCorrupt)
+	})
+	t.Run("segment-beyond-head", func(t *testing.T) {
+		t.Parallel()
+		j := openTestFile(t, t.TempDir(), "n1", 0)
+		appendN(t, j, 3, "p")
+		require.NoError(t, os.WriteFile(segPath(j, 20), []byte("later records"), 0o666))
+		_, err := j.Append(testCtx(t), entry("p", "x"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, segName(20))
+	})
+}
+
+// TestFileKilledBeforeHead kills a writer process (SIGKILL) after its
+// batch's records were fsynced and before its head was written: the next
+// writer rolls the batch forward whole, so nothing that the killed process
+// might have acknowledged is lost, and appends after it.
+func TestFileKilledBeforeHead(t *testing.T) {
+	if dir := os.Getenv("TANDEM_FILE_KILL_DIR"); dir != "" {
+		j, err := OpenFile(context.Background(), FileConfig{Dir: dir, NodeID: "victim"})
+		require.NoError(t, err)
+		j.writeFile = func(path string, b []byte, perm os.FileMode) error {
+			if filepath.Base(path) == fileHeadName {
+				fmt.Println("READY")
+				select {} // killed here
+			}
+			return atomicfile.WriteFile(path, b, perm)
+		}
+		_, _ = j.Append(context.Background(), entry("p", "batch-a"), entry("p", "batch-b"), entry("p", "batch-c"))
+		return
+	}
+	if testing.Short() {
+		t.Skip("spawns a process")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 0)
+	appendN(t, j, 2, "p")
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFileKilledBeforeHead$")
+	cmd.Env = append(os.Environ(), "TANDEM_FILE_KILL_DIR="+dir)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "READY" {
+	}
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	require.Len(t, readAll(t, j, 0), 2, "not committed yet: readers stop at the head")
+	revs, err := j.Append(testCtx(t), entry("p", "after"))
+	require.NoError(t, err)
+	require.Equal(t, []int64{6}, revs)
+	all := readAll(t, openTestFile(t, dir, "n2", 0), 0)
+	require.Len(t, all, 6)
+	for i, want := range []string{"batch-a", "batch-b", "batch-c"} {
+		require.Equal(t, want, string(all[2+i].Payload))
+		require.Equal(t, "victim", all[2+i].NodeID)
+		require.NotEmpty(t, all[2+i].Instance)
+	}
+	require.NotEqual(t, all[0].Instance, all[2].Instance, "records carry the writing process's instance")
 }

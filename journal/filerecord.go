@@ -20,23 +20,43 @@ import (
 //	0       4     body length n (uint32): the bytes after the 16-byte header
 //	4       8     revision (int64, >= 1)
 //	12      4     CRC-32C of bytes 0..11 and of the body
-//	16      1     node id length (1..ident.MaxNodeIDLen)
+//	16      1     node id length (1..ident.MaxNodeIDLen), plus 0x80 in format 2
 //	17      …     node id
+//	              format 2 only:
+//	…       1       instance length (1..ident.MaxNodeIDLen)
+//	…       …       instance
+//	…       8       batch id (int64): the group commit that wrote the record
+//	…       4       how many records of the same batch follow this one (uint32)
 //	…       1     producer length (1..ident.MaxProducerLen)
 //	…       …     producer
 //	…       8     time: the writer's clock, Unix nanoseconds (int64)
 //	…       …     payload: the rest of the body (0..MaxPayloadSize bytes)
 //
 // The payload's length is implied by the body length, so every record has
-// exactly one encoding.
+// exactly one encoding. This release writes format 2; it reads both. The
+// batch fields let the next writer roll forward a batch whose records are
+// complete past a head that reads older than the truth, and only whole
+// batches (see File.repair).
 const (
 	recHeaderSize = 16
-	// minRecBody is the body of a record with 1-byte node id and producer
-	// and an empty payload.
+	// minRecBody is the body of a format-1 record with 1-byte node id and
+	// producer and an empty payload.
 	minRecBody = 1 + 1 + 1 + 1 + 8
+	// batchFields is the size of format 2's fields besides the instance.
+	batchFields = 1 + 8 + 4
 	// maxRecBody bounds the body length a decoder accepts (and allocates).
-	maxRecBody = 1 + ident.MaxNodeIDLen + 1 + ident.MaxProducerLen + 8 + MaxPayloadSize
+	maxRecBody = 1 + ident.MaxNodeIDLen + batchFields + ident.MaxNodeIDLen + 1 + ident.MaxProducerLen + 8 + MaxPayloadSize
+	// format2 marks a format-2 record in the node id length byte.
+	format2 = 0x80
 )
+
+// recBatch is what a format-2 record says of the group commit that wrote
+// it.
+type recBatch struct {
+	v2        bool   // the record is of format 2
+	id        int64  // batch id
+	remaining uint32 // records of the batch that follow this one
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -44,22 +64,27 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrCorrupt with the segment and offset.
 var errMalformed = errors.New("malformed")
 
-// recordSize returns the encoded size of a record.
-func recordSize(nodeID, producer string, payload []byte) int {
-	return recHeaderSize + 1 + len(nodeID) + 1 + len(producer) + 8 + len(payload)
+// recordSize returns the encoded size of a format-2 record.
+func recordSize(nodeID, instance, producer string, payload []byte) int {
+	return recHeaderSize + 1 + len(nodeID) + 1 + len(instance) + 8 + 4 + 1 + len(producer) + 8 + len(payload)
 }
 
-// appendRecord appends the encoding of r to dst. r must be valid: a
-// revision >= 1, a node id and a producer of 1 to 255 bytes (callers have
-// validated them against the ident limits) and a payload within the limits.
-func appendRecord(dst []byte, r *Record) []byte {
+// appendRecord appends the format-2 encoding of r, written by batch b, to
+// dst. r must be valid: a revision >= 1, a node id and instance of 1 to 64
+// bytes and a producer of 1 to 255 bytes (callers have validated them
+// against the ident limits) and a payload within the limits.
+func appendRecord(dst []byte, r *Record, b recBatch) []byte {
 	start := len(dst)
-	n := recordSize(r.NodeID, r.Producer, r.Payload) - recHeaderSize
+	n := recordSize(r.NodeID, r.Instance, r.Producer, r.Payload) - recHeaderSize
 	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Revision))
 	dst = append(dst, 0, 0, 0, 0) // CRC, set below
-	dst = append(dst, byte(len(r.NodeID)))
+	dst = append(dst, byte(len(r.NodeID))|format2)
 	dst = append(dst, r.NodeID...)
+	dst = append(dst, byte(len(r.Instance)))
+	dst = append(dst, r.Instance...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(b.id))
+	dst = binary.BigEndian.AppendUint32(dst, b.remaining)
 	dst = append(dst, byte(len(r.Producer)))
 	dst = append(dst, r.Producer...)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Time.UnixNano()))
@@ -100,57 +125,74 @@ func decodeRecHeader(b []byte) (recHeader, error) {
 // decodeRecBody checks the CRC of a record whose header is hdr (the 16
 // header bytes, decoded as h) and decodes its body. The returned record's
 // payload aliases body.
-func decodeRecBody(hdr []byte, h recHeader, body []byte) (Record, error) {
+func decodeRecBody(hdr []byte, h recHeader, body []byte) (Record, recBatch, error) {
+	var b recBatch
 	if len(body) != h.bodyLen {
-		return Record{}, fmt.Errorf("%w: record body is %d bytes, header says %d", errMalformed, len(body), h.bodyLen)
+		return Record{}, b, fmt.Errorf("%w: record body is %d bytes, header says %d", errMalformed, len(body), h.bodyLen)
 	}
 	if got := recordCRC(hdr[:12], body); got != h.crc {
-		return Record{}, fmt.Errorf("%w: record %d checksum %08x, want %08x", errMalformed, h.revision, got, h.crc)
+		return Record{}, b, fmt.Errorf("%w: record %d checksum %08x, want %08x", errMalformed, h.revision, got, h.crc)
 	}
 	r := Record{Revision: h.revision}
 	p := body
 	nl := int(p[0])
+	b.v2 = nl&format2 != 0
+	nl &^= format2
 	if nl < 1 || nl > ident.MaxNodeIDLen || len(p) < 1+nl+1 {
-		return Record{}, fmt.Errorf("%w: record %d node id length %d", errMalformed, h.revision, nl)
+		return Record{}, b, fmt.Errorf("%w: record %d node id length %d", errMalformed, h.revision, nl)
 	}
 	r.NodeID = string(p[1 : 1+nl])
 	p = p[1+nl:]
+	if b.v2 {
+		il := int(p[0])
+		if il < 1 || il > ident.MaxNodeIDLen || len(p) < 1+il+8+4+1 {
+			return Record{}, b, fmt.Errorf("%w: record %d instance length %d", errMalformed, h.revision, il)
+		}
+		r.Instance = string(p[1 : 1+il])
+		p = p[1+il:]
+		b.id = int64(binary.BigEndian.Uint64(p[:8]))
+		b.remaining = binary.BigEndian.Uint32(p[8:12])
+		p = p[12:]
+		if err := ident.NodeID("instance", r.Instance); err != nil {
+			return Record{}, b, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
+		}
+	}
 	pl := int(p[0])
 	if pl < 1 || pl > ident.MaxProducerLen || len(p) < 1+pl+8 {
-		return Record{}, fmt.Errorf("%w: record %d producer length %d", errMalformed, h.revision, pl)
+		return Record{}, b, fmt.Errorf("%w: record %d producer length %d", errMalformed, h.revision, pl)
 	}
 	r.Producer = string(p[1 : 1+pl])
 	p = p[1+pl:]
 	r.Time = time.Unix(0, int64(binary.BigEndian.Uint64(p[:8]))).UTC()
 	r.Payload = p[8:len(p):len(p)]
 	if len(r.Payload) > MaxPayloadSize {
-		return Record{}, fmt.Errorf("%w: record %d payload of %d bytes", errMalformed, h.revision, len(r.Payload))
+		return Record{}, b, fmt.Errorf("%w: record %d payload of %d bytes", errMalformed, h.revision, len(r.Payload))
 	}
 	if err := ident.NodeID("node id", r.NodeID); err != nil {
-		return Record{}, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
+		return Record{}, b, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
 	}
 	if err := ident.Producer("producer", r.Producer); err != nil {
-		return Record{}, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
+		return Record{}, b, fmt.Errorf("%w: record %d: %v", errMalformed, h.revision, err)
 	}
-	return r, nil
+	return r, b, nil
 }
 
-// decodeRecord decodes the record at the start of b and returns it and its
-// encoded size. Its payload aliases b.
-func decodeRecord(b []byte) (Record, int, error) {
+// decodeRecord decodes the record at the start of b and returns it, its
+// batch fields and its encoded size. Its payload aliases b.
+func decodeRecord(b []byte) (Record, recBatch, int, error) {
 	if len(b) < recHeaderSize {
-		return Record{}, 0, fmt.Errorf("%w: %d bytes, a record header is %d", errMalformed, len(b), recHeaderSize)
+		return Record{}, recBatch{}, 0, fmt.Errorf("%w: %d bytes, a record header is %d", errMalformed, len(b), recHeaderSize)
 	}
 	h, err := decodeRecHeader(b)
 	if err != nil {
-		return Record{}, 0, err
+		return Record{}, recBatch{}, 0, err
 	}
 	if len(b)-recHeaderSize < h.bodyLen {
-		return Record{}, 0, fmt.Errorf("%w: record %d truncated: %d of %d body bytes", errMalformed, h.revision, len(b)-recHeaderSize, h.bodyLen)
+		return Record{}, recBatch{}, 0, fmt.Errorf("%w: record %d truncated: %d of %d body bytes", errMalformed, h.revision, len(b)-recHeaderSize, h.bodyLen)
 	}
 	n := recHeaderSize + h.bodyLen
-	r, err := decodeRecBody(b[:recHeaderSize], h, b[recHeaderSize:n])
-	return r, n, err
+	r, rb, err := decodeRecBody(b[:recHeaderSize], h, b[recHeaderSize:n])
+	return r, rb, n, err
 }
 
 // fileHead is the content of the head file: the last committed revision

@@ -33,6 +33,11 @@ type Record struct {
 	Revision int64
 	// NodeID is the id of the node that wrote the record.
 	NodeID string
+	// Instance is the id of the process that wrote it (see
+	// SQLConfig.Instance): two incarnations of one node id have different
+	// instances. Empty for records written by releases before it was
+	// stored (SQL schema version 1, file records of format 1).
+	Instance string
 	// Producer names who interprets the payload, e.g. "cache/users".
 	Producer string
 	// Payload is the producer's opaque data.
@@ -92,10 +97,11 @@ type Journal interface {
 	// Append writes entries as consecutive records, atomically, and
 	// returns their revisions after they are durably committed. Concurrent
 	// appends on one journal are group-committed. On error none of the
-	// entries were written (unless the error matches
-	// dialect.ErrOutcomeUnknown: a connection failure during commit). A
-	// context that ends before the batch is sent aborts the append; once
-	// sent, Append waits for its outcome.
+	// entries were written, unless the error matches
+	// dialect.ErrOutcomeUnknown: the outcome could not be learnt (the
+	// database stayed unreachable after the batch was sent). A context
+	// that ends before the batch is sent aborts the append; once sent,
+	// Append waits for its outcome.
 	Append(ctx context.Context, entries ...Entry) ([]int64, error)
 
 	// AppendIf is Append, but only if the journal head is still head;

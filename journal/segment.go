@@ -187,7 +187,7 @@ func (r *segReader) next(want int64) (Record, error) {
 	if _, err := io.ReadFull(r.br, body); err != nil {
 		return Record{}, r.ioErr(err)
 	}
-	rec, err := decodeRecBody(hdr[:], h, body)
+	rec, _, err := decodeRecBody(hdr[:], h, body)
 	if err != nil {
 		return Record{}, r.corrupt(r.off, err)
 	}

@@ -3,10 +3,13 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandem-go/tandem/dialect"
@@ -23,9 +26,25 @@ type SQLConfig struct {
 	// Prefix is prepended to every table name. Defaults to
 	// dialect.DefaultPrefix ("tandem_"); see ident.Prefix.
 	Prefix string
+	// Instance identifies this process among the incarnations of NodeID:
+	// it is stored with every record (Record.Instance), so that a
+	// restarted or replacing process can tell what an earlier one wrote.
+	// 1 to 64 bytes of [A-Za-z0-9._-]. Defaults to a random id (NewInstance).
+	Instance string
 	// LockTimeout bounds the wait for the global revision lock. Defaults
 	// to DefaultLockTimeout.
 	LockTimeout time.Duration
+	// ResolveTimeout bounds how long an append whose outcome was left
+	// open (the statement was interrupted or the connection lost after
+	// sending) keeps trying to learn it; see SQL. Only when the database
+	// stays unreachable that long does Append return an error matching
+	// dialect.ErrOutcomeUnknown. Defaults to DefaultResolveTimeout.
+	ResolveTimeout time.Duration
+	// OpenTimeout bounds OpenSQL's first contact with the database (the
+	// schema check and migrations) when its context has no deadline, so
+	// that a server that never answers (a wrong port) fails Open instead
+	// of hanging it. Defaults to DefaultOpenTimeout.
+	OpenTimeout time.Duration
 	// Logger receives state changes (listener lost or regained). Defaults
 	// to slog.Default().
 	Logger *slog.Logger
@@ -39,14 +58,31 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 	if out.LockTimeout == 0 {
 		out.LockTimeout = DefaultLockTimeout
 	}
+	if out.ResolveTimeout == 0 {
+		out.ResolveTimeout = DefaultResolveTimeout
+	}
+	if out.OpenTimeout == 0 {
+		out.OpenTimeout = DefaultOpenTimeout
+	}
+	if out.Instance == "" {
+		out.Instance = NewInstance()
+	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
 	if err := ident.NodeID("NodeID", out.NodeID); err != nil {
 		return out, dialect.Tables{}, err
 	}
-	if out.LockTimeout < 0 {
-		return out, dialect.Tables{}, fmt.Errorf("%w: LockTimeout is %v, must be > 0", ErrInvalidArgument, out.LockTimeout)
+	if err := ident.NodeID("Instance", out.Instance); err != nil {
+		return out, dialect.Tables{}, err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"LockTimeout", out.LockTimeout}, {"ResolveTimeout", out.ResolveTimeout}, {"OpenTimeout", out.OpenTimeout}} {
+		if d.v < 0 {
+			return out, dialect.Tables{}, fmt.Errorf("%w: %s is %v, must be > 0", ErrInvalidArgument, d.name, d.v)
+		}
 	}
 	t, err := dialect.NewTables("Prefix", out.Prefix)
 	return out, t, err
@@ -55,10 +91,39 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 // SQL is the journal on a SQL database: the tables journal, global_revision
 // and meta with the configured prefix. Revisions are allocated under the
 // global revision row's lock, held only for the append's own statement(s).
-// Each SQL journal holds one connection of the pool for its group commits
-// (and, with a Notifier dialect, one more while watched), so db must allow
-// at least 2 open connections (3 to Watch). It is safe for concurrent use;
-// Close releases its connections but not db.
+//
+// # Connections
+//
+// While appends keep coming, the journal keeps one connection of the pool
+// for its group commits, prepared with the dialect's session settings (the
+// lock timeout). It gives it back to the pool (settings reset) after
+// ConnIdle without an append and at least every ConnMaxHold, so an idle
+// journal holds no connection and the pool's SetConnMaxLifetime and
+// SetConnMaxIdleTime apply to it within ConnMaxHold. With a Notifier
+// dialect, Watch holds one more. db must allow at least 2 open
+// connections (3 to Watch).
+//
+// # Outcomes
+//
+// An append's outcome is definite whenever the database is reachable. A
+// connection that saw any error during an append is discarded (closed, not
+// returned to the pool), so the server rolls back whatever the failed
+// statement left open; no dialect relies on a server-side handler for
+// that. Every group commit carries a batch id stored with its records.
+// When the error does not prove that the batch ended before its commit (a
+// statement interrupted by KILL QUERY, pg_cancel_backend or a statement
+// timeout, a lost connection), the journal first makes sure the old
+// transaction has ended — it terminates the abandoned session and waits
+// until the server no longer lists it (dialect.SessionEnder: PostgreSQL,
+// MySQL), or waits out the lock timeout (SQL Server, Oracle) — and then,
+// holding the counter's row lock, looks the batch up on another
+// connection: Append returns the revisions it committed at, or a plain
+// error with nothing written. Only when the database stays unreachable for
+// ResolveTimeout does Append return an error matching
+// dialect.ErrOutcomeUnknown.
+//
+// It is safe for concurrent use; Close releases its connections but not
+// db.
 type SQL struct {
 	db  *sql.DB
 	d   dialect.Dialect
@@ -67,7 +132,22 @@ type SQL struct {
 	cfg SQLConfig
 	c   *committer
 
-	conn *sql.Conn // owned by the committer goroutine
+	// The append connection, owned by the committer goroutine (and by
+	// Close once the committer has exited).
+	conn    *sql.Conn
+	connAt  time.Time // when conn was taken from the pool
+	session string    // conn's server session, for a SessionEnder
+	ender   dialect.SessionEnder
+	// connIdle and connMaxHold are ConnIdle and ConnMaxHold (tests
+	// shorten them).
+	connIdle, connMaxHold time.Duration
+
+	// known is a revision known to be committed; a batch sent later has
+	// higher revisions, so an open outcome's lookup starts above it.
+	known     atomic.Int64
+	batchBase int64 // random; batch ids are batchBase + a sequence number
+	batchSeq  int64 // owned by the committer goroutine
+	outcomes  outcomeStats
 
 	notifier dialect.Notifier // nil when the dialect cannot push
 	notify   chan struct{}    // pending NOTIFY, at most one
@@ -97,10 +177,21 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 	if n := db.Stats().MaxOpenConnections; n == 1 {
 		return nil, fmt.Errorf("open journal: %w: the pool allows 1 connection; the journal keeps one for its group commits and needs at least one more to read (2, or 3 with Watch on PostgreSQL)", ErrInvalidArgument)
 	}
-	if err := d.CreateSchema(ctx, db, t, dialect.NewEpoch()); err != nil {
-		return nil, fmt.Errorf("open journal: create schema: %w", err)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.OpenTimeout)
+		defer cancel()
 	}
-	j := &SQL{db: db, d: d, t: t, q: d.Queries(t), cfg: cfg}
+	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
+		return nil, fmt.Errorf("open journal: %w", openError(ctx, err))
+	}
+	j := &SQL{db: db, d: d, t: t, q: d.Queries(t), cfg: cfg, batchBase: rand.Int64(), connIdle: ConnIdle, connMaxHold: ConnMaxHold}
+	j.ender, _ = d.(dialect.SessionEnder)
+	head, err := j.Head(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", openError(ctx, err))
+	}
+	j.known.Store(head)
 	j.bg, j.stopBG = context.WithCancel(context.Background())
 	j.hub = newHub()
 	if n, ok := d.(dialect.Notifier); ok {
@@ -126,36 +217,80 @@ func (j *SQL) AppendIf(ctx context.Context, head int64, entries ...Entry) ([]int
 	return j.c.append(ctx, head, entries)
 }
 
+// Defaults of SQLConfig and the append connection's schedule.
+const (
+	// DefaultResolveTimeout bounds the search for an open outcome.
+	DefaultResolveTimeout = 30 * time.Second
+	// DefaultOpenTimeout bounds OpenSQL when its context has no deadline.
+	DefaultOpenTimeout = 30 * time.Second
+	// ConnIdle is how long the append connection stays held without an
+	// append before it goes back to the pool.
+	ConnIdle = time.Second
+	// ConnMaxHold is how long the append connection is held at most,
+	// however busy the journal is, before it goes back to the pool and a
+	// connection is taken afresh: the pool's lifetime settings apply
+	// within it.
+	ConnMaxHold = 30 * time.Second
+)
+
+// openError names the bound that ended a first contact that never got an
+// answer.
+func openError(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("no answer from the database before the open deadline (OpenTimeout, or the context's): %w", err)
+	}
+	return err
+}
+
+// raise sets v to rev if rev is higher.
+func raise(v *atomic.Int64, rev int64) {
+	for {
+		cur := v.Load()
+		if rev <= cur || v.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
 // writeBatch implements batchWriter; it runs on the committer goroutine.
 func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (int64, error) {
+	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
+		j.releaseConn()
+	}
 	if j.conn == nil {
-		conn, err := j.db.Conn(ctx)
-		if err != nil {
-			return 0, j.d.Translate(err)
-		}
-		if err := j.d.PrepareConn(ctx, conn, j.cfg.LockTimeout); err != nil {
-			conn.Close()
+		if err := j.takeConn(ctx); err != nil {
 			return 0, err
 		}
-		j.conn = conn
 	}
 	des := make([]dialect.Entry, len(entries))
 	for i, e := range entries {
 		des[i] = dialect.Entry(e)
 	}
+	j.batchSeq++
+	batch := (j.batchBase + j.batchSeq) & (1<<63 - 1)
+	after := j.known.Load()
+	sent := time.Now()
 	first, err := j.d.Append(ctx, j.conn, dialect.AppendRequest{
-		Tables: j.t, NodeID: j.cfg.NodeID, Entries: des, ExpectHead: expect, LockTimeout: j.cfg.LockTimeout,
+		Tables: j.t, NodeID: j.cfg.NodeID, Instance: j.cfg.Instance, BatchID: batch,
+		Entries: des, ExpectHead: expect, LockTimeout: j.cfg.LockTimeout,
 	})
-	if err != nil {
-		if errors.Is(err, dialect.ErrHeadMismatch) {
-			return 0, fmt.Errorf("%w: %w", ErrConflict, err)
-		}
-		// The connection may be broken or mid-transaction; take a fresh
-		// one for the next batch.
-		j.conn.Close()
-		j.conn = nil
-		return 0, err
+	if errors.Is(err, dialect.ErrHeadMismatch) {
+		// The statement completed and wrote nothing; the connection is
+		// as good as before.
+		return 0, fmt.Errorf("%w: %w", ErrConflict, err)
 	}
+	if err != nil {
+		session := j.session
+		j.discardConn()
+		var open *dialect.OutcomeError
+		if !errors.As(err, &open) {
+			return 0, err // proven: nothing was written
+		}
+		if first, err = j.resolve(open, batch, len(entries), after, session, sent); err != nil {
+			return 0, err
+		}
+	}
+	raise(&j.known, first+int64(len(entries))-1)
 	j.hub.wake() // watchers on this instance learn at once
 	if j.notify != nil {
 		select {
@@ -164,6 +299,69 @@ func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (in
 		}
 	}
 	return first, nil
+}
+
+// takeConn takes the append connection from the pool and prepares it.
+func (j *SQL) takeConn(ctx context.Context) error {
+	conn, err := j.db.Conn(ctx)
+	if err != nil {
+		return j.d.Translate(err)
+	}
+	j.conn, j.connAt, j.session = conn, time.Now(), ""
+	if err := j.d.PrepareConn(ctx, conn, j.cfg.LockTimeout); err != nil {
+		j.discardConn()
+		return err
+	}
+	if j.ender != nil {
+		if j.session, err = j.ender.SessionID(ctx, conn); err != nil {
+			j.discardConn()
+			return fmt.Errorf("read session id: %w", err)
+		}
+	}
+	return nil
+}
+
+// releaseConn gives the append connection back to the pool with its
+// session settings reset, or discards it if they cannot be.
+func (j *SQL) releaseConn() {
+	if j.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := j.d.ResetConn(ctx, j.conn); err != nil {
+		j.discardConn()
+		return
+	}
+	j.conn.Close()
+	j.conn = nil
+}
+
+// discardConn closes the append connection for good instead of returning
+// it to the pool: database/sql drops a connection whose use reported
+// driver.ErrBadConn. The server then rolls back whatever the session had
+// open.
+func (j *SQL) discardConn() {
+	if j.conn == nil {
+		return
+	}
+	_ = j.conn.Raw(func(any) error { return driver.ErrBadConn })
+	j.conn.Close()
+	j.conn = nil
+	j.outcomes.discarded.Add(1)
+}
+
+// idle implements idler: the committer calls it after ConnIdle without an
+// append.
+func (j *SQL) idle() { j.releaseConn() }
+
+// holding implements idler: while it holds the append connection, the
+// committer calls idle after ConnIdle without an append.
+func (j *SQL) holding() (bool, time.Duration) {
+	if j.conn == nil {
+		return false, 0
+	}
+	return true, j.connIdle
 }
 
 // notifyLoop sends the NOTIFYs that commits asked for, one at a time, so a
@@ -201,10 +399,11 @@ func (j *SQL) Read(ctx context.Context, after int64, limit int) ([]Record, error
 	for rows.Next() {
 		var r Record
 		var ts dialect.Time
-		if err := rows.Scan(&r.Revision, &r.NodeID, &r.Producer, &r.Payload, &ts); err != nil {
+		var instance sql.NullString
+		if err := rows.Scan(&r.Revision, &r.NodeID, &instance, &r.Producer, &r.Payload, &ts); err != nil {
 			return nil, fmt.Errorf("read journal: %w", j.d.Translate(err))
 		}
-		r.Time = ts.T
+		r.Time, r.Instance = ts.T, instance.String
 		if r.Payload == nil {
 			r.Payload = []byte{}
 		}
@@ -214,6 +413,9 @@ func (j *SQL) Read(ctx context.Context, after int64, limit int) ([]Record, error
 		return nil, fmt.Errorf("read journal: %w", j.d.Translate(err))
 	}
 	recs = dense(recs, after)
+	if len(recs) > 0 {
+		raise(&j.known, recs[len(recs)-1].Revision)
+	}
 	if len(recs) == 0 {
 		// Nothing new, a commit not yet visible, or pruned away: only
 		// the tail tells these apart.
@@ -362,14 +564,15 @@ func (j *SQL) Close(ctx context.Context) error {
 	j.closeOnce.Do(func() {
 		j.stopBG()
 		j.bgDone.Wait()
-		if j.conn != nil {
-			j.conn.Close()
-			j.conn = nil
-		}
+		j.releaseConn()
 	})
 	return nil
 }
 
 // Stats returns counters of this instance's appends and group commits. It
 // is safe to call at any time.
-func (j *SQL) Stats() Stats { return j.c.statsSnapshot() }
+func (j *SQL) Stats() Stats {
+	s := j.c.statsSnapshot()
+	j.outcomes.fill(&s)
+	return s
+}

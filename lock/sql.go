@@ -39,7 +39,7 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string) 
 	if err != nil {
 		return nil, fmt.Errorf("open lock store: %w", err)
 	}
-	if err := d.CreateSchema(ctx, db, t, dialect.NewEpoch()); err != nil {
+	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open lock store: create schema: %w", err)
 	}
 	return &SQL{db: db, d: d, q: d.LockQueries(t)}, nil

@@ -30,6 +30,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,19 +44,24 @@ var Dialect dialect.Dialect = my{}
 
 type my struct{}
 
-var _ dialect.Dialect = my{}
+var (
+	_ dialect.Dialect      = my{}
+	_ dialect.SessionEnder = my{}
+)
 
 func (my) Name() string { return "mysql" }
 
 func (my) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
-		Read: `SELECT revision, node_id, producer, payload, created_at FROM ` + t.Journal +
+		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 			` WHERE revision > ? ORDER BY revision LIMIT ?`,
 		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,
 		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= ? AND revision < ?`,
 		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > ? AND batch_id = ?`,
 
 		LoadPosition: `SELECT revision, epoch, updated_at FROM ` + t.LocalRevisions + ` WHERE node_id = ?`,
 		SavePosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at) VALUES (?, ?, ?, UTC_TIMESTAMP(6))
@@ -70,7 +76,8 @@ SELECT ?, revision, epoch, UTC_TIMESTAMP(6) FROM ` + t.LocalRevisions + ` WHERE 
 // Node ids are ASCII compared byte by byte, as file names are.
 const idType = `VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin`
 
-func schema(t dialect.Tables) []string {
+// schemaV1 is the DDL of schema version 1, as the first release ran it.
+func schemaV1(t dialect.Tables) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.Journal + ` (
 	revision   BIGINT NOT NULL PRIMARY KEY,
@@ -104,18 +111,11 @@ func schema(t dialect.Tables) []string {
 	}
 }
 
-// procName is the append procedure of the tables t. Its version suffix
-// changes whenever its body or signature does, so nodes of two releases can
-// run side by side during a rolling upgrade.
-func procName(t dialect.Tables) string { return t.Prefix + "append_v1" }
-
-// procedureSQL locks the counter row, checks the expected head (p_expect <
-// 0: unconditional), bumps the counter, inserts the entries of p_entries (a
-// JSON array of [producer, base64 payload] pairs) with consecutive
-// revisions, commits and returns the first revision, or -1 on a head
-// mismatch. Any error rolls back and is re-signalled unchanged.
-func procedureSQL(t dialect.Tables) string {
-	return `CREATE PROCEDURE ` + procName(t) + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_expect BIGINT, IN p_entries LONGTEXT)
+// procV1 is the append procedure of schema version 1. Nodes of that
+// release call it; it stays while they may be running.
+func procV1(t dialect.Tables) (name, body string) {
+	name = t.Prefix + "append_v1"
+	return name, `CREATE PROCEDURE ` + name + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_expect BIGINT, IN p_entries LONGTEXT)
 MODIFIES SQL DATA
 BEGIN
 	DECLARE v_rev BIGINT;
@@ -139,70 +139,144 @@ BEGIN
 END`
 }
 
-// CreateSchema runs the DDL under a named lock (GET_LOCK) keyed by the
-// prefix, so nodes starting at once create it exactly once.
-func (d my) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil && d.hasProcedure(ctx, db, t) {
-		return dialect.CheckSchemaVersion(v)
+// procV2 is the append procedure of this release: it locks the counter
+// row, checks the expected head (p_expect < 0: unconditional), bumps the
+// counter, inserts the entries of p_entries (a JSON array of [producer,
+// base64 payload] pairs) with consecutive revisions, the node id, the
+// instance and the batch id, commits and returns the first revision, or -1
+// on a head mismatch.
+//
+// Its EXIT HANDLER rolls back what a failed statement left open, but
+// MariaDB skips handlers for a killed statement (KILL QUERY,
+// max_statement_time): the journal never relies on it, and discards the
+// connection after any error, which rolls back on the server.
+func procV2(t dialect.Tables) (name, body string) {
+	name = t.Prefix + "append_v2"
+	return name, `CREATE PROCEDURE ` + name + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_instance VARCHAR(64), IN p_batch BIGINT, IN p_expect BIGINT, IN p_entries LONGTEXT)
+MODIFIES SQL DATA
+BEGIN
+	DECLARE v_rev BIGINT;
+	DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+	START TRANSACTION;
+	SELECT revision INTO v_rev FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE;
+	IF p_expect >= 0 AND v_rev <> p_expect THEN
+		ROLLBACK;
+		SELECT -1;
+	ELSE
+		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + p_n WHERE id = 1;
+		INSERT INTO ` + t.Journal + ` (revision, node_id, instance, batch_id, producer, payload, created_at)
+		SELECT v_rev + e.ord, p_node, p_instance, p_batch, e.producer, FROM_BASE64(e.payload), UTC_TIMESTAMP(6)
+		FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
+			ord      FOR ORDINALITY,
+			producer VARCHAR(128) CHARACTER SET ascii PATH '$[0]',
+			payload  LONGTEXT PATH '$[1]')) AS e;
+		COMMIT;
+		SELECT v_rev + 1;
+	END IF;
+END`
+}
+
+// Migrations implements dialect.Dialect. MySQL's DDL commits by itself, so
+// every step checks first and a migration records itself last: a node that
+// fails half way leaves the rest to the next.
+func (d my) Migrations(t dialect.Tables) []dialect.Migration {
+	return []dialect.Migration{
+		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
+			for _, stmt := range schemaV1(t) {
+				if _, err := conn.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("%s: %w", strings.SplitN(stmt, "(", 2)[0], err)
+				}
+			}
+			if _, err := conn.ExecContext(ctx, `INSERT IGNORE INTO `+t.Meta+` (id, epoch, tail, schema_version) VALUES (1, ?, 1, 1)`, epoch); err != nil {
+				return err
+			}
+			name, body := procV1(t)
+			return createProcedure(ctx, conn, name, body)
+		}},
+		{Version: 2, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			name, body := procV2(t)
+			for _, c := range []struct{ table, column, ddl string }{
+				{t.Journal, "instance", `VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL`},
+				{t.Journal, "batch_id", `BIGINT NULL`},
+				{t.Meta, "migration", `INT NULL`},
+			} {
+				if err := addColumn(ctx, conn, c.table, c.column, c.ddl); err != nil {
+					return err
+				}
+			}
+			if err := createProcedure(ctx, conn, name, body); err != nil {
+				return err
+			}
+			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 2 WHERE id = 1 AND COALESCE(migration, 1) < 2`)
+			return err
+		}},
 	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return d.Translate(err)
-	}
-	defer conn.Close()
-	lockName := "tandem schema " + t.Prefix
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, lockName).Scan(&got); err != nil {
-		return d.Translate(err)
-	}
-	if got.Int64 != 1 {
-		return fmt.Errorf("%w: waiting for the schema lock %q", dialect.ErrLockTimeout, lockName)
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, lockName)
-	for _, stmt := range schema(t) {
-		if _, err := conn.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("%s: %w", strings.SplitN(stmt, "(", 2)[0], d.Translate(err))
-		}
-	}
-	if _, err := conn.ExecContext(ctx, `INSERT IGNORE INTO `+t.Meta+` (id, epoch, tail, schema_version) VALUES (1, ?, 1, ?)`,
-		epoch, dialect.SchemaVersion); err != nil {
-		return d.Translate(err)
-	}
-	if err := d.createProcedure(ctx, conn, t); err != nil {
+}
+
+// addColumn adds column to table unless it is there (MySQL 8 has no ADD
+// COLUMN IF NOT EXISTS). A nullable column is added in place, without
+// copying the table (InnoDB's instant ADD COLUMN).
+func addColumn(ctx context.Context, conn *sql.Conn, table, column, ddl string) error {
+	var n int
+	if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?`, table, column).Scan(&n); err != nil {
 		return err
-	}
-	v, err := dialect.StoredSchemaVersion(ctx, conn, t)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", d.Translate(err))
-	}
-	return dialect.CheckSchemaVersion(v)
-}
-
-func (d my) hasProcedure(ctx context.Context, db *sql.DB, t dialect.Tables) bool {
-	var n int
-	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines
-WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCEDURE'`, procName(t)).Scan(&n)
-	return err == nil && n > 0
-}
-
-func (d my) createProcedure(ctx context.Context, conn *sql.Conn, t dialect.Tables) error {
-	var n int
-	if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines
-WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCEDURE'`, procName(t)).Scan(&n); err != nil {
-		return d.Translate(err)
 	}
 	if n > 0 {
 		return nil
 	}
-	if _, err := conn.ExecContext(ctx, procedureSQL(t)); err != nil {
-		return fmt.Errorf("create procedure %s (needs the CREATE ROUTINE privilege): %w", procName(t), d.Translate(err))
+	if _, err := conn.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN `+column+` `+ddl); err != nil {
+		return fmt.Errorf("add column %s.%s: %w", table, column, err)
 	}
 	return nil
+}
+
+// createProcedure creates the procedure unless it exists.
+func createProcedure(ctx context.Context, conn *sql.Conn, name, body string) error {
+	var n int
+	if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines
+WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCEDURE'`, name).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := conn.ExecContext(ctx, body); err != nil {
+		return fmt.Errorf("create procedure %s (needs the CREATE ROUTINE privilege): %w", name, err)
+	}
+	return nil
+}
+
+// LockSchema implements dialect.Dialect with a named lock (GET_LOCK) keyed
+// by the prefix, held by conn's session.
+func (d my) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+	name := "tandem schema " + t.Prefix
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, name).Scan(&got); err != nil {
+		return nil, err
+	}
+	if got.Int64 != 1 {
+		return nil, fmt.Errorf("%w: waiting for the schema lock %q", dialect.ErrLockTimeout, name)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(ctx, `SELECT RELEASE_LOCK(?)`, name); err != nil {
+			// Ending the session releases the lock.
+			_ = conn.Raw(func(any) error { return sqldriver.ErrBadConn })
+		}
+	}, nil
 }
 
 func (d my) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	secs := int64((lockTimeout + time.Second - 1) / time.Second)
 	_, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION innodb_lock_wait_timeout = %d`, max(secs, 1)))
+	return d.Translate(err)
+}
+
+// ResetConn implements dialect.Dialect: the global default again.
+func (d my) ResetConn(ctx context.Context, conn *sql.Conn) error {
+	_, err := conn.ExecContext(ctx, `SET SESSION innodb_lock_wait_timeout = DEFAULT`)
 	return d.Translate(err)
 }
 
@@ -247,27 +321,96 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 func (d my) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+	name, _ := procV2(r.Tables)
 	// Preparing happens before the lock is taken; the CALL is the one
 	// round trip that holds it.
-	stmt, err := conn.PrepareContext(ctx, `CALL `+procName(r.Tables)+`(?, ?, ?, ?)`)
+	stmt, err := conn.PrepareContext(ctx, `CALL `+name+`(?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return 0, d.Translate(err)
+		return 0, d.appendError(err)
 	}
 	defer stmt.Close()
 	var first int64
-	err = stmt.QueryRowContext(ctx, int64(len(r.Entries)), r.NodeID, r.ExpectHead, entriesJSON(r.Entries)).Scan(&first)
-	var myErr *driver.MySQLError
+	err = stmt.QueryRowContext(ctx, int64(len(r.Entries)), r.NodeID, r.Instance, r.BatchID, r.ExpectHead, entriesJSON(r.Entries)).Scan(&first)
 	switch {
 	case err == nil && first < 0:
 		return 0, fmt.Errorf("%w: expected head %d", dialect.ErrHeadMismatch, r.ExpectHead)
 	case err == nil:
 		return first, nil
-	case errors.As(err, &myErr), errors.Is(err, sqldriver.ErrBadConn):
-		// A server error: the procedure rolled back. A bad connection:
-		// the driver sent nothing.
-		return 0, d.Translate(err)
-	default:
-		return 0, fmt.Errorf("%w: %w", dialect.ErrOutcomeUnknown, err)
+	}
+	return 0, d.appendError(err)
+}
+
+// appendError classifies an error of the append procedure. It proves that
+// nothing was written when the driver sent nothing (driver.ErrBadConn) or
+// when the server raised an error that ends the procedure before its
+// COMMIT: the counter's lock wait timed out, a deadlock, a duplicate key,
+// or a procedure, table or privilege that is missing (see
+// provesNothingWritten). Any other error — the statement interrupted
+// (KILL QUERY: 1317), max_statement_time (1969) or max_execution_time
+// (3024), the connection lost or killed, the client's context ending
+// mid-call, an error at COMMIT — may have come after the commit: an open
+// outcome.
+func (d my) appendError(err error) error {
+	var myErr *driver.MySQLError
+	switch {
+	case errors.Is(err, sqldriver.ErrBadConn):
+		return err
+	case errors.As(err, &myErr) && provesNothingWritten(myErr.Number):
+		return d.Translate(err)
+	}
+	return dialect.Open(d.Translate(err))
+}
+
+// provesNothingWritten reports whether MySQL error number n, raised by the
+// append procedure, proves it ended before its COMMIT.
+func provesNothingWritten(n uint16) bool {
+	switch n {
+	case 1205, 3572, // ER_LOCK_WAIT_TIMEOUT, ER_LOCK_NOWAIT
+		1213,       // ER_LOCK_DEADLOCK
+		1062, 1586, // ER_DUP_ENTRY, ER_DUP_ENTRY_WITH_KEY_NAME
+		1146, 1305, 1318, // ER_NO_SUCH_TABLE, ER_SP_DOES_NOT_EXIST, ER_SP_WRONG_NO_OF_ARGS
+		1044, 1045, 1142, 1370, // access denied (database, user, table, routine)
+		1064: // ER_PARSE_ERROR
+		return true
+	}
+	return false
+}
+
+// SessionID implements dialect.SessionEnder: the connection id, which the
+// server never reuses while it runs.
+func (d my) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
+	var id uint64
+	err := conn.QueryRowContext(ctx, `SELECT CONNECTION_ID()`).Scan(&id)
+	return strconv.FormatUint(id, 10), d.Translate(err)
+}
+
+// EndSession implements dialect.SessionEnder with KILL CONNECTION, which a
+// user may run on its own sessions, and waits until the process list no
+// longer shows the session: a killed session rolls back before it leaves
+// the list.
+func (d my) EndSession(ctx context.Context, db *sql.DB, id string) error {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return fmt.Errorf("mysql: malformed session id %q", id)
+	}
+	var myErr *driver.MySQLError
+	if _, err := db.ExecContext(ctx, `KILL CONNECTION `+strconv.FormatUint(n, 10)); err != nil &&
+		!(errors.As(err, &myErr) && myErr.Number == 1094) { // ER_NO_SUCH_THREAD: gone already
+		return d.Translate(err)
+	}
+	for {
+		var left int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.processlist WHERE id = ?`, n).Scan(&left); err != nil {
+			return d.Translate(err)
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 

@@ -59,12 +59,32 @@ func TestEntriesJSON(t *testing.T) {
 func TestProcedureSQL(t *testing.T) {
 	tb, err := dialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
-	s := procedureSQL(tb)
-	require.True(t, strings.HasPrefix(s, "CREATE PROCEDURE zz_append_v1("))
-	require.Contains(t, s, "FROM zz_global_revision WHERE id = 1 FOR UPDATE")
-	require.Contains(t, s, "INSERT INTO zz_journal ")
-	require.Contains(t, s, "ROLLBACK; RESIGNAL;", "an error rolls back and keeps its number")
-	require.Equal(t, 1, strings.Count(s, "COMMIT;"))
+	for _, proc := range []func(dialect.Tables) (string, string){procV1, procV2} {
+		name, s := proc(tb)
+		require.True(t, strings.HasPrefix(s, "CREATE PROCEDURE "+name+"("))
+		require.Contains(t, s, "FROM zz_global_revision WHERE id = 1 FOR UPDATE")
+		require.Contains(t, s, "INSERT INTO zz_journal ")
+		require.Contains(t, s, "ROLLBACK; RESIGNAL;", "an error rolls back and keeps its number")
+		require.Equal(t, 1, strings.Count(s, "COMMIT;"))
+	}
+	name, s := procV2(tb)
+	require.Equal(t, "zz_append_v2", name)
+	require.Contains(t, s, "(revision, node_id, instance, batch_id, producer, payload, created_at)")
+	require.Contains(t, s, "p_node, p_instance, p_batch, e.producer")
+}
+
+func TestAppendErrorOutcome(t *testing.T) {
+	d := my{}
+	for _, n := range []uint16{1205, 1213, 1062, 1146, 1305} {
+		err := d.appendError(&driver.MySQLError{Number: n})
+		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "error %d ends the procedure before its COMMIT", n)
+	}
+	for _, n := range []uint16{1317, 1969, 3024, 1927, 1180, 2013} {
+		err := d.appendError(&driver.MySQLError{Number: n})
+		require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "error %d may come after the COMMIT", n)
+	}
+	require.ErrorIs(t, d.appendError(driver.ErrInvalidConn), dialect.ErrOutcomeUnknown)
+	require.NotErrorIs(t, d.appendError(sqldriver.ErrBadConn), dialect.ErrOutcomeUnknown, "nothing was sent")
 }
 
 var (
@@ -151,35 +171,37 @@ func TestSchemaCreatesLocks(t *testing.T) {
 	acquired_at DATETIME(6) NOT NULL,
 	renewed_at  DATETIME(6) NOT NULL,
 	expires_at  DATETIME(6) NOT NULL) ENGINE=InnoDB`
-	require.Contains(t, schema(tb), locksDDL)
-	for _, s := range schema(tb) {
+	require.Contains(t, schemaV1(tb), locksDDL)
+	for _, s := range schemaV1(tb) {
 		for _, m := range tableName.FindAllStringSubmatch(s, -1) {
 			require.Equal(t, "zz_"+m[1], m[0], "table name without the prefix")
 		}
 	}
 
-	// CreateSchema runs it under the schema lock, on the locked connection.
-	versions := 0
+	// Migrate runs it under the schema lock, on the locked connection.
+	migrated := false
 	f, db := fakesql.New(t, func(q string, _ []sqldriver.NamedValue) fakesql.Reply {
 		switch {
-		case strings.HasPrefix(q, "SELECT schema_version FROM zz_meta"):
-			versions++
-			if versions == 1 {
+		case strings.HasPrefix(q, "UPDATE zz_meta SET migration = 2"):
+			migrated = true
+		case strings.HasPrefix(q, "SELECT schema_version"):
+			if !migrated {
 				return fakesql.Reply{Err: &driver.MySQLError{Number: 1146, Message: "Table 'zz_meta' doesn't exist"}}
 			}
-			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(dialect.SchemaVersion)}}}
+			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(1), int64(dialect.SchemaVersion)}}}
 		case strings.HasPrefix(q, "SELECT GET_LOCK("):
 			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(1)}}}
-		case strings.Contains(q, "information_schema.routines"):
+		case strings.Contains(q, "information_schema."):
 			return fakesql.Reply{Rows: [][]sqldriver.Value{{int64(0)}}}
 		}
 		return fakesql.Reply{}
 	})
-	db.SetMaxOpenConns(2) // the final version check runs beside the locked connection
-	require.NoError(t, Dialect.CreateSchema(context.Background(), db, tb, "e1"))
+	require.NoError(t, dialect.Migrate(context.Background(), db, Dialect, tb, "e1"))
 	qs := f.Queries()
 	lock := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "SELECT GET_LOCK(") })
 	created := slices.Index(qs, locksDDL)
 	release := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "SELECT RELEASE_LOCK(") })
-	require.True(t, lock >= 0 && lock < created && created < release, "%q", qs)
+	v2 := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "CREATE PROCEDURE zz_append_v2(") })
+	recorded := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "UPDATE zz_meta SET migration = 2") })
+	require.True(t, lock >= 0 && lock < created && created < v2 && v2 < recorded && recorded < release, "%q", qs)
 }

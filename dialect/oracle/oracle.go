@@ -36,6 +36,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +61,7 @@ const (
 	errResourceBusy    = 54    // ORA-00054: resource busy and acquire with NOWAIT specified or timeout expired
 	errDeadlock        = 60    // ORA-00060: deadlock detected while waiting for resource
 	errNameUsed        = 955   // ORA-00955: name is already used by an existing object
+	errColumnExists    = 1430  // ORA-01430: column being added already exists in table
 	errCancelled       = 1013  // ORA-01013: user requested cancel of current operation
 	errDistLockTimeout = 2049  // ORA-02049: timeout: distributed transaction waiting for lock
 	errSerialization   = 8177  // ORA-08177: can't serialize access for this transaction
@@ -75,7 +77,7 @@ func asUTC(col string) string { return `FROM_TZ(` + col + `, '+00:00')` }
 
 func (ora) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
-		Read: `SELECT revision, node_id, producer, payload, ` + asUTC(`created_at`) + ` FROM ` + t.Journal +
+		Read: `SELECT revision, node_id, instance, producer, payload, ` + asUTC(`created_at`) + ` FROM ` + t.Journal +
 			` WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`,
 		Head: `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta: `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
@@ -84,6 +86,8 @@ func (ora) Queries(t dialect.Tables) dialect.Queries {
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
 		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
 		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
 
 		LoadPosition: `SELECT revision, epoch, ` + asUTC(`updated_at`) + ` FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
 		// MERGE alone is not safe against a concurrent first save of the
@@ -160,36 +164,92 @@ func seedCounter(t dialect.Tables) string {
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WHERE id = 1)`
 }
 
-// seedMeta: args (epoch, schema_version).
+// seedMeta: args (epoch). The meta row of schema version 1.
 func seedMeta(t dialect.Tables) string {
-	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, :1, 1, :2 FROM dual
+	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, :1, 1, 1 FROM dual
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WHERE id = 1)`
 }
 
-// CreateSchema creates each table, taking ORA-00955 (name already used) as
-// "it exists": Oracle has no CREATE TABLE IF NOT EXISTS before 23ai, and
-// nodes starting at once may race. Unique violations of the seed rows are
-// success too, so the first epoch wins.
-func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
-		return dialect.CheckSchemaVersion(v)
+// Migrations implements dialect.Dialect. Oracle's DDL commits by itself and
+// tandem takes no schema lock on Oracle (DBMS_LOCK needs a grant most
+// users lack), so every step tolerates a concurrent node doing it too:
+// ORA-00955 (name already used) for a table, ORA-01430 (column being added
+// already exists) for a column, a unique violation for a seed row. A
+// migration records itself last.
+func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
+	return []dialect.Migration{
+		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
+			for _, tb := range tables(t) {
+				if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
+					return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), err)
+				}
+			}
+			if _, err := conn.ExecContext(ctx, seedCounter(t)); err != nil && code(err) != errUniqueViolation {
+				return fmt.Errorf("seed %s: %w", strings.ToUpper(t.GlobalRevision), err)
+			}
+			if _, err := conn.ExecContext(ctx, seedMeta(t), epoch); err != nil && code(err) != errUniqueViolation {
+				return fmt.Errorf("seed %s: %w", strings.ToUpper(t.Meta), err)
+			}
+			return nil
+		}},
+		{Version: 2, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return withDDLWait(ctx, conn, func() error {
+				for _, stmt := range schemaV2(t) {
+					if _, err := conn.ExecContext(ctx, stmt); err != nil && code(err) != errColumnExists {
+						return fmt.Errorf("%s: %w", stmt, err)
+					}
+				}
+				_, err := conn.ExecContext(ctx, recordV2(t))
+				return err
+			})
+		}},
 	}
-	for _, tb := range tables(t) {
-		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
-			return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), d.Translate(err))
-		}
+}
+
+// schemaV2 adds the journal's instance and batch_id and meta's migration,
+// nullable (nodes of schema version 1 insert rows without them).
+func schemaV2(t dialect.Tables) []string {
+	return []string{
+		`ALTER TABLE ` + t.Journal + ` ADD (instance VARCHAR2(64))`,
+		`ALTER TABLE ` + t.Journal + ` ADD (batch_id NUMBER(19))`,
+		`ALTER TABLE ` + t.Meta + ` ADD (migration NUMBER(10))`,
 	}
-	if _, err := db.ExecContext(ctx, seedCounter(t)); err != nil && code(err) != errUniqueViolation {
-		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.GlobalRevision), d.Translate(err))
+}
+
+// recordV2 records migration 2 in the meta row.
+func recordV2(t dialect.Tables) string {
+	return `UPDATE ` + t.Meta + ` SET migration = 2 WHERE id = 1 AND NVL(migration, 1) < 2`
+}
+
+// ddlLockTimeout is the session's DDL_LOCK_TIMEOUT (seconds) while a
+// migration runs. ALTER TABLE needs the table's exclusive DML lock; with
+// the default, 0, it fails at once with ORA-00054 whenever any transaction
+// has the table open, as an append of another node does, so a migration
+// could rarely run while old nodes append. A long query of an old node
+// still fails the migration after the timeout (the next Open retries it).
+const ddlLockTimeout = 10
+
+// withDDLWait runs f with the session's DDL_LOCK_TIMEOUT at ddlLockTimeout
+// and then sets it back to 0, Oracle's default, also when f failed.
+func withDDLWait(ctx context.Context, conn *sql.Conn, f func() error) error {
+	if _, err := conn.ExecContext(ctx, ddlWaitSQL(ddlLockTimeout)); err != nil {
+		return err
 	}
-	if _, err := db.ExecContext(ctx, seedMeta(t), epoch, int64(dialect.SchemaVersion)); err != nil && code(err) != errUniqueViolation {
-		return fmt.Errorf("seed %s: %w", strings.ToUpper(t.Meta), d.Translate(err))
-	}
-	v, err := dialect.StoredSchemaVersion(ctx, db, t)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", d.Translate(err))
-	}
-	return dialect.CheckSchemaVersion(v)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.ExecContext(ctx, ddlWaitSQL(0))
+	}()
+	return f()
+}
+
+func ddlWaitSQL(seconds int) string {
+	return `ALTER SESSION SET DDL_LOCK_TIMEOUT = ` + strconv.Itoa(seconds)
+}
+
+// LockSchema takes no lock on Oracle (see Migrations).
+func (ora) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+	return func() {}, nil
 }
 
 // PrepareConn does nothing: Oracle has no session-level row-lock timeout;
@@ -197,6 +257,9 @@ func (d ora) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epo
 func (ora) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	return nil
 }
+
+// ResetConn does nothing: PrepareConn set nothing.
+func (ora) ResetConn(ctx context.Context, conn *sql.Conn) error { return nil }
 
 // Translate maps ORA- codes to the dialect's error classes.
 func (ora) Translate(err error) error {

@@ -81,12 +81,14 @@ func checkStatement(t *testing.T, name, query, prefix string, nargs int) {
 func TestQueriesGolden(t *testing.T) {
 	q := Dialect.Queries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
-		"Read":           `SELECT revision, node_id, producer, payload, FROM_TZ(created_at, '+00:00') FROM tandem_journal WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`,
+		"Read":           `SELECT revision, node_id, instance, producer, payload, FROM_TZ(created_at, '+00:00') FROM tandem_journal WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`,
 		"Head":           `SELECT revision FROM tandem_global_revision WHERE id = 1`,
 		"Meta":           `SELECT epoch, tail, schema_version FROM tandem_meta WHERE id = 1`,
 		"SetTail":        `UPDATE tandem_meta SET tail = GREATEST(tail, :1) WHERE id = 1`,
 		"DeleteRange":    `DELETE FROM tandem_journal WHERE revision >= :1 AND revision < :2`,
 		"MinRevision":    `SELECT MIN(revision) FROM tandem_journal`,
+		"LockHead":       `SELECT revision FROM tandem_global_revision WHERE id = 1 FOR UPDATE`,
+		"FindBatch":      `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > :1 AND batch_id = :2`,
 		"LoadPosition":   `SELECT revision, epoch, FROM_TZ(updated_at, '+00:00') FROM tandem_local_revisions WHERE node_id = :1`,
 		"ListPositions":  `SELECT node_id, revision, epoch, FROM_TZ(updated_at, '+00:00') FROM tandem_local_revisions ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
 		"DeletePosition": `DELETE FROM tandem_local_revisions WHERE node_id = :1`,
@@ -105,18 +107,27 @@ EXCEPTION
 		UPDATE tandem_local_revisions SET revision = v_rev, epoch = v_epoch, updated_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) WHERE node_id = v_node;
 END;`,
 	}
-	for name, f := range q.Statements() {
+	statements := q.Statements()
+	require.Len(t, statements, len(golden), "every statement has a golden text")
+	for name, f := range statements {
 		require.Equal(t, golden[name], f.SQL, name)
 	}
 }
 
 func TestQueriesShape(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
-		q := Dialect.Queries(tablesFor(t, prefix))
+		tb := tablesFor(t, prefix)
+		q := Dialect.Queries(tb)
 		for name, f := range q.Statements() {
 			checkStatement(t, name, f.SQL, prefix, f.Args)
 		}
 		require.True(t, strings.HasSuffix(q.Read, "WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY"))
+		require.True(t, strings.HasPrefix(q.Read, "SELECT revision, node_id, instance, producer, payload, "), "instance is the third column")
+		// FindBatch: args (after, batch id), one row (MIN, COUNT).
+		require.Equal(t, "SELECT MIN(revision), COUNT(*) FROM "+tb.Journal+" WHERE revision > :1 AND batch_id = :2", q.FindBatch)
+		// LockHead waits for the counter row's lock and holds it until the
+		// transaction ends; it never skips the row.
+		require.Equal(t, "SELECT revision FROM "+tb.GlobalRevision+" WHERE id = 1 FOR UPDATE", q.LockHead)
 		for _, s := range []string{q.Read, q.LoadPosition, q.ListPositions} {
 			require.Contains(t, s, "FROM_TZ(", "times are returned with their zone")
 		}
@@ -155,7 +166,11 @@ func TestSchemaShape(t *testing.T) {
 		"\trenewed_at  TIMESTAMP(6) NOT NULL,\n"+
 		"\texpires_at  TIMESTAMP(6) NOT NULL)", tbs[4].ddl)
 	checkStatement(t, "seedCounter", seedCounter(tb), "tandem_", 0)
-	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 2)
+	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 1)
+	// The meta row of the first release: schema version 1, the epoch the
+	// only bind.
+	require.Equal(t, "INSERT INTO tandem_meta (id, epoch, tail, schema_version) SELECT 1, :1, 1, 1 FROM dual\n"+
+		"WHERE NOT EXISTS (SELECT 1 FROM tandem_meta WHERE id = 1)", seedMeta(tb))
 
 	longest := tablesFor(t, strings.Repeat("p", 15))
 	for _, x := range tables(longest) {
@@ -175,11 +190,17 @@ func TestAppendSQL(t *testing.T) {
 			nargs := appendBinds + 2*n
 			checkStatement(t, "append", s, "tandem_", nargs)
 			require.LessOrEqual(t, nargs, 32768, "within PL/SQL's bind limit")
+			require.Contains(t, s, "\tv_node  VARCHAR2(64) := :3;\n\tv_inst  VARCHAR2(64) := :4;\n\tv_batch NUMBER(19) := :5;\n")
+			require.Equal(t, 2, strings.Count(s, "(revision, node_id, instance, batch_id, producer, payload, created_at) VALUES (v_rev + k, v_node, v_inst, v_batch, p, d, v_ts);"),
+				"node id, instance and batch id go with every row, RAW or BLOB")
 			require.Contains(t, s, "SELECT revision INTO v_rev FROM tandem_global_revision WHERE id = 1 FOR UPDATE WAIT 7;")
 			require.Equal(t, 1, strings.Count(s, "UPDATE tandem_global_revision SET revision = v_rev + v_n WHERE id = 1;"))
 			require.Equal(t, 1, strings.Count(s, "COMMIT;"))
 			require.Contains(t, s, fmt.Sprintf("\t:%d := v_first;\n", nargs), "the OUT bind is last")
-			require.Contains(t, s, "WHEN OTHERS THEN\n\t\tROLLBACK;\n\t\tRAISE;")
+			// NO_DATA_FOUND (no counter row) becomes ORA-20001, which go-ora
+			// reports; OTHERS re-raises with the original code.
+			require.Contains(t, s, "EXCEPTION\n\tWHEN NO_DATA_FOUND THEN\n\t\tROLLBACK;\n\t\tRAISE_APPLICATION_ERROR(-20001, 'tandem: tandem_global_revision has no counter row (id = 1)');\n"+
+				"\tWHEN OTHERS THEN\n\t\tROLLBACK;\n\t\tRAISE;\nEND;")
 			blobs := 0
 			for _, b := range blob {
 				if b {
@@ -188,8 +209,12 @@ func TestAppendSQL(t *testing.T) {
 			}
 			require.Equal(t, blobs, strings.Count(s, "\t\tput_blob("))
 			require.Equal(t, n-blobs, strings.Count(s, "\t\tput_raw("))
-			require.Contains(t, s, "\t\tput_raw(1, :4, :5);\n")
+			require.Contains(t, s, "\t\tput_raw(1, :6, :7);\n")
 			require.Contains(t, s, fmt.Sprintf("(%d, :%d, :%d);\n\t\tCOMMIT;", n, nargs-2, nargs-1))
+			// Only the OUT bind's assignment follows the COMMIT: nothing
+			// there can fail and seem to prove nothing was written.
+			after := s[strings.Index(s, "COMMIT;"):strings.Index(s, "EXCEPTION")]
+			require.Equal(t, fmt.Sprintf("COMMIT;\n\t\tv_first := v_rev + 1;\n\tEND IF;\n\t:%d := v_first;\n", nargs), after)
 		})
 	}
 	require.GreaterOrEqual(t, maxEntries, journal.MaxAppendEntries, "a full group commit fits one block")
@@ -201,16 +226,18 @@ func TestAppendSQLGolden(t *testing.T) {
 	v_n     NUMBER(19) := :1;
 	v_head  NUMBER(19) := :2;
 	v_node  VARCHAR2(64) := :3;
+	v_inst  VARCHAR2(64) := :4;
+	v_batch NUMBER(19) := :5;
 	v_rev   NUMBER(19);
 	v_first NUMBER(19) := -1;
 	v_ts    TIMESTAMP(6);
 	PROCEDURE put_raw(k PLS_INTEGER, p VARCHAR2, d RAW) IS
 	BEGIN
-		INSERT INTO tandem_journal (revision, node_id, producer, payload, created_at) VALUES (v_rev + k, v_node, p, d, v_ts);
+		INSERT INTO tandem_journal (revision, node_id, instance, batch_id, producer, payload, created_at) VALUES (v_rev + k, v_node, v_inst, v_batch, p, d, v_ts);
 	END;
 	PROCEDURE put_blob(k PLS_INTEGER, p VARCHAR2, d BLOB) IS
 	BEGIN
-		INSERT INTO tandem_journal (revision, node_id, producer, payload, created_at) VALUES (v_rev + k, v_node, p, d, v_ts);
+		INSERT INTO tandem_journal (revision, node_id, instance, batch_id, producer, payload, created_at) VALUES (v_rev + k, v_node, v_inst, v_batch, p, d, v_ts);
 	END;
 BEGIN
 	SELECT revision INTO v_rev FROM tandem_global_revision WHERE id = 1 FOR UPDATE WAIT 10;
@@ -219,13 +246,16 @@ BEGIN
 	ELSE
 		SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) INTO v_ts FROM dual;
 		UPDATE tandem_global_revision SET revision = v_rev + v_n WHERE id = 1;
-		put_raw(1, :4, :5);
-		put_blob(2, :6, :7);
+		put_raw(1, :6, :7);
+		put_blob(2, :8, :9);
 		COMMIT;
 		v_first := v_rev + 1;
 	END IF;
-	:8 := v_first;
+	:10 := v_first;
 EXCEPTION
+	WHEN NO_DATA_FOUND THEN
+		ROLLBACK;
+		RAISE_APPLICATION_ERROR(-20001, 'tandem: tandem_global_revision has no counter row (id = 1)');
 	WHEN OTHERS THEN
 		ROLLBACK;
 		RAISE;
@@ -235,7 +265,7 @@ END;`
 
 func request(n int, expect int64) dialect.AppendRequest {
 	tb, _ := dialect.NewTables("Prefix", "tandem_")
-	r := dialect.AppendRequest{Tables: tb, NodeID: "node-a", ExpectHead: expect}
+	r := dialect.AppendRequest{Tables: tb, NodeID: "node-a", Instance: "inst-1", BatchID: 77, ExpectHead: expect}
 	for i := range n {
 		r.Entries = append(r.Entries, dialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
 	}
@@ -247,14 +277,17 @@ func TestAppendArgs(t *testing.T) {
 	r.Entries[1].Payload = nil
 	r.Entries[2].Payload = make([]byte, maxRaw)
 	r.Entries[3].Payload = make([]byte, maxRaw+1)
-	var first int64
+	first := unassigned
 	args, blob := appendArgs(r, &first)
 	require.Equal(t, []bool{false, false, false, true}, blob)
 	require.Len(t, args, appendBinds+8)
-	require.Equal(t, []any{int64(4), int64(9), "node-a", "p0", []byte{0}, "p1", []byte{}}, args[:7])
-	require.Equal(t, make([]byte, maxRaw), args[8], "up to 2,000 bytes go as RAW")
-	require.Equal(t, goora.Blob{Data: make([]byte, maxRaw+1)}, args[10], "larger payloads go as BLOB")
-	require.Equal(t, sql.Out{Dest: &first}, args[11], "the OUT bind is last")
+	// :1 n, :2 expected head, :3 node id, :4 instance, :5 batch id, then
+	// the entries.
+	require.Equal(t, []any{int64(4), int64(9), "node-a", "inst-1", int64(77), "p0", []byte{0}, "p1", []byte{}}, args[:9])
+	require.Equal(t, make([]byte, maxRaw), args[10], "up to 2,000 bytes go as RAW")
+	require.Equal(t, goora.Blob{Data: make([]byte, maxRaw+1)}, args[12], "larger payloads go as BLOB")
+	require.Equal(t, sql.Out{Dest: &first}, args[13], "the OUT bind is last")
+	require.Equal(t, unassigned, first)
 }
 
 func TestWaitSeconds(t *testing.T) {
@@ -271,7 +304,8 @@ func TestWaitSeconds(t *testing.T) {
 }
 
 // appendReply answers the append block by setting its OUT bind to first,
-// or with err.
+// or with err. first == unassigned leaves the OUT bind alone, as go-ora
+// does when it reports success without reading the OUT binds.
 func appendReply(first int64, err error) func(string, []driver.NamedValue) fakesql.Reply {
 	return func(q string, args []driver.NamedValue) fakesql.Reply {
 		if !strings.Contains(q, "FOR UPDATE WAIT") {
@@ -280,10 +314,16 @@ func appendReply(first int64, err error) func(string, []driver.NamedValue) fakes
 		if err != nil {
 			return fakesql.Reply{Err: err}
 		}
-		out := args[len(args)-1].Value.(sql.Out)
-		*out.Dest.(*int64) = first
+		if first != unassigned {
+			out := args[len(args)-1].Value.(sql.Out)
+			*out.Dest.(*int64) = first
+		}
 		return fakesql.Reply{}
 	}
+}
+
+func oraErr(code int) error {
+	return &network.OracleError{ErrCode: code, ErrMsg: fmt.Sprintf("ORA-%05d: m", code)}
 }
 
 func TestAppend(t *testing.T) {
@@ -304,9 +344,15 @@ func TestAppend(t *testing.T) {
 		require.NoError(t, err)
 		require.EqualValues(t, 41, first)
 		require.Len(t, f.Calls(), 1, "one round trip; PrepareConn runs nothing")
-		require.Contains(t, f.Calls()[0].Query, "FOR UPDATE WAIT 3;", "the prepared lock timeout, rounded up")
-		require.Len(t, f.Calls()[0].Args, appendBinds+6)
-		require.Equal(t, "node-a", f.Calls()[0].Args[2].Value)
+		c := f.Calls()[0]
+		require.Contains(t, c.Query, "FOR UPDATE WAIT 3;", "the prepared lock timeout, rounded up")
+		require.Len(t, c.Args, appendBinds+6)
+		for i, want := range []any{int64(3), int64(-1), "node-a", "inst-1", int64(77), "p0", []byte{0}} {
+			require.Equal(t, want, c.Args[i].Value, ":%d", i+1)
+			require.Equal(t, i+1, c.Args[i].Ordinal)
+		}
+		_, isOut := c.Args[len(c.Args)-1].Value.(sql.Out)
+		require.True(t, isOut, "the OUT bind is last")
 	})
 	t.Run("unprepared", func(t *testing.T) {
 		f, _, err := run(t, request(1, -1), 0, appendReply(1, nil))
@@ -319,98 +365,119 @@ func TestAppend(t *testing.T) {
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
 		require.EqualValues(t, 7, f.Calls()[0].Args[1].Value)
 	})
-	t.Run("server error rolled back", func(t *testing.T) {
-		for code, class := range map[int]error{30006: dialect.ErrLockTimeout, 60: dialect.ErrDeadlock, 1: dialect.ErrUniqueViolation} {
-			_, _, err := run(t, request(1, -1), time.Second, appendReply(0, &network.OracleError{ErrCode: code}))
-			require.ErrorIs(t, err, class, "ORA-%05d", code)
-			require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "ORA-%05d: the block rolled back", code)
+	t.Run("no revision", func(t *testing.T) {
+		// The block ends by assigning the OUT bind or by raising. Success
+		// without a revision is an error the driver dropped (as go-ora
+		// drops ORA-01403, or a reply read after a cancel's break without
+		// its OUT binds), which may have come after the COMMIT.
+		for _, tc := range []struct {
+			first  int64
+			expect int64
+		}{
+			{unassigned, -1}, {unassigned, 7}, // left alone
+			{0, -1}, {0, 7}, // NULL
+			{-1, -1}, // a head mismatch of an unconditional append
+		} {
+			_, first, err := run(t, request(1, tc.expect), time.Second, appendReply(tc.first, nil))
+			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "OUT %d, expect %d", tc.first, tc.expect)
+			require.NotErrorIs(t, err, dialect.ErrHeadMismatch)
+			var oe *dialect.OutcomeError
+			require.ErrorAs(t, err, &oe)
+			require.ErrorContains(t, err, "without a revision")
+			require.Zero(t, first)
 		}
 	})
-	t.Run("outcome unknown", func(t *testing.T) {
+	t.Run("nothing written", func(t *testing.T) {
+		// Errors the block raises before its COMMIT; its handler rolled
+		// back.
+		for n, class := range map[int]error{
+			30006: dialect.ErrLockTimeout, // FOR UPDATE WAIT ran out
+			54:    dialect.ErrLockTimeout,
+			2049:  dialect.ErrLockTimeout,
+			60:    dialect.ErrDeadlock,
+			1:     dialect.ErrUniqueViolation,
+			942:   nil, // table or view does not exist
+			904:   nil, // invalid identifier
+			1031:  nil, // insufficient privileges
+			6550:  nil, // PL/SQL compilation error
+			20001: nil, // the block's own: no counter row
+		} {
+			f, _, err := run(t, request(1, -1), time.Second, appendReply(0, oraErr(n)))
+			require.Error(t, err)
+			require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "ORA-%05d: the block rolled back", n)
+			if class != nil {
+				require.ErrorIs(t, err, class, "ORA-%05d", n)
+			}
+			require.Equal(t, n, code(err), "the driver error stays reachable")
+			require.Len(t, f.Calls(), 1, "no rollback is sent: the caller discards the connection")
+		}
+	})
+	t.Run("open outcome", func(t *testing.T) {
 		for _, cause := range []error{
-			&network.OracleError{ErrCode: 3113}, // end-of-file on communication channel
-			&network.OracleError{ErrCode: 28},   // session killed
-			&network.OracleError{ErrCode: 1013}, // cancelled
+			oraErr(3113), // end-of-file on communication channel
+			oraErr(3135), // connection lost contact
+			oraErr(28),   // session killed
+			oraErr(1013), // cancelled: may arrive after the COMMIT
+			oraErr(600),  // internal error
+			oraErr(1400), // cannot insert NULL: not expected, so not trusted
 			network.ErrConnReset,
 			io.EOF,
 			context.DeadlineExceeded,
+			// go-ora returns driver.ErrBadConn also while reading the
+			// reply, when the server closed the connection.
+			driver.ErrBadConn,
+			fmt.Errorf("wrapped: %w", driver.ErrBadConn),
 		} {
 			_, _, err := run(t, request(1, -1), time.Second, appendReply(0, cause))
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%v", cause)
-			require.ErrorIs(t, err, cause)
+			var oe *dialect.OutcomeError
+			require.ErrorAs(t, err, &oe, "%v", cause)
+			require.ErrorIs(t, oe.Err, cause, "the cause stays reachable")
 		}
 	})
 	t.Run("not sent", func(t *testing.T) {
-		_, _, err := run(t, request(1, -1), time.Second, appendReply(0, driver.ErrBadConn))
-		require.Error(t, err)
+		f, db := fakesql.New(t, nil)
+		conn, err := db.Conn(ctx)
+		require.NoError(t, err)
+		require.NoError(t, conn.Close())
+		_, err = Dialect.Append(ctx, conn, request(1, -1))
+		require.ErrorIs(t, err, sql.ErrConnDone)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
+		require.Empty(t, f.Calls())
 	})
 	t.Run("too many entries", func(t *testing.T) {
 		f, _, err := run(t, request(maxEntries+1, -1), time.Second, nil)
 		require.Error(t, err)
+		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
 		require.Empty(t, f.Calls())
 	})
 }
 
-func TestCreateSchema(t *testing.T) {
-	ctx := context.Background()
-	tb := tablesFor(t, "tandem_")
-	versionQuery := `SELECT schema_version FROM tandem_meta WHERE id = 1`
-
-	t.Run("races are success", func(t *testing.T) {
-		versions := 0
-		f, db := fakesql.New(t, func(q string, args []driver.NamedValue) fakesql.Reply {
-			switch {
-			case q == versionQuery:
-				versions++
-				if versions == 1 {
-					return fakesql.Reply{Err: &network.OracleError{ErrCode: 942}} // table or view does not exist
-				}
-				return fakesql.Reply{Rows: [][]driver.Value{{"1"}}} // go-ora returns NUMBER as text
-			case strings.HasPrefix(q, "CREATE TABLE tandem_meta"):
-				return fakesql.Reply{Err: &network.OracleError{ErrCode: errNameUsed}}
-			case strings.HasPrefix(q, "INSERT INTO tandem_global_revision"):
-				return fakesql.Reply{Err: &network.OracleError{ErrCode: errUniqueViolation}}
-			}
-			return fakesql.Reply{}
-		})
-		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		qs := f.Queries()
-		// version, five tables, two seeds, version.
-		require.Len(t, qs, 9)
-		for i, x := range tables(tb) {
-			require.Equal(t, x.ddl, qs[1+i], x.name)
+// TestDriverReportsErrors pins the go-ora behaviour the append block is
+// built on: a call whose summary carries ORA-01403 counts as a success
+// (so the block must not end in NO_DATA_FOUND), one carrying the block's
+// ORA-20001 is an error with that code, as is one re-raised by WHEN OTHERS.
+func TestDriverReportsErrors(t *testing.T) {
+	for ret, isErr := range map[int]bool{0: false, 1403: false, 20001: true, 30006: true, 1013: true} {
+		s := &network.Session{Summary: &network.SummaryObject{RetCode: ret, ErrorMessage: []byte(fmt.Sprintf("ORA-%05d: m", ret))}}
+		require.Equal(t, isErr, s.HasError(), "ORA-%05d", ret)
+		if isErr {
+			err := s.GetError()
+			require.Equal(t, ret, err.ErrCode)
+			require.Equal(t, ret, code(fmt.Errorf("exec: %w", err)))
 		}
-		require.Equal(t, seedCounter(tb), qs[6])
-		require.Equal(t, seedMeta(tb), qs[7])
-		require.Equal(t, "e1", f.Calls()[7].Args[0].Value)
-		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[7].Args[1].Value)
-		require.Equal(t, versionQuery, qs[8])
-	})
-	t.Run("exists", func(t *testing.T) {
-		f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
-			return fakesql.Reply{Rows: [][]driver.Value{{"1"}}}
-		})
-		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		require.Equal(t, []string{versionQuery}, f.Queries(), "an existing schema is only checked")
-	})
-	t.Run("too new", func(t *testing.T) {
-		_, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
-			return fakesql.Reply{Rows: [][]driver.Value{{strconv.Itoa(dialect.SchemaVersion + 1)}}}
-		})
-		require.ErrorIs(t, Dialect.CreateSchema(ctx, db, tb, "e1"), dialect.ErrSchemaTooNew)
-	})
-	t.Run("denied", func(t *testing.T) {
-		_, db := fakesql.New(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
-			if q == versionQuery {
-				return fakesql.Reply{Err: &network.OracleError{ErrCode: 942}}
-			}
-			return fakesql.Reply{Err: &network.OracleError{ErrCode: 1031}} // insufficient privileges
-		})
-		err := Dialect.CreateSchema(ctx, db, tb, "e1")
-		require.ErrorContains(t, err, "create table TANDEM_JOURNAL")
-		require.Equal(t, 1031, code(err))
-	})
+	}
+}
+
+func TestResetConn(t *testing.T) {
+	ctx := context.Background()
+	f, db := fakesql.New(t, nil)
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, Dialect.PrepareConn(ctx, conn, time.Second))
+	require.NoError(t, Dialect.ResetConn(ctx, conn))
+	require.Empty(t, f.Calls(), "PrepareConn sets nothing, so ResetConn resets nothing")
 }
 
 func TestTranslate(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -40,21 +41,24 @@ var Dialect dialect.Dialect = pg{}
 type pg struct{}
 
 var (
-	_ dialect.Dialect  = pg{}
-	_ dialect.Notifier = pg{}
+	_ dialect.Dialect      = pg{}
+	_ dialect.Notifier     = pg{}
+	_ dialect.SessionEnder = pg{}
 )
 
 func (pg) Name() string { return "postgres" }
 
 func (pg) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
-		Read: `SELECT revision, node_id, producer, payload, created_at FROM ` + t.Journal +
+		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 			` WHERE revision > $1 ORDER BY revision LIMIT $2`,
 		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = $1 WHERE id = 1 AND tail < $1`,
 		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= $1 AND revision < $2`,
 		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > $1 AND batch_id = $2`,
 
 		LoadPosition: `SELECT revision, epoch, updated_at FROM ` + t.LocalRevisions + ` WHERE node_id = $1`,
 		SavePosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at) VALUES ($1, $2, $3, now())
@@ -66,7 +70,8 @@ SELECT $1, revision, epoch, now() FROM ` + t.LocalRevisions + ` WHERE node_id = 
 	}
 }
 
-func schema(t dialect.Tables) []string {
+// schemaV1 is the DDL of schema version 1, as the first release ran it.
+func schemaV1(t dialect.Tables) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.Journal + ` (
 	revision   BIGINT PRIMARY KEY,
@@ -100,39 +105,76 @@ func schema(t dialect.Tables) []string {
 	}
 }
 
-// CreateSchema runs the DDL in one transaction under an advisory lock keyed
-// by the prefix, so nodes starting at once create it exactly once (a bare
-// CREATE TABLE IF NOT EXISTS can still fail on PostgreSQL when two sessions
-// race on the catalog).
-func (d pg) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
-		return dialect.CheckSchemaVersion(v)
+// schemaV2 adds the writer's instance and the batch id to the journal
+// (nullable: nodes of schema version 1 keep inserting rows without them)
+// and the migration column to meta. Adding a nullable column without a
+// default only changes the catalog, but it waits for (and then briefly
+// blocks) the queries on the table: migrationLockTimeout bounds that.
+func schemaV2(t dialect.Tables) []string {
+	return []string{
+		`ALTER TABLE ` + t.Journal + ` ADD COLUMN IF NOT EXISTS instance VARCHAR(64)`,
+		`ALTER TABLE ` + t.Journal + ` ADD COLUMN IF NOT EXISTS batch_id BIGINT`,
+		`ALTER TABLE ` + t.Meta + ` ADD COLUMN IF NOT EXISTS migration INTEGER`,
 	}
-	tx, err := db.BeginTx(ctx, nil)
+}
+
+// migrationLockTimeout bounds each migration's wait for the locks its DDL
+// needs, so that a long query of an old node fails the migration (the next
+// Open retries it) instead of queueing every other query behind it.
+const migrationLockTimeout = "10s"
+
+// Migrations implements dialect.Dialect. Each migration runs in one
+// transaction (PostgreSQL's DDL is transactional), which also records it.
+func (d pg) Migrations(t dialect.Tables) []dialect.Migration {
+	return []dialect.Migration{
+		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
+			return inTx(ctx, conn, schemaV1(t),
+				`INSERT INTO `+t.Meta+` (id, epoch, tail, schema_version) VALUES (1, $1, 1, 1) ON CONFLICT (id) DO NOTHING`, epoch)
+		}},
+		{Version: 2, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV2(t),
+				`UPDATE `+t.Meta+` SET migration = 2 WHERE id = 1 AND COALESCE(migration, 1) < 2`)
+		}},
+	}
+}
+
+// inTx runs stmts and then record (with args) in one transaction.
+func inTx(ctx context.Context, conn *sql.Conn, stmts []string, record string, args ...any) error {
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return d.Translate(err)
+		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "tandem schema "+t.Prefix); err != nil {
-		return d.Translate(err)
+	if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '`+migrationLockTimeout+`'`); err != nil {
+		return err
 	}
-	for _, stmt := range schema(t) {
+	for _, stmt := range stmts {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("%s: %w", firstLine(stmt), d.Translate(err))
+			return fmt.Errorf("%s: %w", firstLine(stmt), err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+t.Meta+` (id, epoch, tail, schema_version) VALUES (1, $1, 1, $2) ON CONFLICT (id) DO NOTHING`,
-		epoch, dialect.SchemaVersion); err != nil {
-		return d.Translate(err)
+	if _, err := tx.ExecContext(ctx, record, args...); err != nil {
+		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return d.Translate(err)
+	return tx.Commit()
+}
+
+// LockSchema implements dialect.Dialect with a session-level advisory lock
+// keyed by the prefix (a bare CREATE TABLE IF NOT EXISTS can still fail
+// on PostgreSQL when two sessions race on the catalog).
+func (d pg) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+	key := "tandem schema " + t.Prefix
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(hashtext($1))`, key); err != nil {
+		return nil, err
 	}
-	v, err := dialect.StoredSchemaVersion(ctx, db, t)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", d.Translate(err))
-	}
-	return dialect.CheckSchemaVersion(v)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtext($1))`, key); err != nil {
+			// Ending the session releases the lock.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}, nil
 }
 
 func firstLine(s string) string {
@@ -150,21 +192,31 @@ func (d pg) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Du
 	return d.Translate(err)
 }
 
+// ResetConn implements dialect.Dialect.
+func (d pg) ResetConn(ctx context.Context, conn *sql.Conn) error {
+	_, err := conn.ExecContext(ctx, `RESET lock_timeout`)
+	return d.Translate(err)
+}
+
 // appendSQL bumps the counter and inserts the batch in one statement. Data-
 // modifying CTEs run to completion whether or not the outer query reads
 // them; the outer query returns the first revision, or no row when a
 // conditional append's WHERE did not match.
+//
+// Arguments: $1 the number of entries, $2 the node id, $3 the instance, $4
+// the batch id, $5 the producers, $6 the payloads, and $7 the expected
+// head when conditional.
 func appendSQL(t dialect.Tables, conditional bool) string {
 	cond := ``
 	if conditional {
-		cond = ` AND revision = $5`
+		cond = ` AND revision = $7`
 	}
 	return `WITH c AS (
 	UPDATE ` + t.GlobalRevision + ` SET revision = revision + $1 WHERE id = 1` + cond + ` RETURNING revision
 ), ins AS (
-	INSERT INTO ` + t.Journal + ` (revision, node_id, producer, payload, created_at)
-	SELECT c.revision - $1 + e.ord, $2, e.producer, e.payload, now()
-	FROM c, unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS e(producer, payload, ord)
+	INSERT INTO ` + t.Journal + ` (revision, node_id, instance, batch_id, producer, payload, created_at)
+	SELECT c.revision - $1 + e.ord, $2, $3, $4, e.producer, e.payload, now()
+	FROM c, unnest($5::text[], $6::bytea[]) WITH ORDINALITY AS e(producer, payload, ord)
 )
 SELECT revision - $1 + 1 FROM c`
 }
@@ -180,7 +232,7 @@ func (d pg) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest)
 			payloads[i] = []byte{}
 		}
 	}
-	args := []any{n, r.NodeID, producers, payloads}
+	args := []any{n, r.NodeID, r.Instance, r.BatchID, producers, payloads}
 	if r.ExpectHead >= 0 {
 		args = append(args, r.ExpectHead)
 	}
@@ -195,16 +247,43 @@ func (d pg) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest)
 	return first, nil
 }
 
-// appendError classifies an error of the single append statement: a server
-// error means the statement (and so its implicit transaction) failed; an
-// error before anything was sent means nothing happened; anything else
-// (connection lost, context ended mid-statement) leaves the commit unknown.
+// appendError classifies an error of the single append statement. It
+// proves that nothing was written when nothing was sent (pgconn.SafeToRetry)
+// or when the server rejected the statement for a reason that arises
+// before its commit: a lock timeout on the counter, a deadlock, a
+// serialization failure, an integrity or data error, or a statement that
+// could not be planned (a missing table or column, a privilege). Anything
+// else — a cancel (pg_cancel_backend, statement_timeout: 57014), a
+// terminated session (57P01), a lost connection, an internal error, the
+// client's context ending mid-statement — may have come after the commit:
+// an open outcome.
 func (d pg) appendError(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) || pgconn.SafeToRetry(err) {
+	if pgconn.SafeToRetry(err) {
 		return d.Translate(err)
 	}
-	return fmt.Errorf("%w: %w", dialect.ErrOutcomeUnknown, err)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && provesNothingWritten(pgErr.Code) {
+		return d.Translate(err)
+	}
+	return dialect.Open(d.Translate(err))
+}
+
+// provesNothingWritten reports whether SQLSTATE code, as the error of an
+// autocommitted statement, proves that the statement ended before its
+// commit.
+func provesNothingWritten(code string) bool {
+	switch code {
+	case "55P03", "40P01", "40001": // lock timeout, deadlock, serialization failure
+		return true
+	}
+	if len(code) != 5 {
+		return false
+	}
+	switch code[:2] {
+	case "22", "23", "42": // data exception, integrity violation, syntax or access rule
+		return true
+	}
+	return false
 }
 
 // Translate maps SQLSTATEs to the dialect's error classes.
@@ -224,6 +303,47 @@ func (pg) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
 	}
 	return err
+}
+
+// SessionID implements dialect.SessionEnder: the backend's pid and start
+// time, which together never name another session (pids are reused).
+func (d pg) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
+	var id string
+	err := conn.QueryRowContext(ctx, `SELECT pid::text || ' ' || `+backendStart+`
+FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&id)
+	return id, d.Translate(err)
+}
+
+// backendStart renders pg_stat_activity.backend_start as text that
+// compares exactly.
+const backendStart = `to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`
+
+// EndSession implements dialect.SessionEnder with pg_terminate_backend,
+// which a role may call on its own sessions. A backend rolls back its
+// transaction before it leaves pg_stat_activity.
+func (d pg) EndSession(ctx context.Context, db *sql.DB, id string) error {
+	pid, start, ok := strings.Cut(id, " ")
+	if !ok || pid == "" || len(pid) > 10 || strings.Trim(pid, "0123456789") != "" {
+		return fmt.Errorf("postgres: malformed session id %q", id)
+	}
+	match := ` FROM pg_stat_activity WHERE pid = $1::int AND ` + backendStart + ` = $2`
+	if _, err := db.ExecContext(ctx, `SELECT pg_terminate_backend(pid)`+match, pid, start); err != nil {
+		return d.Translate(err)
+	}
+	for {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*)`+match, pid, start).Scan(&n); err != nil {
+			return d.Translate(err)
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // Notify implements dialect.Notifier.

@@ -38,8 +38,19 @@ func TestTranslate(t *testing.T) {
 
 func TestAppendErrorOutcome(t *testing.T) {
 	d := pg{}
-	require.NotErrorIs(t, d.appendError(&pgconn.PgError{Code: "55P03"}), dialect.ErrOutcomeUnknown,
-		"a server error means the statement failed")
+	for _, code := range []string{"55P03", "40P01", "40001", "23505", "42P01", "22001"} {
+		err := d.appendError(&pgconn.PgError{Code: code})
+		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "%s ends the statement before its commit", code)
+	}
+	require.ErrorIs(t, d.appendError(&pgconn.PgError{Code: "55P03"}), dialect.ErrLockTimeout, "and is still translated")
+	for _, code := range []string{"57014", "57P01", "57P02", "08006", "XX000", "53100", "25P02"} {
+		err := d.appendError(&pgconn.PgError{Code: code})
+		require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%s may come after the commit", code)
+		var oe *dialect.OutcomeError
+		require.ErrorAs(t, err, &oe)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, oe.Err, &pgErr, "the cause stays reachable")
+	}
 	require.ErrorIs(t, d.appendError(context.DeadlineExceeded), dialect.ErrOutcomeUnknown,
 		"an interrupted statement may have committed")
 }
@@ -49,7 +60,7 @@ func TestQueriesCarryPrefix(t *testing.T) {
 	require.NoError(t, err)
 	q := Dialect.Queries(tb)
 	for name, s := range map[string]string{"Read": q.Read, "Head": q.Head, "Meta": q.Meta, "SetTail": q.SetTail,
-		"DeleteRange": q.DeleteRange, "MinRevision": q.MinRevision, "LoadPosition": q.LoadPosition,
+		"DeleteRange": q.DeleteRange, "MinRevision": q.MinRevision, "LockHead": q.LockHead, "FindBatch": q.FindBatch, "LoadPosition": q.LoadPosition,
 		"SavePosition": q.SavePosition, "ListPositions": q.ListPositions, "DeletePosition": q.DeletePosition,
 		"CopyPosition": q.CopyPosition} {
 		require.Contains(t, s, " zz_", name)
@@ -57,8 +68,9 @@ func TestQueriesCarryPrefix(t *testing.T) {
 	}
 	a := appendSQL(tb, true)
 	require.Contains(t, a, "UPDATE zz_global_revision")
-	require.Contains(t, a, "AND revision = $5")
-	require.False(t, strings.Contains(appendSQL(tb, false), "$5"))
+	require.Contains(t, a, "AND revision = $7")
+	require.Contains(t, a, "$2, $3, $4, e.producer", "node id, instance and batch id go with every row")
+	require.False(t, strings.Contains(appendSQL(tb, false), "$7"), "an unconditional append has no expected head")
 }
 
 var (
@@ -137,7 +149,7 @@ func TestSchemaCreatesLocks(t *testing.T) {
 	tb, err := dialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	var locks []string
-	for _, s := range schema(tb) {
+	for _, s := range append(schemaV1(tb), schemaV2(tb)...) {
 		for _, m := range tableName.FindAllStringSubmatch(s, -1) {
 			require.Equal(t, "zz_"+m[1], m[0], "table name without the prefix")
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
@@ -20,7 +19,7 @@ import (
 // arguments, takes two of them for the statement and its declarations.
 const (
 	maxParams    = 2100 - 2
-	appendParams = 3 // @p1 n, @p2 node id, @p3 expected head
+	appendParams = 5 // @p1 n, @p2 node id, @p3 expected head, @p4 instance, @p5 batch id
 	maxEntries   = (maxParams - appendParams) / 2
 )
 
@@ -29,7 +28,9 @@ const (
 //	@p1 the number of entries (bigint)
 //	@p2 the node id
 //	@p3 the expected head (bigint; used only when conditional)
-//	@p4, @p5 … the producer and payload of each entry, in order
+//	@p4 the instance
+//	@p5 the batch id (bigint)
+//	@p6, @p7 … the producer and payload of each entry, in order
 //
 // It returns one row: the first revision, or NULL when a conditional
 // append found another head (it then wrote nothing). The rows come from a
@@ -56,8 +57,8 @@ BEGIN TRY
 	BEGIN
 		INSERT INTO `)
 	b.WriteString(t.Journal)
-	b.WriteString(` (revision, node_id, producer, payload, created_at)
-		SELECT @last - @p1 + v.k, @p2, v.producer, v.payload, SYSUTCDATETIME()
+	b.WriteString(` (revision, node_id, instance, batch_id, producer, payload, created_at)
+		SELECT @last - @p1 + v.k, @p2, @p4, @p5, v.producer, v.payload, SYSUTCDATETIME()
 		FROM (VALUES `)
 	p := appendParams
 	for i := range n {
@@ -90,7 +91,7 @@ SELECT @last - @p1 + 1;`)
 // appendArgs are the arguments of appendSQL, in order.
 func appendArgs(r dialect.AppendRequest) []any {
 	args := make([]any, 0, appendParams+2*len(r.Entries))
-	args = append(args, int64(len(r.Entries)), r.NodeID, r.ExpectHead)
+	args = append(args, int64(len(r.Entries)), r.NodeID, r.ExpectHead, r.Instance, r.BatchID)
 	for _, e := range r.Entries {
 		p := e.Payload
 		if p == nil {
@@ -110,7 +111,7 @@ func (d sqlServer) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendR
 	var first sql.NullInt64
 	err := conn.QueryRowContext(ctx, appendSQL(r.Tables, n, r.ExpectHead >= 0), appendArgs(r)...).Scan(&first)
 	if err != nil {
-		return 0, d.appendError(ctx, conn, err)
+		return 0, d.appendError(err)
 	}
 	if !first.Valid {
 		if r.ExpectHead >= 0 {
@@ -121,26 +122,34 @@ func (d sqlServer) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendR
 	return first.Int64, nil
 }
 
-// appendError classifies an error of the append batch. A server error
-// (mssql.Error) means the batch failed and rolled back: the CATCH block or
-// XACT_ABORT saw to that, and a leftover transaction (a compile error ends
-// the batch before either runs) is rolled back here. A fatal server error
-// (mssql.ServerError) severs the connection and, like any other failure
-// after the batch was sent (network, context), leaves the commit unknown.
-// driver.ErrBadConn (which go-mssqldb's RetryableError matches) means
-// nothing was sent.
-func (d sqlServer) appendError(ctx context.Context, conn *sql.Conn, err error) error {
+// appendError classifies an error of the append batch. It proves that
+// nothing was written when nothing was sent (driver.ErrBadConn, which
+// go-mssqldb's RetryableError matches) or when the server raised an error
+// that ends the batch before its COMMIT (see provesNothingWritten; THROW
+// in the CATCH block re-raises the original number). Anything else — an
+// attention (the client's context ending, a query timeout), a fatal
+// server error that severs the connection (mssql.ServerError, e.g. the
+// session KILLed), a lost connection, an error at COMMIT — may have come
+// after the commit: an open outcome. The journal discards the connection
+// after any error, which rolls back what the batch left open.
+func (d sqlServer) appendError(err error) error {
 	var fatal mssql.ServerError
 	var msErr mssql.Error
 	switch {
 	case errors.As(err, &fatal):
-	case errors.As(err, &msErr) && msErr.Number != 0: // 0: made up by the driver
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, _ = conn.ExecContext(rctx, `IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION`)
-		cancel()
+	case errors.As(err, &msErr) && msErr.Number != 0 && provesNothingWritten(err):
 		return d.Translate(err)
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone):
 		return err
 	}
-	return fmt.Errorf("%w: %w", dialect.ErrOutcomeUnknown, err)
+	return dialect.Open(d.Translate(err))
+}
+
+// provesNothingWritten reports whether err, raised by the append batch,
+// proves that the batch ended before its COMMIT: a lock timeout on the
+// counter, a deadlock, a duplicate key, a missing object or column, a
+// permission or syntax error.
+func provesNothingWritten(err error) bool {
+	return hasNumber(err, errLockTimeout, errDeadlock, errUniqueConstraint, errUniqueIndex,
+		208, 207, 229, 102) // invalid object, invalid column, permission denied, syntax
 }

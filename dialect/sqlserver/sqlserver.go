@@ -39,9 +39,11 @@ package sqlserver
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
@@ -79,7 +81,7 @@ const deleteChunk = 2000
 
 func (sqlServer) Queries(t dialect.Tables) dialect.Queries {
 	return dialect.Queries{
-		Read: `SELECT TOP (@p2) revision, node_id, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM ` + t.Journal +
+		Read: `SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM ` + t.Journal +
 			` WHERE revision > @p1 ORDER BY revision`,
 		Head:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:    `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
@@ -93,6 +95,10 @@ BEGIN
 	IF @@ROWCOUNT < %d BREAK;
 END;`, deleteChunk, t.Journal, deleteChunk),
 		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		// UPDLOCK holds the row until the transaction ends; an append's
+		// UPDATE of the counter excludes it.
+		LockHead:  `SELECT revision FROM ` + t.GlobalRevision + ` WITH (UPDLOCK, ROWLOCK) WHERE id = 1`,
+		FindBatch: `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > @p1 AND batch_id = @p2`,
 
 		LoadPosition: `SELECT revision, epoch, TODATETIMEOFFSET(updated_at, 0) FROM ` + t.LocalRevisions + ` WHERE node_id = @p1`,
 		// UPDLOCK, SERIALIZABLE holds the key range until COMMIT, so two
@@ -164,39 +170,165 @@ func seedCounter(t dialect.Tables) string {
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)`
 }
 
-// seedMeta: args (epoch, schema_version).
+// seedMeta: args (epoch). The meta row of schema version 1.
 func seedMeta(t dialect.Tables) string {
-	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, @p1, 1, @p2
+	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, @p1, 1, 1
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)`
 }
 
-// CreateSchema creates each table unless it exists. Nodes starting at once
-// may both find a table missing; the loser's "object exists" (2714) and the
-// seed rows' unique violations count as success, so the first epoch wins.
-func (d sqlServer) CreateSchema(ctx context.Context, db *sql.DB, t dialect.Tables, epoch string) error {
-	if v, err := dialect.StoredSchemaVersion(ctx, db, t); err == nil {
-		return dialect.CheckSchemaVersion(v)
+// Migrations implements dialect.Dialect. Migration 1 is the first
+// release's schema; migration 2 adds the journal's instance and batch_id
+// and meta's migration, nullable, in one transaction (SQL Server's DDL is
+// transactional). Migrate runs both under LockSchema's application lock.
+func (d sqlServer) Migrations(t dialect.Tables) []dialect.Migration {
+	return []dialect.Migration{
+		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
+			return d.createV1(ctx, conn, t, epoch)
+		}},
+		{Version: 2, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV2(t))
+		}},
 	}
+}
+
+// migrationLockTimeout bounds each lock wait of a migration. An ALTER TABLE
+// waits for a schema modification lock behind every reader and appender of
+// the table, and every later one queues behind it meanwhile: a long query
+// of an old node fails the migration (the next Open retries it) instead of
+// stalling the cluster.
+const migrationLockTimeout = 10 * time.Second
+
+// inTx runs batches in one transaction with the session's LOCK_TIMEOUT set
+// to migrationLockTimeout, and then sets it back to the default. SET
+// LOCK_TIMEOUT is not transactional, so it is set and reset outside the
+// transaction, the reset also when a batch failed. (go-mssqldb resets the
+// session when the pool hands the connection out again, too.)
+func inTx(ctx context.Context, conn *sql.Conn, batches []string) error {
+	if _, err := conn.ExecContext(ctx, lockTimeoutSQL(migrationLockTimeout)); err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.ExecContext(ctx, noLockTimeoutSQL)
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, b := range batches {
+		if _, err := tx.ExecContext(ctx, b); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// schemaV2 is migration 2's batches, in order. Each column is added only
+// if COL_LENGTH finds none, so the migration is idempotent. Each ALTER is
+// its own batch: a batch is compiled as a whole, so one that adds a column
+// cannot also name it (error 207); the UPDATE that records the migration
+// comes last, in a batch of its own.
+func schemaV2(t dialect.Tables) []string {
+	add := func(table, column, ddl string) string {
+		return `IF COL_LENGTH(N'` + table + `', N'` + column + `') IS NULL ALTER TABLE ` + table + ` ADD ` + column + ` ` + ddl
+	}
+	return []string{
+		add(t.Journal, "instance", idType+` NULL`),
+		add(t.Journal, "batch_id", `BIGINT NULL`),
+		add(t.Meta, "migration", `INT NULL`),
+		`UPDATE ` + t.Meta + ` SET migration = 2 WHERE id = 1 AND COALESCE(migration, 1) < 2`,
+	}
+}
+
+// createV1 creates each table of schema version 1 unless it exists. Nodes
+// starting at once are serialised by LockSchema; should one run without
+// it, "object exists" (2714) and the seed rows' unique violations count as
+// success, so the first epoch wins.
+func (d sqlServer) createV1(ctx context.Context, conn *sql.Conn, t dialect.Tables, epoch string) error {
 	for _, tb := range tables(t) {
-		if _, err := db.ExecContext(ctx, tb.ddl); err != nil && !hasNumber(err, errObjectExists) {
+		if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && !hasNumber(err, errObjectExists) {
 			return fmt.Errorf("create table %s: %w", tb.name, d.Translate(err))
 		}
 	}
-	if _, err := db.ExecContext(ctx, seedCounter(t)); err != nil {
+	if _, err := conn.ExecContext(ctx, seedCounter(t)); err != nil {
 		if err = d.Translate(err); !errors.Is(err, dialect.ErrUniqueViolation) {
 			return fmt.Errorf("seed %s: %w", t.GlobalRevision, err)
 		}
 	}
-	if _, err := db.ExecContext(ctx, seedMeta(t), epoch, dialect.SchemaVersion); err != nil {
+	if _, err := conn.ExecContext(ctx, seedMeta(t), epoch); err != nil {
 		if err = d.Translate(err); !errors.Is(err, dialect.ErrUniqueViolation) {
 			return fmt.Errorf("seed %s: %w", t.Meta, err)
 		}
 	}
-	v, err := dialect.StoredSchemaVersion(ctx, db, t)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", d.Translate(err))
+	return nil
+}
+
+// LockSchema implements dialect.Dialect with an exclusive application lock
+// (sp_getapplock) owned by conn's session, named for the prefix, waited for
+// up to schemaLockWait. sp_getapplock returns 0 or 1 when it granted the
+// lock and a negative status when it did not (-1 timed out, -2 cancelled,
+// -3 deadlock victim, -999 a parameter or other error), which LockSchema
+// reports as an error matching dialect.ErrLockTimeout.
+func (d sqlServer) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+	key := schemaLockName(t)
+	var status int
+	if err := conn.QueryRowContext(ctx, lockSchemaSQL, key).Scan(&status); err != nil {
+		// The lock may have been granted as the call failed (a cancel
+		// racing the grant): a session lock outlives the call, so the
+		// session must end, which releases it.
+		discard(conn)
+		return nil, err
 	}
-	return dialect.CheckSchemaVersion(v)
+	if status < 0 {
+		return nil, fmt.Errorf("%w: sp_getapplock %q returned %d (%s)", dialect.ErrLockTimeout, key, status, applockStatus(status))
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(ctx, unlockSchemaSQL, key); err != nil {
+			discard(conn) // ending the session releases the lock
+		}
+	}, nil
+}
+
+// schemaLockName is the application lock resource of t's schema, sent as
+// a parameter. Resource names compare binary, up to 255 characters.
+func schemaLockName(t dialect.Tables) string { return "tandem schema " + t.Prefix }
+
+// schemaLockWait is how long LockSchema waits for another node's
+// migration (sp_getapplock's @LockTimeout, in milliseconds).
+const schemaLockWait = 60 * time.Second
+
+// lockSchemaSQL and unlockSchemaSQL: args (resource name).
+var (
+	lockSchemaSQL = `SET NOCOUNT ON;
+DECLARE @r INT;
+EXEC @r = sp_getapplock @Resource = @p1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = ` +
+		strconv.FormatInt(schemaLockWait.Milliseconds(), 10) + `;
+SELECT @r;`
+	unlockSchemaSQL = `EXEC sp_releaseapplock @Resource = @p1, @LockOwner = 'Session'`
+)
+
+// applockStatus describes a negative status of sp_getapplock.
+func applockStatus(status int) string {
+	switch status {
+	case -1:
+		return "timed out"
+	case -2:
+		return "cancelled"
+	case -3:
+		return "chosen as deadlock victim"
+	}
+	return "parameter or other call error"
+}
+
+// discard closes conn's session for good: database/sql drops a connection
+// whose use reported driver.ErrBadConn instead of returning it to the
+// pool, and the server then rolls back or releases what the session held.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 }
 
 // PrepareConn sets the session's LOCK_TIMEOUT, in milliseconds rounded up.
@@ -207,6 +339,17 @@ func (d sqlServer) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout 
 	_, err := conn.ExecContext(ctx, lockTimeoutSQL(lockTimeout))
 	return d.Translate(err)
 }
+
+// ResetConn implements dialect.Dialect: no lock timeout, the default. Like
+// PrepareConn's, the statement has no arguments, so it is a plain batch
+// whose setting stays for the session.
+func (d sqlServer) ResetConn(ctx context.Context, conn *sql.Conn) error {
+	_, err := conn.ExecContext(ctx, noLockTimeoutSQL)
+	return d.Translate(err)
+}
+
+// noLockTimeoutSQL sets the session's default: wait for locks forever.
+const noLockTimeoutSQL = `SET LOCK_TIMEOUT -1`
 
 func lockTimeoutSQL(lockTimeout time.Duration) string {
 	ms := (lockTimeout + time.Millisecond - 1) / time.Millisecond

@@ -87,7 +87,7 @@ func checkStatement(t *testing.T, name, query, prefix string, nargs int, unused 
 func TestQueriesGolden(t *testing.T) {
 	q := Dialect.Queries(tablesFor(t, "tandem_"))
 	golden := map[string]string{
-		"Read":        `SELECT TOP (@p2) revision, node_id, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM tandem_journal WHERE revision > @p1 ORDER BY revision`,
+		"Read":        `SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM tandem_journal WHERE revision > @p1 ORDER BY revision`,
 		"Head":        `SELECT revision FROM tandem_global_revision WHERE id = 1`,
 		"Meta":        `SELECT epoch, tail, schema_version FROM tandem_meta WHERE id = 1`,
 		"SetTail":     `UPDATE tandem_meta SET tail = @p1 WHERE id = 1 AND tail < @p1`,
@@ -95,6 +95,8 @@ func TestQueriesGolden(t *testing.T) {
 		"DeleteRange": "SET NOCOUNT OFF;\nWHILE 1 = 1\nBEGIN\n" +
 			"\tDELETE TOP (2000) FROM tandem_journal WHERE revision >= @p1 AND revision < @p2;\n" +
 			"\tIF @@ROWCOUNT < 2000 BREAK;\nEND;",
+		"LockHead":     `SELECT revision FROM tandem_global_revision WITH (UPDLOCK, ROWLOCK) WHERE id = 1`,
+		"FindBatch":    `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > @p1 AND batch_id = @p2`,
 		"LoadPosition": `SELECT revision, epoch, TODATETIMEOFFSET(updated_at, 0) FROM tandem_local_revisions WHERE node_id = @p1`,
 		"SavePosition": "SET XACT_ABORT ON;\nBEGIN TRANSACTION;\n" +
 			"UPDATE tandem_local_revisions WITH (UPDLOCK, SERIALIZABLE) SET revision = @p2, epoch = @p3, updated_at = SYSUTCDATETIME() WHERE node_id = @p1;\n" +
@@ -106,19 +108,23 @@ func TestQueriesGolden(t *testing.T) {
 		"CopyPosition": "SET NOCOUNT OFF;\nINSERT INTO tandem_local_revisions (node_id, revision, epoch, updated_at)\n" +
 			"SELECT @p1, revision, epoch, SYSUTCDATETIME() FROM tandem_local_revisions WHERE node_id = @p2;",
 	}
-	for name, f := range q.Statements() {
+	statements := q.Statements()
+	require.Len(t, statements, len(golden), "every statement has a golden text")
+	for name, f := range statements {
 		require.Equal(t, golden[name], f.SQL, name)
 	}
 }
 
 func TestQueriesShape(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
-		q := Dialect.Queries(tablesFor(t, prefix))
+		tb := tablesFor(t, prefix)
+		q := Dialect.Queries(tb)
 		for name, f := range q.Statements() {
 			checkStatement(t, name, f.SQL, prefix, f.Args)
 		}
 		require.Contains(t, q.Read, "TOP (@p2)", "the limit is the second argument")
 		require.Contains(t, q.Read, "WHERE revision > @p1 ORDER BY revision")
+		require.Contains(t, q.Read, "SELECT TOP (@p2) revision, node_id, instance, producer, payload, ", "instance is the third column")
 		for _, s := range []string{q.Read, q.LoadPosition, q.ListPositions} {
 			require.Contains(t, s, "TODATETIMEOFFSET(", "times are returned with their offset")
 		}
@@ -126,6 +132,11 @@ func TestQueriesShape(t *testing.T) {
 			require.Contains(t, s, "SYSUTCDATETIME()", "database time in UTC")
 			require.NotContains(t, s, "GETDATE()")
 		}
+		// FindBatch: args (after, batch id), one row (MIN, COUNT).
+		require.Equal(t, "SELECT MIN(revision), COUNT(*) FROM "+tb.Journal+" WHERE revision > @p1 AND batch_id = @p2", q.FindBatch)
+		// LockHead holds the counter row until the transaction ends (an
+		// update lock, which the append's UPDATE waits for), never skips it.
+		require.Equal(t, "SELECT revision FROM "+tb.GlobalRevision+" WITH (UPDLOCK, ROWLOCK) WHERE id = 1", q.LockHead)
 	}
 }
 
@@ -154,7 +165,11 @@ func TestSchemaShape(t *testing.T) {
 		"\trenewed_at  DATETIME2(6) NOT NULL,\n"+
 		"\texpires_at  DATETIME2(6) NOT NULL)", tbs[4].ddl)
 	checkStatement(t, "seedCounter", seedCounter(tb), "tandem_", 0)
-	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 2)
+	checkStatement(t, "seedMeta", seedMeta(tb), "tandem_", 1)
+	// The meta row of the first release: schema version 1, the epoch the
+	// only argument.
+	require.Equal(t, "INSERT INTO tandem_meta (id, epoch, tail, schema_version) SELECT 1, @p1, 1, 1\n"+
+		"WHERE NOT EXISTS (SELECT 1 FROM tandem_meta WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)", seedMeta(tb))
 }
 
 func TestAppendSQL(t *testing.T) {
@@ -172,14 +187,21 @@ func TestAppendSQL(t *testing.T) {
 				require.LessOrEqual(t, nargs, maxParams, "within SQL Server's parameter limit")
 				require.Equal(t, cond, strings.Contains(s, "AND revision = @p3"))
 				require.Equal(t, 1, strings.Count(s, "UPDATE tandem_global_revision SET @last = revision = revision + @p1 WHERE id = 1"))
-				// One INSERT, its rows from a derived table (no 1,000-row limit).
+				// One INSERT, its rows from a derived table (no 1,000-row
+				// limit); node id, instance and batch id go with every row.
 				require.Equal(t, 1, strings.Count(s, "INSERT INTO"))
-				require.Contains(t, s, "INSERT INTO tandem_journal (revision, node_id, producer, payload, created_at)\n\t\tSELECT @last - @p1 + v.k, @p2, v.producer, v.payload, SYSUTCDATETIME()\n\t\tFROM (VALUES (1, @p4, @p5)")
+				require.Contains(t, s, "INSERT INTO tandem_journal (revision, node_id, instance, batch_id, producer, payload, created_at)\n"+
+					"\t\tSELECT @last - @p1 + v.k, @p2, @p4, @p5, v.producer, v.payload, SYSUTCDATETIME()\n\t\tFROM (VALUES (1, @p6, @p7)")
 				require.Contains(t, s, fmt.Sprintf("(%d, @p%d, @p%d)) AS v (k, producer, payload);", n, nargs-1, nargs))
 				for _, must := range []string{"SET XACT_ABORT ON;", "BEGIN TRANSACTION;", "COMMIT TRANSACTION;", "BEGIN CATCH", "THROW;", "SELECT @last - @p1 + 1;"} {
 					require.Contains(t, s, must)
 				}
 				require.True(t, strings.HasSuffix(s, "SELECT @last - @p1 + 1;"), "the result is the batch's last statement")
+				// Nothing after the COMMIT can fail and be reported as an
+				// error that seems to prove nothing was written.
+				commit := strings.Index(s, "COMMIT TRANSACTION;")
+				require.NotContains(t, s[commit:], "INSERT")
+				require.NotContains(t, s[commit:], "UPDATE")
 			})
 		}
 	}
@@ -197,9 +219,9 @@ BEGIN TRY
 	UPDATE tandem_global_revision SET @last = revision = revision + @p1 WHERE id = 1 AND revision = @p3;
 	IF @@ROWCOUNT = 1
 	BEGIN
-		INSERT INTO tandem_journal (revision, node_id, producer, payload, created_at)
-		SELECT @last - @p1 + v.k, @p2, v.producer, v.payload, SYSUTCDATETIME()
-		FROM (VALUES (1, @p4, @p5), (2, @p6, @p7)) AS v (k, producer, payload);
+		INSERT INTO tandem_journal (revision, node_id, instance, batch_id, producer, payload, created_at)
+		SELECT @last - @p1 + v.k, @p2, @p4, @p5, v.producer, v.payload, SYSUTCDATETIME()
+		FROM (VALUES (1, @p6, @p7), (2, @p8, @p9)) AS v (k, producer, payload);
 		COMMIT TRANSACTION;
 	END
 	ELSE
@@ -215,7 +237,7 @@ SELECT @last - @p1 + 1;`
 
 func request(n int, expect int64) dialect.AppendRequest {
 	tb, _ := dialect.NewTables("Prefix", "tandem_")
-	r := dialect.AppendRequest{Tables: tb, NodeID: "node-a", ExpectHead: expect}
+	r := dialect.AppendRequest{Tables: tb, NodeID: "node-a", Instance: "inst-1", BatchID: 77, ExpectHead: expect}
 	for i := range n {
 		r.Entries = append(r.Entries, dialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
 	}
@@ -227,12 +249,37 @@ func TestAppendArgs(t *testing.T) {
 	r.Entries[1].Payload = nil
 	args := appendArgs(r)
 	require.Len(t, args, appendParams+6)
-	require.Equal(t, []any{int64(3), "node-a", int64(-1)}, args[:3])
-	require.Equal(t, "p0", args[3])
-	require.Equal(t, []byte{0}, args[4])
-	require.NotNil(t, args[6], "a nil payload is sent as an empty one, not NULL")
-	require.Equal(t, []byte{}, args[6])
-	require.Equal(t, "p2", args[7])
+	// @p1 n, @p2 node id, @p3 expected head, @p4 instance, @p5 batch id.
+	require.Equal(t, []any{int64(3), "node-a", int64(-1), "inst-1", int64(77)}, args[:appendParams])
+	require.Equal(t, []any{"p0", []byte{0}}, args[5:7], "@p6, @p7: the first entry")
+	require.NotNil(t, args[8], "a nil payload is sent as an empty one, not NULL")
+	require.Equal(t, []byte{}, args[8])
+	require.Equal(t, []any{"p2", []byte{2}}, args[9:11])
+}
+
+// fatal is a fatal server error as go-mssqldb reports a DONE token with
+// the server-error status (the session was KILLed, a severe error severed
+// it). Its field is unexported, so the tests use the zero value, which
+// wraps an mssql.Error with number 0.
+var fatal = mssql.ServerError{}
+
+// requireReachable asserts that err reaches cause. mssql.Error and
+// mssql.ServerError hold a slice, so errors.Is cannot compare them: they
+// are looked for with errors.As.
+func requireReachable(t *testing.T, err, cause error) {
+	t.Helper()
+	switch c := cause.(type) {
+	case mssql.Error:
+		var got mssql.Error
+		require.ErrorAs(t, err, &got)
+		require.Equal(t, c, got)
+	case mssql.ServerError:
+		var got mssql.ServerError
+		require.ErrorAs(t, err, &got)
+		require.Equal(t, c, got)
+	default:
+		require.ErrorIs(t, err, cause)
+	}
 }
 
 func TestAppend(t *testing.T) {
@@ -256,9 +303,13 @@ func TestAppend(t *testing.T) {
 		require.NoError(t, err)
 		require.EqualValues(t, 41, first)
 		require.Len(t, f.Calls(), 1, "one round trip")
-		require.Equal(t, appendSQL(request(3, -1).Tables, 3, false), f.Calls()[0].Query)
-		require.Len(t, f.Calls()[0].Args, appendParams+6)
-		require.Equal(t, "node-a", f.Calls()[0].Args[1].Value)
+		c := f.Calls()[0]
+		require.Equal(t, appendSQL(request(3, -1).Tables, 3, false), c.Query)
+		require.Len(t, c.Args, appendParams+6)
+		for i, want := range []any{int64(3), "node-a", int64(-1), "inst-1", int64(77), "p0", []byte{0}} {
+			require.Equal(t, want, c.Args[i].Value, "@p%d", i+1)
+			require.Equal(t, i+1, c.Args[i].Ordinal)
+		}
 	})
 	t.Run("head mismatch", func(t *testing.T) {
 		f, _, err := run(t, request(1, 7), fakesql.Reply{Rows: [][]driver.Value{{nil}}})
@@ -269,37 +320,96 @@ func TestAppend(t *testing.T) {
 	})
 	t.Run("missing counter row", func(t *testing.T) {
 		_, _, err := run(t, request(1, -1), fakesql.Reply{Rows: [][]driver.Value{{nil}}})
-		require.Error(t, err)
+		require.ErrorContains(t, err, "no counter row")
 		require.NotErrorIs(t, err, dialect.ErrHeadMismatch)
+		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "the UPDATE matched nothing and the batch rolled back")
 	})
-	t.Run("server error rolls back", func(t *testing.T) {
-		f, _, err := run(t, request(1, -1), fakesql.Reply{Err: mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."}})
-		require.ErrorIs(t, err, dialect.ErrLockTimeout)
-		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "a server error means the batch rolled back")
-		require.Equal(t, []string{f.Calls()[0].Query, "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"}, f.Queries(),
-			"a transaction a compile error left open is rolled back")
+	t.Run("nothing written", func(t *testing.T) {
+		// Errors raised before the COMMIT; the CATCH block's THROW keeps
+		// their number, and the journal discards the connection, which
+		// rolls back whatever a batch-aborting error left open.
+		for _, tc := range []struct {
+			err   mssql.Error
+			class error
+		}{
+			{mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."}, dialect.ErrLockTimeout},
+			{mssql.Error{Number: 1205, Message: "deadlock victim"}, dialect.ErrDeadlock},
+			{mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint"}, dialect.ErrUniqueViolation},
+			{mssql.Error{Number: 2601, Message: "duplicate key row"}, dialect.ErrUniqueViolation},
+			{mssql.Error{Number: 208, Message: "Invalid object name"}, nil},
+			{mssql.Error{Number: 207, Message: "Invalid column name"}, nil},
+			{mssql.Error{Number: 229, Message: "permission denied"}, nil},
+			{mssql.Error{Number: 102, Message: "Incorrect syntax"}, nil},
+			// The class sits earlier in the chain (the driver reports the
+			// last error of the response).
+			{mssql.Error{Number: 3998, All: []mssql.Error{{Number: 1222}, {Number: 3998}}}, dialect.ErrLockTimeout},
+		} {
+			f, _, err := run(t, request(1, -1), fakesql.Reply{Err: tc.err})
+			require.Error(t, err)
+			require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "%d ends the batch before its COMMIT", tc.err.Number)
+			var oe *dialect.OutcomeError
+			require.False(t, errors.As(err, &oe))
+			if tc.class != nil {
+				require.ErrorIs(t, err, tc.class, "%d is still translated", tc.err.Number)
+			}
+			var msErr mssql.Error
+			require.ErrorAs(t, err, &msErr)
+			require.Len(t, f.Calls(), 1, "no rollback is sent: the caller discards the connection")
+		}
 	})
-	t.Run("connection lost", func(t *testing.T) {
-		for _, cause := range []error{io.ErrUnexpectedEOF, context.DeadlineExceeded} {
+	t.Run("open outcome", func(t *testing.T) {
+		// Anything that may have come after the COMMIT.
+		for _, cause := range []error{
+			io.ErrUnexpectedEOF,                // the connection was lost
+			context.DeadlineExceeded,           // an attention was sent
+			context.Canceled,                   // likewise
+			fatal,                              // a fatal error severed the connection
+			mssql.Error{Number: 0},             // made up by the driver
+			mssql.Error{Number: 9002},          // the log is full: may come at COMMIT
+			mssql.Error{Number: 596},           // the session is in the kill state
+			mssql.Error{Number: 3980},          // the batch was aborted (an abort signal from the client)
+			fmt.Errorf("read: %w", io.EOF),     // wrapped
+			errors.New("some network trouble"), // unknown
+		} {
 			_, _, err := run(t, request(1, -1), fakesql.Reply{Err: cause})
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%v", cause)
-			require.ErrorIs(t, err, cause)
+			var oe *dialect.OutcomeError
+			require.ErrorAs(t, err, &oe, "%v", cause)
+			requireReachable(t, oe.Err, cause)
 		}
-		// A fatal server error severs the connection: even a commit at the
-		// end of the batch cannot be ruled out.
-		_, _, err := run(t, request(1, -1), fakesql.Reply{Err: mssql.ServerError{}})
+		// No result at all: something ended the batch without an error.
+		_, _, err := run(t, request(1, -1), fakesql.Reply{})
 		require.ErrorIs(t, err, dialect.ErrOutcomeUnknown)
-		var fatal mssql.ServerError
-		require.ErrorAs(t, err, &fatal)
+		require.ErrorIs(t, err, sql.ErrNoRows)
+		// A fatal error wraps the server's errors, however they read: the
+		// batch may have committed before the session was severed.
+		wrapped := fmt.Errorf("x: %w", fatal)
+		_, _, err = run(t, request(1, -1), fakesql.Reply{Err: wrapped})
+		require.ErrorIs(t, err, dialect.ErrOutcomeUnknown)
+		var sErr mssql.ServerError
+		require.ErrorAs(t, err, &sErr)
 	})
 	t.Run("not sent", func(t *testing.T) {
+		// go-mssqldb returns driver.ErrBadConn (or a RetryableError that
+		// matches it) only before or while sending the request.
 		_, _, err := run(t, request(1, -1), fakesql.Reply{Err: driver.ErrBadConn})
-		require.Error(t, err)
+		require.ErrorIs(t, err, driver.ErrBadConn)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
+
+		// A connection closed already.
+		f, db := fakesql.New(t, nil)
+		conn, err := db.Conn(ctx)
+		require.NoError(t, err)
+		require.NoError(t, conn.Close())
+		_, err = Dialect.Append(ctx, conn, request(1, -1))
+		require.ErrorIs(t, err, sql.ErrConnDone)
+		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
+		require.Empty(t, f.Calls())
 	})
 	t.Run("too many entries", func(t *testing.T) {
 		f, _, err := run(t, request(maxEntries+1, -1), fakesql.Reply{})
 		require.Error(t, err)
+		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
 		require.Empty(t, f.Calls())
 	})
 }
@@ -325,66 +435,24 @@ func TestPrepareConn(t *testing.T) {
 	}
 }
 
-func TestCreateSchema(t *testing.T) {
+func TestResetConn(t *testing.T) {
 	ctx := context.Background()
-	tb := tablesFor(t, "tandem_")
-	versionQuery := `SELECT schema_version FROM tandem_meta WHERE id = 1`
+	f, db := fakesql.New(t, nil)
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, Dialect.PrepareConn(ctx, conn, time.Second))
+	require.NoError(t, Dialect.ResetConn(ctx, conn))
+	require.Equal(t, []string{"SET LOCK_TIMEOUT 1000", "SET LOCK_TIMEOUT -1"}, f.Queries(), "back to the default: wait forever")
+	require.Empty(t, f.Calls()[1].Args, "no arguments: a plain batch, so the setting outlives it")
 
-	t.Run("races are success", func(t *testing.T) {
-		versions := 0
-		f, db := fakesql.New(t, func(q string, args []driver.NamedValue) fakesql.Reply {
-			switch {
-			case q == versionQuery:
-				versions++
-				if versions == 1 {
-					return fakesql.Reply{Err: mssql.Error{Number: 208, Message: "Invalid object name 'tandem_meta'."}}
-				}
-				return fakesql.Reply{Rows: [][]driver.Value{{int64(1)}}}
-			case strings.Contains(q, "CREATE TABLE tandem_meta"):
-				return fakesql.Reply{Err: mssql.Error{Number: 2714, Message: "There is already an object named 'tandem_meta' in the database."}}
-			case strings.HasPrefix(q, "INSERT INTO tandem_global_revision"):
-				return fakesql.Reply{Err: mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint"}}
-			}
-			return fakesql.Reply{}
-		})
-		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		qs := f.Queries()
-		// version, five tables, two seeds, version.
-		require.Len(t, qs, 9)
-		for i, x := range tables(tb) {
-			require.Equal(t, x.ddl, qs[1+i], x.name)
-		}
-		require.Equal(t, seedCounter(tb), qs[6])
-		require.Equal(t, seedMeta(tb), qs[7])
-		require.Equal(t, "e1", f.Calls()[7].Args[0].Value)
-		require.EqualValues(t, dialect.SchemaVersion, f.Calls()[7].Args[1].Value)
-		require.Equal(t, versionQuery, qs[8])
+	_, db = fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
+		return fakesql.Reply{Err: mssql.Error{Number: 1205}}
 	})
-	t.Run("exists", func(t *testing.T) {
-		f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
-			return fakesql.Reply{Rows: [][]driver.Value{{int64(1)}}}
-		})
-		require.NoError(t, Dialect.CreateSchema(ctx, db, tb, "e1"))
-		require.Equal(t, []string{versionQuery}, f.Queries(), "an existing schema is only checked")
-	})
-	t.Run("too new", func(t *testing.T) {
-		_, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
-			return fakesql.Reply{Rows: [][]driver.Value{{int64(dialect.SchemaVersion + 1)}}}
-		})
-		require.ErrorIs(t, Dialect.CreateSchema(ctx, db, tb, "e1"), dialect.ErrSchemaTooNew)
-	})
-	t.Run("denied", func(t *testing.T) {
-		_, db := fakesql.New(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
-			if q == versionQuery {
-				return fakesql.Reply{Err: sql.ErrNoRows}
-			}
-			return fakesql.Reply{Err: mssql.Error{Number: 262, Message: "CREATE TABLE permission denied"}}
-		})
-		err := Dialect.CreateSchema(ctx, db, tb, "e1")
-		require.ErrorContains(t, err, "create table tandem_journal")
-		var msErr mssql.Error
-		require.ErrorAs(t, err, &msErr)
-	})
+	conn, err = db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.ErrorIs(t, Dialect.ResetConn(ctx, conn), dialect.ErrDeadlock, "translated")
 }
 
 func TestTranslate(t *testing.T) {

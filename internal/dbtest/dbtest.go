@@ -156,8 +156,10 @@ func (d *DB) drop(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if d.Name == "mysql" {
-		if _, err := d.DB.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+d.Prefix+"append_v1"); err != nil {
-			t.Logf("%s: drop procedure: %v", d.Name, err)
+		for _, proc := range []string{"append_v1", "append_v2"} {
+			if _, err := d.DB.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+d.Prefix+proc); err != nil {
+				t.Logf("%s: drop procedure: %v", d.Name, err)
+			}
 		}
 	}
 	tables, err := dialect.NewTables("Prefix", d.Prefix)

@@ -27,10 +27,33 @@ type ConcurrentConfig struct {
 	// not a test failure.
 	Faults bool
 	// Settle is how long an append whose outcome was reported unknown may
-	// still commit after Append returned (a cancelled statement the server
-	// finishes anyway; at most the lock timeout). The final checks wait
-	// this long after the writers stop.
+	// still commit after Append returned. The journals resolve open
+	// outcomes, so it is 0 in every test: the final checks run as soon
+	// as the writers stop.
 	Settle time.Duration
+	// Inject, when set, runs while the appenders do (a fault injector
+	// such as a session killer) and must return soon after ctx ends.
+	Inject func(ctx context.Context)
+}
+
+// ConcurrentResult counts what the appends of Concurrent came to.
+type ConcurrentResult struct {
+	Appends   int // append calls
+	Acked     int // acknowledged
+	Failed    int // failed with nothing written (including cancelled, conflicts, invalid)
+	Unknown   int // failed with an error matching dialect.ErrOutcomeUnknown
+	Committed int // of Unknown, found committed afterwards
+	Records   int64
+	// Stats adds up the journal instances' Stats (when they have it).
+	Stats journal.Stats
+}
+
+// UnknownShare is the share of appends whose outcome stayed unknown.
+func (r ConcurrentResult) UnknownShare() float64 {
+	if r.Appends == 0 {
+		return 0
+	}
+	return float64(r.Unknown) / float64(r.Appends)
 }
 
 // outcome of one append, by the unique payload of its first entry.
@@ -48,7 +71,7 @@ type outcome struct {
 // that every acknowledged append is there at the revisions Append returned
 // and every failed one is absent (an error matching dialect.ErrOutcomeUnknown
 // may go either way); and that every instance agrees on the head.
-func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) {
+func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResult {
 	if cfg.Readers == 0 {
 		cfg.Readers = 3
 	}
@@ -187,7 +210,19 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) {
 		}()
 	}
 
-	time.Sleep(cfg.Duration)
+	injectDone := make(chan struct{})
+	if cfg.Inject != nil {
+		ictx, cancel := context.WithCancel(ctx)
+		go func() {
+			defer close(injectDone)
+			cfg.Inject(ictx)
+		}()
+		time.Sleep(cfg.Duration)
+		cancel()
+		<-injectDone
+	} else {
+		time.Sleep(cfg.Duration)
+	}
 	close(stop)
 	writers.Wait()
 	time.Sleep(cfg.Settle)
@@ -259,6 +294,22 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) {
 			require.LessOrEqual(t, r.Revision, o.revs[len(o.revs)-1])
 		}
 	}
-	t.Logf("%d nodes × %d goroutines, %v: %d records, %d appends acknowledged, %d cancelled, %d conflicts, %d outcome unknown (%d of them committed)",
-		cfg.Nodes, cfg.Goroutines, cfg.Duration, head, acked, cancelled, conflicts, unknown, committed-acked)
+	res := ConcurrentResult{Appends: len(results) + len(failed), Acked: acked, Failed: len(failed), Unknown: unknown,
+		Committed: committed - acked, Records: head}
+	for _, j := range js {
+		if s, ok := j.(interface{ Stats() journal.Stats }); ok {
+			st := s.Stats()
+			res.Stats.Appends += st.Appends
+			res.Stats.Batches += st.Batches
+			res.Stats.FailedBatches += st.FailedBatches
+			res.Stats.ConnsDiscarded += st.ConnsDiscarded
+			res.Stats.ResolvedCommitted += st.ResolvedCommitted
+			res.Stats.ResolvedNotWritten += st.ResolvedNotWritten
+			res.Stats.OutcomeUnknown += st.OutcomeUnknown
+		}
+	}
+	t.Logf("%d nodes × %d goroutines, %v: %d records, %d appends acknowledged, %d cancelled, %d conflicts, %d outcome unknown (%d of them committed, %.2f%% of %d appends); %d failed batches, %d connections discarded, open outcomes resolved: %d committed, %d not written",
+		cfg.Nodes, cfg.Goroutines, cfg.Duration, head, acked, cancelled, conflicts, unknown, committed-acked,
+		100*res.UnknownShare(), res.Appends, res.Stats.FailedBatches, res.Stats.ConnsDiscarded, res.Stats.ResolvedCommitted, res.Stats.ResolvedNotWritten)
+	return res
 }

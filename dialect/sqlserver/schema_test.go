@@ -1,0 +1,365 @@
+package sqlserver
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	mssql "github.com/microsoft/go-mssqldb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/fakesql"
+)
+
+// txDB returns a *sql.DB on f whose single connection also runs
+// transactions (fakesql's has none): BEGIN TRANSACTION, COMMIT and ROLLBACK
+// reach f as statements, in order with the others.
+func txDB(t *testing.T, f *fakesql.DB) *sql.DB {
+	t.Helper()
+	db := sql.OpenDB(txConnector{f})
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+type txConnector struct{ f *fakesql.DB }
+
+func (c txConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.f.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &txConn{conn.(fakeConn)}, nil
+}
+
+func (c txConnector) Driver() driver.Driver { return c.f.Driver() }
+
+// fakeConn is what fakesql's connection implements.
+type fakeConn interface {
+	driver.Conn
+	driver.ExecerContext
+	driver.QueryerContext
+	driver.NamedValueChecker
+}
+
+type txConn struct{ fakeConn }
+
+func (c *txConn) Begin() (driver.Tx, error) {
+	return c.BeginTx(context.Background(), driver.TxOptions{})
+}
+
+func (c *txConn) BeginTx(ctx context.Context, _ driver.TxOptions) (driver.Tx, error) {
+	if _, err := c.ExecContext(ctx, "BEGIN TRANSACTION", nil); err != nil {
+		return nil, err
+	}
+	return txEnd{c}, nil
+}
+
+type txEnd struct{ c *txConn }
+
+func (t txEnd) Commit() error {
+	_, err := t.c.ExecContext(context.Background(), "COMMIT", nil)
+	return err
+}
+
+func (t txEnd) Rollback() error {
+	_, err := t.c.ExecContext(context.Background(), "ROLLBACK", nil)
+	return err
+}
+
+// server is a fake SQL Server that knows just enough of the schema to
+// answer Migrate: whether the tables exist, whether migration 2 committed,
+// the status sp_getapplock returns, and errors to inject by statement
+// prefix.
+type server struct {
+	tables, v2, pendingV2 bool
+	compat                int64
+	lockStatus            int64
+	fail                  map[string]error
+}
+
+const (
+	readSchemaSQL   = `SELECT schema_version, migration FROM tandem_meta WHERE id = 1`
+	readSchemaV1SQL = `SELECT schema_version FROM tandem_meta WHERE id = 1`
+)
+
+func (s *server) handle(q string, _ []driver.NamedValue) fakesql.Reply {
+	for prefix, err := range s.fail {
+		if strings.HasPrefix(q, prefix) {
+			return fakesql.Reply{Err: err}
+		}
+	}
+	noMeta := mssql.Error{Number: 208, Message: "Invalid object name 'tandem_meta'."}
+	switch {
+	case q == readSchemaSQL:
+		switch {
+		case !s.tables:
+			return fakesql.Reply{Err: noMeta}
+		case !s.v2:
+			return fakesql.Reply{Err: mssql.Error{Number: 207, Message: "Invalid column name 'migration'."}}
+		}
+		return fakesql.Reply{Rows: [][]driver.Value{{s.compat, int64(2)}}}
+	case q == readSchemaV1SQL:
+		if !s.tables {
+			return fakesql.Reply{Err: noMeta}
+		}
+		return fakesql.Reply{Rows: [][]driver.Value{{s.compat}}}
+	case q == lockSchemaSQL:
+		return fakesql.Reply{Rows: [][]driver.Value{{s.lockStatus}}}
+	case strings.HasPrefix(q, "IF OBJECT_ID(N'tandem_locks'"):
+		s.tables = true
+	case strings.HasPrefix(q, "UPDATE tandem_meta SET migration = 2"):
+		s.pendingV2 = true
+	case q == "COMMIT":
+		s.v2 = s.v2 || s.pendingV2
+	case q == "ROLLBACK":
+		s.pendingV2 = false
+	}
+	return fakesql.Reply{}
+}
+
+func newServer(t *testing.T, s *server) (*fakesql.DB, *sql.DB) {
+	if s.compat == 0 {
+		s.compat = 1
+	}
+	f, _ := fakesql.New(t, s.handle)
+	return f, txDB(t, f)
+}
+
+// v1Statements are the statements of migration 1, in order.
+func v1Statements(tb dialect.Tables) []string {
+	var out []string
+	for _, x := range tables(tb) {
+		out = append(out, x.ddl)
+	}
+	return append(out, seedCounter(tb), seedMeta(tb))
+}
+
+// v2Statements are the statements of migration 2, in order.
+func v2Statements(tb dialect.Tables) []string {
+	out := []string{"SET LOCK_TIMEOUT 10000", "BEGIN TRANSACTION"}
+	out = append(out, schemaV2(tb)...)
+	return append(out, "COMMIT", "SET LOCK_TIMEOUT -1")
+}
+
+func TestMigrations(t *testing.T) {
+	tb := tablesFor(t, "tandem_")
+	ms := Dialect.Migrations(tb)
+	require.Len(t, ms, dialect.SchemaVersion)
+	for i, m := range ms {
+		require.Equal(t, i+1, m.Version, "versions 1 to SchemaVersion, in order")
+		require.Equal(t, 1, m.Compat, "additive: releases of schema version 1 keep running")
+		require.NotNil(t, m.Apply)
+	}
+}
+
+func TestSchemaV2Golden(t *testing.T) {
+	require.Equal(t, []string{
+		"IF COL_LENGTH(N'tandem_journal', N'instance') IS NULL ALTER TABLE tandem_journal ADD instance NVARCHAR(64) COLLATE Latin1_General_BIN2 NULL",
+		"IF COL_LENGTH(N'tandem_journal', N'batch_id') IS NULL ALTER TABLE tandem_journal ADD batch_id BIGINT NULL",
+		"IF COL_LENGTH(N'tandem_meta', N'migration') IS NULL ALTER TABLE tandem_meta ADD migration INT NULL",
+		"UPDATE tandem_meta SET migration = 2 WHERE id = 1 AND COALESCE(migration, 1) < 2",
+	}, schemaV2(tablesFor(t, "tandem_")))
+	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
+		for i, s := range schemaV2(tablesFor(t, prefix)) {
+			checkStatement(t, "schemaV2", s, prefix, 0)
+			// Each batch names only what exists when it is compiled.
+			require.LessOrEqual(t, strings.Count(s, "ALTER TABLE"), 1, "batch %d", i)
+		}
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	ctx := context.Background()
+	tb := tablesFor(t, "tandem_")
+	unlock := func(f *fakesql.DB) []any {
+		for _, c := range f.Calls() {
+			if c.Query == unlockSchemaSQL {
+				return []any{c.Args[0].Value}
+			}
+		}
+		return nil
+	}
+
+	t.Run("new database", func(t *testing.T) {
+		s := &server{}
+		f, db := newServer(t, s)
+		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
+		want = append(want, v1Statements(tb)...)
+		want = append(want, v2Statements(tb)...)
+		want = append(want, readSchemaSQL, unlockSchemaSQL)
+		require.Equal(t, want, f.Queries(), "migrations 1 and 2 under the lock; each recorded")
+		calls := f.Calls()
+		seed := slices.Index(f.Queries(), seedMeta(tb))
+		require.Equal(t, []driver.NamedValue{{Ordinal: 1, Value: "e1"}}, calls[seed].Args, "the epoch, and only it")
+		require.Equal(t, []any{"tandem schema tandem_"}, unlock(f))
+		require.True(t, s.v2)
+	})
+	t.Run("first release's database", func(t *testing.T) {
+		f, db := newServer(t, &server{tables: true})
+		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
+		want = append(want, v2Statements(tb)...)
+		want = append(want, readSchemaSQL, unlockSchemaSQL)
+		require.Equal(t, want, f.Queries(), "upgraded in place: only migration 2")
+	})
+	t.Run("another node migrated while this one waited", func(t *testing.T) {
+		s := &server{tables: true, compat: 1}
+		f, _ := fakesql.New(t, func(q string, args []driver.NamedValue) fakesql.Reply {
+			if q == lockSchemaSQL {
+				// Granted after waiting for the other node, which
+				// applied migration 2 meanwhile.
+				s.v2 = true
+				return fakesql.Reply{Rows: [][]driver.Value{{int64(1)}}}
+			}
+			return s.handle(q, args)
+		})
+		db := txDB(t, f)
+		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.Equal(t, []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaSQL, unlockSchemaSQL}, f.Queries(),
+			"nothing to apply")
+	})
+	t.Run("current", func(t *testing.T) {
+		f, db := newServer(t, &server{tables: true, v2: true})
+		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.Equal(t, []string{readSchemaSQL}, f.Queries(), "idempotent: only checked, no lock")
+		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e2"))
+		require.Equal(t, []string{readSchemaSQL, readSchemaSQL}, f.Queries())
+	})
+	t.Run("too new", func(t *testing.T) {
+		f, db := newServer(t, &server{tables: true, v2: true, compat: dialect.SchemaVersion + 1})
+		require.ErrorIs(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"), dialect.ErrSchemaTooNew)
+		require.Equal(t, []string{readSchemaSQL}, f.Queries())
+	})
+	t.Run("lock not granted", func(t *testing.T) {
+		f, db := newServer(t, &server{lockStatus: -1})
+		err := dialect.Migrate(ctx, db, Dialect, tb, "e1")
+		require.ErrorIs(t, err, dialect.ErrLockTimeout)
+		require.Equal(t, []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL}, f.Queries(), "nothing is created without the lock")
+	})
+	t.Run("migration 2 fails", func(t *testing.T) {
+		// An old node's long query holds the journal: the ALTER's lock
+		// wait ends after migrationLockTimeout.
+		f, db := newServer(t, &server{tables: true, fail: map[string]error{
+			"IF COL_LENGTH(N'tandem_journal', N'batch_id')": mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."},
+		}})
+		err := dialect.Migrate(ctx, db, Dialect, tb, "e1")
+		require.ErrorIs(t, err, dialect.ErrLockTimeout)
+		require.ErrorContains(t, err, "migrate schema to version 2")
+		require.Equal(t, []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL,
+			"SET LOCK_TIMEOUT 10000", "BEGIN TRANSACTION", schemaV2(tb)[0], schemaV2(tb)[1],
+			"ROLLBACK", "SET LOCK_TIMEOUT -1", unlockSchemaSQL}, f.Queries(),
+			"rolled back, the session's lock timeout reset, the lock released")
+	})
+	t.Run("races are success", func(t *testing.T) {
+		// Should two nodes create tables at once (LockSchema makes that
+		// rare), "object exists" and the seeds' unique violations are
+		// success: the first epoch wins.
+		f, db := newServer(t, &server{fail: map[string]error{
+			"IF OBJECT_ID(N'tandem_meta'":        mssql.Error{Number: 2714, Message: "There is already an object named 'tandem_meta' in the database."},
+			"INSERT INTO tandem_global_revision": mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint"},
+			"INSERT INTO tandem_meta":            mssql.Error{Number: 2601, Message: "Cannot insert duplicate key row"},
+		}})
+		conn, err := db.Conn(ctx)
+		require.NoError(t, err)
+		defer conn.Close()
+		require.NoError(t, Dialect.Migrations(tb)[0].Apply(ctx, conn, "e1"))
+		require.Equal(t, v1Statements(tb), f.Queries())
+	})
+	t.Run("denied", func(t *testing.T) {
+		_, db := newServer(t, &server{fail: map[string]error{
+			"IF OBJECT_ID(": mssql.Error{Number: 262, Message: "CREATE TABLE permission denied"},
+		}})
+		err := dialect.Migrate(ctx, db, Dialect, tb, "e1")
+		require.ErrorContains(t, err, "create table tandem_journal")
+		var msErr mssql.Error
+		require.ErrorAs(t, err, &msErr)
+		require.EqualValues(t, 262, msErr.Number)
+	})
+}
+
+func TestLockSchemaSQL(t *testing.T) {
+	checkStatement(t, "lockSchemaSQL", lockSchemaSQL, "", 1)
+	checkStatement(t, "unlockSchemaSQL", unlockSchemaSQL, "", 1)
+	require.Equal(t, `SET NOCOUNT ON;
+DECLARE @r INT;
+EXEC @r = sp_getapplock @Resource = @p1, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 60000;
+SELECT @r;`, lockSchemaSQL)
+	require.Equal(t, `EXEC sp_releaseapplock @Resource = @p1, @LockOwner = 'Session'`, unlockSchemaSQL)
+	require.Equal(t, "tandem schema x", schemaLockName(tablesFor(t, "x")))
+}
+
+func TestLockSchema(t *testing.T) {
+	ctx := context.Background()
+	tb := tablesFor(t, "tandem_")
+	lock := func(t *testing.T, handle fakesql.Handler) (*fakesql.DB, *sql.Conn, func(), error) {
+		f, db := fakesql.New(t, handle)
+		conn, err := db.Conn(ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		unlock, err := Dialect.LockSchema(ctx, conn, tb)
+		return f, conn, unlock, err
+	}
+	status := func(s int64) fakesql.Handler {
+		return func(q string, _ []driver.NamedValue) fakesql.Reply {
+			if q == lockSchemaSQL {
+				return fakesql.Reply{Rows: [][]driver.Value{{s}}}
+			}
+			return fakesql.Reply{}
+		}
+	}
+
+	for _, granted := range []int64{0, 1} { // at once, after waiting
+		f, conn, unlock, err := lock(t, status(granted))
+		require.NoError(t, err, "status %d", granted)
+		require.Equal(t, []string{lockSchemaSQL}, f.Queries())
+		require.Equal(t, "tandem schema tandem_", f.Calls()[0].Args[0].Value, "the resource name is a parameter")
+		unlock()
+		require.Equal(t, []string{lockSchemaSQL, unlockSchemaSQL}, f.Queries())
+		require.Equal(t, "tandem schema tandem_", f.Calls()[1].Args[0].Value)
+		require.NoError(t, conn.PingContext(ctx), "the connection is kept")
+	}
+	for s, what := range map[int64]string{-1: "timed out", -2: "cancelled", -3: "deadlock victim", -999: "other call error"} {
+		f, conn, unlock, err := lock(t, status(s))
+		require.ErrorIs(t, err, dialect.ErrLockTimeout, "status %d", s)
+		require.ErrorContains(t, err, what)
+		require.ErrorContains(t, err, "returned "+strconv.FormatInt(s, 10))
+		require.Nil(t, unlock)
+		require.Equal(t, []string{lockSchemaSQL}, f.Queries(), "nothing to release")
+		require.NoError(t, conn.PingContext(ctx), "the connection holds no lock and is kept")
+	}
+
+	t.Run("call failed", func(t *testing.T) {
+		// The lock may have been granted as the call failed: the session
+		// is ended, which releases it.
+		for _, cause := range []error{context.Canceled, mssql.Error{Number: 1205}} {
+			_, conn, unlock, err := lock(t, func(string, []driver.NamedValue) fakesql.Reply {
+				return fakesql.Reply{Err: cause}
+			})
+			requireReachable(t, err, cause)
+			require.Nil(t, unlock)
+			require.ErrorIs(t, conn.PingContext(ctx), sql.ErrConnDone, "the connection is discarded")
+		}
+	})
+	t.Run("release failed", func(t *testing.T) {
+		f, conn, unlock, err := lock(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
+			switch q {
+			case lockSchemaSQL:
+				return fakesql.Reply{Rows: [][]driver.Value{{int64(0)}}}
+			case unlockSchemaSQL:
+				return fakesql.Reply{Err: mssql.Error{Number: 1223, Message: "Cannot release the application lock"}}
+			}
+			return fakesql.Reply{}
+		})
+		require.NoError(t, err)
+		unlock()
+		require.Equal(t, []string{lockSchemaSQL, unlockSchemaSQL}, f.Queries())
+		require.ErrorIs(t, conn.PingContext(ctx), sql.ErrConnDone, "ending the session releases the lock")
+	})
+}

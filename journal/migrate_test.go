@@ -1,0 +1,223 @@
+package journal_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/journal"
+)
+
+// v1Release is what the first release ran against a database, kept as
+// fixtures: its DDL (dialect/testdata) and its append statement.
+type v1Release struct {
+	db *dbtest.DB
+}
+
+// create runs the first release's DDL.
+func (r v1Release) create(t *testing.T) {
+	b, err := os.ReadFile("../dialect/testdata/schema_v1_" + r.db.Name + ".sql")
+	require.NoError(t, err)
+	for _, stmt := range strings.Split(string(b), "\n--;\n") {
+		stmt = strings.ReplaceAll(stmt, "{{p}}", r.db.Prefix)
+		var lines []string
+		for _, l := range strings.Split(stmt, "\n") {
+			if !strings.HasPrefix(l, "--") {
+				lines = append(lines, l)
+			}
+		}
+		_, err := r.db.DB.ExecContext(context.Background(), strings.Join(lines, "\n"))
+		require.NoError(t, err)
+	}
+}
+
+// check is the first release's schema check: it refused a database whose
+// meta.schema_version was above 1, and on MySQL needed its procedure.
+func (r v1Release) check(ctx context.Context) error {
+	var v int
+	if err := r.db.DB.QueryRowContext(ctx, `SELECT schema_version FROM `+r.db.Prefix+`meta WHERE id = 1`).Scan(&v); err != nil {
+		return err
+	}
+	if v > 1 {
+		return fmt.Errorf("the first release refuses schema version %d", v)
+	}
+	if r.db.Name == "mysql" {
+		var n int
+		if err := r.db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines
+WHERE routine_schema = DATABASE() AND routine_name = ?`, r.db.Prefix+"append_v1").Scan(&n); err != nil || n != 1 {
+			return fmt.Errorf("append_v1 is gone (%d, %v)", n, err)
+		}
+	}
+	return nil
+}
+
+// append appends one record the way the first release did.
+func (r v1Release) append(ctx context.Context, node, payload string) (int64, error) {
+	var first int64
+	var err error
+	p := r.db.Prefix
+	switch r.db.Name {
+	case "postgres":
+		err = r.db.DB.QueryRowContext(ctx, `WITH c AS (
+	UPDATE `+p+`global_revision SET revision = revision + $1 WHERE id = 1 RETURNING revision
+), ins AS (
+	INSERT INTO `+p+`journal (revision, node_id, producer, payload, created_at)
+	SELECT c.revision - $1 + e.ord, $2, e.producer, e.payload, now()
+	FROM c, unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS e(producer, payload, ord)
+)
+SELECT revision - $1 + 1 FROM c`, 1, node, []string{"old"}, [][]byte{[]byte(payload)}).Scan(&first)
+	case "mysql":
+		entries := `[["old","` + base64.StdEncoding.EncodeToString([]byte(payload)) + `"]]`
+		err = r.db.DB.QueryRowContext(ctx, `CALL `+p+`append_v1(?, ?, ?, ?)`, 1, node, -1, entries).Scan(&first)
+	}
+	return first, err
+}
+
+// TestSQLMigrateFromV1 upgrades a database made by the first release
+// (schema version 1) while a node of that release keeps appending, with
+// many new nodes opening it at once; the old node keeps running against
+// the migrated schema, and the new nodes read its records.
+func TestSQLMigrateFromV1(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			old := v1Release{db}
+			old.create(t)
+			s, err := dialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
+			require.NoError(t, err)
+			require.Equal(t, dialect.SchemaState{Version: 1, Compat: 1}, s)
+			for i := range 3 {
+				_, err := old.append(ctx, "old", fmt.Sprintf("before-%d", i))
+				require.NoError(t, err)
+			}
+
+			// The old node appends throughout the upgrade.
+			stop := make(chan struct{})
+			oldDone := make(chan error, 1)
+			var oldAcked []string
+			go func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						oldDone <- nil
+						return
+					default:
+					}
+					payload := fmt.Sprintf("during-%d", i)
+					if err := old.check(ctx); err != nil {
+						oldDone <- err
+						return
+					}
+					if _, err := old.append(ctx, "old", payload); err != nil {
+						oldDone <- fmt.Errorf("old release append: %w", err)
+						return
+					}
+					oldAcked = append(oldAcked, payload)
+				}
+			}()
+
+			const n = 8
+			js := make([]*journal.SQL, n)
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			for i := range n {
+				wg.Go(func() {
+					js[i], errs[i] = journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: fmt.Sprintf("new%d", i), Prefix: db.Prefix})
+				})
+			}
+			wg.Wait()
+			for i := range n {
+				require.NoError(t, errs[i], "node %d", i)
+				defer js[i].Close(context.Background())
+			}
+			s, err = dialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
+			require.NoError(t, err)
+			require.Equal(t, dialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: the first release can still run")
+			epoch, err := js[0].Epoch(ctx)
+			require.NoError(t, err)
+			require.Equal(t, "0123456789abcdef0123456789abcdef", epoch, "the journal's epoch survives the upgrade")
+
+			var newAcked []int64
+			for i, j := range js {
+				revs, err := j.Append(ctx, journal.Entry{Producer: "new", Payload: []byte(fmt.Sprintf("new-%d", i))})
+				require.NoError(t, err)
+				newAcked = append(newAcked, revs[0])
+			}
+			time.Sleep(50 * time.Millisecond) // a few more old appends after the new ones
+			close(stop)
+			require.NoError(t, <-oldDone)
+			require.NoError(t, old.check(ctx), "the first release still accepts the schema")
+			require.NotEmpty(t, oldAcked)
+			t.Logf("the first release appended %d records during the upgrade", len(oldAcked))
+
+			recs, err := js[0].Read(ctx, 0, 100000)
+			require.NoError(t, err)
+			head, err := js[0].Head(ctx)
+			require.NoError(t, err)
+			require.Len(t, recs, int(head), "dense")
+			seen := map[string]journal.Record{}
+			for _, r := range recs {
+				seen[string(r.Payload)] = r
+				if r.NodeID == "old" {
+					require.Empty(t, r.Instance, "the first release stores no instance")
+				} else {
+					require.NotEmpty(t, r.Instance)
+				}
+			}
+			for _, p := range append([]string{"before-0", "before-1", "before-2"}, oldAcked...) {
+				require.Contains(t, seen, p)
+			}
+			for i, rev := range newAcked {
+				require.Equal(t, rev, seen[fmt.Sprintf("new-%d", i)].Revision)
+			}
+		})
+	}
+}
+
+// TestSQLSchemaTooNew: a database whose compatibility version is newer
+// than this release knows is refused with a clear error; one migrated
+// further by a newer release, but additively, is accepted.
+func TestSQLSchemaTooNew(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			j := openSQL(t, db, b.Dialect, "a")
+			_, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("x")})
+			require.NoError(t, err)
+			meta := db.Prefix + "meta"
+
+			_, err = db.DB.ExecContext(ctx, `UPDATE `+meta+` SET schema_version = 1, migration = 9`)
+			require.NoError(t, err)
+			j2, err := journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: "b", Prefix: db.Prefix})
+			require.NoError(t, err, "a newer additive schema is fine")
+			require.NoError(t, j2.Close(ctx))
+
+			_, err = db.DB.ExecContext(ctx, `UPDATE `+meta+` SET schema_version = 7, migration = 9`)
+			require.NoError(t, err)
+			_, err = journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: "c", Prefix: db.Prefix})
+			require.ErrorIs(t, err, dialect.ErrSchemaTooNew)
+			require.ErrorContains(t, err, fmt.Sprintf("needs a release that knows version 7 or newer; this release knows %d", dialect.SchemaVersion))
+		})
+	}
+}
+
+func mustTables(t *testing.T, prefix string) dialect.Tables {
+	tb, err := dialect.NewTables("Prefix", prefix)
+	require.NoError(t, err)
+	return tb
+}
+

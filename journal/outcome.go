@@ -1,0 +1,116 @@
+package journal
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/backoff"
+)
+
+// NewInstance returns a new random instance id: 16 lowercase hex digits.
+// A journal whose config leaves Instance empty uses one.
+func NewInstance() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// outcomeStats counts what happened to appends whose outcome was open.
+type outcomeStats struct {
+	discarded, committed, notWritten, unknown atomic.Int64
+}
+
+func (o *outcomeStats) fill(s *Stats) {
+	s.ConnsDiscarded = o.discarded.Load()
+	s.ResolvedCommitted = o.committed.Load()
+	s.ResolvedNotWritten = o.notWritten.Load()
+	s.OutcomeUnknown = o.unknown.Load()
+}
+
+// lockWaitMargin is added to the lock timeout when the journal must wait
+// out a statement of an abandoned session that may still be waiting for
+// the counter's lock (dialects without dialect.SessionEnder).
+const lockWaitMargin = time.Second
+
+// resolve learns the outcome of a batch whose append returned the open
+// outcome cause: the batch had n records, its revisions are above after,
+// it was sent at sent on the session session (now discarded). It returns
+// the batch's first revision if it committed, or an error: cause's own
+// error when nothing was written (no longer matching ErrOutcomeUnknown),
+// cause when the database stayed unreachable for ResolveTimeout.
+func (j *SQL) resolve(cause *dialect.OutcomeError, batch int64, n int, after int64, session string, sent time.Time) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), j.cfg.ResolveTimeout)
+	defer cancel()
+	bo := backoff.New(20*time.Millisecond, time.Second)
+	for {
+		first, found, err := j.lookupBatch(ctx, batch, n, after, session, sent)
+		switch {
+		case err == nil && found:
+			j.outcomes.committed.Add(1)
+			return first, nil
+		case err == nil:
+			j.outcomes.notWritten.Add(1)
+			return 0, fmt.Errorf("%w (the journal looked batch %d up: nothing was written)", cause.Err, batch)
+		case errors.Is(err, ErrCorrupt):
+			return 0, err
+		}
+		if ctx.Err() != nil {
+			j.outcomes.unknown.Add(1)
+			j.cfg.Logger.Warn("tandem: journal could not learn whether an append committed",
+				"node", j.cfg.NodeID, "batch", batch, "err", err)
+			return 0, fmt.Errorf("%w; looking batch %d up failed for %v (ResolveTimeout): %v", cause, batch, j.cfg.ResolveTimeout, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(bo.Next()):
+		}
+	}
+}
+
+// lookupBatch makes sure the transaction of the abandoned session has
+// ended and then looks the batch up, holding the counter's row lock.
+func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, session string, sent time.Time) (first int64, found bool, err error) {
+	if j.ender != nil && session != "" {
+		if err := j.ender.EndSession(ctx, j.db, session); err != nil {
+			return 0, false, fmt.Errorf("end the abandoned session: %w", err)
+		}
+	} else if wait := time.Until(sent.Add(j.cfg.LockTimeout + lockWaitMargin)); wait > 0 {
+		// A statement still waiting for the counter's lock gives up
+		// within the lock timeout; one that got it holds it until its
+		// transaction ends, and LockHead below waits for that.
+		select {
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, false, j.d.Translate(err)
+	}
+	defer tx.Rollback()
+	var head int64
+	if err := tx.QueryRowContext(ctx, j.q.LockHead).Scan(&head); err != nil {
+		return 0, false, j.d.Translate(err)
+	}
+	var lowest sql.NullInt64
+	var count int64
+	if err := tx.QueryRowContext(ctx, j.q.FindBatch, after, batch).Scan(&lowest, &count); err != nil {
+		return 0, false, j.d.Translate(err)
+	}
+	switch {
+	case count == 0:
+		return 0, false, nil
+	case count == int64(n) && lowest.Int64+int64(n)-1 <= head:
+		return lowest.Int64, true, nil
+	}
+	return 0, false, fmt.Errorf("%w: batch %d has %d of its %d records, from revision %d (head %d)",
+		ErrCorrupt, batch, count, n, lowest.Int64, head)
+}

@@ -1,0 +1,265 @@
+package journal_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/journaltest"
+	"github.com/tandem-go/tandem/journal"
+)
+
+// sessions records the server sessions of the journals' append
+// connections, so that a fault injector aims at those and at nothing else
+// on the shared test server.
+type sessions struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (s *sessions) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = map[string]bool{}
+	}
+	s.ids[id] = true
+}
+
+func (s *sessions) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.ids))
+	for id := range s.ids {
+		out = append(out, id)
+	}
+	return out
+}
+
+// hostile is the real dialect with the append connection's set-up
+// overridden: it records the session and may set a statement time limit
+// on it (and take it off again before the connection goes back to the
+// pool).
+type hostile struct {
+	dialect.Dialect
+	ender
+	sessions *sessions
+	// setLimit and resetLimit, when set, put a statement time limit on the
+	// append session and take it off.
+	setLimit, resetLimit string
+}
+
+var _ dialect.SessionEnder = hostile{}
+
+func (h hostile) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
+	if err := h.Dialect.PrepareConn(ctx, conn, lockTimeout); err != nil {
+		return err
+	}
+	var id string
+	q := `SELECT CAST(CONNECTION_ID() AS CHAR)`
+	if h.Name() == "postgres" {
+		q = `SELECT pg_backend_pid()::text`
+	}
+	if err := conn.QueryRowContext(ctx, q).Scan(&id); err != nil {
+		return err
+	}
+	h.sessions.add(id)
+	if h.setLimit != "" {
+		if _, err := conn.ExecContext(ctx, h.setLimit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h hostile) ResetConn(ctx context.Context, conn *sql.Conn) error {
+	if h.resetLimit != "" {
+		if _, err := conn.ExecContext(ctx, h.resetLimit); err != nil {
+			return err
+		}
+	}
+	return h.Dialect.ResetConn(ctx, conn)
+}
+
+// tally counts what the injector hit, by the statement it interrupted.
+type tally struct {
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (c *tally) hit(what string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.by == nil {
+		c.by = map[string]int{}
+	}
+	c.by[what]++
+}
+
+func (c *tally) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]string, 0, len(c.by))
+	for k := range c.by {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%q: %d; ", k, c.by[k])
+	}
+	return b.String()
+}
+
+func (c *tally) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.by {
+		n += v
+	}
+	return n
+}
+
+// statementKind names the statement of the append a session was running.
+func statementKind(info string) string {
+	s := strings.ToUpper(strings.TrimSpace(info))
+	for _, k := range []string{"CALL", "SELECT REVISION INTO", "UPDATE", "INSERT", "COMMIT", "SELECT V_REV", "WITH C AS", "SET", "SELECT", "ROLLBACK"} {
+		if strings.HasPrefix(s, k) {
+			return k
+		}
+	}
+	if len(s) > 20 {
+		s = s[:20]
+	}
+	return s
+}
+
+// killer returns an injector that, every few hundred microseconds, finds
+// the recorded append sessions that are running a statement and
+// interrupts one of them with kill(id), counting which statement it hit.
+func killer(t *testing.T, db *dbtest.DB, s *sessions, hits *tally, kill func(ctx context.Context, id string) error) func(ctx context.Context) {
+	return func(ctx context.Context) {
+		active := `SELECT CAST(id AS CHAR), COALESCE(info, '') FROM information_schema.processlist WHERE info IS NOT NULL AND id IN (%s)`
+		if db.Name == "postgres" {
+			active = `SELECT pid::text, query FROM pg_stat_activity WHERE state = 'active' AND pid IN (%s)`
+		}
+		for ctx.Err() == nil {
+			time.Sleep(time.Duration(200+rand.IntN(800)) * time.Microsecond)
+			ids := s.list()
+			if len(ids) == 0 {
+				continue
+			}
+			rows, err := db.DB.QueryContext(ctx, fmt.Sprintf(active, strings.Join(ids, ","))) // ids are numbers we read
+			if err != nil {
+				continue
+			}
+			type victim struct{ id, info string }
+			var vs []victim
+			for rows.Next() {
+				var v victim
+				if rows.Scan(&v.id, &v.info) == nil {
+					vs = append(vs, v)
+				}
+			}
+			rows.Close()
+			if len(vs) == 0 {
+				continue
+			}
+			v := vs[rand.IntN(len(vs))]
+			if err := kill(ctx, v.id); err == nil {
+				hits.hit(statementKind(v.info))
+			}
+		}
+	}
+}
+
+// checkOutcomes runs the concurrency test with an injector and demands
+// that every open outcome was resolved while the database was reachable.
+func checkOutcomes(t *testing.T, open journaltest.Opener, inject func(ctx context.Context), hits *tally) {
+	res := journaltest.Concurrent(t, open, journaltest.ConcurrentConfig{
+		Nodes: 4, Goroutines: 8, Readers: 2, Duration: journaltest.Duration(), Faults: true, Inject: inject,
+	})
+	t.Logf("interrupted: %d (%s)", hits.total(), hits)
+	require.Zero(t, res.Unknown, "every open outcome is resolved while the database is reachable (%.2f%% unknown)", 100*res.UnknownShare())
+	require.Positive(t, res.Stats.ResolvedCommitted+res.Stats.ResolvedNotWritten, "the injector left some outcomes open")
+	require.Positive(t, res.Acked)
+}
+
+func openHostile(t *testing.T, db *dbtest.DB, h hostile) journaltest.Opener {
+	return func(t *testing.T, node string) journal.Journal {
+		return openSQLConfig(t, db, h, journal.SQLConfig{NodeID: node, LockTimeout: 2 * time.Second})
+	}
+}
+
+// TestSQLKillQuery interrupts the statements of appends while they run:
+// KILL QUERY on MariaDB (whose procedure handlers do not run for a killed
+// statement), pg_cancel_backend and pg_terminate_backend on PostgreSQL.
+// Nothing acknowledged may be missing, nothing reported failed present,
+// the journal dense, and no outcome left unknown.
+func TestSQLKillQuery(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			s := &sessions{}
+			hits := &tally{}
+			kill := func(ctx context.Context, id string) error {
+				_, err := db.DB.ExecContext(ctx, "KILL QUERY "+id)
+				return err
+			}
+			if b.Name == "postgres" {
+				kill = func(ctx context.Context, id string) error {
+					fn := "pg_cancel_backend"
+					if rand.IntN(2) == 0 {
+						fn = "pg_terminate_backend"
+					}
+					_, err := db.DB.ExecContext(ctx, "SELECT "+fn+"($1::int)", id)
+					return err
+				}
+			}
+			checkOutcomes(t, openHostile(t, db, hostile{Dialect: b.Dialect, ender: ender{b.Dialect}, sessions: s}), killer(t, db, s, hits, kill), hits)
+			require.Positive(t, hits.total())
+		})
+	}
+}
+
+// TestSQLStatementTimeout puts a statement time limit on the append
+// sessions, small enough to interrupt many appends at any point:
+// max_statement_time on MariaDB, statement_timeout on PostgreSQL.
+func TestSQLStatementTimeout(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			h := hostile{Dialect: b.Dialect, ender: ender{b.Dialect}, sessions: &sessions{},
+				setLimit: "SET SESSION max_statement_time = 0.002", resetLimit: "SET SESSION max_statement_time = DEFAULT"}
+			if b.Name == "postgres" {
+				h.setLimit, h.resetLimit = "SET statement_timeout = 2", "RESET statement_timeout"
+			}
+			checkOutcomes(t, openHostile(t, db, h), nil, &tally{})
+		})
+	}
+}
+
+// ender forwards dialect.SessionEnder to a wrapped dialect, which the
+// wrappers' embedding would otherwise hide.
+type ender struct{ d dialect.Dialect }
+
+func (e ender) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
+	return e.d.(dialect.SessionEnder).SessionID(ctx, conn)
+}
+
+func (e ender) EndSession(ctx context.Context, db *sql.DB, id string) error {
+	return e.d.(dialect.SessionEnder).EndSession(ctx, db, id)
+}
