@@ -28,7 +28,8 @@
 // the old one) keeps it, and nodes of the previous release keep running
 // through a rolling upgrade; a release that knows less refuses with
 // ErrSchemaTooNew. Version 1 is the first release's schema; version 2 adds
-// the journal's writer instance and batch id.
+// the journal's writer instance and batch id; version 3 the data store's
+// tables.
 //
 // Driver errors are translated at this boundary: every error a Dialect
 // returns that came from the database matches (with errors.Is) one of the
@@ -53,7 +54,9 @@ import (
 //	1  the journal, global_revision, meta, local_revisions and locks tables
 //	2  journal.instance and journal.batch_id (the writing process and its
 //	   group commit, for resolving open outcomes); meta.migration
-const SchemaVersion = 2
+//	3  the data store's blobs, blob_chunks and blob_uploads tables (new
+//	   tables only: Compat stays 1)
+const SchemaVersion = 3
 
 // Error classes. A Dialect wraps the driver's error so that errors.Is(err,
 // ErrX) holds for its class, and errors.As still reaches the driver error.
@@ -216,6 +219,9 @@ type Dialect interface {
 
 	// LockQueries returns the statements of the locks table of t.
 	LockQueries(t Tables) LockQueries
+
+	// BlobQueries returns the statements of the data store's tables of t.
+	BlobQueries(t Tables) BlobQueries
 
 	// Migrations returns the dialect's schema migrations for the tables
 	// t, versions 1 to SchemaVersion in order. Migrate runs them.

@@ -13,6 +13,12 @@ type Tables struct {
 	Meta           string
 	LocalRevisions string
 	Locks          string
+	// Blobs, BlobChunks and BlobUploads hold the data store (schema
+	// version 3): one row per blob, its content in bounded chunks, and
+	// the uploads in progress whose chunks belong to no blob yet.
+	Blobs       string
+	BlobChunks  string
+	BlobUploads string
 }
 
 // NewTables validates prefix (see ident.Prefix) and returns the table names
@@ -28,6 +34,9 @@ func NewTables(field, prefix string) (Tables, error) {
 		Meta:           prefix + "meta",
 		LocalRevisions: prefix + "local_revisions",
 		Locks:          prefix + "locks",
+		Blobs:          prefix + "blobs",
+		BlobChunks:     prefix + "blob_chunks",
+		BlobUploads:    prefix + "blob_uploads",
 	}, nil
 }
 
@@ -36,5 +45,5 @@ func (t Tables) Channel() string { return t.Prefix + "journal" }
 
 // All lists every table name, in creation order.
 func (t Tables) All() []string {
-	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks}
+	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks, t.Blobs, t.BlobChunks, t.BlobUploads}
 }

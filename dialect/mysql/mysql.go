@@ -210,6 +210,15 @@ func (d my) Migrations(t dialect.Tables) []dialect.Migration {
 			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 2 WHERE id = 1 AND COALESCE(migration, 1) < 2`)
 			return err
 		}},
+		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			for _, stmt := range schemaV3(t) {
+				if _, err := conn.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("%s: %w", strings.SplitN(stmt, "(", 2)[0], err)
+				}
+			}
+			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 3 WHERE id = 1 AND COALESCE(migration, 1) < 3`)
+			return err
+		}},
 	}
 }
 

@@ -203,6 +203,15 @@ func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
 				return err
 			})
 		}},
+		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			for _, tb := range blobTables(t) {
+				if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
+					return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), err)
+				}
+			}
+			_, err := conn.ExecContext(ctx, recordV3(t))
+			return err
+		}},
 	}
 }
 

@@ -135,6 +135,10 @@ func (d pg) Migrations(t dialect.Tables) []dialect.Migration {
 			return inTx(ctx, conn, schemaV2(t),
 				`UPDATE `+t.Meta+` SET migration = 2 WHERE id = 1 AND COALESCE(migration, 1) < 2`)
 		}},
+		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV3(t),
+				`UPDATE `+t.Meta+` SET migration = 3 WHERE id = 1 AND COALESCE(migration, 1) < 3`)
+		}},
 	}
 }
 

@@ -73,14 +73,15 @@ func (t txEnd) Rollback() error {
 }
 
 // server is a fake SQL Server that knows just enough of the schema to
-// answer Migrate: whether the tables exist, whether migration 2 committed,
-// the status sp_getapplock returns, and errors to inject by statement
-// prefix.
+// answer Migrate: whether the tables exist, the last migration committed
+// (0 or 1: none recorded, no migration column), the status sp_getapplock
+// returns, and errors to inject by statement prefix.
 type server struct {
-	tables, v2, pendingV2 bool
-	compat                int64
-	lockStatus            int64
-	fail                  map[string]error
+	tables           bool
+	version, pending int64
+	compat           int64
+	lockStatus       int64
+	fail             map[string]error
 }
 
 const (
@@ -100,10 +101,10 @@ func (s *server) handle(q string, _ []driver.NamedValue) fakesql.Reply {
 		switch {
 		case !s.tables:
 			return fakesql.Reply{Err: noMeta}
-		case !s.v2:
+		case s.version < 2:
 			return fakesql.Reply{Err: mssql.Error{Number: 207, Message: "Invalid column name 'migration'."}}
 		}
-		return fakesql.Reply{Rows: [][]driver.Value{{s.compat, int64(2)}}}
+		return fakesql.Reply{Rows: [][]driver.Value{{s.compat, s.version}}}
 	case q == readSchemaV1SQL:
 		if !s.tables {
 			return fakesql.Reply{Err: noMeta}
@@ -113,12 +114,12 @@ func (s *server) handle(q string, _ []driver.NamedValue) fakesql.Reply {
 		return fakesql.Reply{Rows: [][]driver.Value{{s.lockStatus}}}
 	case strings.HasPrefix(q, "IF OBJECT_ID(N'tandem_locks'"):
 		s.tables = true
-	case strings.HasPrefix(q, "UPDATE tandem_meta SET migration = 2"):
-		s.pendingV2 = true
+	case strings.HasPrefix(q, "UPDATE tandem_meta SET migration = "):
+		s.pending, _ = strconv.ParseInt(strings.Fields(q)[5], 10, 64)
 	case q == "COMMIT":
-		s.v2 = s.v2 || s.pendingV2
+		s.version = max(s.version, s.pending)
 	case q == "ROLLBACK":
-		s.pendingV2 = false
+		s.pending = 0
 	}
 	return fakesql.Reply{}
 }
@@ -144,6 +145,13 @@ func v1Statements(tb dialect.Tables) []string {
 func v2Statements(tb dialect.Tables) []string {
 	out := []string{"SET LOCK_TIMEOUT 10000", "BEGIN TRANSACTION"}
 	out = append(out, schemaV2(tb)...)
+	return append(out, "COMMIT", "SET LOCK_TIMEOUT -1")
+}
+
+// v3Statements are the statements of migration 3, in order.
+func v3Statements(tb dialect.Tables) []string {
+	out := []string{"SET LOCK_TIMEOUT 10000", "BEGIN TRANSACTION"}
+	out = append(out, schemaV3(tb)...)
 	return append(out, "COMMIT", "SET LOCK_TIMEOUT -1")
 }
 
@@ -193,29 +201,31 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, v1Statements(tb)...)
 		want = append(want, v2Statements(tb)...)
+		want = append(want, v3Statements(tb)...)
 		want = append(want, readSchemaSQL, unlockSchemaSQL)
-		require.Equal(t, want, f.Queries(), "migrations 1 and 2 under the lock; each recorded")
+		require.Equal(t, want, f.Queries(), "migrations 1 to 3 under the lock; each recorded")
 		calls := f.Calls()
 		seed := slices.Index(f.Queries(), seedMeta(tb))
 		require.Equal(t, []driver.NamedValue{{Ordinal: 1, Value: "e1"}}, calls[seed].Args, "the epoch, and only it")
 		require.Equal(t, []any{"tandem schema tandem_"}, unlock(f))
-		require.True(t, s.v2)
+		require.EqualValues(t, dialect.SchemaVersion, s.version)
 	})
 	t.Run("first release's database", func(t *testing.T) {
 		f, db := newServer(t, &server{tables: true})
 		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, v2Statements(tb)...)
+		want = append(want, v3Statements(tb)...)
 		want = append(want, readSchemaSQL, unlockSchemaSQL)
-		require.Equal(t, want, f.Queries(), "upgraded in place: only migration 2")
+		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 and 3")
 	})
 	t.Run("another node migrated while this one waited", func(t *testing.T) {
 		s := &server{tables: true, compat: 1}
 		f, _ := fakesql.New(t, func(q string, args []driver.NamedValue) fakesql.Reply {
 			if q == lockSchemaSQL {
 				// Granted after waiting for the other node, which
-				// applied migration 2 meanwhile.
-				s.v2 = true
+				// applied the migrations meanwhile.
+				s.version = dialect.SchemaVersion
 				return fakesql.Reply{Rows: [][]driver.Value{{int64(1)}}}
 			}
 			return s.handle(q, args)
@@ -226,14 +236,14 @@ func TestMigrate(t *testing.T) {
 			"nothing to apply")
 	})
 	t.Run("current", func(t *testing.T) {
-		f, db := newServer(t, &server{tables: true, v2: true})
+		f, db := newServer(t, &server{tables: true, version: dialect.SchemaVersion})
 		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		require.Equal(t, []string{readSchemaSQL}, f.Queries(), "idempotent: only checked, no lock")
 		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e2"))
 		require.Equal(t, []string{readSchemaSQL, readSchemaSQL}, f.Queries())
 	})
 	t.Run("too new", func(t *testing.T) {
-		f, db := newServer(t, &server{tables: true, v2: true, compat: dialect.SchemaVersion + 1})
+		f, db := newServer(t, &server{tables: true, version: dialect.SchemaVersion, compat: dialect.SchemaVersion + 1})
 		require.ErrorIs(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"), dialect.ErrSchemaTooNew)
 		require.Equal(t, []string{readSchemaSQL}, f.Queries())
 	})

@@ -179,7 +179,8 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WITH (UPDLOCK, HOLDLOCK) WHERE id
 // Migrations implements dialect.Dialect. Migration 1 is the first
 // release's schema; migration 2 adds the journal's instance and batch_id
 // and meta's migration, nullable, in one transaction (SQL Server's DDL is
-// transactional). Migrate runs both under LockSchema's application lock.
+// transactional); migration 3 creates the data store's tables, likewise.
+// Migrate runs them under LockSchema's application lock.
 func (d sqlServer) Migrations(t dialect.Tables) []dialect.Migration {
 	return []dialect.Migration{
 		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
@@ -187,6 +188,9 @@ func (d sqlServer) Migrations(t dialect.Tables) []dialect.Migration {
 		}},
 		{Version: 2, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
 			return inTx(ctx, conn, schemaV2(t))
+		}},
+		{Version: 3, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV3(t))
 		}},
 	}
 }
