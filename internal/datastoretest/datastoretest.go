@@ -242,13 +242,13 @@ func testBadIDs(t *testing.T, h Harness) {
 	ctx := ctxT(t)
 	good := idOf([]byte("x"))
 	for bad, reason := range map[datastore.ID]string{
-		"../../../../etc/passwd":                    "is 22 bytes long, want 64",
-		"../" + good[3:]:                            "byte 0 ('.') is not a hex digit",
-		good[:20] + "/" + good[21:]:                 "byte 20 ('/') is not a hex digit",
-		good[:63]:                                   "is 63 bytes long",
-		good + "0":                                  "is 65 bytes long",
-		"":                                          "is 0 bytes long",
-		datastore.ID("ABCDEF" + string(good[6:])):   "byte 0 ('A') is upper case",
+		"../../../../etc/passwd":    "is 22 bytes long, want 64",
+		"../" + good[3:]:            "byte 0 ('.') is not a hex digit",
+		good[:20] + "/" + good[21:]: "byte 20 ('/') is not a hex digit",
+		good[:63]:                   "is 63 bytes long",
+		good + "0":                  "is 65 bytes long",
+		"":                          "is 0 bytes long",
+		datastore.ID("ABCDEF" + string(good[6:])):                    "byte 0 ('A') is upper case",
 		datastore.ID(string(good[:10]) + "\x00" + string(good[11:])): "byte 10 ('\\x00') is not a hex digit",
 	} {
 		check := func(op string, err error) {
