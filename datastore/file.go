@@ -152,7 +152,9 @@ func (s *File) land(id ID, tmp string, n int64) (Info, error) {
 			}
 		}
 		// The blob's last use is now, not when the upload began.
-		if err := touchFile(tmp); err != nil {
+		if err := touchFile(tmp); errors.Is(err, fs.ErrNotExist) {
+			return Info{}, ErrUploadExpired // removed by a collector as abandoned
+		} else if err != nil {
 			return Info{}, err
 		}
 		if err := s.mkdirs(id); err != nil {

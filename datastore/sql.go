@@ -379,8 +379,10 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 		var data []byte
 		err := r.s.db.QueryRowContext(r.ctx, r.s.q.ReadChunk, r.upload, r.seq).Scan(&data)
 		if errors.Is(err, sql.ErrNoRows) {
-			// Deleted while being read, or a chunk is missing.
-			if _, serr := r.s.stat(r.ctx, r.id); errors.Is(serr, ErrNotFound) {
+			// Deleted while being read (and perhaps put again, as
+			// another upload), or a chunk is missing.
+			_, upload, serr := r.s.statUpload(r.ctx, r.id)
+			if errors.Is(serr, ErrNotFound) || serr == nil && upload != r.upload {
 				return 0, fmt.Errorf("read blob %s: %w: deleted while being read", r.id, ErrNotFound)
 			}
 			return 0, fmt.Errorf("read blob %s: %w: chunk %d is missing", r.id, ErrCorrupt, r.seq)

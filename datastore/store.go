@@ -18,9 +18,10 @@ var (
 	// has another length than recorded; a Get reports it at the end of
 	// the content instead of io.EOF.
 	ErrCorrupt = errors.New("datastore: blob corrupt")
-	// ErrUploadExpired: a Put of the SQL store wrote nothing for longer
-	// than a collector's grace period, and the collector removed it as
-	// abandoned. Nothing was stored; put the content again.
+	// ErrUploadExpired: a Put wrote nothing for longer than a
+	// collector's grace period (its reader stalled), and the collector
+	// removed the upload as abandoned. Nothing was stored; put the
+	// content again.
 	ErrUploadExpired = errors.New("datastore: upload expired")
 	// ErrInvalidArgument: a bad configuration or argument.
 	ErrInvalidArgument = errors.New("datastore: invalid argument")

@@ -69,6 +69,7 @@ func Run(t *testing.T, newHarness NewHarness) {
 		{"Collect", testCollect},
 		{"DryRun", testDryRun},
 		{"PausedCollector", testPausedCollector},
+		{"AbandonedUpload", testAbandonedUpload},
 		{"Torture", func(t *testing.T, h Harness) {
 			Torture(t, h, TortureConfig{Instances: 3, Workers: 2, Duration: 3 * time.Second})
 		}},
@@ -519,4 +520,52 @@ func testPausedCollector(t *testing.T, h Harness) {
 	run, err := collector(t, h.Open(t), datastore.GCConfig{}).Collect(ctx, taken, refsOf())
 	require.NoError(t, err)
 	require.EqualValues(t, 1, run.Deleted, "the new holder collects")
+}
+
+// stallingReader yields n bytes, then blocks until release is closed,
+// then ends.
+type stallingReader struct {
+	r       io.Reader
+	stalled chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *stallingReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		s.once.Do(func() { close(s.stalled) })
+		<-s.release
+	}
+	return n, err
+}
+
+// testAbandonedUpload: an upload in progress is never collected while it
+// writes; once it has written nothing for the grace period it is removed,
+// and its Put fails with ErrUploadExpired instead of storing anything.
+func testAbandonedUpload(t *testing.T, h Harness) {
+	s := h.Open(t)
+	ctx := ctxT(t)
+	sr := &stallingReader{r: bytes.NewReader(content(1000, 2*h.ChunkSize+1)), stalled: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, sr)
+		done <- err
+	}()
+	<-sr.stalled
+	c := collector(t, h.Open(t), datastore.GCConfig{})
+	collect := func() datastore.GCRun {
+		l := lease(t, h.Locks(t), "gc")
+		defer l.Release(ctx)
+		run, err := c.Collect(ctx, l, refsOf())
+		require.NoError(t, err)
+		return run
+	}
+	require.Zero(t, collect().Uploads, "an upload in progress is kept")
+	time.Sleep(Grace + 100*time.Millisecond)
+	require.EqualValues(t, 1, collect().Uploads, "an upload that wrote nothing for the grace period is removed")
+	close(sr.release)
+	require.ErrorIs(t, <-done, datastore.ErrUploadExpired)
+	require.Empty(t, walk(t, s))
+	h.Check(t)
 }
