@@ -18,10 +18,6 @@ import (
 	"github.com/tandem-go/tandem/lock"
 )
 
-// copyBufferSize is the buffer a File's Put copies through: the memory it
-// needs, whatever the blob's size.
-const copyBufferSize = 1 << 20
-
 // FileConfig configures a File. The zero value of each field means its
 // default.
 type FileConfig struct {
@@ -108,30 +104,6 @@ func (s *File) Put(ctx context.Context, r io.Reader) (Info, error) {
 	}
 	landed = true
 	return in, nil
-}
-
-// copyHashing copies r to w and into h, through one buffer, and returns
-// the number of bytes copied. Errors of r are wrapped by readErr.
-func copyHashing(w io.Writer, h io.Writer, r io.Reader) (int64, error) {
-	buf := make([]byte, copyBufferSize)
-	var n int64
-	for {
-		m, rerr := io.ReadFull(r, buf)
-		if m > 0 {
-			h.Write(buf[:m])
-			if _, err := w.Write(buf[:m]); err != nil {
-				return n, fmt.Errorf("put blob: write: %w", err)
-			}
-			n += int64(m)
-		}
-		switch rerr {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
-			return n, nil
-		default:
-			return n, readErr(rerr)
-		}
-	}
 }
 
 // land makes the fsynced temp file tmp (n bytes hashing to id) the blob

@@ -27,7 +27,7 @@ func placeholder(d dialect.Dialect, n int) string {
 	return p + string(rune('0'+n))
 }
 
-func openSQL(t *testing.T, db *dbtest.DB, cfg datastore.SQLConfig) *datastore.SQL {
+func openSQL(t testing.TB, db *dbtest.DB, cfg datastore.SQLConfig) *datastore.SQL {
 	t.Helper()
 	cfg.Prefix = db.Prefix
 	s, err := datastore.OpenSQL(context.Background(), db.NewPool(t), db.Dialect, cfg)

@@ -141,6 +141,7 @@ func (v *verifier) atEOF() error {
 	return io.EOF
 }
 
+// Close closes the underlying reader.
 func (v *verifier) Close() error { return v.close() }
 
 // ctxReader stops reading when ctx ends.
