@@ -20,8 +20,8 @@
 //	datastore  content-addressed store for large binaries
 //	dialect    the SQL knowledge of each database, one subpackage each
 //
-// Status: journal, revision, lock, cluster and dialect are implemented;
-// janitor and datastore are being built on them. Start with
+// Status: journal, revision, lock, cluster, datastore and dialect are
+// implemented; janitor is being built on them. Start with
 // examples/quickstart.
 //
 // A change flows like this:
