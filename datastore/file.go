@@ -41,7 +41,11 @@ type FileConfig struct {
 // creates, so it compares times of one clock only.
 //
 // File needs what the journal's file backend needs of NFS (close-to-open
-// consistency) and an atomic rename; it takes no file locks. It holds no
+// consistency) and an atomic rename; it takes no file locks. A collector
+// checks a blob's modification time on a freshly opened file, so that an
+// NFS attribute cache cannot hide another node's Touch. Putting content
+// that is stored already costs a full write of the temp file, which is
+// then removed. It holds no
 // open files between calls and needs no Close. Safe for concurrent use.
 type File struct {
 	dir, blobs, tmp string
@@ -363,7 +367,7 @@ func (s *File) sweep(ctx context.Context, lease *lock.Lease, batch []Info, cutof
 			if err != nil {
 				return err
 			}
-			fi, err := os.Stat(trash)
+			fi, err := statFresh(trash)
 			if err != nil || !fi.ModTime().Before(cutoff) {
 				if rerr := s.restore(in.ID, trash); rerr != nil {
 					return errors.Join(err, rerr)
@@ -388,6 +392,19 @@ func (s *File) sweep(ctx context.Context, lease *lock.Lease, batch []Info, cutof
 		return nil
 	})
 	return deleted, err
+}
+
+// statFresh returns the attributes of path as the file server has them
+// now: opening the file makes an NFS client revalidate its cached
+// attributes (close-to-open), which a plain stat may answer from its
+// attribute cache for seconds — too old to see a Touch of another node.
+func statFresh(path string) (fs.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Stat()
 }
 
 // restore puts a blob a sweep moved aside back in place and touches it.

@@ -31,6 +31,7 @@ const (
 
 // References enumerates the blob ids the application refers to: the mark
 // phase of a collection. See the package doc for what it must include.
+// Collect calls Each once per collection, from its own goroutine.
 type References interface {
 	// Each calls yield for every blob id the application refers to, and
 	// returns yield's first error. It must see every reference committed

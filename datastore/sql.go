@@ -58,7 +58,8 @@ type SQLConfig struct {
 // atomically and complete, and every chunk row belongs to an upload or a
 // blob at all times. When several nodes put the same content at once,
 // the primary key lets one insert win; the others refresh the winner's
-// touched_at and delete their chunks. Nothing is spooled to local files:
+// touched_at and delete their chunks. (Putting stored content larger than
+// a chunk costs a full upload, since its id is known only at the end.) Nothing is spooled to local files:
 // a Put or Get holds one chunk in memory.
 //
 // A Get reads one chunk per query and holds no connection between reads.
