@@ -95,13 +95,21 @@ func (s *File) Put(ctx context.Context, r io.Reader) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	if err := f.Sync(); err != nil {
+	// The id is known: create the blob's folders (fsyncing each new
+	// one's parent) while the content is fsynced.
+	id := sumID(h)
+	dirs := make(chan error, 1)
+	go func() { dirs <- s.mkdirs(id) }()
+	err = f.Sync()
+	if derr := <-dirs; err == nil && derr != nil {
+		err = derr
+	}
+	if err != nil {
 		return Info{}, fmt.Errorf("put blob: fsync: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return Info{}, fmt.Errorf("put blob: %w", err)
 	}
-	id := sumID(h)
 	in, err := s.land(id, tmp, n)
 	if err != nil {
 		return Info{}, fmt.Errorf("put blob %s: %w", id, err)
@@ -150,24 +158,34 @@ func (s *File) land(id ID, tmp string, n int64) (Info, error) {
 	}
 }
 
-// mkdirs creates the folders of id's path, fsyncing the parent of each one
-// it creates so that the new entry is durable.
+// mkdirs creates the folders of id's path and then fsyncs, concurrently,
+// the parent of each one it created, so that the new entries are durable
+// when it returns.
 func (s *File) mkdirs(id ID) error {
 	dir := s.blobs
+	var parents []string
 	for _, part := range []string{string(id[0:2]), string(id[2:4]), string(id[4:6])} {
 		sub := filepath.Join(dir, part)
 		err := os.Mkdir(sub, 0o755)
 		switch {
 		case err == nil:
-			if err := atomicfile.SyncDir(dir); err != nil {
-				return fmt.Errorf("fsync folder: %w", err)
-			}
+			parents = append(parents, dir)
 		case !errors.Is(err, fs.ErrExist):
 			return err
 		}
 		dir = sub
 	}
-	return nil
+	errs := make(chan error, len(parents))
+	for _, p := range parents {
+		go func() { errs <- atomicfile.SyncDir(p) }()
+	}
+	var err error
+	for range parents {
+		if e := <-errs; e != nil && err == nil {
+			err = fmt.Errorf("fsync folder: %w", e)
+		}
+	}
+	return err
 }
 
 // Get implements Store.
