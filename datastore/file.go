@@ -43,7 +43,12 @@ type FileConfig struct {
 // File needs what the journal's file backend needs of NFS (close-to-open
 // consistency) and an atomic rename; it takes no file locks. A collector
 // checks a blob's modification time on a freshly opened file, so that an
-// NFS attribute cache cannot hide another node's Touch. Putting content
+// NFS attribute cache cannot hide another node's Touch. While it checks a
+// candidate (unreferenced, unused for the grace period) the blob is moved
+// aside for an instant: a Get or Stat of it then reports ErrNotFound, and
+// a Touch does too (the caller puts the content again), even if the
+// collector then keeps it. A stored copy is compared by length only when
+// the same content is put again; Get's verification finds other damage. Putting content
 // that is stored already costs a full write of the temp file, which is
 // then removed. It holds no
 // open files between calls and needs no Close. Safe for concurrent use.
