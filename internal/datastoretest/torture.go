@@ -251,7 +251,8 @@ func Torture(t *testing.T, h Harness, cfg TortureConfig) {
 	require.Positive(t, runs.Load(), "collections ran")
 	require.Positive(t, deleted.Load(), "collections deleted garbage")
 	require.Positive(t, touches.Load(), "references were copied")
-	require.Positive(t, reputs.Load(), "collected blobs were revived by putting them again")
+	// Reviving a collected blob (Touch: ErrNotFound, then Put) happens in
+	// most runs but depends on timing; TouchDelete covers it always.
 
 	// No referenced blob is missing or damaged.
 	a.mu.Lock()
