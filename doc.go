@@ -20,8 +20,8 @@
 //	datastore  content-addressed store for large binaries
 //	dialect    the SQL knowledge of each database, one subpackage each
 //
-// Status: journal, revision, lock, cluster, janitor and dialect are
-// implemented; datastore is being built on them. Start with
+// Status: journal, revision, lock, cluster, janitor, datastore and dialect
+// are implemented. Start with
 // examples/quickstart.
 //
 // A change flows like this:

@@ -28,7 +28,8 @@
 // the old one) keeps it, and nodes of the previous release keep running
 // through a rolling upgrade; a release that knows less refuses with
 // ErrSchemaTooNew. Version 1 is the first release's schema; version 2 adds
-// the journal's writer instance and batch id.
+// the journal's writer instance and batch id; later ones the janitor's
+// eviction marker, the outbox and the data store's tables.
 //
 // Driver errors are translated at this boundary: every error a Dialect
 // returns that came from the database matches (with errors.Is) one of the
@@ -55,7 +56,9 @@ import (
 //	   group commit, for resolving open outcomes); meta.migration
 //	3  local_revisions.evicted_at (the janitor's eviction marker)
 //	4  pending: records published inside an application's transaction
-const SchemaVersion = 4
+//	5  the data store's blobs, blob_chunks and blob_uploads tables (new
+//	   tables only: Compat stays 1)
+const SchemaVersion = 5
 
 // Error classes. A Dialect wraps the driver's error so that errors.Is(err,
 // ErrX) holds for its class, and errors.As still reaches the driver error.
@@ -236,6 +239,9 @@ type Dialect interface {
 
 	// LockQueries returns the statements of the locks table of t.
 	LockQueries(t Tables) LockQueries
+
+	// BlobQueries returns the statements of the data store's tables of t.
+	BlobQueries(t Tables) BlobQueries
 
 	// Migrations returns the dialect's schema migrations for the tables
 	// t, versions 1 to SchemaVersion in order. Migrate runs them.

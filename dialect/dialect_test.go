@@ -22,6 +22,7 @@ func TestNewTables(t *testing.T) {
 	require.Equal(t, "app_journal", tb.Channel())
 	require.Len(t, tb.All(), reflect.TypeOf(tb).NumField()-1, "All lists every table (every field but Prefix)")
 	require.Contains(t, tb.All(), "app_locks")
+	require.Equal(t, []string{"app_pending", "app_blobs", "app_blob_chunks", "app_blob_uploads"}, tb.All()[5:])
 
 	for _, bad := range []string{"", "App_", "1app", "app-", "app;drop", `a"b`, "abcdefghijklmnop"} {
 		_, err := dialect.NewTables("Prefix", bad)
@@ -71,17 +72,21 @@ func TestErrorClassesAreDistinct(t *testing.T) {
 // TestStatementsCoverEveryField keeps the argument tables complete: a new
 // statement field must be listed with its argument count.
 func TestStatementsCoverEveryField(t *testing.T) {
-	for _, v := range []any{dialect.Queries{}, dialect.LockQueries{}} {
+	for _, v := range []any{dialect.Queries{}, dialect.LockQueries{}, dialect.BlobQueries{}} {
 		rv := reflect.ValueOf(v)
 		var names []string
 		for i := range rv.NumField() {
-			names = append(names, rv.Type().Field(i).Name)
+			if f := rv.Type().Field(i); f.Type.Kind() == reflect.String { // not BlobQueries.ChunkArg
+				names = append(names, f.Name)
+			}
 		}
 		var got map[string]dialect.Statement
 		switch q := v.(type) {
 		case dialect.Queries:
 			got = q.Statements()
 		case dialect.LockQueries:
+			got = q.Statements()
+		case dialect.BlobQueries:
 			got = q.Statements()
 		}
 		require.Len(t, got, len(names), "%T", v)

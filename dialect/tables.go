@@ -17,6 +17,12 @@ type Tables struct {
 	// transaction until a group commit moves them into the journal
 	// (schema version 4).
 	Pending string
+	// Blobs, BlobChunks and BlobUploads hold the data store (schema
+	// version 5): one row per blob, its content in bounded chunks, and
+	// the uploads in progress whose chunks belong to no blob yet.
+	Blobs       string
+	BlobChunks  string
+	BlobUploads string
 }
 
 // NewTables validates prefix (see ident.Prefix) and returns the table names
@@ -33,6 +39,9 @@ func NewTables(field, prefix string) (Tables, error) {
 		LocalRevisions: prefix + "local_revisions",
 		Locks:          prefix + "locks",
 		Pending:        prefix + "pending",
+		Blobs:          prefix + "blobs",
+		BlobChunks:     prefix + "blob_chunks",
+		BlobUploads:    prefix + "blob_uploads",
 	}, nil
 }
 
@@ -41,5 +50,5 @@ func (t Tables) Channel() string { return t.Prefix + "journal" }
 
 // All lists every table name, in creation order.
 func (t Tables) All() []string {
-	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks, t.Pending}
+	return []string{t.Journal, t.GlobalRevision, t.Meta, t.LocalRevisions, t.Locks, t.Pending, t.Blobs, t.BlobChunks, t.BlobUploads}
 }

@@ -28,6 +28,9 @@ const (
 	MaxPrefixLen = 15
 	// MaxNameLen is the longest lease or lock name.
 	MaxNameLen = 128
+	// BlobIDLen is the length of a data store blob id: the SHA-256 of
+	// the content in lowercase hex.
+	BlobIDLen = 64
 )
 
 // ErrInvalid is matched (with errors.Is) by every validation error of this
@@ -121,6 +124,26 @@ func Prefix(field, p string) error {
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
 			return invalid(field, p, fmt.Sprintf("byte %d (%q) is not in [a-z0-9_]", i, c))
+		}
+	}
+	return nil
+}
+
+// BlobID validates a data store blob id: exactly BlobIDLen bytes of
+// lowercase hex [0-9a-f]. Blob ids become file paths and SQL keys; the
+// error says what is wrong (length, upper case, a byte that is not a hex
+// digit).
+func BlobID(field, id string) error {
+	if len(id) != BlobIDLen {
+		return invalid(field, id, fmt.Sprintf("is %d bytes long, want %d (a SHA-256 in lowercase hex)", len(id), BlobIDLen))
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= '0' && c <= '9' || c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			return invalid(field, id, fmt.Sprintf("byte %d (%q) is upper case; ids are lowercase hex", i, c))
+		default:
+			return invalid(field, id, fmt.Sprintf("byte %d (%q) is not a hex digit [0-9a-f]", i, c))
 		}
 	}
 	return nil

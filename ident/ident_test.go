@@ -100,3 +100,23 @@ func TestInvalidErrorTruncatesValue(t *testing.T) {
 	require.Less(t, len(inv.Value), 100)
 	require.Less(t, len(err.Error()), 200)
 }
+
+func TestBlobID(t *testing.T) {
+	good := strings.Repeat("0123456789abcdef", 4)
+	require.NoError(t, ident.BlobID("id", good))
+	for bad, reason := range map[string]string{
+		"":                                   "is 0 bytes long, want 64",
+		good[:63]:                            "is 63 bytes long, want 64",
+		good + "0":                           "is 65 bytes long, want 64",
+		strings.ToUpper(good):                "byte 10 ('A') is upper case",
+		"../../" + good[6:]:                  "byte 0 ('.') is not a hex digit",
+		good[:32] + "/" + good[33:]:          "byte 32 ('/') is not a hex digit",
+		good[:63] + "g":                      "byte 63 ('g') is not a hex digit",
+		"../../../../etc/passwd" + good[:42]: "byte 0 ('.') is not a hex digit",
+	} {
+		err := ident.BlobID("id", bad)
+		require.ErrorIs(t, err, ident.ErrInvalid, "%q", bad)
+		require.ErrorContains(t, err, reason, "%q", bad)
+		require.ErrorContains(t, err, "invalid id ")
+	}
+}

@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -441,4 +442,22 @@ func (l *Lease) Fenced(ctx context.Context, fn func(ctx context.Context) error) 
 		return fmt.Errorf("fenced %q: %w: the store cannot fence", l.name, ErrInvalidArgument)
 	}
 	return f.Fence(ctx, l.name, l.c.owner, l.token, fn)
+}
+
+// FencedTx runs fn in a transaction of the lease's SQL store that commits
+// only if the store confirms, in that same transaction, that this lease is
+// still current (see TxFencer): statements fn runs on tx are rejected
+// with the check. It fails with ErrFenced when the lease is no longer
+// current, and with ErrInvalidArgument when the store is not a TxFencer
+// (the file store; use Fenced there). The statements must address the
+// lease store's database.
+func (l *Lease) FencedTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if fn == nil {
+		return fmt.Errorf("fenced %q: %w: fn is nil", l.name, ErrInvalidArgument)
+	}
+	f, ok := l.c.cfg.Store.(TxFencer)
+	if !ok {
+		return fmt.Errorf("fenced %q: %w: the store cannot run statements in its fencing transaction", l.name, ErrInvalidArgument)
+	}
+	return f.FenceTx(ctx, l.name, l.c.owner, l.token, fn)
 }

@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
 
@@ -61,4 +62,9 @@ func TestLeaseLifecycle(t *testing.T) {
 	require.ErrorIs(t, c.RunEvery(ctx, "x", time.Second, nil), lock.ErrInvalidArgument)
 	require.ErrorIs(t, c.Campaign(ctx, "x", nil), lock.ErrInvalidArgument)
 	require.ErrorIs(t, l.Fenced(ctx, nil), lock.ErrInvalidArgument)
+	l2, err := c.TryAcquire(ctx, "tx")
+	require.NoError(t, err)
+	defer l2.Release(ctx)
+	require.ErrorIs(t, l2.FencedTx(ctx, func(context.Context, *sql.Tx) error { return nil }), lock.ErrInvalidArgument,
+		"the file store has no transaction to run statements in")
 }

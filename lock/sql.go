@@ -22,8 +22,9 @@ type SQL struct {
 }
 
 var (
-	_ Store  = (*SQL)(nil)
-	_ Fencer = (*SQL)(nil)
+	_ Store    = (*SQL)(nil)
+	_ Fencer   = (*SQL)(nil)
+	_ TxFencer = (*SQL)(nil)
 )
 
 // OpenSQL opens the store in db with the table prefix (empty: "tandem_"),

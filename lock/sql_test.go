@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/internal/locktest"
 	"github.com/tandem-go/tandem/lock"
@@ -75,4 +76,38 @@ func TestSQLPausedHolderStatement(t *testing.T) {
 			require.Zero(t, n, "the current holder's statement ran")
 		})
 	}
+}
+
+// TestLeaseFencedTx: a lease's statements run in the transaction that
+// confirms it, and are rejected once it is released.
+func TestLeaseFencedTx(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			c, err := lock.New(lock.Config{NodeID: "a", Store: openSQL(t, db)})
+			require.NoError(t, err)
+			l, err := c.TryAcquire(ctx, "sweep")
+			require.NoError(t, err)
+			var token int64
+			require.NoError(t, l.FencedTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				q := db.Dialect.LockQueries(mustTables(t, db.Prefix)).Token
+				return tx.QueryRowContext(ctx, q, "sweep").Scan(&token)
+			}))
+			require.Equal(t, l.Token(), token, "fn ran in a transaction on the lease's database")
+			require.ErrorIs(t, l.FencedTx(ctx, nil), lock.ErrInvalidArgument)
+			require.NoError(t, l.Release(ctx))
+			ran := false
+			err = l.FencedTx(ctx, func(context.Context, *sql.Tx) error { ran = true; return nil })
+			require.ErrorIs(t, err, lock.ErrFenced)
+			require.False(t, ran)
+		})
+	}
+}
+
+func mustTables(t *testing.T, prefix string) dialect.Tables {
+	tb, err := dialect.NewTables("Prefix", prefix)
+	require.NoError(t, err)
+	return tb
 }

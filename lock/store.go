@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"time"
 )
@@ -69,6 +70,18 @@ type Fencer interface {
 	// returns an error matching ErrFenced without calling fn when the
 	// lease is no longer current.
 	Fence(ctx context.Context, name string, owner Owner, token int64, fn func(ctx context.Context) error) error
+}
+
+// TxFencer is implemented by stores that can run SQL statements in the
+// very transaction that confirms the lease (SQL.FenceTx), so that they
+// commit only together with that check: a statement of a paused ex-holder
+// fails even if it reaches the database after the lease was taken over.
+type TxFencer interface {
+	// FenceTx runs fn in a transaction that first locks the lease's row
+	// and checks (name, owner, token) is still current; it returns an
+	// error matching ErrFenced without calling fn otherwise. fn's error
+	// rolls the transaction back.
+	FenceTx(ctx context.Context, name string, owner Owner, token int64, fn func(ctx context.Context, tx *sql.Tx) error) error
 }
 
 // Errors.

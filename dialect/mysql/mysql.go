@@ -232,6 +232,15 @@ func (d my) Migrations(t dialect.Tables) []dialect.Migration {
 			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 4 WHERE id = 1 AND COALESCE(migration, 1) < 4`)
 			return err
 		}},
+		{Version: 5, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			for _, stmt := range schemaV5(t) {
+				if _, err := conn.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("%s: %w", strings.SplitN(stmt, "(", 2)[0], err)
+				}
+			}
+			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 5 WHERE id = 1 AND COALESCE(migration, 1) < 5`)
+			return err
+		}},
 	}
 }
 

@@ -238,6 +238,15 @@ func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
 			_, err := conn.ExecContext(ctx, recordMigration(t, 4))
 			return err
 		}},
+		{Version: 5, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			for _, tb := range blobTables(t) {
+				if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
+					return fmt.Errorf("create table %s: %w", strings.ToUpper(tb.name), err)
+				}
+			}
+			_, err := conn.ExecContext(ctx, recordV5(t))
+			return err
+		}},
 	}
 }
 

@@ -26,6 +26,7 @@ type server struct {
 	mu                      sync.Mutex
 	tables, metaRow, seeded bool
 	pending                 bool            // the pending table (migration 4)
+	blobs                   map[string]bool // the data store's tables (migration 5)
 	cols                    map[string]bool // "journal.instance", …
 	migration               int64           // 0: NULL
 	compat                  int64
@@ -43,6 +44,9 @@ func newServer(s *server) *server {
 	}
 	if s.cols == nil {
 		s.cols = map[string]bool{}
+	}
+	if s.blobs == nil {
+		s.blobs = map[string]bool{}
 	}
 	if s.tables {
 		s.metaRow, s.seeded = true, true
@@ -66,10 +70,20 @@ func v3() *server {
 	return s
 }
 
-// current is a database at schema version 4.
-func current() *server {
+// v4 is a database at schema version 4.
+func v4() *server {
 	s := v3()
 	s.migration, s.pending = 4, true
+	return s
+}
+
+// current is a database at schema version 5.
+func current() *server {
+	s := v4()
+	s.migration = 5
+	for _, name := range []string{"blobs", "blob_chunks", "blob_uploads"} {
+		s.blobs[name] = true
+	}
 	return s
 }
 
@@ -105,6 +119,12 @@ func (s *server) handle(q string, _ []driver.NamedValue) fakesql.Reply {
 			return exists(errNameUsed)
 		}
 		s.pending = true
+	case strings.HasPrefix(q, "CREATE TABLE tandem_blob"):
+		name := strings.TrimPrefix(strings.Fields(q)[2], "tandem_") // blobs, blob_chunks, blob_uploads
+		if s.blobs[name] {
+			return exists(errNameUsed)
+		}
+		s.blobs[name] = true
 	case strings.HasPrefix(q, "CREATE TABLE "):
 		if s.tables {
 			return exists(errNameUsed)
@@ -156,11 +176,21 @@ func v4Statements(tb dialect.Tables) []string {
 	return []string{pendingTable(tb).ddl, recordMigration(tb, 4)}
 }
 
-// upgrade are the statements of migrations 2, 3 and 4, in order.
+// v5Statements are the statements of migration 5, in order.
+func v5Statements(tb dialect.Tables) []string {
+	var out []string
+	for _, x := range blobTables(tb) {
+		out = append(out, x.ddl)
+	}
+	return append(out, recordMigration(tb, 5))
+}
+
+// upgrade are the statements of migrations 2 to 5, in order.
 func upgrade(tb dialect.Tables) []string {
 	out := addStatements(schemaV2(tb), recordMigration(tb, 2))
 	out = append(out, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
-	return append(out, v4Statements(tb)...)
+	out = append(out, v4Statements(tb)...)
+	return append(out, v5Statements(tb)...)
 }
 
 func TestMigrations(t *testing.T) {
@@ -198,7 +228,7 @@ func TestMigrationsGolden(t *testing.T) {
 	require.Equal(t, "tandem_pending", pendingTable(tb).name)
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
-		for _, s := range append(append(append(schemaV2(tb), schemaV3(tb)...), v4Statements(tb)...), recordMigration(tb, 2), recordMigration(tb, 3)) {
+		for _, s := range append(append(append(append(schemaV2(tb), schemaV3(tb)...), v4Statements(tb)...), v5Statements(tb)...), recordMigration(tb, 2), recordMigration(tb, 3)) {
 			checkStatement(t, "migration", s, prefix, 0)
 		}
 	}
@@ -225,6 +255,7 @@ func TestMigrate(t *testing.T) {
 		seed := slices.Index(f.Queries(), seedMeta(tb))
 		require.Equal(t, []driver.NamedValue{{Ordinal: 1, Value: "e1"}}, f.Calls()[seed].Args, "the epoch, and only it")
 		require.EqualValues(t, dialect.SchemaVersion, s.migration)
+		require.Len(t, s.blobs, 3)
 	})
 	t.Run("first release's database", func(t *testing.T) {
 		s := firstRelease()
@@ -233,9 +264,10 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaV1SQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, upgrade(tb)...)
 		want = append(want, readSchemaSQL)
-		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2, 3 and 4")
-		require.EqualValues(t, 4, s.migration)
+		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 to 5")
+		require.EqualValues(t, 5, s.migration)
 		require.True(t, s.pending)
+		require.Len(t, s.blobs, 3)
 	})
 	t.Run("version 2", func(t *testing.T) {
 		s := v2()
@@ -244,17 +276,28 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaSQL}
 		want = append(want, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
 		want = append(want, v4Statements(tb)...)
-		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 3 and 4")
-		require.EqualValues(t, 4, s.migration)
+		want = append(want, v5Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 3, 4 and 5")
+		require.EqualValues(t, 5, s.migration)
 	})
 	t.Run("version 3", func(t *testing.T) {
 		s := v3()
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
 		want := append([]string{readSchemaSQL, readSchemaSQL}, v4Statements(tb)...)
-		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 4")
-		require.EqualValues(t, 4, s.migration)
+		want = append(want, v5Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 4 and 5")
+		require.EqualValues(t, 5, s.migration)
 		require.True(t, s.pending)
+	})
+	t.Run("version 4", func(t *testing.T) {
+		s := v4()
+		f, err := migrate(t, s, "e1")
+		require.NoError(t, err)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, v5Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 5")
+		require.EqualValues(t, 5, s.migration)
+		require.Len(t, s.blobs, 3)
 	})
 	t.Run("pending table made, not recorded", func(t *testing.T) {
 		// A node created the pending table and failed before recording
@@ -263,7 +306,18 @@ func TestMigrate(t *testing.T) {
 		s.pending = true
 		_, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		require.EqualValues(t, 4, s.migration)
+		require.EqualValues(t, 5, s.migration)
+	})
+	t.Run("blob tables made, not recorded", func(t *testing.T) {
+		// Likewise for migration 5's tables.
+		s := v4()
+		s.blobs["blobs"], s.blobs["blob_chunks"] = true, true
+		f, err := migrate(t, s, "e1")
+		require.NoError(t, err)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, v5Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries())
+		require.EqualValues(t, 5, s.migration)
+		require.Len(t, s.blobs, 3)
 	})
 	t.Run("no CREATE TABLE privilege", func(t *testing.T) {
 		s := v3()
@@ -299,7 +353,7 @@ func TestMigrate(t *testing.T) {
 		s.cols["journal.instance"] = true
 		_, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		require.EqualValues(t, 4, s.migration)
+		require.EqualValues(t, 5, s.migration)
 		require.Len(t, s.cols, 4)
 	})
 	t.Run("two nodes at once", func(t *testing.T) {

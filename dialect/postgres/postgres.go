@@ -147,6 +147,10 @@ func (d pg) Migrations(t dialect.Tables) []dialect.Migration {
 			return inTx(ctx, conn, schemaV4(t),
 				`UPDATE `+t.Meta+` SET migration = 4 WHERE id = 1 AND COALESCE(migration, 1) < 4`)
 		}},
+		{Version: 5, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV5(t),
+				`UPDATE `+t.Meta+` SET migration = 5 WHERE id = 1 AND COALESCE(migration, 1) < 5`)
+		}},
 	}
 }
 

@@ -241,6 +241,9 @@ func (d sqlServer) Migrations(t dialect.Tables) []dialect.Migration {
 		{Version: 4, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
 			return inTx(ctx, conn, schemaV4(t))
 		}},
+		{Version: 5, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV5(t))
+		}},
 	}
 }
 

@@ -1,0 +1,94 @@
+package datastore
+
+import (
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// Buffers of copyHashing: pipeBuffers of pipeBufferSize bytes (1 MiB in
+// all) are the memory a File's Put needs, whatever the blob's size.
+// Buffers of a few hundred KiB stay in the CPU's caches while they are
+// read, hashed and written.
+const (
+	pipeBuffers    = 4
+	pipeBufferSize = 256 << 10
+)
+
+// copyHashing copies r to w and into h and returns the number of bytes
+// copied. Reading (on the caller's goroutine), hashing and writing run
+// concurrently, each in order, over a ring of buffers, so a Put costs
+// about the slowest of the three rather than their sum. Errors of r are
+// wrapped by readErr.
+func copyHashing(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
+	type slot struct {
+		b    []byte
+		refs atomic.Int32 // consumers still using b
+	}
+	free := make(chan *slot, pipeBuffers)
+	for range pipeBuffers {
+		free <- &slot{b: make([]byte, pipeBufferSize)}
+	}
+	release := func(s *slot) {
+		if s.refs.Add(-1) == 0 {
+			free <- s
+		}
+	}
+	type part struct {
+		s *slot
+		n int
+	}
+	toHash, toWrite := make(chan part, pipeBuffers), make(chan part, pipeBuffers)
+	var werr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for p := range toHash {
+			h.Write(p.s.b[:p.n])
+			release(p.s)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for p := range toWrite {
+			if werr == nil {
+				_, werr = w.Write(p.s.b[:p.n])
+			}
+			release(p.s)
+		}
+	}()
+	var n int64
+	var rerr error
+	for rerr == nil {
+		s := <-free
+		m, err := io.ReadFull(r, s.b)
+		if m > 0 {
+			s.refs.Store(2)
+			toHash <- part{s, m}
+			toWrite <- part{s, m}
+			n += int64(m)
+		} else {
+			free <- s
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			rerr = io.EOF
+		default:
+			rerr = readErr(err)
+		}
+	}
+	close(toHash)
+	close(toWrite)
+	wg.Wait()
+	if rerr != io.EOF {
+		return n, rerr
+	}
+	if werr != nil {
+		return n, fmt.Errorf("put blob: write: %w", werr)
+	}
+	return n, nil
+}

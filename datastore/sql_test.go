@@ -1,0 +1,102 @@
+package datastore_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/datastore"
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/datastoretest"
+	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/lock"
+)
+
+// testChunkSize keeps the suite's multi-chunk blobs small.
+const testChunkSize = 4096
+
+// placeholder is the n-th placeholder of the dialect, for the tests' own
+// statements.
+func placeholder(d dialect.Dialect, n int) string {
+	p := map[string]string{"postgres": "$", "mysql": "?", "sqlserver": "@p", "oracle": ":"}[d.Name()]
+	if p == "?" {
+		return p
+	}
+	return p + string(rune('0'+n))
+}
+
+func openSQL(t testing.TB, db *dbtest.DB, cfg datastore.SQLConfig) *datastore.SQL {
+	t.Helper()
+	cfg.Prefix = db.Prefix
+	s, err := datastore.OpenSQL(context.Background(), db.NewPool(t), db.Dialect, cfg)
+	require.NoError(t, err)
+	return s
+}
+
+func sqlHarness(b dbtest.Backend) datastoretest.NewHarness {
+	return func(t *testing.T) datastoretest.Harness {
+		db := dbtest.Open(t, b)
+		tb, err := dialect.NewTables("Prefix", db.Prefix)
+		require.NoError(t, err)
+		ctx := context.Background()
+		return datastoretest.Harness{
+			Open: func(t *testing.T) datastore.Store {
+				return openSQL(t, db, datastore.SQLConfig{ChunkSize: testChunkSize})
+			},
+			Locks: func(t *testing.T) lock.Store {
+				s, err := lock.OpenSQL(ctx, db.NewPool(t), db.Dialect, db.Prefix)
+				require.NoError(t, err)
+				return s
+			},
+			Corrupt: func(t *testing.T, id datastore.ID) {
+				var upload string
+				// id is a validated blob id: safe to splice in a test.
+				require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT upload_id FROM "+tb.Blobs+" WHERE id = '"+string(id)+"'").Scan(&upload))
+				var data []byte
+				require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT data FROM "+tb.BlobChunks+" WHERE upload_id = '"+upload+"' AND seq = 0").Scan(&data))
+				data[len(data)/2] ^= 0x80
+				_, err := db.DB.ExecContext(ctx, "UPDATE "+tb.BlobChunks+" SET data = "+placeholder(db.Dialect, 1)+" WHERE upload_id = '"+upload+"' AND seq = 0", data)
+				require.NoError(t, err)
+			},
+			Check: func(t *testing.T) {
+				var uploads, orphans int
+				require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tb.BlobUploads).Scan(&uploads))
+				require.Zero(t, uploads, "uploads left over")
+				require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tb.BlobChunks+" c WHERE NOT EXISTS (SELECT 1 FROM "+
+					tb.Blobs+" b WHERE b.upload_id = c.upload_id) AND NOT EXISTS (SELECT 1 FROM "+tb.BlobUploads+" u WHERE u.upload_id = c.upload_id)").Scan(&orphans))
+				require.Zero(t, orphans, "chunks that belong to no blob and no upload")
+			},
+			ChunkSize: testChunkSize,
+		}
+	}
+}
+
+func TestSQLConformance(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			datastoretest.Run(t, sqlHarness(b))
+		})
+	}
+}
+
+func TestOpenSQLConfig(t *testing.T) {
+	ctx := context.Background()
+	_, err := datastore.OpenSQL(ctx, nil, nil, datastore.SQLConfig{})
+	require.ErrorIs(t, err, datastore.ErrInvalidArgument)
+	db := dbtest.Open(t, dbtest.Backends[0])
+	for _, c := range []struct {
+		cfg   datastore.SQLConfig
+		field string
+	}{
+		{datastore.SQLConfig{ChunkSize: 100}, "ChunkSize"},
+		{datastore.SQLConfig{ChunkSize: datastore.MaxChunkSize + 1}, "ChunkSize"},
+		{datastore.SQLConfig{Prefix: "Bad-"}, "Prefix"},
+	} {
+		_, err := datastore.OpenSQL(ctx, db.DB, db.Dialect, c.cfg)
+		require.ErrorContains(t, err, c.field)
+	}
+	require.True(t, strings.HasPrefix(db.Prefix, "t"))
+}
