@@ -89,7 +89,7 @@ func TestReadYourWrites(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}, "")
 	require.Equal(t, http.StatusNoContent, w.Code)
-	tok := w.Header().Get(clusterhttp.DefaultHeader)
+	tok := w.Result().Header.Get(clusterhttp.DefaultHeader)
 	require.Equal(t, clusterhttp.FormatToken(a.Stats().Epoch, rev), tok)
 
 	// b polls once a minute; the token makes it sync before the handler.
@@ -98,7 +98,7 @@ func TestReadYourWrites(t *testing.T) {
 		fmt.Fprint(w, "ok")
 	}, tok)
 	require.Equal(t, http.StatusOK, w.Code)
-	require.Equal(t, tok, w.Header().Get(clusterhttp.DefaultHeader), "the request's token is echoed")
+	require.Equal(t, tok, w.Result().Header.Get(clusterhttp.DefaultHeader), "the request's token is echoed")
 	require.Equal(t, int64(1), mb.Stats().Waited)
 
 	// Without a middleware Published does nothing.
@@ -127,11 +127,16 @@ func TestPublishedMax(t *testing.T) {
 		clusterhttp.Published(r.Context(), 11) // too late for the header
 	}, "")
 	require.Equal(t, http.StatusOK, w.Code)
-	require.Equal(t, clusterhttp.FormatToken(epoch, 9), w.Header().Get(clusterhttp.DefaultHeader))
+	require.Equal(t, clusterhttp.FormatToken(epoch, 9), w.Result().Header.Get(clusterhttp.DefaultHeader))
+
+	// A handler that writes nothing still sends the token.
+	w = serve(m, func(w http.ResponseWriter, r *http.Request) { clusterhttp.Published(r.Context(), 3) }, "")
+	require.Equal(t, http.StatusOK, w.Code)
+	require.Equal(t, clusterhttp.FormatToken(epoch, 3), w.Result().Header.Get(clusterhttp.DefaultHeader))
 
 	// Nothing published, no token in: no token out.
 	w = serve(m, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }, "")
-	require.Empty(t, w.Header().Get(clusterhttp.DefaultHeader))
+	require.Empty(t, w.Result().Header.Get(clusterhttp.DefaultHeader))
 
 	// A handler publishing below the request's token keeps the token's.
 	rev, err := a.Publish(context.Background(), "p", nil)
@@ -141,7 +146,7 @@ func TestPublishedMax(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 	}, clusterhttp.FormatToken(epoch, rev))
 	require.Equal(t, http.StatusCreated, w.Code)
-	require.Equal(t, clusterhttp.FormatToken(epoch, rev), w.Header().Get(clusterhttp.DefaultHeader))
+	require.Equal(t, clusterhttp.FormatToken(epoch, rev), w.Result().Header.Get(clusterhttp.DefaultHeader))
 }
 
 // TestForeignAndMalformed: a token of another journal is ignored at once;
@@ -157,7 +162,7 @@ func TestForeignAndMalformed(t *testing.T) {
 	w := serve(m, h, clusterhttp.FormatToken("another-journal", 1_000_000))
 	require.Equal(t, http.StatusOK, w.Code)
 	require.Less(t, time.Since(begin), 10*time.Second, "a foreign token is not waited on")
-	require.Empty(t, w.Header().Get(clusterhttp.DefaultHeader))
+	require.Empty(t, w.Result().Header.Get(clusterhttp.DefaultHeader))
 	require.Equal(t, 1, ran)
 
 	w = serve(m, h, "not a token")
@@ -185,7 +190,7 @@ func TestWaitTimeout(t *testing.T) {
 	begin := time.Now()
 	w := serve(m, func(w http.ResponseWriter, r *http.Request) { ran = true }, clusterhttp.FormatToken(a.Stats().Epoch, rev))
 	require.Equal(t, http.StatusServiceUnavailable, w.Code)
-	require.Equal(t, "2", w.Header().Get("Retry-After"))
+	require.Equal(t, "2", w.Result().Header.Get("Retry-After"))
 	require.False(t, ran)
 	require.Less(t, time.Since(begin), 10*time.Second)
 	require.Equal(t, int64(1), m.Stats().TimedOut)
@@ -214,7 +219,7 @@ func health(t *testing.T, h http.Handler, code int) clusterhttp.HealthReport {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	require.Equal(t, code, w.Code, w.Body.String())
-	require.Equal(t, "application/json", w.Header().Get("Content-Type"))
+	require.Equal(t, "application/json", w.Result().Header.Get("Content-Type"))
 	var rep clusterhttp.HealthReport
 	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &rep))
 	return rep
@@ -247,7 +252,7 @@ func TestHealth(t *testing.T) {
 	m := middleware(t, a, clusterhttp.Config{})
 	w := serve(m, func(http.ResponseWriter, *http.Request) {}, clusterhttp.FormatToken(rep.Epoch, 1))
 	require.Equal(t, http.StatusServiceUnavailable, w.Code)
-	require.Equal(t, "1", w.Header().Get("Retry-After"))
+	require.Equal(t, "1", w.Result().Header.Get("Retry-After"))
 
 	_, err = clusterhttp.Health(nil, clusterhttp.HealthConfig{})
 	require.Error(t, err)

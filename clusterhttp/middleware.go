@@ -116,6 +116,9 @@ func (m *Middleware) Wrap(next http.Handler) http.Handler {
 		}
 		rw := &responseWriter{ResponseWriter: w, m: m, p: p}
 		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), publishedKey{}, p)))
+		// A handler that wrote nothing gets an implicit 200 once it
+		// returns: its header is still open.
+		rw.setToken()
 	})
 }
 
