@@ -120,7 +120,7 @@ func New(cfg Config) (*Collector, error) {
 	}
 	c := &Collector{cfg: cfg, labels: prometheus.Labels{"node": cfg.Node.ID()}}
 	c.node = nodeMetrics(c)
-	c.info = c.desc("tandem_node_info", "The node's process instance and the journal epoch its position belongs to; always 1.", "instance", "epoch")
+	c.info = c.desc("tandem_node_info", "The node's process instance (node_instance, not to be confused with the scrape target's instance) and the journal epoch its position belongs to; always 1.", "node_instance", "epoch")
 	if s, ok := cfg.Node.Journal().(interface{ Stats() journal.Stats }); ok {
 		c.jstats = s.Stats
 		c.jrnl = journalMetrics(c)
