@@ -20,7 +20,8 @@
 // The client keeps the last token it received and sends it with its next
 // requests (the same header); whichever replica serves one waits until it
 // has applied the token's revision (cluster.Node.WaitFor), at most
-// Config.WaitTimeout, before the handler runs. Every response to a request
+// Config.WaitTimeout, before the handler runs; a revision it has applied
+// already costs neither a wait nor a query. Every response to a request
 // with a valid token carries a token again — the higher of the request's
 // and what the handler published — so a client can simply echo the last
 // header it saw.
@@ -40,7 +41,10 @@
 //   - a wait that runs out — this replica is behind, or cannot apply a
 //     record (cluster.Stats.Stuck), or is not a member — is 503 Service
 //     Unavailable with a Retry-After header, and the handler does not run.
-//     A load balancer can retry the request on another replica.
+//     A load balancer can retry the request on another replica. A token of
+//     this journal with a revision that does not exist (forged, or issued
+//     before a restore that kept the epoch) holds its request for
+//     WaitTimeout too: keep WaitTimeout short, a second or two.
 //
 // # Health
 //

@@ -49,14 +49,16 @@ type Middleware struct {
 	n   *cluster.Node
 	cfg Config
 
-	waited, timedOut, foreign, malformed atomic.Int64
+	tokens, waited, timedOut, foreign, malformed atomic.Int64
 	failing                              atomic.Bool
 }
 
 // Stats are a Middleware's counters since it was made.
 type Stats struct {
-	// Waited counts requests whose token's revision this node had to
-	// wait for, or check (a token already applied costs one epoch check).
+	// Tokens counts requests with a valid token of this journal.
+	Tokens int64
+	// Waited counts those of them whose revision this node had not
+	// applied yet: they waited (successfully or not) for it.
 	Waited int64
 	// TimedOut counts requests answered 503 because the wait ran out or
 	// failed.
@@ -97,7 +99,7 @@ func New(n *cluster.Node, cfg Config) (*Middleware, error) {
 
 // Stats returns the middleware's counters.
 func (m *Middleware) Stats() Stats {
-	return Stats{Waited: m.waited.Load(), TimedOut: m.timedOut.Load(),
+	return Stats{Tokens: m.tokens.Load(), Waited: m.waited.Load(), TimedOut: m.timedOut.Load(),
 		Foreign: m.foreign.Load(), Malformed: m.malformed.Load()}
 }
 
@@ -132,7 +134,14 @@ func (m *Middleware) wait(w http.ResponseWriter, r *http.Request, h string) (int
 		http.Error(w, fmt.Sprintf("%s: %v", m.cfg.Header, err), http.StatusBadRequest)
 		return 0, false
 	}
-	if epoch != m.n.Stats().Epoch {
+	st := m.n.Stats()
+	if epoch == st.Epoch && st.Running && st.Revision >= rev {
+		// Applied already: no wait, and no query (the token's epoch is
+		// the one the node's position belongs to).
+		m.tokens.Add(1)
+		return rev, true
+	}
+	if epoch != st.Epoch {
 		// The node may not have seen a new journal yet: ask the journal
 		// before ignoring the token.
 		current, err := m.n.Journal().Epoch(r.Context())
@@ -146,6 +155,7 @@ func (m *Middleware) wait(w http.ResponseWriter, r *http.Request, h string) (int
 		}
 		// WaitFor resyncs to the current journal first.
 	}
+	m.tokens.Add(1)
 	m.waited.Add(1)
 	ctx, cancel := context.WithTimeout(r.Context(), m.cfg.WaitTimeout)
 	defer cancel()
@@ -202,6 +212,8 @@ func Published(ctx context.Context, rev int64) bool {
 	}
 	return ok
 }
+
+var _ http.Flusher = (*responseWriter)(nil)
 
 // responseWriter writes the token into the header when the handler writes
 // the header (or the first byte of the body).

@@ -112,7 +112,8 @@ func gcMetrics(c *Collector) []metric[datastore.GCStats] {
 func httpMetrics(c *Collector) []metric[clusterhttp.Stats] {
 	type S = clusterhttp.Stats
 	return []metric[S]{
-		def(c, "tandem_http_revision_waits_total", "Requests whose revision token this node waited for (or confirmed).", counter, func(s S) float64 { return float64(s.Waited) }),
+		def(c, "tandem_http_revision_tokens_total", "Requests carrying a valid revision token of this journal.", counter, func(s S) float64 { return float64(s.Tokens) }),
+		def(c, "tandem_http_revision_waits_total", "Requests whose token's revision this node had not applied yet, and waited for.", counter, func(s S) float64 { return float64(s.Waited) }),
 		def(c, "tandem_http_revision_wait_failures_total", "Requests answered 503 because the wait for their revision ran out or failed.", counter, func(s S) float64 { return float64(s.TimedOut) }),
 		def(c, "tandem_http_foreign_tokens_total", "Revision tokens of another journal epoch, ignored.", counter, func(s S) float64 { return float64(s.Foreign) }),
 		def(c, "tandem_http_malformed_tokens_total", "Revision tokens that did not parse, answered 400.", counter, func(s S) float64 { return float64(s.Malformed) }),
