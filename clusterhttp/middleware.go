@@ -50,7 +50,7 @@ type Middleware struct {
 	cfg Config
 
 	tokens, waited, timedOut, foreign, malformed atomic.Int64
-	failing                              atomic.Bool
+	failing                                      atomic.Bool
 }
 
 // Stats are a Middleware's counters since it was made.
