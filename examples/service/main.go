@@ -132,14 +132,22 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	go jobs.RunEvery(ctx, "report", o.jobEvery, func(ctx context.Context, _ *lock.Lease) error {
-		count, err := src.count(ctx)
-		if err != nil {
+	jobDone := make(chan struct{})
+	go func() {
+		defer close(jobDone)
+		_ = jobs.RunEvery(ctx, "report", o.jobEvery, func(ctx context.Context, _ *lock.Lease) error {
+			count, err := src.count(ctx)
+			if err != nil {
+				return err
+			}
+			_, err = put(ctx, "_report", fmt.Sprintf("%d keys, counted by %s at %s", count, n.ID(), time.Now().UTC().Format(time.RFC3339)))
 			return err
-		}
-		_, err = put(ctx, "_report", fmt.Sprintf("%d keys, counted by %s at %s", count, n.ID(), time.Now().UTC().Format(time.RFC3339)))
-		return err
-	})
+		})
+	}()
+	defer func() { // before the node stops: the job releases its leases
+		stop()
+		<-jobDone
+	}()
 
 	rw, err := clusterhttp.New(n, clusterhttp.Config{})
 	if err != nil {
