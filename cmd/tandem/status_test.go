@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
 )
 
@@ -84,5 +87,69 @@ func TestStatusWatch(t *testing.T) {
 			require.NoError(t, json.Unmarshal([]byte(l), &s), l)
 			require.NotEmpty(t, s.Journal.Epoch)
 		}
+	})
+}
+
+func TestStatusSchedules(t *testing.T) {
+	t.Parallel()
+	eachTarget(t, func(t *testing.T, tg *target) {
+		tg.must(t, "schema", "migrate")
+		client, err := lock.New(lock.Config{NodeID: "web-1", Store: tg.leaseStore(t), TTL: time.Second,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan struct{}, 1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = client.RunEvery(ctx, "report", time.Hour, func(context.Context, *lock.Lease) error {
+				select {
+				case ran <- struct{}{}:
+				default:
+				}
+				return nil
+			})
+		}()
+		defer func() { cancel(); <-done }()
+		select {
+		case <-ran:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the scheduled job did not run")
+		}
+		r := tg.statusJSON(t)
+		require.Len(t, r.Schedules, 1)
+		s := r.Schedules[0]
+		require.Equal(t, "report", s.Name)
+		require.Equal(t, lock.SchedulePrefix+"report", s.Lease)
+		require.Equal(t, "web-1", s.Node)
+		require.NotNil(t, s.LastRun)
+		require.NotNil(t, s.NextRun)
+		require.InDelta(t, time.Hour.Seconds(), s.NextRun.Sub(*s.LastRun).Seconds(), 60)
+		require.Regexp(t, `report\s+last run .* on web-1; next run `, tg.must(t, "status"))
+	})
+}
+
+func TestStatusPending(t *testing.T) {
+	t.Parallel()
+	eachTarget(t, func(t *testing.T, tg *target) {
+		if tg.db == nil {
+			t.Skip("a folder has no outbox")
+		}
+		ctx := context.Background()
+		j, err := journal.OpenSQL(ctx, tg.db.DB, tg.db.Dialect, journal.SQLConfig{NodeID: "writer", Prefix: tg.db.Prefix})
+		require.NoError(t, err)
+		defer j.Close(ctx)
+		tx, err := tg.db.DB.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = j.AppendTx(ctx, tx, journal.Entry{Producer: "app/x", Payload: []byte("a")}, journal.Entry{Producer: "app/x", Payload: []byte("b")})
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit())
+		// The writer "died" before relaying: nobody polls.
+		time.Sleep(20 * time.Millisecond)
+		r := tg.statusJSON(t)
+		require.NotNil(t, r.Pending)
+		require.Equal(t, int64(2), r.Pending.Entries)
+		require.Positive(t, r.Pending.OldestAgeSeconds)
+		require.Contains(t, tg.must(t, "status"), "2 entries, the oldest waiting")
 	})
 }
