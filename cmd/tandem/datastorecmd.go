@@ -91,9 +91,13 @@ func runDatastoreVerify(ctx context.Context, e *env, args []string) error {
 		bytes += n
 		switch {
 		case errors.Is(err, datastore.ErrCorrupt):
-			corrupt = append(corrupt, bad{string(in.ID), err.Error()})
+			msg := err.Error()
+			if _, after, ok := strings.Cut(msg, datastore.ErrCorrupt.Error()+": "); ok {
+				msg = after // the id is said already
+			}
+			corrupt = append(corrupt, bad{string(in.ID), msg})
 			if !e.g.json {
-				fmt.Fprintf(e.stdout, "corrupt %s: %v\n", in.ID, err)
+				fmt.Fprintf(e.stdout, "corrupt %s: %s\n", in.ID, msg)
 			}
 		case err != nil:
 			return fmt.Errorf("read blob %s: %w", in.ID, err)

@@ -179,6 +179,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			break
 		}
 	}
+	if cmd == nil && hasGroup(rest[0]) && (len(rest) == 1 || strings.HasPrefix(rest[1], "-")) {
+		var subs []string
+		for _, c := range commands {
+			if sub, ok := strings.CutPrefix(c.name, rest[0]+" "); ok {
+				subs = append(subs, sub)
+			}
+		}
+		fmt.Fprintf(stderr, "tandem: %s: missing subcommand (%s; see tandem --help)\n", rest[0], strings.Join(subs, ", "))
+		return exitUsage
+	}
 	if cmd == nil {
 		name := rest[0]
 		if len(rest) > 1 && !strings.HasPrefix(rest[1], "-") && hasGroup(rest[0]) {

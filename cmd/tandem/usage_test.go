@@ -24,6 +24,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"status", "--dir", dir, "--dsn", "postgres://x"}, nil, exitUsage, "not both"},
 		{[]string{"frobnicate"}, nil, exitUsage, `unknown command "frobnicate"`},
 		{[]string{"nodes", "frobnicate"}, nil, exitUsage, `unknown command "nodes frobnicate"`},
+		{[]string{"datastore"}, nil, exitUsage, "missing subcommand (stat, verify, gc"},
 		{[]string{"status", "--bogus"}, nil, exitUsage, "bogus"},
 		{[]string{"status", "--dsn", "redis://host/0"}, nil, exitUsage, `unknown scheme "redis"`},
 		{[]string{"status", "--dsn", "postgres://u@h/db", "--password-env", "NOPE"}, nil, exitUsage, "NOPE"},
