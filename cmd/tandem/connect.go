@@ -55,7 +55,10 @@ func (s *store) kind() string {
 
 // connect opens the store the global flags name, without touching it.
 func (e *env) connect(ctx context.Context) (*store, error) {
-	g := e.g
+	g := *e.g
+	if g.dsn == "" && g.dir == "" { // a flag beats the environment
+		g.dsn, g.dir = e.getenv("TANDEM_DSN"), e.getenv("TANDEM_DIR")
+	}
 	switch {
 	case g.dsn != "" && g.dir != "":
 		return nil, usageError("give --dsn or --dir, not both")

@@ -26,8 +26,10 @@
 // after it.
 //
 // Every command except "schema migrate" expects an existing tandem schema
-// (or folder) at the current version, and changes nothing it does not say
-// it changes: it never creates or migrates tables on its own.
+// (or folder) at the current version and never creates or migrates tables
+// on its own: a schema of an older release is reported, not upgraded.
+// (Reading the leases of a folder writes the small clock probe
+// locks/.clock, as every node's reads do.)
 //
 // # Commands
 //

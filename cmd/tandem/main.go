@@ -149,7 +149,7 @@ func usage(w io.Writer) {
 // run is the command: main calls it with the process's arguments (without
 // the program name), streams and environment, and exits with its result.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	g := &globals{dsn: getenv("TANDEM_DSN"), dir: getenv("TANDEM_DIR"), prefix: "tandem_"}
+	g := &globals{prefix: "tandem_"}
 	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)

@@ -33,6 +33,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"status", "--watch=never", "--dir", dir}, nil, exitUsage, "never"},
 		{[]string{"status", "extra", "--dir", dir}, nil, exitUsage, "extra"},
 		{[]string{"status"}, map[string]string{"TANDEM_DIR": dir}, exitNotFound, "no tandem journal"},
+		{[]string{"status", "--dir", dir}, map[string]string{"TANDEM_DSN": "postgres://u@h/db"}, exitNotFound, "no tandem journal"},
+		{[]string{"status"}, map[string]string{"TANDEM_DSN": "postgres://u@h/db", "TANDEM_DIR": dir}, exitUsage, "not both"},
 	} {
 		var out, errOut syncBuffer
 		getenv := func(k string) string { return c.env[k] }
