@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh: the benchmarks quoted in BENCHMARKS.md. Starts the same
 # throwaway PostgreSQL and MariaDB servers as the test command
-# (scripts/dbenv.sh), runs the journal, lock and cluster benchmarks against them and
+# (scripts/dbenv.sh), runs the journal, lock, cluster and janitor benchmarks against them and
 # stops them however it ends.
 #
 # Usage
@@ -23,4 +23,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/dbenv.sh
 
 dbenv_session
-go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/ ./lock/ ./cluster/
+go test -run '^$' -bench . -benchtime 3s -timeout 60m "$@" ./journal/ ./lock/ ./cluster/ ./janitor/

@@ -18,61 +18,8 @@ import (
 	"github.com/tandem-go/tandem/internal/fakesql"
 )
 
-// txDB returns a *sql.DB on f whose single connection also runs
-// transactions (fakesql's has none): BEGIN TRANSACTION, COMMIT and ROLLBACK
-// reach f as statements, in order with the others.
-func txDB(t *testing.T, f *fakesql.DB) *sql.DB {
-	t.Helper()
-	db := sql.OpenDB(txConnector{f})
-	db.SetMaxOpenConns(1)
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-type txConnector struct{ f *fakesql.DB }
-
-func (c txConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := c.f.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &txConn{conn.(fakeConn)}, nil
-}
-
-func (c txConnector) Driver() driver.Driver { return c.f.Driver() }
-
-// fakeConn is what fakesql's connection implements.
-type fakeConn interface {
-	driver.Conn
-	driver.ExecerContext
-	driver.QueryerContext
-	driver.NamedValueChecker
-}
-
-type txConn struct{ fakeConn }
-
-func (c *txConn) Begin() (driver.Tx, error) {
-	return c.BeginTx(context.Background(), driver.TxOptions{})
-}
-
-func (c *txConn) BeginTx(ctx context.Context, _ driver.TxOptions) (driver.Tx, error) {
-	if _, err := c.ExecContext(ctx, "BEGIN TRANSACTION", nil); err != nil {
-		return nil, err
-	}
-	return txEnd{c}, nil
-}
-
-type txEnd struct{ c *txConn }
-
-func (t txEnd) Commit() error {
-	_, err := t.c.ExecContext(context.Background(), "COMMIT", nil)
-	return err
-}
-
-func (t txEnd) Rollback() error {
-	_, err := t.c.ExecContext(context.Background(), "ROLLBACK", nil)
-	return err
-}
+// txDB is fakesql.TxDB: transactions reach f as statements.
+func txDB(t *testing.T, f *fakesql.DB) *sql.DB { return fakesql.TxDB(t, f) }
 
 // server is a fake SQL Server that knows just enough of the schema to
 // answer Migrate: whether the tables exist, the last migration committed

@@ -1,0 +1,97 @@
+// Command tandem is the operator's view of a tandem cluster: it reads and
+// repairs the journal, the nodes' positions, the leases and the data store
+// that the replicas of an application share, in a SQL database or a shared
+// folder. Install it with
+//
+//	go install github.com/tandem-go/tandem/cmd/tandem@latest
+//
+// # Connecting
+//
+//	tandem --dsn URL [--prefix P] COMMAND ...     a database
+//	tandem --dir PATH COMMAND ...                 a shared folder
+//
+// The URL's scheme picks the dialect:
+//
+//	postgres://user@host:5432/db?sslmode=disable   (or postgresql://) PostgreSQL, through pgx
+//	mysql://user@host:3306/db?tls=true             MySQL or MariaDB, through go-sql-driver/mysql
+//	user@tcp(host:3306)/db?parseTime=true          the same, in go-sql-driver's own DSN form
+//	sqlserver://user@host:1433?database=db         SQL Server, through go-mssqldb
+//	oracle://user@host:1521/service                Oracle, through go-ora
+//
+// Leave the password out of the URL (it would show in the process list and
+// the shell's history): the command takes it from the environment variable
+// TANDEM_PASSWORD, or from the one --password-env names. --dsn defaults to
+// $TANDEM_DSN and --dir to $TANDEM_DIR. --prefix is the table prefix
+// (default "tandem_"). The global flags may come before the command or
+// after it.
+//
+// Every command except "schema migrate" expects an existing tandem schema
+// (or folder) at the current version and never creates or migrates tables
+// on its own: a schema of an older release is reported, not upgraded.
+// (Reading the leases of a folder writes the small clock probe
+// locks/.clock, as every node's reads do.)
+//
+// # Commands
+//
+//	status [--json] [--watch[=INTERVAL]]
+//	    The journal's epoch, head and tail; every node (position, lag, last
+//	    heartbeat, live, evicted); the leases (holder, token, expiry); the
+//	    janitor's, the scheduled jobs' and the data store collector's last
+//	    (and, where the store knows it, next) run; the oldest pending
+//	    outbox entry on SQL. --watch refreshes every INTERVAL (2s) until
+//	    interrupted; with --json it prints one JSON document per line.
+//	nodes remove [--force] ID
+//	    Forget a node: delete its stored position, so that it no longer
+//	    holds the janitor's horizon back (Jackrabbit: delete its
+//	    LOCAL_REVISIONS row). A live node is refused unless --force (it
+//	    saves its position again on its next sync).
+//	nodes clone FROM TO
+//	    Give node TO the position of node FROM, atomically: Jackrabbit's
+//	    "add a cluster node" for a replica whose private state (a search
+//	    index) was copied from FROM's.
+//	journal show [--from REV] [--limit N] [--full] [--json]
+//	    Print records from REV (default: the tail), at most N (100).
+//	journal tail [-f] [-n N] [--interval D] [--full] [--json]
+//	    Print the last N records (10); with -f, keep printing new ones until
+//	    interrupted. Payloads of invalidating caches (producer "cache/…")
+//	    are decoded ("evict 42, 7", "evict all"); other payloads are shown
+//	    as a quoted string when they are UTF-8 text, in hex otherwise.
+//	janitor run [--dry-run] [--keep-records N] [--keep-for D] [--evict-after D] [--batch-size N]
+//	    Run the janitor once now, on this machine, under its lease (or, with
+//	    --dry-run, only say what it would do).
+//	datastore stat
+//	    Count the blobs and their bytes.
+//	datastore verify
+//	    Read every blob, verifying its hash; list the corrupt ones.
+//	datastore gc (--refs FILE | --dry-run) [--grace D] [--batch-size N]
+//	    Collect the blobs no id in FILE (one per line; "-" for stdin)
+//	    refers to and that were not used for the grace period (24h). Without
+//	    --refs only a dry run is allowed, which then counts every blob
+//	    older than the grace period as garbage.
+//	schema version
+//	    The database's schema version and compatibility version, and this
+//	    release's; on a folder, which of tandem's subfolders exist.
+//	schema migrate
+//	    Create the schema (a folder's subfolders), or migrate it to this
+//	    release's version.
+//	schema drop --yes [--force]
+//	    Delete every tandem table of the prefix (and the MySQL procedures),
+//	    or tandem's subfolders of a folder (journal, nodes, locks, blobs).
+//	    Without --yes it refuses; with live nodes it refuses unless --force.
+//
+// # Exit codes
+//
+// Scripts can rely on these:
+//
+//	0  success
+//	1  the operation failed (the store could not be reached, a query
+//	   failed, verify found corrupt blobs)
+//	2  usage error: unknown command or flag, bad argument, no --dsn or --dir
+//	3  refused: a live node without --force, drop without --yes, a clone
+//	   onto a node that has a position
+//	4  not found: no such node, no tandem schema or folder
+//	5  busy: another process holds the lease (janitor run, datastore gc)
+//
+// Errors go to standard error as one line, "tandem: COMMAND: what is
+// wrong"; results go to standard output.
+package main

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tandem-go/tandem/datastore"
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/lock"
+	"github.com/tandem-go/tandem/revision"
+)
+
+// presentParts lists which of tandem's subfolders exist in dir.
+func presentParts(dir string) ([]string, error) {
+	var out []string
+	for _, p := range folderParts {
+		_, err := os.Stat(filepath.Join(dir, p))
+		switch {
+		case err == nil:
+			out = append(out, p)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func runSchemaVersion(ctx context.Context, e *env, args []string) error {
+	fsf := e.flags("schema version", "")
+	if _, err := parse(fsf, args, 0, 0); err != nil {
+		return err
+	}
+	s, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if s.db == nil {
+		parts, err := presentParts(s.dir)
+		if err != nil {
+			return err
+		}
+		if len(parts) == 0 {
+			return withCode(exitNotFound, "no tandem folders in %s", s.dir)
+		}
+		if e.g.json {
+			return writeJSON(e.stdout, map[string]any{"store": "folder", "dir": s.dir, "present": parts})
+		}
+		fmt.Fprintf(e.stdout, "folder %s: %s (a folder has no schema version; its files carry their formats)\n", s.dir, strings.Join(parts, ", "))
+		return nil
+	}
+	st, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	if err != nil {
+		return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database", s.prefix, s.d.Name())
+	}
+	if e.g.json {
+		return writeJSON(e.stdout, map[string]any{"store": s.d.Name(), "prefix": s.prefix, "version": st.Version,
+			"compat": st.Compat, "release": dialect.SchemaVersion, "can_run": st.Check() == nil})
+	}
+	note := "up to date"
+	switch {
+	case st.Check() != nil:
+		note = "too new for this release"
+	case st.Version < dialect.SchemaVersion:
+		note = "run tandem schema migrate"
+	case st.Version > dialect.SchemaVersion:
+		note = "migrated by a newer release, compatible"
+	}
+	fmt.Fprintf(e.stdout, "%s prefix %s: schema version %d (compatible down to %d); this release: %d; %s\n",
+		s.d.Name(), s.prefix, st.Version, st.Compat, dialect.SchemaVersion, note)
+	return nil
+}
+
+func runSchemaMigrate(ctx context.Context, e *env, args []string) error {
+	fsf := e.flags("schema migrate", "")
+	if _, err := parse(fsf, args, 0, 0); err != nil {
+		return err
+	}
+	s, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if s.db == nil {
+		if _, err := os.Stat(s.dir); err != nil {
+			return withCode(exitNotFound, "folder %s: %v", s.dir, err)
+		}
+		j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: s.dir, NodeID: cliNode})
+		if err != nil {
+			return err
+		}
+		s.j = j
+		if _, err := revision.OpenFile(s.dir); err != nil {
+			return err
+		}
+		if _, err := lock.OpenFile(s.dir, lock.FileConfig{}); err != nil {
+			return err
+		}
+		if _, err := datastore.OpenFile(s.dir, datastore.FileConfig{}); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "folder %s: %s in place\n", s.dir, strings.Join(folderParts, ", "))
+		return nil
+	}
+	before, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	if err != nil {
+		before = dialect.SchemaState{}
+	}
+	if err := dialect.Migrate(ctx, s.db, s.d, s.tables, dialect.NewEpoch()); err != nil {
+		return err
+	}
+	after, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return writeJSON(e.stdout, map[string]any{"from": before.Version, "to": after.Version})
+	}
+	switch {
+	case before.Version == 0:
+		fmt.Fprintf(e.stdout, "created schema version %d with prefix %s\n", after.Version, s.prefix)
+	case before.Version == after.Version:
+		fmt.Fprintf(e.stdout, "schema version %d: up to date\n", after.Version)
+	default:
+		fmt.Fprintf(e.stdout, "migrated from schema version %d to %d\n", before.Version, after.Version)
+	}
+	return nil
+}
+
+func runSchemaDrop(ctx context.Context, e *env, args []string) error {
+	fsf := e.flags("schema drop", "--yes [--force]")
+	yes := fsf.Bool("yes", false, "really delete every tandem table (or subfolder) and what it holds")
+	force := fsf.Bool("force", false, "drop even while nodes are live")
+	if _, err := parse(fsf, args, 0, 0); err != nil {
+		return err
+	}
+	s, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var what string
+	if s.db == nil {
+		parts, err := presentParts(s.dir)
+		if err != nil {
+			return err
+		}
+		if len(parts) == 0 {
+			return withCode(exitNotFound, "no tandem folders in %s", s.dir)
+		}
+		what = fmt.Sprintf("the folders %s of %s", strings.Join(parts, ", "), s.dir)
+	} else {
+		if _, err := dialect.ReadSchema(ctx, s.db, s.tables); err != nil {
+			return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database", s.prefix, s.d.Name())
+		}
+		what = fmt.Sprintf("every table with prefix %s", s.prefix)
+	}
+	if !*yes {
+		return withCode(exitRefused, "refusing to delete %s without --yes", what)
+	}
+	if !*force {
+		if live, err := s.liveNodes(ctx); err != nil {
+			return err
+		} else if len(live) > 0 {
+			return withCode(exitRefused, "nodes are live (%s): stop them first, or use --force", strings.Join(live, ", "))
+		}
+	}
+	if s.db == nil {
+		for _, p := range folderParts {
+			if err := os.RemoveAll(filepath.Join(s.dir, p)); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(e.stdout, "deleted %s\n", what)
+		return nil
+	}
+	if s.d.Name() == "mysql" {
+		for _, proc := range []string{"append_v1", "append_v2", "relay_v1"} {
+			if _, err := s.db.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+s.prefix+proc); err != nil {
+				return fmt.Errorf("drop procedure %s%s: %w", s.prefix, proc, err)
+			}
+		}
+	}
+	all := s.tables.All()
+	for i := len(all) - 1; i >= 0; i-- {
+		t := all[i]
+		stmt := "DROP TABLE IF EXISTS " + t
+		if s.d.Name() == "oracle" {
+			stmt = `BEGIN EXECUTE IMMEDIATE 'DROP TABLE ` + strings.ToUpper(t) + ` PURGE'; EXCEPTION WHEN OTHERS THEN IF SQLCODE != -942 THEN RAISE; END IF; END;`
+		}
+		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("drop table %s: %w", t, err)
+		}
+	}
+	fmt.Fprintf(e.stdout, "deleted %s\n", what)
+	return nil
+}
+
+// liveNodes lists the nodes that hold their membership lease.
+func (s *store) liveNodes(ctx context.Context) ([]string, error) {
+	if s.db != nil {
+		if _, err := dialect.ReadSchema(ctx, s.db, s.tables); err != nil {
+			return nil, nil
+		}
+	} else if _, err := os.Stat(filepath.Join(s.dir, "locks")); err != nil {
+		return nil, nil
+	}
+	ls, err := s.leases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := ls.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var live []string
+	for _, l := range leases {
+		if id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix); ok && l.Held {
+			live = append(live, id)
+		}
+	}
+	return live, nil
+}

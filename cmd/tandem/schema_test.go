@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/dialect"
+)
+
+// leftovers lists the tables (and MySQL procedures) of the target's
+// prefix that exist.
+func (tg *target) leftovers(t *testing.T) []string {
+	t.Helper()
+	ctx := context.Background()
+	tables, err := dialect.NewTables("prefix", tg.db.Prefix)
+	require.NoError(t, err)
+	var left []string
+	for _, name := range tables.All() {
+		var n int
+		switch tg.name {
+		case "postgres":
+			require.NoError(t, tg.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1`, name).Scan(&n))
+		case "mysql":
+			require.NoError(t, tg.db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?`, name).Scan(&n))
+		}
+		if n > 0 {
+			left = append(left, name)
+		}
+	}
+	if tg.name == "mysql" {
+		for _, p := range []string{"append_v1", "append_v2", "relay_v1"} {
+			var n int
+			require.NoError(t, tg.db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = ?`, tg.db.Prefix+p).Scan(&n))
+			if n > 0 {
+				left = append(left, tg.db.Prefix+p)
+			}
+		}
+	}
+	return left
+}
+
+func TestSchema(t *testing.T) {
+	t.Parallel()
+	eachTarget(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		tg.fails(t, exitNotFound, "schema", "version")
+		tg.fails(t, exitNotFound, "schema", "drop", "--yes")
+
+		if tg.db != nil {
+			require.Contains(t, tg.must(t, "schema", "migrate"), "created schema version")
+		} else {
+			require.Contains(t, tg.must(t, "schema", "migrate"), "in place")
+		}
+		out := tg.must(t, "schema", "version")
+		if tg.db != nil {
+			require.Contains(t, tg.must(t, "schema", "migrate"), "up to date")
+			require.Contains(t, out, "up to date")
+			var v struct {
+				Version, Release int
+				CanRun           bool `json:"can_run"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(tg.must(t, "schema", "version", "--json")), &v))
+			require.Equal(t, dialect.SchemaVersion, v.Version)
+			require.Equal(t, dialect.SchemaVersion, v.Release)
+			require.True(t, v.CanRun)
+			require.NotEmpty(t, tg.leftovers(t))
+		} else {
+			require.Contains(t, out, "journal, nodes, locks, blobs")
+		}
+
+		r := tg.fails(t, exitRefused, "schema", "drop")
+		require.Contains(t, r.stderr, "--yes")
+		n := tg.started(t, "web-1")
+		r = tg.fails(t, exitRefused, "schema", "drop", "--yes")
+		require.Contains(t, r.stderr, "web-1")
+		require.NoError(t, n.Stop(ctx))
+
+		require.Contains(t, tg.must(t, "schema", "drop", "--yes"), "deleted")
+		tg.fails(t, exitNotFound, "schema", "version")
+		tg.fails(t, exitNotFound, "status")
+		if tg.db != nil {
+			require.Empty(t, tg.leftovers(t))
+		} else {
+			for _, p := range folderParts {
+				_, err := os.Stat(filepath.Join(tg.dir, p))
+				require.ErrorIs(t, err, os.ErrNotExist, p)
+			}
+		}
+	})
+}
