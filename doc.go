@@ -19,9 +19,11 @@
 //	lock       cluster-wide leases with fencing tokens, leader election
 //	datastore  content-addressed store for large binaries
 //	dialect    the SQL knowledge of each database, one subpackage each
+//	clusterhttp  read-your-writes middleware and a health check for HTTP
+//	metrics    a Prometheus collector of all of the above
 //
-// Status: journal, revision, lock, cluster, janitor, datastore and dialect
-// are implemented. Start with
+// Status: journal, revision, lock, cluster, janitor, datastore, dialect,
+// clusterhttp and metrics are implemented. Start with
 // examples/quickstart.
 //
 // A change flows like this:

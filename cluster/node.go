@@ -320,6 +320,18 @@ func (n *Node) Instance() string { return n.cfg.Instance }
 // several entries atomically).
 func (n *Node) Journal() journal.Journal { return n.cfg.Journal }
 
+// Leases returns the node's lease store (Config.Leases, or the one OpenDir
+// or OpenSQL opened), for the application's own leases and jobs without a
+// second store:
+//
+//	jobs, err := lock.New(lock.Config{NodeID: n.ID(), Store: n.Leases()})
+//	go jobs.RunEvery(ctx, "report", time.Hour, report)
+//
+// Give that client its own instance (the default, a random one): the
+// node's membership lease is held under Node.Instance. The store needs no
+// closing; it lives as long as the node's journal and positions do.
+func (n *Node) Leases() lock.Store { return n.cfg.Leases }
+
 // Handle registers h for the records of producer. Register handlers
 // before Start: records of a producer without a handler are passed over
 // (and counted in Stats.Unhandled).
@@ -683,6 +695,18 @@ type Stats struct {
 	// Stuck names the record the node waits at when a handler has failed
 	// on it, or a call on it has run past HandlerTimeout; nil otherwise.
 	Stuck *Stuck
+	// Running reports whether the node is started: Start returned nil,
+	// Stop was not called, and no other process took its id over
+	// (ErrDuplicateNode).
+	Running bool
+	// Member reports whether the node holds its membership now: it is
+	// running and its lease is confirmed. Publish works, and caches
+	// serve, only while it does (see ErrMembershipLost).
+	Member bool
+	// Epoch is the journal epoch the node's position belongs to (empty
+	// before the first Start): a revision means something only together
+	// with it.
+	Epoch string
 }
 
 // Stuck describes a record the node cannot get past (yet).
@@ -702,7 +726,7 @@ type Stuck struct {
 // they describe that attempt (Stuck names the record it failed on).
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
-	l := n.loop
+	l, state, lease := n.loop, n.state, n.lease
 	if n.starting != nil {
 		l = n.starting
 	}
@@ -710,5 +734,8 @@ func (n *Node) Stats() Stats {
 	if l == nil {
 		return Stats{}
 	}
-	return l.stats()
+	st := l.stats()
+	st.Running = state == stateRunning && l.failure() == nil
+	st.Member = st.Running && lease.Held()
+	return st
 }

@@ -227,6 +227,7 @@ func (l *syncLoop) stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.st
+	st.Epoch = l.epoch
 	st.Head = max(st.Head, st.Revision) // the head is never below what was applied
 	st.Lag = st.Head - st.Revision
 	if a := l.cur; a != nil && (a.attempts > 0 || a.timedOut) {

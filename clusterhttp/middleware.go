@@ -1,0 +1,258 @@
+package clusterhttp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandem-go/tandem/cluster"
+)
+
+// Defaults of Config.
+const (
+	// DefaultHeader carries the token in requests and responses.
+	DefaultHeader = "Tandem-Revision"
+	// DefaultWaitTimeout bounds how long a request waits for this node to
+	// apply its token's revision.
+	DefaultWaitTimeout = 2 * time.Second
+	// DefaultRetryAfter is the Retry-After of a 503 after a wait ran out.
+	DefaultRetryAfter = time.Second
+)
+
+// Config configures a Middleware. The zero value of each field means its
+// default.
+type Config struct {
+	// Header is the request and response header of the token. Defaults
+	// to DefaultHeader.
+	Header string
+	// WaitTimeout bounds the wait for a request's revision; the request's
+	// own context bounds it too. Defaults to DefaultWaitTimeout.
+	WaitTimeout time.Duration
+	// RetryAfter is sent, rounded up to whole seconds, in the Retry-After
+	// header of a 503 after a wait ran out. Defaults to DefaultRetryAfter.
+	RetryAfter time.Duration
+	// Logger receives state changes only (the first of a series of
+	// timeouts, and the recovery). Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Middleware carries revision tokens between a client and the replicas that
+// serve it (see the package documentation). Create it with New; it is safe
+// for concurrent use.
+type Middleware struct {
+	n   *cluster.Node
+	cfg Config
+
+	tokens, waited, timedOut, foreign, malformed atomic.Int64
+	failing                                      atomic.Bool
+}
+
+// Stats are a Middleware's counters since it was made.
+type Stats struct {
+	// Tokens counts requests with a valid token of this journal.
+	Tokens int64
+	// Waited counts those of them whose revision this node had not
+	// applied yet: they waited (successfully or not) for it.
+	Waited int64
+	// TimedOut counts requests answered 503 because the wait ran out or
+	// failed.
+	TimedOut int64
+	// Foreign counts tokens of another journal epoch, ignored.
+	Foreign int64
+	// Malformed counts tokens that did not parse, answered 400.
+	Malformed int64
+}
+
+// New returns the middleware of node n, which the application starts and
+// stops.
+func New(n *cluster.Node, cfg Config) (*Middleware, error) {
+	if n == nil {
+		return nil, fmt.Errorf("clusterhttp config: %w: node is nil", cluster.ErrInvalidArgument)
+	}
+	if cfg.Header == "" {
+		cfg.Header = DefaultHeader
+	}
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = DefaultRetryAfter
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	switch {
+	case cfg.WaitTimeout < 0:
+		return nil, fmt.Errorf("clusterhttp config: %w: WaitTimeout must be > 0", cluster.ErrInvalidArgument)
+	case cfg.RetryAfter < 0:
+		return nil, fmt.Errorf("clusterhttp config: %w: RetryAfter must be > 0", cluster.ErrInvalidArgument)
+	}
+	cfg.Header = http.CanonicalHeaderKey(cfg.Header)
+	return &Middleware{n: n, cfg: cfg}, nil
+}
+
+// Stats returns the middleware's counters.
+func (m *Middleware) Stats() Stats {
+	return Stats{Tokens: m.tokens.Load(), Waited: m.waited.Load(), TimedOut: m.timedOut.Load(),
+		Foreign: m.foreign.Load(), Malformed: m.malformed.Load()}
+}
+
+// Wrap returns next behind the middleware: a request carrying a token runs
+// next only once this node applied its revision, and the response carries
+// the token of what next published (Published) or of the request.
+func (m *Middleware) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := &published{}
+		if h := r.Header.Get(m.cfg.Header); h != "" {
+			rev, ok := m.wait(w, r, h)
+			if !ok {
+				return
+			}
+			p.max(rev)
+		}
+		rw := &responseWriter{ResponseWriter: w, m: m, p: p}
+		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), publishedKey{}, p)))
+		// A handler that wrote nothing gets an implicit 200 once it
+		// returns: its header is still open.
+		rw.setToken()
+	})
+}
+
+// wait waits for the revision of token h and returns it, or 0 for a token
+// of another epoch. It answers the request itself, and returns false, when
+// the token is malformed or the wait fails.
+func (m *Middleware) wait(w http.ResponseWriter, r *http.Request, h string) (int64, bool) {
+	epoch, rev, err := ParseToken(h)
+	if err != nil {
+		m.malformed.Add(1)
+		http.Error(w, fmt.Sprintf("%s: %v", m.cfg.Header, err), http.StatusBadRequest)
+		return 0, false
+	}
+	st := m.n.Stats()
+	if epoch == st.Epoch && st.Running && st.Revision >= rev {
+		// Applied already: no wait, and no query (the token's epoch is
+		// the one the node's position belongs to).
+		m.tokens.Add(1)
+		return rev, true
+	}
+	if epoch != st.Epoch {
+		// The node may not have seen a new journal yet: ask the journal
+		// before ignoring the token.
+		current, err := m.n.Journal().Epoch(r.Context())
+		if err != nil {
+			m.unavailable(w, err)
+			return 0, false
+		}
+		if epoch != current {
+			m.foreign.Add(1)
+			return 0, true
+		}
+		// WaitFor resyncs to the current journal first.
+	}
+	m.tokens.Add(1)
+	m.waited.Add(1)
+	ctx, cancel := context.WithTimeout(r.Context(), m.cfg.WaitTimeout)
+	defer cancel()
+	if err := m.n.WaitFor(ctx, rev); err != nil {
+		m.unavailable(w, err)
+		return 0, false
+	}
+	if m.failing.CompareAndSwap(true, false) {
+		m.cfg.Logger.Info("tandem: read-your-writes waits succeed again", "node", m.n.ID())
+	}
+	return rev, true
+}
+
+func (m *Middleware) unavailable(w http.ResponseWriter, err error) {
+	m.timedOut.Add(1)
+	if m.failing.CompareAndSwap(false, true) {
+		m.cfg.Logger.Warn("tandem: read-your-writes wait failed; answering 503", "node", m.n.ID(), "err", err)
+	}
+	secs := int64(math.Ceil(m.cfg.RetryAfter.Seconds()))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	msg := "this replica has not caught up with the request's revision; retry"
+	if errors.Is(err, cluster.ErrNotRunning) || errors.Is(err, cluster.ErrDuplicateNode) {
+		msg = "this replica is not serving; retry"
+	}
+	http.Error(w, msg, http.StatusServiceUnavailable)
+}
+
+// publishedKey is the context key of a request's *published.
+type publishedKey struct{}
+
+// published holds the highest revision a request published (or carried).
+type published struct{ rev atomic.Int64 }
+
+func (p *published) max(rev int64) {
+	for {
+		old := p.rev.Load()
+		if rev <= old || p.rev.CompareAndSwap(old, rev) {
+			return
+		}
+	}
+}
+
+// Published records that the handler serving the request of ctx published
+// revision rev (of this node's journal), for the response's token. Call it
+// before writing the response's header or body: the token is a header, and
+// a revision published after they were written is not sent. Several calls
+// keep the highest revision; calls from other goroutines of the handler are
+// safe. It reports whether ctx belongs to a request under a Middleware
+// (otherwise it does nothing).
+func Published(ctx context.Context, rev int64) bool {
+	p, ok := ctx.Value(publishedKey{}).(*published)
+	if ok {
+		p.max(rev)
+	}
+	return ok
+}
+
+var _ http.Flusher = (*responseWriter)(nil)
+
+// responseWriter writes the token into the header when the handler writes
+// the header (or the first byte of the body).
+type responseWriter struct {
+	http.ResponseWriter
+	m       *Middleware
+	p       *published
+	written bool
+}
+
+func (w *responseWriter) setToken() {
+	if w.written {
+		return
+	}
+	w.written = true
+	if rev := w.p.rev.Load(); rev > 0 {
+		if epoch := w.m.n.Stats().Epoch; epoch != "" {
+			w.Header().Set(w.m.cfg.Header, FormatToken(epoch, rev))
+		}
+	}
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.setToken()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	w.setToken()
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush implements http.Flusher, when the underlying writer does.
+func (w *responseWriter) Flush() {
+	w.setToken()
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap returns the underlying writer, for http.ResponseController.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
