@@ -54,11 +54,9 @@ func checkOpen(fn string, cfg Config) error {
 }
 
 // MinSQLConns is the fewest open connections a node's pool must allow
-// (db.SetMaxOpenConns): one for the journal's group commits, one for
-// reads, position saves and lease renewals, and one more so that a
-// renewal never waits behind a long read. A dialect that pushes wake-ups
-// (PostgreSQL's LISTEN) holds one more. See the package documentation,
-// "Connections".
+// (db.SetMaxOpenConns) on a dialect that does not push wake-ups; SQLConns
+// gives the figure for a dialect. What each connection is for is stated
+// once, in the package documentation, "Connections".
 const MinSQLConns = 3
 
 // SQLConns returns how many open connections a node on dialect d needs at
