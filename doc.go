@@ -11,20 +11,32 @@
 //
 // # How the pieces fit
 //
-//	package    concept
-//	journal    the shared, totally ordered log of change records
-//	revision   where each node stands in the journal
-//	cluster    a running node: membership, the sync loop, handlers, caches
-//	janitor    prunes records every live node has consumed
-//	lock       cluster-wide leases with fencing tokens, leader election
-//	datastore  content-addressed store for large binaries
-//	dialect    the SQL knowledge of each database, one subpackage each
-//	clusterhttp  read-your-writes middleware and a health check for HTTP
-//	metrics    a Prometheus collector of all of the above
+//	package       concept
+//	cluster       a running node: membership, the sync loop, handlers, caches
+//	journal       the shared, totally ordered log of change records
+//	revision      where each node stands in the journal
+//	lock          cluster-wide leases with fencing tokens, leader election
+//	janitor       prunes records every live node has consumed
+//	datastore     content-addressed store for large binaries
+//	dialect       the SQL knowledge of each database, one subpackage each
+//	              (postgres, mysql, sqlserver, oracle)
+//	clusterhttp   read-your-writes middleware and a health check for HTTP
+//	metrics       a Prometheus collector of all of the above
+//	ident         shared identifiers: node ids, producers, prefixes, leases
+//	cmd/tandem    the operator's command: status, nodes, journal, janitor,
+//	              datastore, schema
+//	examples/...  quickstart (three nodes in one process) and service (a
+//	              multi-process HTTP service)
 //
-// Status: journal, revision, lock, cluster, janitor, datastore, dialect,
-// clusterhttp and metrics are implemented. Start with
-// examples/quickstart.
+// All of them are implemented. Start with examples/quickstart.
+//
+// Every store opens the same way: ctx first, a config struct last, the
+// shared folder and the table prefix as its Dir and Prefix fields (an
+// empty Prefix means "tandem_"), e.g. revision.OpenFile(ctx,
+// revision.FileConfig{Dir: dir}) or lock.OpenSQL(ctx, db, d,
+// lock.SQLConfig{Prefix: p}). A cluster node opens all of its stores at
+// once: cluster.OpenDir(ctx, cluster.Config{Dir: dir, ...}) or
+// cluster.OpenSQL(ctx, db, d, cluster.Config{Prefix: p, ...}).
 //
 // A change flows like this:
 //

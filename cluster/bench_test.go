@@ -53,7 +53,8 @@ func benchBackends() []benchBackend {
 		setup: func(b *testing.B) func(cfg cluster.Config) *cluster.Node {
 			dir := b.TempDir()
 			return func(cfg cluster.Config) *cluster.Node {
-				n, err := cluster.OpenDir(ctx, dir, cfg)
+				cfg.Dir = dir
+				n, err := cluster.OpenDir(ctx, cfg)
 				require.NoError(b, err)
 				b.Cleanup(func() { n.Stop(ctx) })
 				return n
@@ -67,7 +68,8 @@ func benchBackends() []benchBackend {
 			setup: func(b *testing.B) func(cfg cluster.Config) *cluster.Node {
 				db := dbtest.Open(b, be)
 				return func(cfg cluster.Config) *cluster.Node {
-					n, err := cluster.OpenSQL(ctx, db.NewPool(b), be.Dialect, db.Prefix, cfg)
+					cfg.Prefix = db.Prefix
+					n, err := cluster.OpenSQL(ctx, db.NewPool(b), be.Dialect, cfg)
 					require.NoError(b, err)
 					b.Cleanup(func() { n.Stop(ctx) })
 					return n

@@ -44,7 +44,9 @@ func held(c *cluster.Cache[int64, string], ids ...int64) []int64 {
 // what a cache does locally.
 func fileNode(t *testing.T) *cluster.Node {
 	t.Helper()
-	n, err := cluster.OpenDir(context.Background(), t.TempDir(), cfg("a"))
+	c := cfg("a")
+	c.Dir = t.TempDir()
+	n, err := cluster.OpenDir(context.Background(), c)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.Stop(context.Background()) })
 	return n
@@ -430,7 +432,9 @@ func TestCacheDefaultKeys(t *testing.T) {
 	dir := t.TempDir()
 	ctx := ctxT(t)
 	open := func(id string) *cluster.Node {
-		n, err := cluster.OpenDir(ctx, dir, cfg(id))
+		c := cfg(id)
+		c.Dir = dir
+		n, err := cluster.OpenDir(ctx, c)
 		require.NoError(t, err)
 		t.Cleanup(func() { n.Stop(context.Background()) })
 		return n

@@ -36,13 +36,14 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 		dir := t.TempDir()
 		test(t, fixture{
 			open: func(t *testing.T, cfg cluster.Config) *cluster.Node {
-				n, err := cluster.OpenDir(context.Background(), dir, cfg)
+				cfg.Dir = dir
+				n, err := cluster.OpenDir(context.Background(), cfg)
 				require.NoError(t, err)
 				t.Cleanup(func() { n.Stop(context.Background()) })
 				return n
 			},
 			revisions: func(t *testing.T) revision.Store {
-				s, err := revision.OpenFile(dir)
+				s, err := revision.OpenFile(context.Background(), revision.FileConfig{Dir: dir})
 				require.NoError(t, err)
 				return s
 			},
@@ -51,9 +52,9 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 				j, err := journal.OpenFile(context.Background(), journal.FileConfig{Dir: dir, NodeID: node, Instance: instance})
 				require.NoError(t, err)
 				t.Cleanup(func() { j.Close(context.Background()) })
-				revs, err := revision.OpenFile(dir)
+				revs, err := revision.OpenFile(context.Background(), revision.FileConfig{Dir: dir})
 				require.NoError(t, err)
-				leases, err := lock.OpenFile(dir, lock.FileConfig{})
+				leases, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: dir})
 				require.NoError(t, err)
 				return j, revs, leases
 			},
@@ -65,13 +66,14 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 			db := dbtest.Open(t, b)
 			test(t, fixture{
 				open: func(t *testing.T, cfg cluster.Config) *cluster.Node {
-					n, err := cluster.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix, cfg)
+					cfg.Prefix = db.Prefix
+					n, err := cluster.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, cfg)
 					require.NoError(t, err)
 					t.Cleanup(func() { n.Stop(context.Background()) })
 					return n
 				},
 				revisions: func(t *testing.T) revision.Store {
-					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix)
+					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, revision.SQLConfig{Prefix: db.Prefix})
 					require.NoError(t, err)
 					return s
 				},
@@ -82,9 +84,9 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 					j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: node, Instance: instance, Prefix: db.Prefix})
 					require.NoError(t, err)
 					t.Cleanup(func() { j.Close(context.Background()) })
-					revs, err := revision.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
+					revs, err := revision.OpenSQL(ctx, pool, b.Dialect, revision.SQLConfig{Prefix: db.Prefix})
 					require.NoError(t, err)
-					leases, err := lock.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
+					leases, err := lock.OpenSQL(ctx, pool, b.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 					require.NoError(t, err)
 					return j, revs, leases
 				},
@@ -382,8 +384,46 @@ func TestConfigErrors(t *testing.T) {
 		_, err := cluster.New(c.cfg)
 		require.ErrorContains(t, err, c.field)
 	}
-	_, err := cluster.OpenDir(context.Background(), t.TempDir(), cluster.Config{NodeID: "a", SyncDelay: -1})
+	_, err := cluster.OpenDir(context.Background(), cluster.Config{Dir: t.TempDir(), NodeID: "a", SyncDelay: -1})
 	require.ErrorContains(t, err, "SyncDelay")
+}
+
+// TestOpenFields: Dir belongs to OpenDir, Prefix to OpenSQL, the stores to
+// New; a field given to the wrong one is an error that names it.
+func TestOpenFields(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	revs, err := revision.OpenFile(ctx, revision.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name  string
+		open  func() error
+		field string
+	}{
+		{"OpenDir without Dir", func() error { _, err := cluster.OpenDir(ctx, cluster.Config{NodeID: "a"}); return err }, "Dir"},
+		{"OpenDir with Prefix", func() error {
+			_, err := cluster.OpenDir(ctx, cluster.Config{NodeID: "a", Dir: dir, Prefix: "p_"})
+			return err
+		}, "Prefix"},
+		{"OpenDir with a store", func() error {
+			_, err := cluster.OpenDir(ctx, cluster.Config{NodeID: "a", Dir: dir, Revisions: revs})
+			return err
+		}, "Revisions"},
+		{"OpenSQL with Dir", func() error {
+			_, err := cluster.OpenSQL(ctx, nil, nil, cluster.Config{NodeID: "a", Dir: dir})
+			return err
+		}, "Dir"},
+		{"New with Dir", func() error { _, err := cluster.New(cluster.Config{NodeID: "a", Instance: "i", Dir: dir}); return err }, "Dir"},
+		{"New with Prefix", func() error {
+			_, err := cluster.New(cluster.Config{NodeID: "a", Instance: "i", Prefix: "p_"})
+			return err
+		}, "Prefix"},
+	} {
+		err := c.open()
+		require.ErrorIs(t, err, cluster.ErrInvalidArgument, c.name)
+		require.ErrorContains(t, err, c.field, c.name)
+	}
 }
 
 func TestMembersAndBarrier(t *testing.T) {

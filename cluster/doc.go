@@ -4,13 +4,19 @@
 //
 // # Lifecycle
 //
-//	n, err := cluster.OpenSQL(ctx, db, postgres.Dialect, "", cluster.Config{NodeID: "web-1"})
-//	// or cluster.OpenDir(ctx, "/shared/app", cfg) for a shared folder
+//	n, err := cluster.OpenSQL(ctx, db, postgres.Dialect, cluster.Config{NodeID: "web-1"})
+//	// or, on a shared folder:
+//	// n, err := cluster.OpenDir(ctx, cluster.Config{Dir: "/shared/app", NodeID: "web-1"})
 //	n.Handle("search-index", indexer)      // before Start
 //	err = n.Start(ctx)                      // join, load the position, first sync
 //	rev, err := n.Publish(ctx, "search-index", payload)
 //	...
 //	err = n.Stop(ctx)                       // final sync, save, leave
+//
+// OpenSQL opens the node's journal, positions and leases in db, in the
+// tables named by Config.Prefix (default "tandem_"); OpenDir opens them in
+// the folder Config.Dir. New takes stores the caller has already opened
+// (Config.Journal, Revisions and Leases) and keeps them the caller's.
 //
 // Start takes the node id's membership lease, loads the node's stored
 // position — or starts at the journal's head (a new node has nothing to

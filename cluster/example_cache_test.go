@@ -27,7 +27,7 @@ func ExampleNewCache() {
 	}
 
 	replica := func(id string) (*cluster.Node, *cluster.Cache[int64, string]) {
-		n, err := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: id})
+		n, err := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: id})
 		if err != nil {
 			panic(err)
 		}

@@ -16,11 +16,11 @@ func ExampleNode() {
 	dir, _ := os.MkdirTemp("", "tandem-example-")
 	defer os.RemoveAll(dir)
 
-	a, err := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: "node-a"})
+	a, err := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: "node-a"})
 	if err != nil {
 		panic(err)
 	}
-	b, err := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: "node-b"})
+	b, err := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: "node-b"})
 	if err != nil {
 		panic(err)
 	}

@@ -26,7 +26,8 @@ func TestReplacedAfterOutage(t *testing.T) {
 			proxy, dsn := db.NewProxy(t)
 			c := cfg("web-1")
 			c.MemberTTL = time.Second
-			first, err := cluster.OpenSQL(ctx, db.Pool(t, dsn), b.Dialect, db.Prefix, c)
+			c.Prefix = db.Prefix
+			first, err := cluster.OpenSQL(ctx, db.Pool(t, dsn), b.Dialect, c)
 			require.NoError(t, err)
 			t.Cleanup(func() { first.Stop(context.Background()) })
 			start(t, first)
@@ -35,7 +36,7 @@ func TestReplacedAfterOutage(t *testing.T) {
 			// The replacement starts once the first node's lease expired.
 			var second *cluster.Node
 			require.Eventually(t, func() bool {
-				n, err := cluster.OpenSQL(ctx, db.NewPool(t), b.Dialect, db.Prefix, c)
+				n, err := cluster.OpenSQL(ctx, db.NewPool(t), b.Dialect, c)
 				require.NoError(t, err)
 				if err := n.Start(ctx); err != nil {
 					require.ErrorIs(t, err, cluster.ErrDuplicateNode)

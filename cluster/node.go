@@ -102,7 +102,19 @@ type Config struct {
 	// Required with New: the Instance the journal was opened with
 	// (journal.SQLConfig.Instance, journal.FileConfig.Instance).
 	Instance string
-	// Journal, Revisions and Leases are the shared stores. Required.
+	// Dir is the shared folder of OpenDir, which opens the journal,
+	// positions and leases in it. Required by OpenDir; must be empty
+	// with OpenSQL and New.
+	Dir string
+	// Prefix is the table prefix of OpenSQL, which opens the journal,
+	// positions and leases in the tables it names. Defaults to
+	// dialect.DefaultPrefix ("tandem_"); see ident.Prefix. Must be empty
+	// with OpenDir and New.
+	Prefix string
+	// Journal, Revisions and Leases are the shared stores, already open:
+	// required by New, which takes them as they are (the caller closes
+	// them); must be nil with OpenDir and OpenSQL, which open them from
+	// Dir or Prefix (and the node's Stop closes the journal they opened).
 	Journal   journal.Journal
 	Revisions revision.Store
 	Leases    lock.Store
@@ -218,8 +230,24 @@ const (
 	stateStopped
 )
 
-// New validates cfg and returns a Node that is not started yet.
+// New validates cfg and returns a Node that is not started yet, on the
+// already-open stores cfg.Journal, cfg.Revisions and cfg.Leases, which
+// stay the caller's (Stop closes none of them). Dir and Prefix must be
+// empty: New opens nothing.
 func New(cfg Config) (*Node, error) {
+	if cfg.Dir != "" || cfg.Prefix != "" {
+		field := "Dir"
+		if cfg.Dir == "" {
+			field = "Prefix"
+		}
+		return nil, fmt.Errorf("cluster config: %w: %s is set; New takes already-open stores (Journal, Revisions, Leases): use OpenDir or OpenSQL to open them from Dir or Prefix", ErrInvalidArgument, field)
+	}
+	return newNode(cfg)
+}
+
+// newNode is New without the check that OpenDir and OpenSQL pass Dir or
+// Prefix.
+func newNode(cfg Config) (*Node, error) {
 	if cfg.SyncDelay == 0 {
 		cfg.SyncDelay = DefaultSyncDelay
 	}

@@ -12,33 +12,51 @@ import (
 )
 
 // OpenDir returns a node (not started) whose journal, positions and leases
-// live in the shared folder dir. cfg's Journal, Revisions and Leases must
-// be nil; the node's Stop closes the journal it opened, which writes as
-// cfg.Instance (random when empty).
-func OpenDir(ctx context.Context, dir string, cfg Config) (*Node, error) {
-	if cfg.Journal != nil || cfg.Revisions != nil || cfg.Leases != nil {
-		return nil, fmt.Errorf("open node: %w: OpenDir opens Journal, Revisions and Leases itself; leave them nil", ErrInvalidArgument)
+// live in the shared folder cfg.Dir. It opens those stores itself, so
+// cfg's Journal, Revisions and Leases must be nil, and Prefix empty (it
+// names tables); the node's Stop closes the journal it opened, which
+// writes as cfg.Instance (random when empty). ctx bounds the opening.
+func OpenDir(ctx context.Context, cfg Config) (*Node, error) {
+	if err := checkOpen("OpenDir", cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("open node: %w: Dir is empty", ErrInvalidArgument)
+	}
+	if cfg.Prefix != "" {
+		return nil, fmt.Errorf("open node: %w: Prefix is for OpenSQL; a node on a shared folder has no tables", ErrInvalidArgument)
 	}
 	if cfg.Instance == "" {
 		cfg.Instance = journal.NewInstance()
 	}
-	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: cfg.NodeID, Instance: cfg.Instance, Logger: cfg.Logger})
+	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: cfg.Dir, NodeID: cfg.NodeID, Instance: cfg.Instance, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", err)
 	}
-	revs, err := revision.OpenFile(dir)
+	revs, err := revision.OpenFile(ctx, revision.FileConfig{Dir: cfg.Dir})
 	if err == nil {
-		cfg.Leases, err = lock.OpenFile(dir, lock.FileConfig{Logger: cfg.Logger})
+		cfg.Leases, err = lock.OpenFile(ctx, lock.FileConfig{Dir: cfg.Dir, Logger: cfg.Logger})
 	}
 	return finishOpen(ctx, j, revs, cfg, err)
 }
 
+// checkOpen refuses stores in cfg: OpenDir and OpenSQL open them.
+func checkOpen(fn string, cfg Config) error {
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{{cfg.Journal != nil, "Journal"}, {cfg.Revisions != nil, "Revisions"}, {cfg.Leases != nil, "Leases"}} {
+		if f.set {
+			return fmt.Errorf("open node: %w: %s is set; %s opens Journal, Revisions and Leases itself (leave them nil, or use New)", ErrInvalidArgument, f.name, fn)
+		}
+	}
+	return nil
+}
+
 // MinSQLConns is the fewest open connections a node's pool must allow
-// (db.SetMaxOpenConns): one for the journal's group commits, one for
-// reads, position saves and lease renewals, and one more so that a
-// renewal never waits behind a long read. A dialect that pushes wake-ups
-// (PostgreSQL's LISTEN) holds one more. See the package documentation,
-// "Connections".
+// (db.SetMaxOpenConns) on a dialect that does not push wake-ups; SQLConns
+// gives the figure for a dialect. What each connection is for is stated
+// once, in the package documentation, "Connections".
 const MinSQLConns = 3
 
 // SQLConns returns how many open connections a node on dialect d needs at
@@ -51,13 +69,18 @@ func SQLConns(d dialect.Dialect) int {
 }
 
 // OpenSQL returns a node (not started) whose journal, positions and leases
-// live in db, in tables with the given prefix (empty: "tandem_"), using
-// dialect d. db stays the caller's; the node's Stop closes the journal it
-// opened. db must allow at least SQLConns(d) open connections ("Connections"
-// in the package documentation); a smaller limit is an error.
-func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string, cfg Config) (*Node, error) {
-	if cfg.Journal != nil || cfg.Revisions != nil || cfg.Leases != nil {
-		return nil, fmt.Errorf("open node: %w: OpenSQL opens Journal, Revisions and Leases itself; leave them nil", ErrInvalidArgument)
+// live in db, in the tables with cfg.Prefix (empty: dialect.DefaultPrefix),
+// using dialect d. It opens those stores itself, so cfg's Journal,
+// Revisions and Leases must be nil, and Dir empty (it names a folder). db
+// stays the caller's; the node's Stop closes the journal it opened. db
+// must allow at least SQLConns(d) open connections ("Connections" in the
+// package documentation); a smaller limit is an error.
+func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg Config) (*Node, error) {
+	if err := checkOpen("OpenSQL", cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Dir != "" {
+		return nil, fmt.Errorf("open node: %w: Dir is for OpenDir; a node on a database has no folder", ErrInvalidArgument)
 	}
 	if db == nil || d == nil {
 		return nil, fmt.Errorf("open node: %w: db and dialect are required", ErrInvalidArgument)
@@ -69,13 +92,13 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string, 
 	if cfg.Instance == "" {
 		cfg.Instance = journal.NewInstance()
 	}
-	j, err := journal.OpenSQL(ctx, db, d, journal.SQLConfig{NodeID: cfg.NodeID, Instance: cfg.Instance, Prefix: prefix, Logger: cfg.Logger})
+	j, err := journal.OpenSQL(ctx, db, d, journal.SQLConfig{NodeID: cfg.NodeID, Instance: cfg.Instance, Prefix: cfg.Prefix, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", err)
 	}
-	revs, err := revision.OpenSQL(ctx, db, d, prefix)
+	revs, err := revision.OpenSQL(ctx, db, d, revision.SQLConfig{Prefix: cfg.Prefix})
 	if err == nil {
-		cfg.Leases, err = lock.OpenSQL(ctx, db, d, prefix)
+		cfg.Leases, err = lock.OpenSQL(ctx, db, d, lock.SQLConfig{Prefix: cfg.Prefix})
 	}
 	return finishOpen(ctx, j, revs, cfg, err)
 }
@@ -84,7 +107,7 @@ func finishOpen(ctx context.Context, j journal.Journal, revs revision.Store, cfg
 	if err == nil {
 		cfg.Journal, cfg.Revisions = j, revs
 		var n *Node
-		if n, err = New(cfg); err == nil {
+		if n, err = newNode(cfg); err == nil {
 			n.closeJournal = true
 			return n, nil
 		}

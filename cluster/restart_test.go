@@ -36,7 +36,8 @@ func restartCfg(id string) cluster.Config {
 // Its pool is closed when t ends (t nil: never).
 func openBy(ctx context.Context, t *testing.T, backend, where string, c cluster.Config) (*cluster.Node, error) {
 	if backend == "file" {
-		return cluster.OpenDir(ctx, where, c)
+		c.Dir = where
+		return cluster.OpenDir(ctx, c)
 	}
 	for _, b := range dbtest.Backends {
 		if b.Name == backend {
@@ -47,7 +48,8 @@ func openBy(ctx context.Context, t *testing.T, backend, where string, c cluster.
 			if t != nil {
 				t.Cleanup(func() { db.Close() })
 			}
-			return cluster.OpenSQL(ctx, db, b.Dialect, where, c)
+			c.Prefix = where
+			return cluster.OpenSQL(ctx, db, b.Dialect, c)
 		}
 	}
 	return nil, fmt.Errorf("no backend %q", backend)

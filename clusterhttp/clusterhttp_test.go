@@ -23,7 +23,7 @@ import (
 func open(t *testing.T, dir, id string, block func() bool) *cluster.Node {
 	t.Helper()
 	ctx := context.Background()
-	n, err := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: id, SyncDelay: time.Minute, MemberTTL: 2 * time.Second})
+	n, err := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: id, SyncDelay: time.Minute, MemberTTL: 2 * time.Second})
 	require.NoError(t, err)
 	require.NoError(t, n.Handle("p", cluster.HandlerFunc(func(ctx context.Context, rec journal.Record) error {
 		if block != nil && block() {

@@ -22,7 +22,7 @@ func Example() {
 	quiet := slog.New(slog.DiscardHandler)
 
 	replica := func(id string) (*cluster.Node, *cluster.Cache[string, string], http.Handler) {
-		n, _ := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: id, Logger: quiet})
+		n, _ := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: id, Logger: quiet})
 		users, _ := cluster.NewCache[string, string](n, "users", cluster.CacheConfig[string]{})
 		_ = n.Start(ctx)
 		rw, _ := clusterhttp.New(n, clusterhttp.Config{Logger: quiet})

@@ -59,9 +59,9 @@ type benchStore struct {
 func benchStores() []benchStore {
 	out := []benchStore{{"file", func(b *testing.B) (datastore.Store, lock.Store) {
 		dir := b.TempDir()
-		s, err := datastore.OpenFile(dir, datastore.FileConfig{})
+		s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: dir})
 		require.NoError(b, err)
-		ls, err := lock.OpenFile(dir, lock.FileConfig{})
+		ls, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: dir})
 		require.NoError(b, err)
 		return s, ls
 	}}}
@@ -69,7 +69,7 @@ func benchStores() []benchStore {
 		out = append(out, benchStore{be.Name, func(b *testing.B) (datastore.Store, lock.Store) {
 			db := dbtest.Open(b, be)
 			s := openSQL(b, db, datastore.SQLConfig{})
-			ls, err := lock.OpenSQL(context.Background(), db.NewPool(b), db.Dialect, db.Prefix)
+			ls, err := lock.OpenSQL(context.Background(), db.NewPool(b), db.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 			require.NoError(b, err)
 			return s, ls
 		}})
@@ -92,7 +92,7 @@ func BenchmarkFileVsRaw(b *testing.B) {
 	for _, sz := range benchSizes {
 		b.Run("put/"+sz.name, func(b *testing.B) {
 			dir := b.TempDir()
-			s, err := datastore.OpenFile(dir, datastore.FileConfig{})
+			s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: dir})
 			require.NoError(b, err)
 			ctx := context.Background()
 			var raw, put time.Duration
@@ -119,7 +119,7 @@ func BenchmarkFileVsRaw(b *testing.B) {
 		})
 		b.Run("get/"+sz.name, func(b *testing.B) {
 			dir := b.TempDir()
-			s, err := datastore.OpenFile(dir, datastore.FileConfig{})
+			s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: dir})
 			require.NoError(b, err)
 			ctx := context.Background()
 			p := filepath.Join(dir, "raw")
@@ -185,7 +185,7 @@ func BenchmarkPut(b *testing.B) {
 // (file-skipverify: the file store configured not to).
 func BenchmarkGet(b *testing.B) {
 	skip := benchStore{"file-skipverify", func(b *testing.B) (datastore.Store, lock.Store) {
-		s, err := datastore.OpenFile(b.TempDir(), datastore.FileConfig{SkipVerify: true})
+		s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: b.TempDir(), SkipVerify: true})
 		require.NoError(b, err)
 		return s, nil
 	}}

@@ -26,7 +26,7 @@ func TestMinRecordLength(t *testing.T) {
 }
 
 func TestCollectorConfig(t *testing.T) {
-	s, err := datastore.OpenFile(t.TempDir(), datastore.FileConfig{})
+	s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: t.TempDir()})
 	require.NoError(t, err)
 	for _, c := range []struct {
 		cfg   datastore.GCConfig
@@ -42,8 +42,13 @@ func TestCollectorConfig(t *testing.T) {
 	}
 	_, err = datastore.NewCollector(otherStore{s}, datastore.GCConfig{})
 	require.ErrorIs(t, err, datastore.ErrInvalidArgument, "a store of another package cannot be collected")
-	_, err = datastore.OpenFile("", datastore.FileConfig{})
+	_, err = datastore.OpenFile(context.Background(), datastore.FileConfig{})
 	require.ErrorIs(t, err, datastore.ErrInvalidArgument)
+	require.ErrorContains(t, err, "Dir")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = datastore.OpenFile(cancelled, datastore.FileConfig{Dir: t.TempDir()})
+	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, 24*time.Hour, datastore.DefaultGracePeriod, "Oak's default")
 }
 
@@ -73,7 +78,7 @@ func (o otherStore) Walk(ctx context.Context, fn func(datastore.Info) error) err
 func TestFileSkipVerify(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := datastore.OpenFile(dir, datastore.FileConfig{SkipVerify: true})
+	s, err := datastore.OpenFile(ctx, datastore.FileConfig{Dir: dir, SkipVerify: true})
 	require.NoError(t, err)
 	in, err := s.Put(ctx, strings.NewReader("hello, world"))
 	require.NoError(t, err)
@@ -85,7 +90,7 @@ func TestFileSkipVerify(t *testing.T) {
 	require.NoError(t, err, "not verified")
 	require.Equal(t, "jello, world", string(b))
 	r.Close()
-	verified, err := datastore.OpenFile(dir, datastore.FileConfig{})
+	verified, err := datastore.OpenFile(ctx, datastore.FileConfig{Dir: dir})
 	require.NoError(t, err)
 	r, err = verified.Get(ctx, in.ID)
 	require.NoError(t, err)
@@ -111,7 +116,7 @@ func TestFileSkipVerify(t *testing.T) {
 func TestFileCrashLeftovers(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := datastore.OpenFile(dir, datastore.FileConfig{})
+	s, err := datastore.OpenFile(ctx, datastore.FileConfig{Dir: dir})
 	require.NoError(t, err)
 	tmp := filepath.Join(dir, "blobs", "tmp")
 	old := time.Now().Add(-time.Hour)
@@ -124,7 +129,7 @@ func TestFileCrashLeftovers(t *testing.T) {
 	require.NoError(t, os.WriteFile(trash, []byte("moved aside"), 0o644))
 	require.NoError(t, os.Chtimes(trash, old, old))
 
-	ls, err := lock.OpenFile(dir, lock.FileConfig{})
+	ls, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
 	require.NoError(t, err)
 	c, err := lock.New(lock.Config{NodeID: "gc", Store: ls})
 	require.NoError(t, err)

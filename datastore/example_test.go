@@ -20,8 +20,8 @@ func Example() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "tandem-datastore-")
 	defer os.RemoveAll(dir)
-	nodeA, _ := datastore.OpenFile(dir, datastore.FileConfig{})
-	nodeB, _ := datastore.OpenFile(dir, datastore.FileConfig{})
+	nodeA, _ := datastore.OpenFile(ctx, datastore.FileConfig{Dir: dir})
+	nodeB, _ := datastore.OpenFile(ctx, datastore.FileConfig{Dir: dir})
 
 	report, err := nodeA.Put(ctx, strings.NewReader("quarterly report, a binary of any size"))
 	if err != nil {
@@ -39,7 +39,7 @@ func Example() {
 	refs := datastore.ReferencesFunc(func(ctx context.Context, yield func(datastore.ID) error) error {
 		return yield(report.ID)
 	})
-	locks, _ := lock.OpenFile(dir, lock.FileConfig{})
+	locks, _ := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
 	client, _ := lock.New(lock.Config{NodeID: "node-b", Store: locks})
 	lease, err := client.TryAcquire(ctx, datastore.DefaultLeaseName)
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 // FileConfig configures a File. The zero value of each field means its
 // default.
 type FileConfig struct {
+	// Dir is the shared folder; blobs live in Dir/blobs. Required.
+	Dir string
 	// SkipVerify makes Get's readers skip hashing: they still check the
 	// length but not the content. Defaults to false: every Get verifies.
 	SkipVerify bool
@@ -62,13 +64,17 @@ var (
 	_ collectable = (*File)(nil)
 )
 
-// OpenFile opens the data store in dir, creating <dir>/blobs and
-// <dir>/blobs/tmp when they do not exist.
-func OpenFile(dir string, cfg FileConfig) (*File, error) {
-	if dir == "" {
-		return nil, fmt.Errorf("open file datastore: %w: dir is empty", ErrInvalidArgument)
+// OpenFile opens the data store in cfg.Dir, creating <Dir>/blobs and
+// <Dir>/blobs/tmp when they do not exist. ctx bounds these folder checks:
+// OpenFile fails at once when it is done.
+func OpenFile(ctx context.Context, cfg FileConfig) (*File, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("open file datastore: %w: Dir is empty", ErrInvalidArgument)
 	}
-	s := &File{dir: dir, blobs: filepath.Join(dir, "blobs"), cfg: cfg}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open file datastore: %w", err)
+	}
+	s := &File{dir: cfg.Dir, blobs: filepath.Join(cfg.Dir, "blobs"), cfg: cfg}
 	s.tmp = filepath.Join(s.blobs, "tmp")
 	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("open file datastore: %w", err)

@@ -1,6 +1,7 @@
 package datastore_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,12 +18,12 @@ func fileHarness(t *testing.T) datastoretest.Harness {
 	dir := t.TempDir()
 	return datastoretest.Harness{
 		Open: func(t *testing.T) datastore.Store {
-			s, err := datastore.OpenFile(dir, datastore.FileConfig{})
+			s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: dir})
 			require.NoError(t, err)
 			return s
 		},
 		Locks: func(t *testing.T) lock.Store {
-			s, err := lock.OpenFile(dir, lock.FileConfig{})
+			s, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: dir})
 			require.NoError(t, err)
 			return s
 		},

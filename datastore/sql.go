@@ -30,7 +30,8 @@ const (
 // SQLConfig configures a SQL store. The zero value of each field means its
 // default.
 type SQLConfig struct {
-	// Prefix is the table prefix. Defaults to dialect.DefaultPrefix.
+	// Prefix is prepended to every table name. Defaults to
+	// dialect.DefaultPrefix ("tandem_"); see ident.Prefix.
 	Prefix string
 	// ChunkSize is the size of the chunk rows Put writes, and so the
 	// memory a Put or a Get needs (plus the driver's copy). Defaults to

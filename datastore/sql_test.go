@@ -46,7 +46,7 @@ func sqlHarness(b dbtest.Backend) datastoretest.NewHarness {
 				return openSQL(t, db, datastore.SQLConfig{ChunkSize: testChunkSize})
 			},
 			Locks: func(t *testing.T) lock.Store {
-				s, err := lock.OpenSQL(ctx, db.NewPool(t), db.Dialect, db.Prefix)
+				s, err := lock.OpenSQL(ctx, db.NewPool(t), db.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 				require.NoError(t, err)
 				return s
 			},

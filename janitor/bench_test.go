@@ -107,9 +107,9 @@ func benchPrune(b *testing.B, be dbtest.Backend) {
 		return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
 	}
 
-	revs, err := revision.OpenSQL(ctx, db.DB, be.Dialect, db.Prefix)
+	revs, err := revision.OpenSQL(ctx, db.DB, be.Dialect, revision.SQLConfig{Prefix: db.Prefix})
 	require.NoError(b, err)
-	leases, err := lock.OpenSQL(ctx, db.DB, be.Dialect, db.Prefix)
+	leases, err := lock.OpenSQL(ctx, db.DB, be.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 	require.NoError(b, err)
 	jan, err := janitor.New(janitor.Config{NodeID: "jan", Journal: w, Revisions: revs, Leases: leases, KeepRecords: -1, KeepFor: -1})
 	require.NoError(b, err)

@@ -28,11 +28,11 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer j.Close(ctx)
-	revs, err := revision.OpenFile(dir)
+	revs, err := revision.OpenFile(ctx, revision.FileConfig{Dir: dir})
 	if err != nil {
 		log.Fatal(err)
 	}
-	leases, err := lock.OpenFile(dir, lock.FileConfig{})
+	leases, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -43,12 +43,12 @@ func stores(t *testing.T) []func(t *testing.T) store {
 				return j
 			},
 			revs: func(t *testing.T) revision.Store {
-				r, err := revision.OpenFile(dir)
+				r, err := revision.OpenFile(context.Background(), revision.FileConfig{Dir: dir})
 				require.NoError(t, err)
 				return r
 			},
 			leases: func(t *testing.T) lock.Store {
-				l, err := lock.OpenFile(dir, lock.FileConfig{})
+				l, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: dir})
 				require.NoError(t, err)
 				return l
 			},
@@ -67,12 +67,12 @@ func stores(t *testing.T) []func(t *testing.T) store {
 					return j
 				},
 				revs: func(t *testing.T) revision.Store {
-					r, err := revision.OpenSQL(ctx, db.NewPool(t), b.Dialect, db.Prefix)
+					r, err := revision.OpenSQL(ctx, db.NewPool(t), b.Dialect, revision.SQLConfig{Prefix: db.Prefix})
 					require.NoError(t, err)
 					return r
 				},
 				leases: func(t *testing.T) lock.Store {
-					l, err := lock.OpenSQL(ctx, db.NewPool(t), b.Dialect, db.Prefix)
+					l, err := lock.OpenSQL(ctx, db.NewPool(t), b.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 					require.NoError(t, err)
 					return l
 				},

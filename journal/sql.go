@@ -100,8 +100,12 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 // ConnIdle without an append and at least every ConnMaxHold, so an idle
 // journal holds no connection and the pool's SetConnMaxLifetime and
 // SetConnMaxIdleTime apply to it within ConnMaxHold. With a Notifier
-// dialect, Watch holds one more. db must allow at least 2 open
-// connections (3 to Watch).
+// dialect, Watch holds one more. Used on its own, the journal needs db to
+// allow at least 2 open connections (the append connection and one to
+// read), 3 while Watch listens on a Notifier dialect; OpenSQL refuses a
+// pool of 1. A cluster node needs more than its journal: size a node's
+// pool with cluster.SQLConns, whose figures are stated once, in package
+// cluster's "Connections".
 //
 // # Outcomes
 //
@@ -179,7 +183,7 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	if n := db.Stats().MaxOpenConnections; n == 1 {
-		return nil, fmt.Errorf("open journal: %w: the pool allows 1 connection; the journal keeps one for its group commits and needs at least one more to read (2, or 3 with Watch on PostgreSQL)", ErrInvalidArgument)
+		return nil, fmt.Errorf("open journal: %w: the pool allows 1 connection; the journal keeps one for its group commits and needs at least one more to read (2, or 3 while Watch listens on a Notifier dialect; a cluster node needs cluster.SQLConns)", ErrInvalidArgument)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

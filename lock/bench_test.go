@@ -32,14 +32,14 @@ func BenchmarkAcquireRelease(b *testing.B) {
 
 func openBenchStore(b *testing.B, name string) lock.Store {
 	if name == "file" {
-		s, err := lock.OpenFile(b.TempDir(), lock.FileConfig{})
+		s, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: b.TempDir()})
 		require.NoError(b, err)
 		return s
 	}
 	for _, be := range dbtest.Backends {
 		if be.Name == name {
 			db := dbtest.Open(b, be)
-			s, err := lock.OpenSQL(context.Background(), db.NewPool(b), be.Dialect, db.Prefix)
+			s, err := lock.OpenSQL(context.Background(), db.NewPool(b), be.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 			require.NoError(b, err)
 			return s
 		}

@@ -19,7 +19,7 @@ func Example() {
 	defer os.RemoveAll(dir)
 
 	newClient := func(node string) *lock.Client {
-		store, err := lock.OpenFile(dir, lock.FileConfig{})
+		store, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
 		if err != nil {
 			panic(err)
 		}
@@ -60,7 +60,7 @@ func ExampleClient_RunOnce() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "tandem-example-")
 	defer os.RemoveAll(dir)
-	store, _ := lock.OpenFile(dir, lock.FileConfig{})
+	store, _ := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
 	c, _ := lock.New(lock.Config{NodeID: "node-a", Store: store})
 
 	ran, err := c.RunOnce(ctx, "nightly-report", func(ctx context.Context, l *lock.Lease) error {
@@ -81,7 +81,7 @@ func ExampleClient_RunEvery() {
 	defer cancel()
 	dir, _ := os.MkdirTemp("", "tandem-example-")
 	defer os.RemoveAll(dir)
-	store, _ := lock.OpenFile(dir, lock.FileConfig{})
+	store, _ := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
 	c, _ := lock.New(lock.Config{NodeID: "node-a", Store: store})
 
 	err := c.RunEvery(ctx, "hourly-report", time.Hour, func(ctx context.Context, l *lock.Lease) error {

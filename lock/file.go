@@ -33,6 +33,8 @@ const fileStaleTempAge = time.Hour
 // FileConfig configures a File. The zero value of each field means its
 // default.
 type FileConfig struct {
+	// Dir is the shared folder; leases live in Dir/locks. Required.
+	Dir string
 	// Clock measures how long an observed lease has stood still. Only
 	// differences between its readings are used, so it should carry a
 	// monotonic reading (time.Now does). Defaults to SystemClock.
@@ -56,6 +58,9 @@ func (c FileConfig) withDefaults() (FileConfig, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Dir == "" {
+		return c, fmt.Errorf("%w: Dir is empty", ErrInvalidArgument)
 	}
 	if c.LockTimeout < 0 {
 		return c, fmt.Errorf("%w: LockTimeout is %v, must be > 0", ErrInvalidArgument, c.LockTimeout)
@@ -178,18 +183,19 @@ type sighting struct {
 	estimated bool
 }
 
-// OpenFile opens the lease store in dir (the shared folder; leases live in
-// dir/locks), creating the folder when it does not exist, and removes temp
-// files older than an hour that crashed writers left behind.
-func OpenFile(dir string, cfg FileConfig) (*File, error) {
+// OpenFile opens the lease store in cfg.Dir (the shared folder; leases
+// live in Dir/locks), creating the folder when it does not exist, and
+// removes temp files older than an hour that crashed writers left behind.
+// ctx bounds these folder checks: OpenFile fails at once when it is done.
+func OpenFile(ctx context.Context, cfg FileConfig) (*File, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("open lock store: %w", err)
 	}
-	if dir == "" {
-		return nil, fmt.Errorf("open lock store: %w: dir is empty", ErrInvalidArgument)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open lock store: %w", err)
 	}
-	abs, err := filepath.Abs(dir)
+	abs, err := filepath.Abs(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("open lock store: %w", err)
 	}

@@ -57,7 +57,8 @@ func openFileStore(t *testing.T, dir string, cfg lock.FileConfig) *lock.File {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s, err := lock.OpenFile(dir, cfg)
+	cfg.Dir = dir
+	s, err := lock.OpenFile(context.Background(), cfg)
 	require.NoError(t, err)
 	return s
 }
@@ -310,10 +311,14 @@ func TestFileBadInput(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 
-	_, err = lock.OpenFile("", lock.FileConfig{})
+	_, err = lock.OpenFile(ctx, lock.FileConfig{})
 	require.ErrorIs(t, err, lock.ErrInvalidArgument)
-	require.ErrorContains(t, err, "dir")
-	_, err = lock.OpenFile(dir, lock.FileConfig{LockTimeout: -time.Second})
+	require.ErrorContains(t, err, "Dir")
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = lock.OpenFile(cancelled, lock.FileConfig{Dir: dir})
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = lock.OpenFile(ctx, lock.FileConfig{Dir: dir, LockTimeout: -time.Second})
 	require.ErrorIs(t, err, lock.ErrInvalidArgument)
 	require.ErrorContains(t, err, "LockTimeout")
 }

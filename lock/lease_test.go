@@ -13,7 +13,7 @@ import (
 )
 
 func TestConfigErrors(t *testing.T) {
-	s, err := lock.OpenFile(t.TempDir(), lock.FileConfig{})
+	s, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: t.TempDir()})
 	require.NoError(t, err)
 	for _, c := range []struct {
 		cfg   lock.Config
@@ -36,7 +36,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestLeaseLifecycle(t *testing.T) {
 	ctx := context.Background()
-	s, err := lock.OpenFile(t.TempDir(), lock.FileConfig{})
+	s, err := lock.OpenFile(ctx, lock.FileConfig{Dir: t.TempDir()})
 	require.NoError(t, err)
 	c, err := lock.New(lock.Config{NodeID: "a", Store: s, TTL: time.Second})
 	require.NoError(t, err)

@@ -26,7 +26,7 @@ func TestSQLOutage(t *testing.T) {
 			defer cancel()
 			db := dbtest.Open(t, b)
 			proxy, dsn := db.NewProxy(t)
-			viaProxy, err := lock.OpenSQL(ctx, db.Pool(t, dsn), b.Dialect, db.Prefix)
+			viaProxy, err := lock.OpenSQL(ctx, db.Pool(t, dsn), b.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 			require.NoError(t, err)
 			const ttl = time.Second
 			holder, err := lock.New(lock.Config{NodeID: "holder", Store: viaProxy, TTL: ttl})
@@ -132,7 +132,7 @@ func TestSQLBlackHole(t *testing.T) {
 			t.Parallel()
 			db := dbtest.Open(t, b)
 			proxy, dsn := db.NewProxy(t)
-			viaProxy, err := lock.OpenSQL(context.Background(), db.Pool(t, dsn), b.Dialect, db.Prefix)
+			viaProxy, err := lock.OpenSQL(context.Background(), db.Pool(t, dsn), b.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 			require.NoError(t, err)
 			holder := &slowRenews{Store: viaProxy, started: map[int]time.Time{}}
 			locktest.HolderStopsBelieving(t, holder, openSQL(t, db), proxy.BlackHole, holder.hung)

@@ -27,16 +27,24 @@ var (
 	_ TxFencer = (*SQL)(nil)
 )
 
-// OpenSQL opens the store in db with the table prefix (empty: "tandem_"),
-// creating the schema when it does not exist.
-func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, prefix string) (*SQL, error) {
+// SQLConfig configures a SQL store. The zero value of each field means its
+// default.
+type SQLConfig struct {
+	// Prefix is prepended to every table name. Defaults to
+	// dialect.DefaultPrefix ("tandem_"); see ident.Prefix.
+	Prefix string
+}
+
+// OpenSQL opens the store in db, in the tables with cfg.Prefix, creating
+// the schema when it does not exist.
+func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) (*SQL, error) {
 	if db == nil || d == nil {
 		return nil, fmt.Errorf("open lock store: %w: db and dialect are required", ErrInvalidArgument)
 	}
-	if prefix == "" {
-		prefix = dialect.DefaultPrefix
+	if cfg.Prefix == "" {
+		cfg.Prefix = dialect.DefaultPrefix
 	}
-	t, err := dialect.NewTables("Prefix", prefix)
+	t, err := dialect.NewTables("Prefix", cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("open lock store: %w", err)
 	}

@@ -16,7 +16,7 @@ import (
 
 func openSQL(t *testing.T, db *dbtest.DB) *lock.SQL {
 	t.Helper()
-	s, err := lock.OpenSQL(context.Background(), db.NewPool(t), db.Dialect, db.Prefix)
+	s, err := lock.OpenSQL(context.Background(), db.NewPool(t), db.Dialect, lock.SQLConfig{Prefix: db.Prefix})
 	require.NoError(t, err)
 	return s
 }

@@ -18,7 +18,7 @@ func Example() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "metrics-example-")
 	defer os.RemoveAll(dir)
-	n, _ := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: "web-1", Logger: slog.New(slog.DiscardHandler)})
+	n, _ := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: "web-1", Logger: slog.New(slog.DiscardHandler)})
 	_ = n.Start(ctx)
 	defer n.Stop(ctx)
 

@@ -15,7 +15,7 @@ func ExampleStore_copy() {
 	dir, _ := os.MkdirTemp("", "tandem-example-")
 	defer os.RemoveAll(dir)
 	var s revision.Store
-	s, err := revision.OpenFile(dir)
+	s, err := revision.OpenFile(ctx, revision.FileConfig{Dir: dir})
 	if err != nil {
 		panic(err)
 	}

@@ -60,14 +60,25 @@ var (
 	_ Evicter = (*File)(nil)
 )
 
-// OpenFile opens the store in dir (the shared folder; positions live in
-// dir/nodes), creating the folder when it does not exist, and removes temp
-// files older than an hour that crashed writers left behind.
-func OpenFile(dir string) (*File, error) {
-	if dir == "" {
-		return nil, fmt.Errorf("open revision store: %w: dir is empty", ErrInvalidArgument)
+// FileConfig configures a File. The zero value of each field means its
+// default.
+type FileConfig struct {
+	// Dir is the shared folder; positions live in Dir/nodes. Required.
+	Dir string
+}
+
+// OpenFile opens the store in cfg.Dir (the shared folder; positions live
+// in Dir/nodes), creating the folder when it does not exist, and removes
+// temp files older than an hour that crashed writers left behind. ctx
+// bounds these folder checks: OpenFile fails at once when it is done.
+func OpenFile(ctx context.Context, cfg FileConfig) (*File, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("open revision store: %w: Dir is empty", ErrInvalidArgument)
 	}
-	nodes := filepath.Join(dir, "nodes")
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open revision store: %w", err)
+	}
+	nodes := filepath.Join(cfg.Dir, "nodes")
 	if err := os.MkdirAll(nodes, 0o777); err != nil {
 		return nil, fmt.Errorf("open revision store: %w", err)
 	}

@@ -28,9 +28,20 @@ func TestFileConformance(t *testing.T) {
 
 func openFile(t *testing.T, dir string) *revision.File {
 	t.Helper()
-	s, err := revision.OpenFile(dir)
+	s, err := revision.OpenFile(context.Background(), revision.FileConfig{Dir: dir})
 	require.NoError(t, err)
 	return s
+}
+
+func TestOpenFileConfig(t *testing.T) {
+	t.Parallel()
+	_, err := revision.OpenFile(context.Background(), revision.FileConfig{})
+	require.ErrorIs(t, err, revision.ErrInvalidArgument)
+	require.ErrorContains(t, err, "Dir")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = revision.OpenFile(cancelled, revision.FileConfig{Dir: t.TempDir()})
+	require.ErrorIs(t, err, context.Canceled)
 }
 
 func TestFileBasics(t *testing.T) {

@@ -19,7 +19,7 @@ func TestSQLConformance(t *testing.T) {
 			revisiontest.Run(t, func(t *testing.T) func(t *testing.T) revision.Store {
 				db := dbtest.Open(t, b)
 				return func(t *testing.T) revision.Store {
-					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, db.Prefix)
+					s, err := revision.OpenSQL(context.Background(), db.NewPool(t), b.Dialect, revision.SQLConfig{Prefix: db.Prefix})
 					require.NoError(t, err)
 					return s
 				}
@@ -39,7 +39,7 @@ func TestSQLSchemaOneConnection(t *testing.T) {
 			pool.SetMaxOpenConns(1)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			s, err := revision.OpenSQL(ctx, pool, b.Dialect, db.Prefix)
+			s, err := revision.OpenSQL(ctx, pool, b.Dialect, revision.SQLConfig{Prefix: db.Prefix})
 			require.NoError(t, err)
 			require.NoError(t, s.Save(ctx, "a", 1, ""))
 		})

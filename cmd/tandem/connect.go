@@ -209,19 +209,19 @@ func (s *store) open(ctx context.Context) error {
 		if s.j, err = journal.OpenFile(ctx, journal.FileConfig{Dir: s.dir, NodeID: cliNode}); err != nil {
 			return err
 		}
-		if s.revs, err = revision.OpenFile(s.dir); err != nil {
+		if s.revs, err = revision.OpenFile(ctx, revision.FileConfig{Dir: s.dir}); err != nil {
 			return err
 		}
-		s.ls, err = lock.OpenFile(s.dir, lock.FileConfig{})
+		s.ls, err = lock.OpenFile(ctx, lock.FileConfig{Dir: s.dir})
 		return err
 	}
 	if s.j, err = journal.OpenSQL(ctx, s.db, s.d, journal.SQLConfig{NodeID: cliNode, Prefix: s.prefix}); err != nil {
 		return err
 	}
-	if s.revs, err = revision.OpenSQL(ctx, s.db, s.d, s.prefix); err != nil {
+	if s.revs, err = revision.OpenSQL(ctx, s.db, s.d, revision.SQLConfig{Prefix: s.prefix}); err != nil {
 		return err
 	}
-	s.ls, err = lock.OpenSQL(ctx, s.db, s.d, s.prefix)
+	s.ls, err = lock.OpenSQL(ctx, s.db, s.d, lock.SQLConfig{Prefix: s.prefix})
 	return err
 }
 
@@ -234,7 +234,7 @@ func (s *store) blobs(ctx context.Context) (datastore.Store, error) {
 		if _, err := os.Stat(filepath.Join(s.dir, "blobs")); err != nil {
 			return nil, withCode(exitNotFound, "no data store in folder %s", s.dir)
 		}
-		return datastore.OpenFile(s.dir, datastore.FileConfig{})
+		return datastore.OpenFile(ctx, datastore.FileConfig{Dir: s.dir})
 	}
 	return datastore.OpenSQL(ctx, s.db, s.d, datastore.SQLConfig{Prefix: s.prefix})
 }
@@ -242,9 +242,9 @@ func (s *store) blobs(ctx context.Context) (datastore.Store, error) {
 // leases opens only the lease store.
 func (s *store) leases(ctx context.Context) (lock.Store, error) {
 	if s.db == nil {
-		return lock.OpenFile(s.dir, lock.FileConfig{})
+		return lock.OpenFile(ctx, lock.FileConfig{Dir: s.dir})
 	}
-	return lock.OpenSQL(ctx, s.db, s.d, s.prefix)
+	return lock.OpenSQL(ctx, s.db, s.d, lock.SQLConfig{Prefix: s.prefix})
 }
 
 // openStore connects and opens the journal, positions and leases.

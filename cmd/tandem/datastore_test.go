@@ -22,7 +22,7 @@ func (tg *target) blobStore(t *testing.T) datastore.Store {
 		require.NoError(t, err)
 		return s
 	}
-	s, err := datastore.OpenFile(tg.dir, datastore.FileConfig{})
+	s, err := datastore.OpenFile(context.Background(), datastore.FileConfig{Dir: tg.dir})
 	require.NoError(t, err)
 	return s
 }

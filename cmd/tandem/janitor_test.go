@@ -15,11 +15,11 @@ import (
 func (tg *target) leaseStore(t *testing.T) lock.Store {
 	t.Helper()
 	if tg.db != nil {
-		s, err := lock.OpenSQL(context.Background(), tg.db.DB, tg.db.Dialect, tg.db.Prefix)
+		s, err := lock.OpenSQL(context.Background(), tg.db.DB, tg.db.Dialect, lock.SQLConfig{Prefix: tg.db.Prefix})
 		require.NoError(t, err)
 		return s
 	}
-	s, err := lock.OpenFile(tg.dir, lock.FileConfig{})
+	s, err := lock.OpenFile(context.Background(), lock.FileConfig{Dir: tg.dir})
 	require.NoError(t, err)
 	return s
 }

@@ -122,9 +122,11 @@ func (tg *target) node(t *testing.T, id string) *cluster.Node {
 	var n *cluster.Node
 	var err error
 	if tg.db != nil {
-		n, err = cluster.OpenSQL(ctx, tg.db.DB, tg.db.Dialect, tg.db.Prefix, cfg)
+		cfg.Prefix = tg.db.Prefix
+		n, err = cluster.OpenSQL(ctx, tg.db.DB, tg.db.Dialect, cfg)
 	} else {
-		n, err = cluster.OpenDir(ctx, tg.dir, cfg)
+		cfg.Dir = tg.dir
+		n, err = cluster.OpenDir(ctx, cfg)
 	}
 	require.NoError(t, err)
 	t.Cleanup(func() {

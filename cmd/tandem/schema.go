@@ -96,13 +96,13 @@ func runSchemaMigrate(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		s.j = j
-		if _, err := revision.OpenFile(s.dir); err != nil {
+		if _, err := revision.OpenFile(ctx, revision.FileConfig{Dir: s.dir}); err != nil {
 			return err
 		}
-		if _, err := lock.OpenFile(s.dir, lock.FileConfig{}); err != nil {
+		if _, err := lock.OpenFile(ctx, lock.FileConfig{Dir: s.dir}); err != nil {
 			return err
 		}
-		if _, err := datastore.OpenFile(s.dir, datastore.FileConfig{}); err != nil {
+		if _, err := datastore.OpenFile(ctx, datastore.FileConfig{Dir: s.dir}); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "folder %s: %s in place\n", s.dir, strings.Join(folderParts, ", "))

@@ -62,7 +62,7 @@ func run() error {
 	fmt.Printf("shared folder: %s\n", dir)
 	var nodes []node
 	for i := 1; i <= 3; i++ {
-		n, err := cluster.OpenDir(ctx, dir, cluster.Config{NodeID: fmt.Sprintf("node-%d", i), Logger: quiet})
+		n, err := cluster.OpenDir(ctx, cluster.Config{Dir: dir, NodeID: fmt.Sprintf("node-%d", i), Logger: quiet})
 		if err != nil {
 			return err
 		}

@@ -32,7 +32,8 @@ func open(ctx context.Context, o options, cfg cluster.Config) (*cluster.Node, so
 		if err := os.MkdirAll(data, 0o777); err != nil {
 			return nil, nil, err
 		}
-		n, err := cluster.OpenDir(ctx, o.dir, cfg)
+		cfg.Dir = o.dir
+		n, err := cluster.OpenDir(ctx, cfg)
 		return n, dirSource(data), err
 	}
 	var (
@@ -68,7 +69,8 @@ func open(ctx context.Context, o options, cfg cluster.Config) (*cluster.Node, so
 		db.Close()
 		return nil, nil, err
 	}
-	n, err := cluster.OpenSQL(ctx, db, d, o.prefix, cfg)
+	cfg.Prefix = o.prefix
+	n, err := cluster.OpenSQL(ctx, db, d, cfg)
 	if err != nil {
 		db.Close()
 		return nil, nil, err
