@@ -143,7 +143,9 @@
 //
 // The client echoes the header (a cookie works too), and sees its own
 // writes on every replica: the answer to a clustered product's
-// "sticky sessions required".
+// "sticky sessions required". Package clusterhttp does this as middleware,
+// with tokens that carry the journal's epoch (so a token from another
+// journal is not waited on), a bounded wait and a readiness handler.
 //
 // # Membership
 //
