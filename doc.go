@@ -18,8 +18,8 @@
 //	lock          cluster-wide leases with fencing tokens, leader election
 //	janitor       prunes records every live node has consumed
 //	datastore     content-addressed store for large binaries
-//	dialect       the SQL knowledge of each database, one subpackage each
-//	              (postgres, mysql, sqlserver, oracle)
+//	dialect       which SQL database, one subpackage each (postgres, mysql,
+//	              sqlserver, oracle), and the errors databases report
 //	clusterhttp   read-your-writes middleware and a health check for HTTP
 //	metrics       a Prometheus collector of all of the above
 //	ident         shared identifiers: node ids, producers, prefixes, leases

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/cluster"
-	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 )
 
@@ -62,7 +62,7 @@ func benchBackends() []benchBackend {
 		},
 	}}
 	for _, be := range dbtest.Backends {
-		_, push := be.Dialect.(dialect.Notifier)
+		_, push := be.Dialect.(sqldialect.Notifier)
 		bs = append(bs, benchBackend{
 			name: be.Name, push: push,
 			setup: func(b *testing.B) func(cfg cluster.Config) *cluster.Node {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
@@ -62,7 +63,7 @@ const MinSQLConns = 3
 // SQLConns returns how many open connections a node on dialect d needs at
 // least: MinSQLConns, plus one if d pushes wake-ups.
 func SQLConns(d dialect.Dialect) int {
-	if _, ok := d.(dialect.Notifier); ok {
+	if _, ok := d.(sqldialect.Notifier); ok {
 		return MinSQLConns + 1
 	}
 	return MinSQLConns

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/lock"
 )
 
@@ -69,7 +70,7 @@ type SQLConfig struct {
 type SQL struct {
 	db  *sql.DB
 	d   dialect.Dialect
-	q   dialect.BlobQueries
+	q   sqldialect.BlobQueries
 	cfg SQLConfig
 }
 
@@ -79,7 +80,7 @@ var (
 )
 
 // OpenSQL opens the data store in db, creating or migrating the schema
-// (dialect.Migrate) when needed.
+// (see package dialect) when needed.
 func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) (*SQL, error) {
 	if db == nil || d == nil {
 		return nil, fmt.Errorf("open sql datastore: %w: db and dialect are required", ErrInvalidArgument)
@@ -94,11 +95,11 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 		return nil, fmt.Errorf("open sql datastore: %w: ChunkSize is %d, must be between %d and %d",
 			ErrInvalidArgument, cfg.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
-	t, err := dialect.NewTables("Prefix", cfg.Prefix)
+	t, err := sqldialect.NewTables("Prefix", cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("open sql datastore: %w", err)
 	}
-	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
+	if err := sqldialect.Migrate(ctx, db, d, t, sqldialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open sql datastore: %w", err)
 	}
 	return &SQL{db: db, d: d, q: d.BlobQueries(t), cfg: cfg}, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/datastoretest"
 	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/lock"
 )
 
@@ -38,7 +39,7 @@ func openSQL(t testing.TB, db *dbtest.DB, cfg datastore.SQLConfig) *datastore.SQ
 func sqlHarness(b dbtest.Backend) datastoretest.NewHarness {
 	return func(t *testing.T) datastoretest.Harness {
 		db := dbtest.Open(t, b)
-		tb, err := dialect.NewTables("Prefix", db.Prefix)
+		tb, err := sqldialect.NewTables("Prefix", db.Prefix)
 		require.NoError(t, err)
 		ctx := context.Background()
 		return datastoretest.Harness{

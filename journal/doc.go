@@ -57,7 +57,7 @@
 // # Schema
 //
 // The SQL tables are versioned (dialect.SchemaVersion) and evolve only by
-// numbered, per-dialect migrations (dialect.Migrate), which OpenSQL applies
+// numbered, per-dialect migrations (see package dialect), which OpenSQL applies
 // under a schema lock, safely when many nodes start at once. Additive
 // migrations keep the database's compatibility version, so nodes of the
 // previous release keep running during a rolling upgrade; a release that

@@ -19,6 +19,7 @@ import (
 	"github.com/tandem-go/tandem/ident"
 	"github.com/tandem-go/tandem/internal/atomicfile"
 	"github.com/tandem-go/tandem/internal/filelock"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // DefaultSegmentSize is the size at which the file journal starts a new
@@ -254,7 +255,7 @@ func (j *File) create(ctx context.Context) error {
 	if len(segs) > 0 && segs[0] <= h.Rev {
 		tail = segs[0]
 	}
-	if err := j.writeFile(j.path(fileMetaName), encodeMeta(fileMeta{Epoch: dialect.NewEpoch(), Tail: tail}), 0o666); err != nil {
+	if err := j.writeFile(j.path(fileMetaName), encodeMeta(fileMeta{Epoch: sqldialect.NewEpoch(), Tail: tail}), 0o666); err != nil {
 		return fmt.Errorf("create meta: %w", err)
 	}
 	return nil
@@ -399,7 +400,7 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 			// known to have failed.
 			j.cfg.Logger.Warn("tandem: journal could not remove an uncommitted batch",
 				"segment", f.Name(), "err", err)
-			return dialect.Open(fmt.Errorf("%w; removing the batch again failed: %w", cause, err))
+			return sqldialect.Open(fmt.Errorf("%w; removing the batch again failed: %w", cause, err))
 		}
 		return cause
 	}

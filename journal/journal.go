@@ -169,7 +169,7 @@ type Watcher interface {
 
 // Watchable reports whether j can push wake-ups, for journals whose
 // capability depends on their configuration (the SQL journal watches only
-// on dialects that implement dialect.Notifier).
+// on dialects that can push notifications: PostgreSQL).
 func Watchable(j Journal) bool {
 	if c, ok := j.(interface{ CanWatch() bool }); ok {
 		return c.CanWatch()

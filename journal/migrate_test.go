@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 )
 
@@ -96,9 +97,9 @@ func TestSQLMigrateFromV1(t *testing.T) {
 			db := dbtest.Open(t, b)
 			old := v1Release{db}
 			old.create(t)
-			s, err := dialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
+			s, err := sqldialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
 			require.NoError(t, err)
-			require.Equal(t, dialect.SchemaState{Version: 1, Compat: 1}, s)
+			require.Equal(t, sqldialect.SchemaState{Version: 1, Compat: 1}, s)
 			for i := range 3 {
 				_, err := old.append(ctx, "old", fmt.Sprintf("before-%d", i))
 				require.NoError(t, err)
@@ -143,9 +144,9 @@ func TestSQLMigrateFromV1(t *testing.T) {
 				require.NoError(t, errs[i], "node %d", i)
 				defer js[i].Close(context.Background())
 			}
-			s, err = dialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
+			s, err = sqldialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
 			require.NoError(t, err)
-			require.Equal(t, dialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: the first release can still run")
+			require.Equal(t, sqldialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: the first release can still run")
 			epoch, err := js[0].Epoch(ctx)
 			require.NoError(t, err)
 			require.Equal(t, "0123456789abcdef0123456789abcdef", epoch, "the journal's epoch survives the upgrade")
@@ -216,8 +217,8 @@ func TestSQLSchemaTooNew(t *testing.T) {
 	}
 }
 
-func mustTables(t *testing.T, prefix string) dialect.Tables {
-	tb, err := dialect.NewTables("Prefix", prefix)
+func mustTables(t *testing.T, prefix string) sqldialect.Tables {
+	tb, err := sqldialect.NewTables("Prefix", prefix)
 	require.NoError(t, err)
 	return tb
 }

@@ -8,8 +8,8 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/backoff"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // relayHandles bounds the application transactions one relay moves into
@@ -52,16 +52,16 @@ func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pend
 	if err := checkEntries(entries); err != nil {
 		return nil, fmt.Errorf("append journal in transaction: %w", err)
 	}
-	ob, ok := j.d.(dialect.Outbox)
+	ob, ok := j.d.(sqldialect.Outbox)
 	if !ok {
 		return nil, fmt.Errorf("append journal in transaction: %w: the %s dialect has no outbox", ErrInvalidArgument, j.d.Name())
 	}
 	p := &Pending{j: j, handle: rand.Int64N(1<<63-1) + 1, n: len(entries), after: j.known.Load()}
-	des := make([]dialect.Entry, len(entries))
+	des := make([]sqldialect.Entry, len(entries))
 	for i, e := range entries {
-		des[i] = dialect.Entry(e)
+		des[i] = sqldialect.Entry(e)
 	}
-	err := ob.InsertPending(ctx, tx, dialect.PendingRequest{
+	err := ob.InsertPending(ctx, tx, sqldialect.PendingRequest{
 		Tables: j.t, Handle: p.handle, NodeID: j.cfg.NodeID, Instance: j.cfg.Instance, Entries: des,
 	})
 	if err != nil {
@@ -135,7 +135,7 @@ func (p *Pending) find(ctx context.Context) ([]int64, error) {
 // is pending. Every cluster node calls it on each poll, so entries whose
 // writer died after its commit reach the journal within SyncDelay.
 func (j *SQL) Relay(ctx context.Context) (int64, error) {
-	ob, ok := j.d.(dialect.Outbox)
+	ob, ok := j.d.(sqldialect.Outbox)
 	if !ok {
 		return 0, nil
 	}
@@ -221,7 +221,7 @@ func (j *SQL) relayLoop() {
 // relayOnce runs one relay on the append connection; it runs on the
 // committer goroutine. A relay's outcome needs no lookup: its entries are
 // either all still pending or all in the journal.
-func (j *SQL) relayOnce(ctx context.Context, ob dialect.Outbox) (int64, error) {
+func (j *SQL) relayOnce(ctx context.Context, ob sqldialect.Outbox) (int64, error) {
 	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
 		j.releaseConn()
 	}

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/backoff"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // NewInstance returns a new random instance id: 16 lowercase hex digits.
@@ -39,7 +39,7 @@ func (o *outcomeStats) fill(s *Stats) {
 // lockWaitMargin is added to the lock timeout, rounded up to whole seconds
 // (Oracle's WAIT clause is in seconds), when the journal must wait out a
 // statement of an abandoned session that may still be waiting for the
-// counter's lock (dialects without dialect.SessionEnder).
+// counter's lock (dialects without sqldialect.SessionEnder).
 const lockWaitMargin = time.Second
 
 // lockWaitBound is how long after the journal gave up on a statement that
@@ -54,7 +54,7 @@ func lockWaitBound(lockTimeout time.Duration) time.Duration {
 // the batch's first revision if it committed, or an error: cause's own
 // error when nothing was written (no longer matching ErrOutcomeUnknown),
 // cause when the database stayed unreachable for ResolveTimeout.
-func (j *SQL) resolve(cause *dialect.OutcomeError, batch int64, n int, after int64, session string, gaveUp time.Time) (int64, error) {
+func (j *SQL) resolve(cause *sqldialect.OutcomeError, batch int64, n int, after int64, session string, gaveUp time.Time) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), j.cfg.ResolveTimeout)
 	defer cancel()
 	bo := backoff.New(20*time.Millisecond, time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/internal/journaltest"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 )
 
@@ -59,7 +60,7 @@ type hostile struct {
 	setLimit, resetLimit string
 }
 
-var _ dialect.SessionEnder = hostile{}
+var _ sqldialect.SessionEnder = hostile{}
 
 func (h hostile) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	if err := h.Dialect.PrepareConn(ctx, conn, lockTimeout); err != nil {
@@ -252,14 +253,14 @@ func TestSQLStatementTimeout(t *testing.T) {
 	}
 }
 
-// ender forwards dialect.SessionEnder to a wrapped dialect, which the
+// ender forwards sqldialect.SessionEnder to a wrapped dialect, which the
 // wrappers' embedding would otherwise hide.
 type ender struct{ d dialect.Dialect }
 
 func (e ender) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
-	return e.d.(dialect.SessionEnder).SessionID(ctx, conn)
+	return e.d.(sqldialect.SessionEnder).SessionID(ctx, conn)
 }
 
 func (e ender) EndSession(ctx context.Context, db *sql.DB, id string) error {
-	return e.d.(dialect.SessionEnder).EndSession(ctx, db, id)
+	return e.d.(sqldialect.SessionEnder).EndSession(ctx, db, id)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/ident"
 	"github.com/tandem-go/tandem/internal/backoff"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // SQLConfig configures a SQL journal. The zero value of each field means its
@@ -50,7 +51,7 @@ type SQLConfig struct {
 	Logger *slog.Logger
 }
 
-func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
+func (c *SQLConfig) withDefaults() (SQLConfig, sqldialect.Tables, error) {
 	out := *c
 	if out.Prefix == "" {
 		out.Prefix = dialect.DefaultPrefix
@@ -71,20 +72,20 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 		out.Logger = slog.Default()
 	}
 	if err := ident.NodeID("NodeID", out.NodeID); err != nil {
-		return out, dialect.Tables{}, err
+		return out, sqldialect.Tables{}, err
 	}
 	if err := ident.NodeID("Instance", out.Instance); err != nil {
-		return out, dialect.Tables{}, err
+		return out, sqldialect.Tables{}, err
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
 	}{{"LockTimeout", out.LockTimeout}, {"ResolveTimeout", out.ResolveTimeout}, {"OpenTimeout", out.OpenTimeout}} {
 		if d.v < 0 {
-			return out, dialect.Tables{}, fmt.Errorf("%w: %s is %v, must be > 0", ErrInvalidArgument, d.name, d.v)
+			return out, sqldialect.Tables{}, fmt.Errorf("%w: %s is %v, must be > 0", ErrInvalidArgument, d.name, d.v)
 		}
 	}
-	t, err := dialect.NewTables("Prefix", out.Prefix)
+	t, err := sqldialect.NewTables("Prefix", out.Prefix)
 	return out, t, err
 }
 
@@ -118,9 +119,9 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 // statement interrupted by KILL QUERY, pg_cancel_backend or a statement
 // timeout, a lost connection), the journal first makes sure the old
 // transaction has ended — it terminates the abandoned session and waits
-// until the server no longer lists it (dialect.SessionEnder: PostgreSQL,
-// MySQL), or waits out the lock timeout (SQL Server, Oracle) — and then,
-// holding the counter's row lock, looks the batch up on another
+// until the server no longer lists it (PostgreSQL, MySQL), or waits out
+// the lock timeout (SQL Server, Oracle) — and then, holding the counter's
+// row lock, looks the batch up on another
 // connection: Append returns the revisions it committed at, or a plain
 // error with nothing written. Only when the database stays unreachable for
 // ResolveTimeout does Append return an error matching
@@ -131,8 +132,8 @@ func (c *SQLConfig) withDefaults() (SQLConfig, dialect.Tables, error) {
 type SQL struct {
 	db  *sql.DB
 	d   dialect.Dialect
-	t   dialect.Tables
-	q   dialect.Queries
+	t   sqldialect.Tables
+	q   sqldialect.Queries
 	cfg SQLConfig
 	c   *committer
 
@@ -141,7 +142,7 @@ type SQL struct {
 	conn    *sql.Conn
 	connAt  time.Time // when conn was taken from the pool
 	session string    // conn's server session, for a SessionEnder
-	ender   dialect.SessionEnder
+	ender   sqldialect.SessionEnder
 	// connIdle and connMaxHold are ConnIdle and ConnMaxHold (tests
 	// shorten them).
 	connIdle, connMaxHold time.Duration
@@ -156,8 +157,8 @@ type SQL struct {
 	relayOnceStart sync.Once
 	relayReqs      chan chan error // Waits asking for a relay (relayLoop)
 
-	notifier dialect.Notifier // nil when the dialect cannot push
-	notify   chan struct{}    // pending NOTIFY, at most one
+	notifier sqldialect.Notifier // nil when the dialect cannot push
+	notify   chan struct{}       // pending NOTIFY, at most one
 	hub      *hub
 	bg       context.Context
 	stopBG   context.CancelFunc
@@ -190,11 +191,11 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 		ctx, cancel = context.WithTimeout(ctx, cfg.OpenTimeout)
 		defer cancel()
 	}
-	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
+	if err := sqldialect.Migrate(ctx, db, d, t, sqldialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open journal: %w", openError(ctx, err))
 	}
 	j := &SQL{db: db, d: d, t: t, q: d.Queries(t), cfg: cfg, batchBase: rand.Int64(), connIdle: ConnIdle, connMaxHold: ConnMaxHold}
-	j.ender, _ = d.(dialect.SessionEnder)
+	j.ender, _ = d.(sqldialect.SessionEnder)
 	head, err := j.Head(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", openError(ctx, err))
@@ -202,7 +203,7 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 	j.known.Store(head)
 	j.bg, j.stopBG = context.WithCancel(context.Background())
 	j.hub = newHub()
-	if n, ok := d.(dialect.Notifier); ok {
+	if n, ok := d.(sqldialect.Notifier); ok {
 		j.notifier = n
 		j.notify = make(chan struct{}, 1)
 		j.bgDone.Add(1)
@@ -270,14 +271,14 @@ func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (in
 			return 0, err
 		}
 	}
-	des := make([]dialect.Entry, len(entries))
+	des := make([]sqldialect.Entry, len(entries))
 	for i, e := range entries {
-		des[i] = dialect.Entry(e)
+		des[i] = sqldialect.Entry(e)
 	}
 	j.batchSeq++
 	batch := (j.batchBase + j.batchSeq) & (1<<63 - 1)
 	after := j.known.Load()
-	first, err := j.d.Append(ctx, j.conn, dialect.AppendRequest{
+	first, err := j.d.Append(ctx, j.conn, sqldialect.AppendRequest{
 		Tables: j.t, NodeID: j.cfg.NodeID, Instance: j.cfg.Instance, BatchID: batch,
 		Entries: des, ExpectHead: expect, LockTimeout: j.cfg.LockTimeout,
 	})
@@ -292,7 +293,7 @@ func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (in
 	if err != nil {
 		session := j.session
 		j.discardConn()
-		var open *dialect.OutcomeError
+		var open *sqldialect.OutcomeError
 		if !errors.As(err, &open) {
 			return 0, err // proven: nothing was written
 		}
@@ -408,7 +409,7 @@ func (j *SQL) Read(ctx context.Context, after int64, limit int) ([]Record, error
 	recs := make([]Record, 0, min(limit, 1024))
 	for rows.Next() {
 		var r Record
-		var ts dialect.Time
+		var ts sqldialect.Time
 		var instance sql.NullString
 		if err := rows.Scan(&r.Revision, &r.NodeID, &instance, &r.Producer, &r.Payload, &ts); err != nil {
 			return nil, fmt.Errorf("read journal: %w", j.d.Translate(err))
@@ -553,7 +554,7 @@ func (j *SQL) DeleteBatch(ctx context.Context, limit int) (int64, error) {
 }
 
 // CanWatch reports whether Watch can push wake-ups: true when the dialect
-// implements dialect.Notifier (PostgreSQL).
+// can push notifications (PostgreSQL).
 func (j *SQL) CanWatch() bool { return j.notifier != nil }
 
 // ErrWatchUnsupported is returned by Watch on a journal that cannot push.

@@ -12,6 +12,7 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/internal/journaltest"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 )
 
@@ -52,7 +53,7 @@ type faulty struct {
 	ender
 }
 
-func (f faulty) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+func (f faulty) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
 	if rand.IntN(10) == 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(rand.IntN(3000))*time.Microsecond)

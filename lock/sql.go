@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // SQL is the Store on the locks table of a SQL database. Expiry is
@@ -18,7 +19,7 @@ import (
 type SQL struct {
 	db *sql.DB
 	d  dialect.Dialect
-	q  dialect.LockQueries
+	q  sqldialect.LockQueries
 }
 
 var (
@@ -44,11 +45,11 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 	if cfg.Prefix == "" {
 		cfg.Prefix = dialect.DefaultPrefix
 	}
-	t, err := dialect.NewTables("Prefix", cfg.Prefix)
+	t, err := sqldialect.NewTables("Prefix", cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("open lock store: %w", err)
 	}
-	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
+	if err := sqldialect.Migrate(ctx, db, d, t, sqldialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open lock store: create schema: %w", err)
 	}
 	return &SQL{db: db, d: d, q: d.LockQueries(t)}, nil
@@ -141,7 +142,7 @@ func (s *SQL) List(ctx context.Context) ([]Info, error) {
 	for rows.Next() {
 		var in Info
 		var node, instance sql.NullString
-		var acquired, renewed, expires dialect.Time
+		var acquired, renewed, expires sqldialect.Time
 		var held int
 		if err := rows.Scan(&in.Name, &node, &instance, &in.Token, &acquired, &renewed, &expires, &held); err != nil {
 			return nil, fmt.Errorf("list leases: %w", s.d.Translate(err))

@@ -8,9 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/internal/locktest"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/lock"
 )
 
@@ -106,8 +106,8 @@ func TestLeaseFencedTx(t *testing.T) {
 	}
 }
 
-func mustTables(t *testing.T, prefix string) dialect.Tables {
-	tb, err := dialect.NewTables("Prefix", prefix)
+func mustTables(t *testing.T, prefix string) sqldialect.Tables {
+	tb, err := sqldialect.NewTables("Prefix", prefix)
 	require.NoError(t, err)
 	return tb
 }

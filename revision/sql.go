@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/ident"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // SQL is the Store on the local_revisions table. It is safe for concurrent
@@ -15,7 +16,7 @@ import (
 type SQL struct {
 	db *sql.DB
 	d  dialect.Dialect
-	q  dialect.Queries
+	q  sqldialect.Queries
 }
 
 var (
@@ -40,11 +41,11 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 	if cfg.Prefix == "" {
 		cfg.Prefix = dialect.DefaultPrefix
 	}
-	t, err := dialect.NewTables("Prefix", cfg.Prefix)
+	t, err := sqldialect.NewTables("Prefix", cfg.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("open revision store: %w", err)
 	}
-	if err := dialect.Migrate(ctx, db, d, t, dialect.NewEpoch()); err != nil {
+	if err := sqldialect.Migrate(ctx, db, d, t, sqldialect.NewEpoch()); err != nil {
 		return nil, fmt.Errorf("open revision store: create schema: %w", err)
 	}
 	return &SQL{db: db, d: d, q: d.Queries(t)}, nil
@@ -56,7 +57,7 @@ func (s *SQL) Load(ctx context.Context, nodeID string) (Position, error) {
 		return Position{}, fmt.Errorf("load revision: %w", err)
 	}
 	p := Position{NodeID: nodeID}
-	var ts, evicted dialect.Time
+	var ts, evicted sqldialect.Time
 	var epoch sql.NullString
 	err := s.db.QueryRowContext(ctx, s.q.LoadPosition, nodeID).Scan(&p.Revision, &epoch, &ts, &evicted)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -103,7 +104,7 @@ func (s *SQL) List(ctx context.Context) ([]Position, error) {
 	var out []Position
 	for rows.Next() {
 		var p Position
-		var ts, evicted dialect.Time
+		var ts, evicted sqldialect.Time
 		var epoch sql.NullString
 		if err := rows.Scan(&p.NodeID, &p.Revision, &epoch, &ts, &evicted); err != nil {
 			return nil, fmt.Errorf("list revisions: %w", s.d.Translate(err))

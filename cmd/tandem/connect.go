@@ -23,6 +23,7 @@ import (
 	"github.com/tandem-go/tandem/dialect/oracle"
 	"github.com/tandem-go/tandem/dialect/postgres"
 	"github.com/tandem-go/tandem/dialect/sqlserver"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
@@ -39,7 +40,7 @@ type store struct {
 	db     *sql.DB
 	d      dialect.Dialect
 	prefix string
-	tables dialect.Tables
+	tables sqldialect.Tables
 
 	j    journal.Journal
 	revs revision.Store
@@ -67,7 +68,7 @@ func (e *env) connect(ctx context.Context) (*store, error) {
 	case g.dir != "":
 		return &store{dir: g.dir}, nil
 	}
-	tables, err := dialect.NewTables("--prefix", g.prefix)
+	tables, err := sqldialect.NewTables("--prefix", g.prefix)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
@@ -183,7 +184,7 @@ func (s *store) check(ctx context.Context) error {
 		}
 		return nil
 	}
-	st, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	st, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandem-go/tandem/datastore"
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
@@ -55,7 +56,7 @@ func runSchemaVersion(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "folder %s: %s (a folder has no schema version; its files carry their formats)\n", s.dir, strings.Join(parts, ", "))
 		return nil
 	}
-	st, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	st, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
 	if err != nil {
 		return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database", s.prefix, s.d.Name())
 	}
@@ -108,14 +109,14 @@ func runSchemaMigrate(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "folder %s: %s in place\n", s.dir, strings.Join(folderParts, ", "))
 		return nil
 	}
-	before, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	before, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
 	if err != nil {
-		before = dialect.SchemaState{}
+		before = sqldialect.SchemaState{}
 	}
-	if err := dialect.Migrate(ctx, s.db, s.d, s.tables, dialect.NewEpoch()); err != nil {
+	if err := sqldialect.Migrate(ctx, s.db, s.d, s.tables, sqldialect.NewEpoch()); err != nil {
 		return err
 	}
-	after, err := dialect.ReadSchema(ctx, s.db, s.tables)
+	after, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 		}
 		what = fmt.Sprintf("the folders %s of %s", strings.Join(parts, ", "), s.dir)
 	} else {
-		if _, err := dialect.ReadSchema(ctx, s.db, s.tables); err != nil {
+		if _, err := sqldialect.ReadSchema(ctx, s.db, s.tables); err != nil {
 			return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database", s.prefix, s.d.Name())
 		}
 		what = fmt.Sprintf("every table with prefix %s", s.prefix)
@@ -205,7 +206,7 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 // liveNodes lists the nodes that hold their membership lease.
 func (s *store) liveNodes(ctx context.Context) ([]string, error) {
 	if s.db != nil {
-		if _, err := dialect.ReadSchema(ctx, s.db, s.tables); err != nil {
+		if _, err := sqldialect.ReadSchema(ctx, s.db, s.tables); err != nil {
 			return nil, nil
 		}
 	} else if _, err := os.Stat(filepath.Join(s.dir, "locks")); err != nil {

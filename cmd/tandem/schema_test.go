@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // leftovers lists the tables (and MySQL procedures) of the target's
@@ -17,7 +18,7 @@ import (
 func (tg *target) leftovers(t *testing.T) []string {
 	t.Helper()
 	ctx := context.Background()
-	tables, err := dialect.NewTables("prefix", tg.db.Prefix)
+	tables, err := sqldialect.NewTables("prefix", tg.db.Prefix)
 	require.NoError(t, err)
 	var left []string
 	for _, name := range tables.All() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandem-go/tandem/datastore"
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/janitor"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
@@ -183,7 +184,7 @@ func (s *store) status(ctx context.Context) (*statusReport, error) {
 	var err error
 	if s.db != nil {
 		r.Prefix = s.prefix
-		st, err := dialect.ReadSchema(ctx, s.db, s.tables)
+		st, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
 		if err != nil {
 			return nil, fmt.Errorf("read schema version: %w", err)
 		}

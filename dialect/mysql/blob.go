@@ -1,6 +1,6 @@
 package mysql
 
-import "github.com/tandem-go/tandem/dialect"
+import "github.com/tandem-go/tandem/internal/sqldialect"
 
 // blobIDType and uploadIDType are the types of blob and upload ids:
 // lowercase hex, compared byte by byte.
@@ -12,7 +12,7 @@ const (
 // schemaV5 creates the data store's tables. A chunk is a LONGBLOB, stored
 // off the index page; its size is bounded by the data store (1 MiB by
 // default), below the smallest max_allowed_packet default (4 MiB).
-func schemaV5(t dialect.Tables) []string {
+func schemaV5(t sqldialect.Tables) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.Blobs + ` (
 	id         ` + blobIDType + ` NOT NULL PRIMARY KEY,
@@ -45,8 +45,8 @@ func micros(col string) string { return `TIMESTAMPDIFF(MICROSECOND, ` + epoch + 
 func at(bind string) string    { return `TIMESTAMPADD(MICROSECOND, ` + bind + `, ` + epoch + `)` }
 
 // BlobQueries implements dialect.Dialect.
-func (my) BlobQueries(t dialect.Tables) dialect.BlobQueries {
-	return dialect.BlobQueries{
+func (my) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
+	return sqldialect.BlobQueries{
 		Now:        `SELECT ` + micros(blobNow),
 		Stat:       `SELECT length, upload_id, ` + micros(`created_at`) + `, ` + micros(`touched_at`) + ` FROM ` + t.Blobs + ` WHERE id = ?`,
 		Touch:      `UPDATE ` + t.Blobs + ` SET touched_at = ` + blobNow + ` WHERE id = ?`,

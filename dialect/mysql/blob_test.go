@@ -9,12 +9,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 var blobTable = regexp.MustCompile(`\b[a-z0-9_]*(blobs|blob_chunks|blob_uploads)\b`)
 
 func TestBlobQueries(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	q := Dialect.BlobQueries(tb)
 	for name, s := range q.Statements() {
@@ -38,7 +39,7 @@ func TestBlobQueries(t *testing.T) {
 }
 
 func TestSchemaV5(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	ddl := schemaV5(tb)
 	require.Len(t, ddl, 3)

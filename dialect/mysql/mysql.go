@@ -37,6 +37,7 @@ import (
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // Dialect is the MySQL and MariaDB dialect.
@@ -45,14 +46,14 @@ var Dialect dialect.Dialect = my{}
 type my struct{}
 
 var (
-	_ dialect.Dialect      = my{}
-	_ dialect.SessionEnder = my{}
+	_ dialect.Dialect         = my{}
+	_ sqldialect.SessionEnder = my{}
 )
 
 func (my) Name() string { return "mysql" }
 
-func (my) Queries(t dialect.Tables) dialect.Queries {
-	return dialect.Queries{
+func (my) Queries(t sqldialect.Tables) sqldialect.Queries {
+	return sqldialect.Queries{
 		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 			` WHERE revision > ? ORDER BY revision LIMIT ?`,
 		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
@@ -81,7 +82,7 @@ SELECT ?, revision, epoch, UTC_TIMESTAMP(6), evicted_at FROM ` + t.LocalRevision
 const idType = `VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin`
 
 // schemaV1 is the DDL of schema version 1, as the first release ran it.
-func schemaV1(t dialect.Tables) []string {
+func schemaV1(t sqldialect.Tables) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.Journal + ` (
 	revision   BIGINT NOT NULL PRIMARY KEY,
@@ -117,7 +118,7 @@ func schemaV1(t dialect.Tables) []string {
 
 // procV1 is the append procedure of schema version 1. Nodes of that
 // release call it; it stays while they may be running.
-func procV1(t dialect.Tables) (name, body string) {
+func procV1(t sqldialect.Tables) (name, body string) {
 	name = t.Prefix + "append_v1"
 	return name, `CREATE PROCEDURE ` + name + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_expect BIGINT, IN p_entries LONGTEXT)
 MODIFIES SQL DATA
@@ -154,7 +155,7 @@ END`
 // MariaDB skips handlers for a killed statement (KILL QUERY,
 // max_statement_time): the journal never relies on it, and discards the
 // connection after any error, which rolls back on the server.
-func procV2(t dialect.Tables) (name, body string) {
+func procV2(t sqldialect.Tables) (name, body string) {
 	name = t.Prefix + "append_v2"
 	return name, `CREATE PROCEDURE ` + name + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_instance VARCHAR(64), IN p_batch BIGINT, IN p_expect BIGINT, IN p_entries LONGTEXT)
 MODIFIES SQL DATA
@@ -183,8 +184,8 @@ END`
 // Migrations implements dialect.Dialect. MySQL's DDL commits by itself, so
 // every step checks first and a migration records itself last: a node that
 // fails half way leaves the rest to the next.
-func (d my) Migrations(t dialect.Tables) []dialect.Migration {
-	return []dialect.Migration{
+func (d my) Migrations(t sqldialect.Tables) []sqldialect.Migration {
+	return []sqldialect.Migration{
 		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
 			for _, stmt := range schemaV1(t) {
 				if _, err := conn.ExecContext(ctx, stmt); err != nil {
@@ -280,7 +281,7 @@ WHERE routine_schema = DATABASE() AND routine_name = ? AND routine_type = 'PROCE
 
 // LockSchema implements dialect.Dialect with a named lock (GET_LOCK) keyed
 // by the prefix, held by conn's session.
-func (d my) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+func (d my) LockSchema(ctx context.Context, conn *sql.Conn, t sqldialect.Tables) (func(), error) {
 	name := "tandem schema " + t.Prefix
 	var got sql.NullInt64
 	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, name).Scan(&got); err != nil {
@@ -313,7 +314,7 @@ func (d my) ResetConn(ctx context.Context, conn *sql.Conn) error {
 
 // entriesJSON encodes entries as the procedure's p_entries: a JSON array of
 // [producer, base64 payload] pairs.
-func entriesJSON(entries []dialect.Entry) string {
+func entriesJSON(entries []sqldialect.Entry) string {
 	size := 2
 	for _, e := range entries {
 		size += len(e.Producer) + base64.StdEncoding.EncodedLen(len(e.Payload)) + 8
@@ -351,7 +352,7 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-func (d my) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+func (d my) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
 	name, _ := procV2(r.Tables)
 	// Preparing happens before the lock is taken; the CALL is the one
 	// round trip that holds it.
@@ -389,7 +390,7 @@ func (d my) appendError(err error) error {
 	case errors.As(err, &myErr) && provesNothingWritten(myErr.Number):
 		return d.Translate(err)
 	}
-	return dialect.Open(d.Translate(err))
+	return sqldialect.Open(d.Translate(err))
 }
 
 // provesNothingWritten reports whether MySQL error number n, raised by the
@@ -407,7 +408,7 @@ func provesNothingWritten(n uint16) bool {
 	return false
 }
 
-// SessionID implements dialect.SessionEnder: the connection id, which the
+// SessionID implements sqldialect.SessionEnder: the connection id, which the
 // server never reuses while it runs.
 func (d my) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
 	var id uint64
@@ -415,7 +416,7 @@ func (d my) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
 	return strconv.FormatUint(id, 10), d.Translate(err)
 }
 
-// EndSession implements dialect.SessionEnder with KILL CONNECTION, which a
+// EndSession implements sqldialect.SessionEnder with KILL CONNECTION, which a
 // user may run on its own sessions, and waits until the process list no
 // longer shows the session: a killed session rolls back before it leaves
 // the list.
@@ -463,9 +464,9 @@ func (my) Translate(err error) error {
 }
 
 // LockQueries implements dialect.Dialect.
-func (my) LockQueries(t dialect.Tables) dialect.LockQueries {
+func (my) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 	const now = `UTC_TIMESTAMP(6)`
-	return dialect.LockQueries{
+	return sqldialect.LockQueries{
 		Seed: `INSERT IGNORE INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)
 VALUES (?, '', '', 0, 0, ` + now + `, ` + now + `, ` + now + `)`,
 		Acquire: `UPDATE ` + t.Locks + ` SET owner = ?, instance = ?, token = token + 1, heartbeat = 0,

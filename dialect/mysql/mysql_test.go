@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/fakesql"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 func TestTranslate(t *testing.T) {
@@ -41,7 +42,7 @@ func TestTranslate(t *testing.T) {
 }
 
 func TestEntriesJSON(t *testing.T) {
-	entries := []dialect.Entry{
+	entries := []sqldialect.Entry{
 		{Producer: `cache/users`, Payload: []byte("hello")},
 		{Producer: `we"ird\\p`, Payload: nil},
 		{Producer: "bin", Payload: []byte{0, 1, 2, 255}},
@@ -58,9 +59,9 @@ func TestEntriesJSON(t *testing.T) {
 }
 
 func TestProcedureSQL(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
-	for _, proc := range []func(dialect.Tables) (string, string){procV1, procV2} {
+	for _, proc := range []func(sqldialect.Tables) (string, string){procV1, procV2} {
 		name, s := proc(tb)
 		require.True(t, strings.HasPrefix(s, "CREATE PROCEDURE "+name+"("))
 		require.Contains(t, s, "FROM zz_global_revision WHERE id = 1 FOR UPDATE")
@@ -116,7 +117,7 @@ func TestLockQueries(t *testing.T) {
 	const now = "UTC_TIMESTAMP(6)"
 	ttl := func(p string) string { return "TIMESTAMPADD(MICROSECOND, " + p + " * 1000, " + now + ")" }
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
-		tb, err := dialect.NewTables("Prefix", prefix)
+		tb, err := sqldialect.NewTables("Prefix", prefix)
 		require.NoError(t, err)
 		q := Dialect.LockQueries(tb)
 		for name, f := range q.Statements() {
@@ -161,7 +162,7 @@ func TestLockQueries(t *testing.T) {
 }
 
 func TestSchemaCreatesLocks(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	locksDDL := `CREATE TABLE IF NOT EXISTS zz_locks (
 	name        VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
@@ -197,7 +198,7 @@ func TestSchemaCreatesLocks(t *testing.T) {
 		}
 		return fakesql.Reply{}
 	})
-	require.NoError(t, dialect.Migrate(context.Background(), db, Dialect, tb, "e1"))
+	require.NoError(t, sqldialect.Migrate(context.Background(), db, Dialect, tb, "e1"))
 	qs := f.Queries()
 	lock := slices.IndexFunc(qs, func(q string) bool { return strings.HasPrefix(q, "SELECT GET_LOCK(") })
 	created := slices.Index(qs, locksDDL)
@@ -211,7 +212,7 @@ func TestSchemaCreatesLocks(t *testing.T) {
 // first release ran (testdata/schema_v1.sql), so that a database it made
 // and one made by this release are the same.
 func TestMigrationOneIsTheFirstRelease(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	b, err := os.ReadFile("testdata/schema_v1.sql")
 	require.NoError(t, err)

@@ -6,14 +6,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
-var _ dialect.Outbox = my{}
+var _ sqldialect.Outbox = my{}
 
 // pendingDDL is the pending table: records published inside an
 // application's transaction, waiting to be moved into the journal.
-func pendingDDL(t dialect.Tables) string {
+func pendingDDL(t sqldialect.Tables) string {
 	return `CREATE TABLE IF NOT EXISTS ` + t.Pending + ` (
 	handle     BIGINT NOT NULL,
 	seq        INT NOT NULL,
@@ -31,7 +31,7 @@ func pendingDDL(t dialect.Tables) string {
 // of transactions still open are neither seen nor waited for — deletes
 // exactly the handles it moved, bumps the counter, commits and returns how
 // many records it moved.
-func relayProc(t dialect.Tables) (name, body string) {
+func relayProc(t sqldialect.Tables) (name, body string) {
 	name = t.Prefix + "relay_v1"
 	return name, `CREATE PROCEDURE ` + name + `(IN p_limit INT)
 MODIFIES SQL DATA
@@ -55,10 +55,10 @@ BEGIN
 END`
 }
 
-// InsertPending implements dialect.Outbox: one multi-row INSERT in the
+// InsertPending implements sqldialect.Outbox: one multi-row INSERT in the
 // caller's transaction (at most journal.MaxAppendEntries rows, 6
 // placeholders each, well below MySQL's 65,535).
-func (d my) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingRequest) error {
+func (d my) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.PendingRequest) error {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO ` + r.Tables.Pending + ` (handle, seq, node_id, instance, producer, payload, created_at) VALUES `)
 	args := make([]any, 0, 6*len(r.Entries))
@@ -77,8 +77,8 @@ func (d my) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingRequ
 	return d.Translate(err)
 }
 
-// Relay implements dialect.Outbox: one CALL of the relay procedure.
-func (d my) Relay(ctx context.Context, conn *sql.Conn, t dialect.Tables, maxHandles int, _ time.Duration) (int64, error) {
+// Relay implements sqldialect.Outbox: one CALL of the relay procedure.
+func (d my) Relay(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, maxHandles int, _ time.Duration) (int64, error) {
 	name, _ := relayProc(t)
 	var n int64
 	if err := conn.QueryRowContext(ctx, `CALL `+name+`(?)`, int64(maxHandles)).Scan(&n); err != nil {

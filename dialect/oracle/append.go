@@ -11,6 +11,7 @@ import (
 	goora "github.com/sijms/go-ora/v2"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 const (
@@ -42,7 +43,7 @@ const (
 // its own ORA- code, except NO_DATA_FOUND (no counter row), which is raised
 // as ORA-20001: go-ora reports ORA-01403 as success without assigning the
 // OUT bind. Append also treats an OUT bind left unassigned as an error.
-func appendSQL(t dialect.Tables, blob []bool, wait int) string {
+func appendSQL(t sqldialect.Tables, blob []bool, wait int) string {
 	insert := `INSERT INTO ` + t.Journal + ` (revision, node_id, instance, batch_id, producer, payload, created_at) VALUES (v_rev + k, v_node, v_inst, v_batch, p, d, v_ts);`
 	var b strings.Builder
 	b.Grow(1200 + len(blob)*28)
@@ -105,7 +106,7 @@ END;`)
 
 // appendArgs are the binds of appendSQL, in order, ending with the OUT bind
 // into first, and which payloads go as BLOBs.
-func appendArgs(r dialect.AppendRequest, first *int64) (args []any, blob []bool) {
+func appendArgs(r sqldialect.AppendRequest, first *int64) (args []any, blob []bool) {
 	args = make([]any, 0, appendBinds+2*len(r.Entries))
 	blob = make([]bool, len(r.Entries))
 	args = append(args, int64(len(r.Entries)), r.ExpectHead, r.NodeID, r.Instance, r.BatchID)
@@ -127,7 +128,7 @@ func appendArgs(r dialect.AppendRequest, first *int64) (args []any, blob []bool)
 }
 
 // Append runs appendSQL: one round trip holding the counter's lock.
-func (d ora) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+func (d ora) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
 	n := len(r.Entries)
 	if n == 0 || n > maxEntries {
 		return 0, fmt.Errorf("oracle: an append batch has 1 to %d entries, not %d", maxEntries, n)
@@ -144,7 +145,7 @@ func (d ora) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest
 		// The block ends by assigning the OUT bind or raising; a
 		// success without it is an error the driver dropped, which may
 		// have come after the COMMIT.
-		return 0, dialect.Open(fmt.Errorf("oracle: the append block returned without a revision (OUT bind %d)", first))
+		return 0, sqldialect.Open(fmt.Errorf("oracle: the append block returned without a revision (OUT bind %d)", first))
 	}
 	return first, nil
 }
@@ -179,7 +180,7 @@ func (d ora) appendError(err error) error {
 	case provesNothingWritten(code(err)):
 		return d.Translate(err)
 	}
-	return dialect.Open(d.Translate(err))
+	return sqldialect.Open(d.Translate(err))
 }
 
 // provesNothingWritten reports whether ORA- code c, raised by the append

@@ -3,12 +3,12 @@ package oracle
 import (
 	goora "github.com/sijms/go-ora/v2"
 
-	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // blobTables are the data store's tables. A chunk is a BLOB, bounded by
 // the data store (1 MiB by default).
-func blobTables(t dialect.Tables) []table {
+func blobTables(t sqldialect.Tables) []table {
 	create := func(name, columns string) table {
 		return table{name, `CREATE TABLE ` + name + ` (` + columns + `)`}
 	}
@@ -32,7 +32,7 @@ func blobTables(t dialect.Tables) []table {
 }
 
 // recordV5 records migration 5 in the meta row.
-func recordV5(t dialect.Tables) string {
+func recordV5(t sqldialect.Tables) string {
 	return `UPDATE ` + t.Meta + ` SET migration = 5 WHERE id = 1 AND NVL(migration, 1) < 5`
 }
 
@@ -65,8 +65,8 @@ func chunkArg(b []byte) any {
 // BlobQueries implements dialect.Dialect. Every placeholder appears once,
 // in argument order. Ids are lowercase hex, which every NLS_SORT orders
 // as BINARY does, so ORDER BY and the keyset comparisons agree.
-func (ora) BlobQueries(t dialect.Tables) dialect.BlobQueries {
-	return dialect.BlobQueries{
+func (ora) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
+	return sqldialect.BlobQueries{
 		Now:        `SELECT ` + micros(utcNow) + ` FROM dual`,
 		Stat:       `SELECT length, upload_id, ` + micros(`created_at`) + `, ` + micros(`touched_at`) + ` FROM ` + t.Blobs + ` WHERE id = :1`,
 		Touch:      `UPDATE ` + t.Blobs + ` SET touched_at = ` + utcNow + ` WHERE id = :1`,

@@ -30,14 +30,14 @@
 // nothing".
 //
 // Oracle has no session setting that bounds row lock waits: the wait is the
-// WAIT clause of the locking SELECT, in whole seconds (AppendRequest's
-// LockTimeout rounded up); PrepareConn does nothing.
+// WAIT clause of the locking SELECT, in whole seconds (the journal's lock
+// timeout, journal.SQLConfig.LockTimeout, rounded up).
 //
 // Times are TIMESTAMP(6) in UTC (SYS_EXTRACT_UTC(SYSTIMESTAMP)); queries
 // return them as TIMESTAMP WITH TIME ZONE, because go-ora reads a plain
 // TIMESTAMP in the database's time zone.
 //
-// The schema evolves through numbered migrations (Dialect.Migrations).
+// The schema evolves through numbered migrations (see package dialect).
 // Oracle's DDL commits by itself and tandem takes no schema lock on Oracle
 // (DBMS_LOCK needs an EXECUTE grant most users lack), so every step
 // tolerates another node doing it at the same time. Their ALTER TABLEs run
@@ -48,7 +48,7 @@
 // After an append whose outcome is open (the block was sent and the reply
 // does not prove it ended before its COMMIT), the journal discards the
 // connection and waits out the lock timeout before it looks the batch up:
-// the dialect does not implement dialect.SessionEnder, because ALTER
+// the dialect does not end abandoned sessions, because ALTER
 // SYSTEM KILL SESSION needs the ALTER SYSTEM privilege.
 //
 // Oracle has no push notification that tandem uses: nodes on Oracle poll.
@@ -66,6 +66,7 @@ import (
 	"github.com/sijms/go-ora/v2/network"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // Dialect is the Oracle dialect. It is stateless and safe for concurrent
@@ -98,8 +99,8 @@ const utcNow = `SYS_EXTRACT_UTC(SYSTIMESTAMP)`
 // go-ora returns as the right instant whatever the database's time zone.
 func asUTC(col string) string { return `FROM_TZ(` + col + `, '+00:00')` }
 
-func (ora) Queries(t dialect.Tables) dialect.Queries {
-	return dialect.Queries{
+func (ora) Queries(t sqldialect.Tables) sqldialect.Queries {
+	return sqldialect.Queries{
 		Read: `SELECT revision, node_id, instance, producer, payload, ` + asUTC(`created_at`) + ` FROM ` + t.Journal +
 			` WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`,
 		Head: `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
@@ -150,7 +151,7 @@ type table struct {
 	ddl  string
 }
 
-func tables(t dialect.Tables) []table {
+func tables(t sqldialect.Tables) []table {
 	create := func(name, columns string) table {
 		return table{name, `CREATE TABLE ` + name + ` (` + columns + `)`}
 	}
@@ -191,13 +192,13 @@ func tables(t dialect.Tables) []table {
 
 // seedCounter and seedMeta insert the single rows unless present. Two nodes
 // may still race past NOT EXISTS; the loser's unique violation is success.
-func seedCounter(t dialect.Tables) string {
+func seedCounter(t sqldialect.Tables) string {
 	return `INSERT INTO ` + t.GlobalRevision + ` (id, revision) SELECT 1, 0 FROM dual
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WHERE id = 1)`
 }
 
 // seedMeta: args (epoch). The meta row of schema version 1.
-func seedMeta(t dialect.Tables) string {
+func seedMeta(t sqldialect.Tables) string {
 	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, :1, 1, 1 FROM dual
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WHERE id = 1)`
 }
@@ -208,8 +209,8 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WHERE id = 1)`
 // ORA-00955 (name already used) for a table, ORA-01430 (column being added
 // already exists) for a column, a unique violation for a seed row. A
 // migration records itself last.
-func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
-	return []dialect.Migration{
+func (d ora) Migrations(t sqldialect.Tables) []sqldialect.Migration {
+	return []sqldialect.Migration{
 		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
 			for _, tb := range tables(t) {
 				if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && code(err) != errNameUsed {
@@ -252,7 +253,7 @@ func (d ora) Migrations(t dialect.Tables) []dialect.Migration {
 
 // schemaV2 adds the journal's writer instance and batch id and meta's
 // migration, nullable (nodes of schema version 1 insert rows without them).
-func schemaV2(t dialect.Tables) []string {
+func schemaV2(t sqldialect.Tables) []string {
 	return []string{
 		`ALTER TABLE ` + t.Journal + ` ADD (instance VARCHAR2(64))`,
 		`ALTER TABLE ` + t.Journal + ` ADD (batch_id NUMBER(19))`,
@@ -261,12 +262,12 @@ func schemaV2(t dialect.Tables) []string {
 }
 
 // schemaV3 adds the janitor's eviction marker.
-func schemaV3(t dialect.Tables) []string {
+func schemaV3(t sqldialect.Tables) []string {
 	return []string{`ALTER TABLE ` + t.LocalRevisions + ` ADD (evicted_at TIMESTAMP(6))`}
 }
 
 // recordMigration records migration version in the meta row.
-func recordMigration(t dialect.Tables, version int) string {
+func recordMigration(t sqldialect.Tables, version int) string {
 	v := strconv.Itoa(version)
 	return `UPDATE ` + t.Meta + ` SET migration = ` + v + ` WHERE id = 1 AND NVL(migration, 1) < ` + v
 }
@@ -315,7 +316,7 @@ func ddlWaitSQL(seconds int) string {
 }
 
 // LockSchema takes no lock on Oracle (see Migrations).
-func (ora) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+func (ora) LockSchema(ctx context.Context, conn *sql.Conn, t sqldialect.Tables) (func(), error) {
 	return func() {}, nil
 }
 
@@ -364,13 +365,13 @@ func code(err error) int {
 // not). The holder checks compare with DECODE, which takes two NULLs as
 // equal, so they match whatever Acquire stored, as "=" does in the other
 // dialects.
-func (ora) LockQueries(t dialect.Tables) dialect.LockQueries {
+func (ora) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 	ttl := func(bind string) string { return utcNow + ` + NUMTODSINTERVAL(` + bind + ` / 1000, 'SECOND')` }
 	holder := func(name, node, instance, token string) string {
 		return `name = ` + name + ` AND DECODE(owner, ` + node + `, 1, 0) = 1 AND DECODE(instance, ` + instance + `, 1, 0) = 1 AND token = ` + token +
 			` AND expires_at > ` + utcNow
 	}
-	return dialect.LockQueries{
+	return sqldialect.LockQueries{
 		// The name is bound once, in the derived table, and compared from
 		// there. Two concurrent seeds may both pass NOT EXISTS; the loser
 		// fails with ORA-00001 (ErrUniqueViolation).

@@ -19,12 +19,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 )
 
-func tablesFor(t *testing.T, prefix string) dialect.Tables {
+func tablesFor(t *testing.T, prefix string) sqldialect.Tables {
 	t.Helper()
-	tb, err := dialect.NewTables("Prefix", prefix)
+	tb, err := sqldialect.NewTables("Prefix", prefix)
 	require.NoError(t, err)
 	return tb
 }
@@ -276,11 +277,11 @@ END;`
 	require.Equal(t, want, got)
 }
 
-func request(n int, expect int64) dialect.AppendRequest {
-	tb, _ := dialect.NewTables("Prefix", "tandem_")
-	r := dialect.AppendRequest{Tables: tb, NodeID: "node-a", Instance: "inst-1", BatchID: 77, ExpectHead: expect}
+func request(n int, expect int64) sqldialect.AppendRequest {
+	tb, _ := sqldialect.NewTables("Prefix", "tandem_")
+	r := sqldialect.AppendRequest{Tables: tb, NodeID: "node-a", Instance: "inst-1", BatchID: 77, ExpectHead: expect}
 	for i := range n {
-		r.Entries = append(r.Entries, dialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
+		r.Entries = append(r.Entries, sqldialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
 	}
 	return r
 }
@@ -341,7 +342,7 @@ func oraErr(code int) error {
 
 func TestAppend(t *testing.T) {
 	ctx := context.Background()
-	run := func(t *testing.T, r dialect.AppendRequest, prepare time.Duration, handle func(string, []driver.NamedValue) fakesql.Reply) (*fakesql.DB, int64, error) {
+	run := func(t *testing.T, r sqldialect.AppendRequest, prepare time.Duration, handle func(string, []driver.NamedValue) fakesql.Reply) (*fakesql.DB, int64, error) {
 		f, db := fakesql.New(t, handle)
 		conn, err := db.Conn(ctx)
 		require.NoError(t, err)
@@ -394,7 +395,7 @@ func TestAppend(t *testing.T) {
 			_, first, err := run(t, request(1, tc.expect), time.Second, appendReply(tc.first, nil))
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "OUT %d, expect %d", tc.first, tc.expect)
 			require.NotErrorIs(t, err, dialect.ErrHeadMismatch)
-			var oe *dialect.OutcomeError
+			var oe *sqldialect.OutcomeError
 			require.ErrorAs(t, err, &oe)
 			require.ErrorContains(t, err, "without a revision")
 			require.Zero(t, first)
@@ -443,7 +444,7 @@ func TestAppend(t *testing.T) {
 		} {
 			_, _, err := run(t, request(1, -1), time.Second, appendReply(0, cause))
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%v", cause)
-			var oe *dialect.OutcomeError
+			var oe *sqldialect.OutcomeError
 			require.ErrorAs(t, err, &oe, "%v", cause)
 			require.ErrorIs(t, oe.Err, cause, "the cause stays reachable")
 		}

@@ -8,14 +8,14 @@ import (
 
 	goora "github.com/sijms/go-ora/v2"
 
-	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
-var _ dialect.Outbox = ora{}
+var _ sqldialect.Outbox = ora{}
 
 // pendingTable is the pending table (records published inside an
 // application's transaction), created by migration 4.
-func pendingTable(t dialect.Tables) table {
+func pendingTable(t sqldialect.Tables) table {
 	return table{t.Pending, `CREATE TABLE ` + t.Pending + ` (
 	handle     NUMBER(19) NOT NULL,
 	seq        NUMBER(10) NOT NULL,
@@ -29,15 +29,15 @@ func pendingTable(t dialect.Tables) table {
 
 // insertPendingSQL: :1 handle, :2 seq, :3 node id, :4 instance, :5
 // producer, :6 payload.
-func insertPendingSQL(t dialect.Tables) string {
+func insertPendingSQL(t sqldialect.Tables) string {
 	return `INSERT INTO ` + t.Pending + ` (handle, seq, node_id, instance, producer, payload, created_at)
 VALUES (:1, :2, :3, :4, :5, :6, ` + utcNow + `)`
 }
 
-// InsertPending implements dialect.Outbox: one INSERT per entry in the
+// InsertPending implements sqldialect.Outbox: one INSERT per entry in the
 // caller's transaction (payloads over 2,000 bytes bound as BLOBs, as in
 // Append).
-func (d ora) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingRequest) error {
+func (d ora) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.PendingRequest) error {
 	q := insertPendingSQL(r.Tables)
 	for i, e := range r.Entries {
 		var payload any = e.Payload
@@ -69,7 +69,7 @@ func (d ora) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingReq
 // back rather than lose a row), bumps the counter, commits, and returns
 // the count in :2. A missing counter row raises ORA-20001 (go-ora would
 // report NO_DATA_FOUND as success).
-func relaySQL(t dialect.Tables, wait int) string {
+func relaySQL(t sqldialect.Tables, wait int) string {
 	return `DECLARE
 	v_rev NUMBER(19);
 	v_n   NUMBER(19) := 0;
@@ -99,7 +99,7 @@ EXCEPTION
 END;`
 }
 
-// Relay implements dialect.Outbox: one PL/SQL block, one round trip.
+// Relay implements sqldialect.Outbox: one PL/SQL block, one round trip.
 //
 // The OUT bind is an sql.NullInt64: go-ora writes every OUT bind back after
 // a call it reports as a success (Stmt._exec: setFieldValue with the
@@ -107,13 +107,13 @@ END;`
 // so an int64 could not tell "moved nothing" from a block that never
 // reached its assignment (an error the driver dropped, possibly after the
 // COMMIT). A NULL count is such a call: an open outcome.
-func (d ora) Relay(ctx context.Context, conn *sql.Conn, t dialect.Tables, maxHandles int, lockTimeout time.Duration) (int64, error) {
+func (d ora) Relay(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, maxHandles int, lockTimeout time.Duration) (int64, error) {
 	var n sql.NullInt64
 	if _, err := conn.ExecContext(ctx, relaySQL(t, waitSeconds(lockTimeout)), int64(maxHandles), sql.Out{Dest: &n}); err != nil {
 		return 0, d.appendError(err)
 	}
 	if !n.Valid || n.Int64 < 0 {
-		return 0, dialect.Open(errRelayUnassigned)
+		return 0, sqldialect.Open(errRelayUnassigned)
 	}
 	return n.Int64, nil
 }

@@ -18,16 +18,17 @@ import (
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/fakesql"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // txDB is fakesql.TxDB: transactions reach f as statements.
 func txDB(t *testing.T, f *fakesql.DB) *sql.DB { return fakesql.TxDB(t, f) }
 
-func pendingRequest(n int) dialect.PendingRequest {
-	tb, _ := dialect.NewTables("Prefix", "tandem_")
-	r := dialect.PendingRequest{Tables: tb, Handle: 4242, NodeID: "node-a", Instance: "inst-1"}
+func pendingRequest(n int) sqldialect.PendingRequest {
+	tb, _ := sqldialect.NewTables("Prefix", "tandem_")
+	r := sqldialect.PendingRequest{Tables: tb, Handle: 4242, NodeID: "node-a", Instance: "inst-1"}
 	for i := range n {
-		r.Entries = append(r.Entries, dialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
+		r.Entries = append(r.Entries, sqldialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
 	}
 	return r
 }
@@ -52,13 +53,13 @@ func TestInsertPendingSQL(t *testing.T) {
 
 func TestInsertPending(t *testing.T) {
 	ctx := context.Background()
-	run := func(t *testing.T, r dialect.PendingRequest, handle fakesql.Handler) (*fakesql.DB, error) {
+	run := func(t *testing.T, r sqldialect.PendingRequest, handle fakesql.Handler) (*fakesql.DB, error) {
 		f, _ := fakesql.New(t, handle)
 		db := txDB(t, f)
 		tx, err := db.BeginTx(ctx, nil)
 		require.NoError(t, err)
 		defer tx.Rollback()
-		return f, Dialect.(dialect.Outbox).InsertPending(ctx, tx, r)
+		return f, Dialect.(sqldialect.Outbox).InsertPending(ctx, tx, r)
 	}
 
 	t.Run("ok", func(t *testing.T) {
@@ -174,7 +175,7 @@ func TestRelay(t *testing.T) {
 		conn, err := db.Conn(ctx)
 		require.NoError(t, err)
 		defer conn.Close()
-		n, err := Dialect.(dialect.Outbox).Relay(ctx, conn, tb, 32, lockTimeout)
+		n, err := Dialect.(sqldialect.Outbox).Relay(ctx, conn, tb, 32, lockTimeout)
 		return f, n, err
 	}
 	ptr := func(n int64) *int64 { return &n }
@@ -208,7 +209,7 @@ func TestRelay(t *testing.T) {
 		for _, moved := range []*int64{nil, ptr(-1)} {
 			_, n, err := run(t, time.Second, relayReply(moved, nil))
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown)
-			var oe *dialect.OutcomeError
+			var oe *sqldialect.OutcomeError
 			require.ErrorAs(t, err, &oe)
 			require.ErrorIs(t, err, errRelayUnassigned)
 			require.Zero(t, n)
@@ -246,7 +247,7 @@ func TestRelay(t *testing.T) {
 		} {
 			_, _, err := run(t, time.Second, relayReply(nil, cause))
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%v", cause)
-			var oe *dialect.OutcomeError
+			var oe *sqldialect.OutcomeError
 			require.ErrorAs(t, err, &oe)
 			require.ErrorIs(t, oe.Err, cause)
 			require.False(t, errors.Is(err, errRelayUnassigned))
@@ -257,7 +258,7 @@ func TestRelay(t *testing.T) {
 		conn, err := db.Conn(ctx)
 		require.NoError(t, err)
 		require.NoError(t, conn.Close())
-		_, err = Dialect.(dialect.Outbox).Relay(ctx, conn, tb, 32, time.Second)
+		_, err = Dialect.(sqldialect.Outbox).Relay(ctx, conn, tb, 32, time.Second)
 		require.ErrorIs(t, err, sql.ErrConnDone)
 		require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown)
 		require.Empty(t, f.Calls())

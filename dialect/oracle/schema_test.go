@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/fakesql"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // server is a fake Oracle that knows just enough of the schema to answer
@@ -156,7 +157,7 @@ func (s *server) handle(q string, _ []driver.NamedValue) fakesql.Reply {
 	return fakesql.Reply{}
 }
 
-func v1Statements(tb dialect.Tables) []string {
+func v1Statements(tb sqldialect.Tables) []string {
 	var out []string
 	for _, x := range tables(tb) {
 		out = append(out, x.ddl)
@@ -172,12 +173,12 @@ func addStatements(alters []string, record string) []string {
 }
 
 // v4Statements are the statements of migration 4, in order.
-func v4Statements(tb dialect.Tables) []string {
+func v4Statements(tb sqldialect.Tables) []string {
 	return []string{pendingTable(tb).ddl, recordMigration(tb, 4)}
 }
 
 // v5Statements are the statements of migration 5, in order.
-func v5Statements(tb dialect.Tables) []string {
+func v5Statements(tb sqldialect.Tables) []string {
 	var out []string
 	for _, x := range blobTables(tb) {
 		out = append(out, x.ddl)
@@ -186,7 +187,7 @@ func v5Statements(tb dialect.Tables) []string {
 }
 
 // upgrade are the statements of migrations 2 to 5, in order.
-func upgrade(tb dialect.Tables) []string {
+func upgrade(tb sqldialect.Tables) []string {
 	out := addStatements(schemaV2(tb), recordMigration(tb, 2))
 	out = append(out, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
 	out = append(out, v4Statements(tb)...)
@@ -240,7 +241,7 @@ func TestMigrate(t *testing.T) {
 	tb := tablesFor(t, "tandem_")
 	migrate := func(t *testing.T, s *server, epoch string) (*fakesql.DB, error) {
 		f, db := fakesql.New(t, s.handle)
-		return f, dialect.Migrate(ctx, db, Dialect, tb, epoch)
+		return f, sqldialect.Migrate(ctx, db, Dialect, tb, epoch)
 	}
 
 	t.Run("new database", func(t *testing.T) {
@@ -378,7 +379,7 @@ func TestMigrate(t *testing.T) {
 		require.EqualValues(t, dialect.SchemaVersion, s.migration)
 		// And a node that finds it done applies nothing.
 		n := len(fa.Calls())
-		require.NoError(t, dialect.Migrate(ctx, dba, Dialect, tb, "ec"))
+		require.NoError(t, sqldialect.Migrate(ctx, dba, Dialect, tb, "ec"))
 		require.Equal(t, []string{readSchemaSQL}, fa.Queries()[n:])
 	})
 	t.Run("busy table", func(t *testing.T) {

@@ -1,11 +1,11 @@
 package postgres
 
-import "github.com/tandem-go/tandem/dialect"
+import "github.com/tandem-go/tandem/internal/sqldialect"
 
 // schemaV5 creates the data store's tables. Chunks are stored without
 // compression (STORAGE EXTERNAL): binaries are often compressed already,
 // and compressing them again costs more time than it saves.
-func schemaV5(t dialect.Tables) []string {
+func schemaV5(t sqldialect.Tables) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.Blobs + ` (
 	id         VARCHAR(64) COLLATE "C" PRIMARY KEY,
@@ -38,8 +38,8 @@ func at(bind string) string {
 }
 
 // BlobQueries implements dialect.Dialect.
-func (pg) BlobQueries(t dialect.Tables) dialect.BlobQueries {
-	return dialect.BlobQueries{
+func (pg) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
+	return sqldialect.BlobQueries{
 		Now:        `SELECT ` + micros(blobNow),
 		Stat:       `SELECT length, upload_id, ` + micros(`created_at`) + `, ` + micros(`touched_at`) + ` FROM ` + t.Blobs + ` WHERE id = $1`,
 		Touch:      `UPDATE ` + t.Blobs + ` SET touched_at = ` + blobNow + ` WHERE id = $1`,

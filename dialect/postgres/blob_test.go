@@ -9,13 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 var blobTable = regexp.MustCompile(`\b[a-z0-9_]*(blobs|blob_chunks|blob_uploads)\b`)
 
 func TestBlobQueries(t *testing.T) {
 	for _, prefix := range []string{"tandem_", "zz_"} {
-		tb, err := dialect.NewTables("Prefix", prefix)
+		tb, err := sqldialect.NewTables("Prefix", prefix)
 		require.NoError(t, err)
 		q := Dialect.BlobQueries(tb)
 		for name, s := range q.Statements() {
@@ -35,7 +36,7 @@ func TestBlobQueries(t *testing.T) {
 }
 
 func TestSchemaV5(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	ddl := schemaV5(tb)
 	for _, name := range []string{tb.Blobs, tb.BlobChunks, tb.BlobUploads} {

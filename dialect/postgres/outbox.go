@@ -5,14 +5,14 @@ import (
 	"database/sql"
 	"time"
 
-	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
-var _ dialect.Outbox = pg{}
+var _ sqldialect.Outbox = pg{}
 
 // schemaV4 is the pending table: records published inside an application's
 // transaction, waiting to be moved into the journal.
-func schemaV4(t dialect.Tables) []string {
+func schemaV4(t sqldialect.Tables) []string {
 	return []string{`CREATE TABLE IF NOT EXISTS ` + t.Pending + ` (
 	handle     BIGINT NOT NULL,
 	seq        INTEGER NOT NULL,
@@ -26,15 +26,15 @@ func schemaV4(t dialect.Tables) []string {
 
 // insertPendingSQL: $1 handle, $2 node id, $3 instance, $4 producers, $5
 // payloads.
-func insertPendingSQL(t dialect.Tables) string {
+func insertPendingSQL(t sqldialect.Tables) string {
 	return `INSERT INTO ` + t.Pending + ` (handle, seq, node_id, instance, producer, payload, created_at)
 SELECT $1, e.ord, $2, $3, e.producer, e.payload, now()
 FROM unnest($4::text[], $5::bytea[]) WITH ORDINALITY AS e(producer, payload, ord)`
 }
 
-// InsertPending implements dialect.Outbox: one INSERT in the caller's
+// InsertPending implements sqldialect.Outbox: one INSERT in the caller's
 // transaction.
-func (d pg) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingRequest) error {
+func (d pg) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.PendingRequest) error {
 	producers := make([]string, len(r.Entries))
 	payloads := make([][]byte, len(r.Entries))
 	for i, e := range r.Entries {
@@ -55,7 +55,7 @@ func (d pg) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingRequ
 // records it moves. The DELETE sees the rows committed when the statement
 // started: rows of transactions still open are invisible, never waited
 // for; rows another relay moved meanwhile are skipped once it commits.
-func relaySQL(t dialect.Tables) string {
+func relaySQL(t sqldialect.Tables) string {
 	return `WITH lk AS (
 	SELECT pg_advisory_xact_lock(hashtext('tandem relay ` + t.Prefix + `')) AS ok
 ), h AS (
@@ -75,8 +75,8 @@ func relaySQL(t dialect.Tables) string {
 SELECT n FROM n`
 }
 
-// Relay implements dialect.Outbox.
-func (d pg) Relay(ctx context.Context, conn *sql.Conn, t dialect.Tables, maxHandles int, _ time.Duration) (int64, error) {
+// Relay implements sqldialect.Outbox.
+func (d pg) Relay(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, maxHandles int, _ time.Duration) (int64, error) {
 	var n int64
 	if err := conn.QueryRowContext(ctx, relaySQL(t), int64(maxHandles)).Scan(&n); err != nil {
 		return 0, d.appendError(err)

@@ -14,7 +14,7 @@
 // exactly one round trip. The lock timeout is the session's lock_timeout on
 // the journal's append connection.
 //
-// It implements dialect.Notifier with LISTEN/NOTIFY; listening needs the
+// It pushes wake-ups to other nodes with LISTEN/NOTIFY; listening needs the
 // pgx driver (the connection is reached through database/sql's Conn.Raw)
 // and a session that stays on one server connection, so it does not work
 // through PgBouncer in transaction-pooling mode: there tandem polls.
@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // Dialect is the PostgreSQL dialect.
@@ -41,15 +42,15 @@ var Dialect dialect.Dialect = pg{}
 type pg struct{}
 
 var (
-	_ dialect.Dialect      = pg{}
-	_ dialect.Notifier     = pg{}
-	_ dialect.SessionEnder = pg{}
+	_ dialect.Dialect         = pg{}
+	_ sqldialect.Notifier     = pg{}
+	_ sqldialect.SessionEnder = pg{}
 )
 
 func (pg) Name() string { return "postgres" }
 
-func (pg) Queries(t dialect.Tables) dialect.Queries {
-	return dialect.Queries{
+func (pg) Queries(t sqldialect.Tables) sqldialect.Queries {
+	return sqldialect.Queries{
 		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 			` WHERE revision > $1 ORDER BY revision LIMIT $2`,
 		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
@@ -75,7 +76,7 @@ SELECT $1, revision, epoch, now(), evicted_at FROM ` + t.LocalRevisions + ` WHER
 }
 
 // schemaV1 is the DDL of schema version 1, as the first release ran it.
-func schemaV1(t dialect.Tables) []string {
+func schemaV1(t sqldialect.Tables) []string {
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.Journal + ` (
 	revision   BIGINT PRIMARY KEY,
@@ -114,7 +115,7 @@ func schemaV1(t dialect.Tables) []string {
 // and the migration column to meta. Adding a nullable column without a
 // default only changes the catalog, but it waits for (and then briefly
 // blocks) the queries on the table: migrationLockTimeout bounds that.
-func schemaV2(t dialect.Tables) []string {
+func schemaV2(t sqldialect.Tables) []string {
 	return []string{
 		`ALTER TABLE ` + t.Journal + ` ADD COLUMN IF NOT EXISTS instance VARCHAR(64)`,
 		`ALTER TABLE ` + t.Journal + ` ADD COLUMN IF NOT EXISTS batch_id BIGINT`,
@@ -129,8 +130,8 @@ const migrationLockTimeout = "10s"
 
 // Migrations implements dialect.Dialect. Each migration runs in one
 // transaction (PostgreSQL's DDL is transactional), which also records it.
-func (d pg) Migrations(t dialect.Tables) []dialect.Migration {
-	return []dialect.Migration{
+func (d pg) Migrations(t sqldialect.Tables) []sqldialect.Migration {
+	return []sqldialect.Migration{
 		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
 			return inTx(ctx, conn, schemaV1(t),
 				`INSERT INTO `+t.Meta+` (id, epoch, tail, schema_version) VALUES (1, $1, 1, 1) ON CONFLICT (id) DO NOTHING`, epoch)
@@ -178,7 +179,7 @@ func inTx(ctx context.Context, conn *sql.Conn, stmts []string, record string, ar
 // LockSchema implements dialect.Dialect with a session-level advisory lock
 // keyed by the prefix (a bare CREATE TABLE IF NOT EXISTS can still fail
 // on PostgreSQL when two sessions race on the catalog).
-func (d pg) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+func (d pg) LockSchema(ctx context.Context, conn *sql.Conn, t sqldialect.Tables) (func(), error) {
 	key := "tandem schema " + t.Prefix
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(hashtext($1))`, key); err != nil {
 		return nil, err
@@ -222,7 +223,7 @@ func (d pg) ResetConn(ctx context.Context, conn *sql.Conn) error {
 // Arguments: $1 the number of entries, $2 the node id, $3 the instance, $4
 // the batch id, $5 the producers, $6 the payloads, and $7 the expected
 // head when conditional.
-func appendSQL(t dialect.Tables, conditional bool) string {
+func appendSQL(t sqldialect.Tables, conditional bool) string {
 	cond := ``
 	if conditional {
 		cond = ` AND revision = $7`
@@ -237,7 +238,7 @@ func appendSQL(t dialect.Tables, conditional bool) string {
 SELECT revision - $1 + 1 FROM c`
 }
 
-func (d pg) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+func (d pg) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
 	n := int64(len(r.Entries))
 	producers := make([]string, n)
 	payloads := make([][]byte, n)
@@ -281,7 +282,7 @@ func (d pg) appendError(err error) error {
 	if errors.As(err, &pgErr) && provesNothingWritten(pgErr.Code) {
 		return d.Translate(err)
 	}
-	return dialect.Open(d.Translate(err))
+	return sqldialect.Open(d.Translate(err))
 }
 
 // provesNothingWritten reports whether SQLSTATE code, as the error of an
@@ -321,7 +322,7 @@ func (pg) Translate(err error) error {
 	return err
 }
 
-// SessionID implements dialect.SessionEnder: the backend's pid and start
+// SessionID implements sqldialect.SessionEnder: the backend's pid and start
 // time, which together never name another session (pids are reused).
 func (d pg) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
 	var id string
@@ -334,7 +335,7 @@ FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&id)
 // compares exactly.
 const backendStart = `to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`
 
-// EndSession implements dialect.SessionEnder with pg_terminate_backend,
+// EndSession implements sqldialect.SessionEnder with pg_terminate_backend,
 // which a role may call on its own sessions. A backend rolls back its
 // transaction before it leaves pg_stat_activity.
 func (d pg) EndSession(ctx context.Context, db *sql.DB, id string) error {
@@ -362,7 +363,7 @@ func (d pg) EndSession(ctx context.Context, db *sql.DB, id string) error {
 	}
 }
 
-// Notify implements dialect.Notifier.
+// Notify implements sqldialect.Notifier.
 func (d pg) Notify(ctx context.Context, db *sql.DB, channel string) error {
 	_, err := db.ExecContext(ctx, `SELECT pg_notify($1, '')`, channel)
 	return d.Translate(err)
@@ -371,7 +372,7 @@ func (d pg) Notify(ctx context.Context, db *sql.DB, channel string) error {
 // errNotPgx is returned by Listen when db's driver is not pgx.
 var errNotPgx = errors.New("postgres: LISTEN needs a *sql.DB opened with the pgx driver (github.com/jackc/pgx/v5/stdlib)")
 
-// Listen implements dialect.Notifier. The listening connection is taken out
+// Listen implements sqldialect.Notifier. The listening connection is taken out
 // of db's pool for as long as Listen runs and is discarded afterwards, so no
 // other user of the pool inherits its LISTEN.
 func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error {
@@ -410,9 +411,9 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 
 // LockQueries implements dialect.Dialect. statement_timestamp() rather than
 // now(): a lease's times must not be those of an older transaction start.
-func (pg) LockQueries(t dialect.Tables) dialect.LockQueries {
+func (pg) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 	const now = `statement_timestamp()`
-	return dialect.LockQueries{
+	return sqldialect.LockQueries{
 		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)
 VALUES ($1, '', '', 0, 0, ` + now + `, ` + now + `, ` + now + `) ON CONFLICT (name) DO NOTHING`,
 		Acquire: `UPDATE ` + t.Locks + ` SET owner = $1, instance = $2, token = token + 1, heartbeat = 0,

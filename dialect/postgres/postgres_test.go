@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 func TestTranslate(t *testing.T) {
@@ -47,7 +48,7 @@ func TestAppendErrorOutcome(t *testing.T) {
 	for _, code := range []string{"57014", "57P01", "57P02", "08006", "XX000", "53100", "25P02"} {
 		err := d.appendError(&pgconn.PgError{Code: code})
 		require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%s may come after the commit", code)
-		var oe *dialect.OutcomeError
+		var oe *sqldialect.OutcomeError
 		require.ErrorAs(t, err, &oe)
 		var pgErr *pgconn.PgError
 		require.ErrorAs(t, oe.Err, &pgErr, "the cause stays reachable")
@@ -57,7 +58,7 @@ func TestAppendErrorOutcome(t *testing.T) {
 }
 
 func TestQueriesCarryPrefix(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	q := Dialect.Queries(tb)
 	for name, s := range map[string]string{"Read": q.Read, "Head": q.Head, "Meta": q.Meta, "SetTail": q.SetTail,
@@ -103,7 +104,7 @@ func TestLockQueries(t *testing.T) {
 	const now = "statement_timestamp()"
 	ttl := func(p string) string { return now + " + " + p + " * interval '1 millisecond'" }
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
-		tb, err := dialect.NewTables("Prefix", prefix)
+		tb, err := sqldialect.NewTables("Prefix", prefix)
 		require.NoError(t, err)
 		q := Dialect.LockQueries(tb)
 		for name, f := range q.Statements() {
@@ -147,7 +148,7 @@ func TestLockQueries(t *testing.T) {
 }
 
 func TestSchemaCreatesLocks(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	var locks []string
 	for _, s := range append(schemaV1(tb), schemaV2(tb)...) {
@@ -173,7 +174,7 @@ func TestSchemaCreatesLocks(t *testing.T) {
 // first release ran (testdata/schema_v1.sql), so that a database it made
 // and one made by this release are the same.
 func TestMigrationOneIsTheFirstRelease(t *testing.T) {
-	tb, err := dialect.NewTables("Prefix", "zz_")
+	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
 	b, err := os.ReadFile("testdata/schema_v1.sql")
 	require.NoError(t, err)

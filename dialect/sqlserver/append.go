@@ -12,6 +12,7 @@ import (
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // Parameter limits. SQL Server accepts 2,100 parameters per request and
@@ -38,7 +39,7 @@ const (
 // CATCH block rolls back and re-raises the original error (THROW keeps its
 // number); XACT_ABORT rolls back on anything the CATCH block cannot see,
 // such as the client cancelling the batch.
-func appendSQL(t dialect.Tables, n int, conditional bool) string {
+func appendSQL(t sqldialect.Tables, n int, conditional bool) string {
 	var b strings.Builder
 	b.Grow(640 + n*24)
 	b.WriteString(`SET NOCOUNT ON;
@@ -89,7 +90,7 @@ SELECT @last - @p1 + 1;`)
 }
 
 // appendArgs are the arguments of appendSQL, in order.
-func appendArgs(r dialect.AppendRequest) []any {
+func appendArgs(r sqldialect.AppendRequest) []any {
 	args := make([]any, 0, appendParams+2*len(r.Entries))
 	args = append(args, int64(len(r.Entries)), r.NodeID, r.ExpectHead, r.Instance, r.BatchID)
 	for _, e := range r.Entries {
@@ -103,7 +104,7 @@ func appendArgs(r dialect.AppendRequest) []any {
 }
 
 // Append runs appendSQL: one round trip holding the counter's lock.
-func (d sqlServer) Append(ctx context.Context, conn *sql.Conn, r dialect.AppendRequest) (int64, error) {
+func (d sqlServer) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
 	n := len(r.Entries)
 	if n == 0 || n > maxEntries {
 		return 0, fmt.Errorf("sqlserver: an append batch has 1 to %d entries, not %d", maxEntries, n)
@@ -142,7 +143,7 @@ func (d sqlServer) appendError(err error) error {
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone):
 		return err
 	}
-	return dialect.Open(d.Translate(err))
+	return sqldialect.Open(d.Translate(err))
 }
 
 // provesNothingWritten reports whether err, raised by the append or relay

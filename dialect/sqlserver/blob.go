@@ -1,6 +1,6 @@
 package sqlserver
 
-import "github.com/tandem-go/tandem/dialect"
+import "github.com/tandem-go/tandem/internal/sqldialect"
 
 // Blob and upload ids are NVARCHAR, as go-mssqldb sends strings (a VARCHAR
 // key compared with an nvarchar parameter may lose its index seek), with
@@ -13,7 +13,7 @@ const (
 // blobTables are the data store's tables, each created unless it exists.
 // A chunk is a VARBINARY(MAX), bounded by the data store (1 MiB by
 // default); go-mssqldb sends a []byte over 8,000 bytes as varbinary(max).
-func blobTables(t dialect.Tables) []table {
+func blobTables(t sqldialect.Tables) []table {
 	create := func(name, columns string) table {
 		return table{name, `IF OBJECT_ID(N'` + name + `', N'U') IS NULL
 CREATE TABLE ` + name + ` (` + columns + `)`}
@@ -39,7 +39,7 @@ CREATE TABLE ` + name + ` (` + columns + `)`}
 
 // schemaV5 is migration 5's batches, in order: the tables, then the
 // record, each a batch of its own.
-func schemaV5(t dialect.Tables) []string {
+func schemaV5(t sqldialect.Tables) []string {
 	var out []string
 	for _, tb := range blobTables(t) {
 		out = append(out, tb.ddl)
@@ -73,8 +73,8 @@ func at(p string) string {
 // counting off. The locking reads take update locks (UPDLOCK), held until
 // the transaction ends, which read the latest committed row and exclude
 // a concurrent UPDATE; readers never skip locked rows.
-func (sqlServer) BlobQueries(t dialect.Tables) dialect.BlobQueries {
-	return dialect.BlobQueries{
+func (sqlServer) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
+	return sqldialect.BlobQueries{
 		Now:  `SELECT ` + micros(`n.t`) + ` FROM (SELECT ` + blobNow + ` AS t) AS n`,
 		Stat: `SELECT length, upload_id, ` + micros(`created_at`) + `, ` + micros(`touched_at`) + ` FROM ` + t.Blobs + ` WHERE id = @p1`,
 		Touch: `SET NOCOUNT OFF;

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
-var _ dialect.Outbox = sqlServer{}
+var _ sqldialect.Outbox = sqlServer{}
 
 // skipOpen is the table hint of the pending table's readers that must
 // neither wait for nor see the rows of transactions still open: READPAST
@@ -38,7 +38,7 @@ const (
 // relay's READPAST skips; an escalated table lock (a large application
 // transaction, memory pressure) would make the relay wait for the
 // application instead.
-func schemaV4(t dialect.Tables) []string {
+func schemaV4(t sqldialect.Tables) []string {
 	return []string{
 		`IF OBJECT_ID(N'` + t.Pending + `', N'U') IS NULL
 CREATE TABLE ` + t.Pending + ` (
@@ -67,7 +67,7 @@ const maxPendingEntries = (maxParams - pendingParams) / 2
 // instance, then the producer and payload of each entry, with seq 1..n.
 // The rows come from a derived table, which has no row limit (INSERT …
 // VALUES has 1,000).
-func insertPendingSQL(t dialect.Tables, n int) string {
+func insertPendingSQL(t sqldialect.Tables, n int) string {
 	var b strings.Builder
 	b.Grow(200 + n*24)
 	b.WriteString(`INSERT INTO ` + t.Pending + ` (handle, seq, node_id, instance, producer, payload, created_at)
@@ -85,7 +85,7 @@ SELECT @p1, v.k, @p2, @p3, v.producer, v.payload, SYSUTCDATETIME() FROM (VALUES 
 }
 
 // pendingArgs are the arguments of insertPendingSQL, in order.
-func pendingArgs(r dialect.PendingRequest) []any {
+func pendingArgs(r sqldialect.PendingRequest) []any {
 	args := make([]any, 0, pendingParams+2*len(r.Entries))
 	args = append(args, r.Handle, r.NodeID, r.Instance)
 	for _, e := range r.Entries {
@@ -98,9 +98,9 @@ func pendingArgs(r dialect.PendingRequest) []any {
 	return args
 }
 
-// InsertPending implements dialect.Outbox: one INSERT in the caller's
+// InsertPending implements sqldialect.Outbox: one INSERT in the caller's
 // transaction.
-func (d sqlServer) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.PendingRequest) error {
+func (d sqlServer) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.PendingRequest) error {
 	if n := len(r.Entries); n == 0 || n > maxPendingEntries {
 		return fmt.Errorf("sqlserver: a pending batch has 1 to %d entries, not %d", maxPendingEntries, n)
 	}
@@ -129,7 +129,7 @@ func (d sqlServer) InsertPending(ctx context.Context, tx *sql.Tx, r dialect.Pend
 //
 // The CATCH block rolls back and re-raises the original error; XACT_ABORT
 // covers what it cannot see (the client cancelling the batch).
-func relaySQL(t dialect.Tables) string {
+func relaySQL(t sqldialect.Tables) string {
 	return `SET NOCOUNT ON;
 SET XACT_ABORT ON;
 DECLARE @rev BIGINT;
@@ -159,10 +159,10 @@ END CATCH;
 SELECT @n;`
 }
 
-// Relay implements dialect.Outbox: one batch, one round trip. Its errors
+// Relay implements sqldialect.Outbox: one batch, one round trip. Its errors
 // are classified as Append's (appendError): the batch's own THROWs come
 // before its COMMIT and prove that it moved nothing.
-func (d sqlServer) Relay(ctx context.Context, conn *sql.Conn, t dialect.Tables, maxHandles int, _ time.Duration) (int64, error) {
+func (d sqlServer) Relay(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, maxHandles int, _ time.Duration) (int64, error) {
 	var n int64
 	if err := conn.QueryRowContext(ctx, relaySQL(t), int64(maxHandles)).Scan(&n); err != nil {
 		return 0, d.appendError(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/fakesql"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // txDB is fakesql.TxDB: transactions reach f as statements.
@@ -86,7 +87,7 @@ func newServer(t *testing.T, s *server) (*fakesql.DB, *sql.DB) {
 }
 
 // v1Statements are the statements of migration 1, in order.
-func v1Statements(tb dialect.Tables) []string {
+func v1Statements(tb sqldialect.Tables) []string {
 	var out []string
 	for _, x := range tables(tb) {
 		out = append(out, x.ddl)
@@ -102,7 +103,7 @@ func inTxStatements(batches []string) []string {
 }
 
 // upgrade are the statements of migrations 2 to 5, in order.
-func upgrade(tb dialect.Tables) []string {
+func upgrade(tb sqldialect.Tables) []string {
 	out := inTxStatements(schemaV2(tb))
 	out = append(out, inTxStatements(schemaV3(tb))...)
 	out = append(out, inTxStatements(schemaV4(tb))...)
@@ -173,7 +174,7 @@ func TestMigrate(t *testing.T) {
 	t.Run("new database", func(t *testing.T) {
 		s := &server{}
 		f, db := newServer(t, s)
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, v1Statements(tb)...)
 		want = append(want, upgrade(tb)...)
@@ -187,7 +188,7 @@ func TestMigrate(t *testing.T) {
 	})
 	t.Run("first release's database", func(t *testing.T) {
 		f, db := newServer(t, &server{tables: true})
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, upgrade(tb)...)
 		want = append(want, readSchemaSQL, unlockSchemaSQL)
@@ -205,31 +206,31 @@ func TestMigrate(t *testing.T) {
 			return s.handle(q, args)
 		})
 		db := txDB(t, f)
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		require.Equal(t, []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaSQL, unlockSchemaSQL}, f.Queries(),
 			"nothing to apply")
 	})
 	t.Run("current", func(t *testing.T) {
 		f, db := newServer(t, &server{tables: true, migration: dialect.SchemaVersion})
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		require.Equal(t, []string{readSchemaSQL}, f.Queries(), "idempotent: only checked, no lock")
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e2"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e2"))
 		require.Equal(t, []string{readSchemaSQL, readSchemaSQL}, f.Queries())
 	})
 	t.Run("too new", func(t *testing.T) {
 		f, db := newServer(t, &server{tables: true, migration: dialect.SchemaVersion + 1, compat: dialect.SchemaVersion + 1})
-		require.ErrorIs(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"), dialect.ErrSchemaTooNew)
+		require.ErrorIs(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"), dialect.ErrSchemaTooNew)
 		require.Equal(t, []string{readSchemaSQL}, f.Queries())
 	})
 	t.Run("a newer release migrated additively", func(t *testing.T) {
 		f, db := newServer(t, &server{tables: true, migration: dialect.SchemaVersion + 1})
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		require.Equal(t, []string{readSchemaSQL}, f.Queries())
 	})
 	t.Run("version 2", func(t *testing.T) {
 		s := &server{tables: true, migration: 2}
 		f, db := newServer(t, s)
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
 		want = append(want, inTxStatements(schemaV3(tb))...)
 		want = append(want, inTxStatements(schemaV4(tb))...)
@@ -240,7 +241,7 @@ func TestMigrate(t *testing.T) {
 	t.Run("version 3", func(t *testing.T) {
 		s := &server{tables: true, migration: 3}
 		f, db := newServer(t, s)
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
 		want = append(want, inTxStatements(schemaV4(tb))...)
 		want = append(want, inTxStatements(schemaV5(tb))...)
@@ -250,7 +251,7 @@ func TestMigrate(t *testing.T) {
 	t.Run("version 4", func(t *testing.T) {
 		s := &server{tables: true, migration: 4}
 		f, db := newServer(t, s)
-		require.NoError(t, dialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
 		want = append(want, inTxStatements(schemaV5(tb))...)
 		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migration 5")
@@ -258,7 +259,7 @@ func TestMigrate(t *testing.T) {
 	})
 	t.Run("lock not granted", func(t *testing.T) {
 		f, db := newServer(t, &server{lockStatus: -1})
-		err := dialect.Migrate(ctx, db, Dialect, tb, "e1")
+		err := sqldialect.Migrate(ctx, db, Dialect, tb, "e1")
 		require.ErrorIs(t, err, dialect.ErrLockTimeout)
 		require.Equal(t, []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL}, f.Queries(), "nothing is created without the lock")
 	})
@@ -269,7 +270,7 @@ func TestMigrate(t *testing.T) {
 			"IF COL_LENGTH(N'tandem_journal', N'batch_id')": mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."},
 		}}
 		f, db := newServer(t, s)
-		err := dialect.Migrate(ctx, db, Dialect, tb, "e1")
+		err := sqldialect.Migrate(ctx, db, Dialect, tb, "e1")
 		require.ErrorIs(t, err, dialect.ErrLockTimeout)
 		require.ErrorContains(t, err, "migrate schema to version 2")
 		require.Equal(t, []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL,
@@ -297,7 +298,7 @@ func TestMigrate(t *testing.T) {
 		_, db := newServer(t, &server{fail: map[string]error{
 			"IF OBJECT_ID(": mssql.Error{Number: 262, Message: "CREATE TABLE permission denied"},
 		}})
-		err := dialect.Migrate(ctx, db, Dialect, tb, "e1")
+		err := sqldialect.Migrate(ctx, db, Dialect, tb, "e1")
 		require.ErrorContains(t, err, "create table tandem_journal")
 		var msErr mssql.Error
 		require.ErrorAs(t, err, &msErr)

@@ -43,7 +43,7 @@
 // (SYSUTCDATETIME()); queries return them as DATETIMEOFFSET so that the
 // DSN's timezone parameter cannot shift them.
 //
-// The schema evolves through numbered migrations (Dialect.Migrations), run
+// The schema evolves through numbered migrations (see package dialect), run
 // under an exclusive application lock owned by the session (sp_getapplock,
 // waited for up to a minute), each in one transaction. Their ALTER TABLEs
 // wait for a schema modification lock behind the tables' readers and
@@ -54,7 +54,7 @@
 // After an append whose outcome is open (the batch was sent and the reply
 // does not prove it ended before its COMMIT), the journal discards the
 // connection and waits out the lock timeout before it looks the batch up:
-// the dialect does not implement dialect.SessionEnder, because KILL needs
+// the dialect does not end abandoned sessions, because KILL needs
 // the ALTER ANY CONNECTION permission, which an application login rarely
 // has.
 //
@@ -74,6 +74,7 @@ import (
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // Dialect is the SQL Server dialect. It is stateless and safe for
@@ -104,8 +105,8 @@ const idType = `NVARCHAR(64) COLLATE Latin1_General_BIN2`
 // never takes a table lock that would stall appends and readers.
 const deleteChunk = 2000
 
-func (sqlServer) Queries(t dialect.Tables) dialect.Queries {
-	return dialect.Queries{
+func (sqlServer) Queries(t sqldialect.Tables) sqldialect.Queries {
+	return sqldialect.Queries{
 		Read: `SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM ` + t.Journal +
 			` WHERE revision > @p1 ORDER BY revision`,
 		Head:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
@@ -173,7 +174,7 @@ type table struct {
 	ddl  string
 }
 
-func tables(t dialect.Tables) []table {
+func tables(t sqldialect.Tables) []table {
 	create := func(name, columns string) table {
 		return table{name, `IF OBJECT_ID(N'` + name + `', N'U') IS NULL
 CREATE TABLE ` + name + ` (` + columns + `)`}
@@ -212,13 +213,13 @@ CREATE TABLE ` + name + ` (` + columns + `)`}
 
 // seedCounter and seedMeta insert the single rows unless present. Two nodes
 // may still race past NOT EXISTS; the loser's unique violation is success.
-func seedCounter(t dialect.Tables) string {
+func seedCounter(t sqldialect.Tables) string {
 	return `INSERT INTO ` + t.GlobalRevision + ` (id, revision) SELECT 1, 0
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.GlobalRevision + ` WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)`
 }
 
 // seedMeta: args (epoch). The meta row of schema version 1.
-func seedMeta(t dialect.Tables) string {
+func seedMeta(t sqldialect.Tables) string {
 	return `INSERT INTO ` + t.Meta + ` (id, epoch, tail, schema_version) SELECT 1, @p1, 1, 1
 WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WITH (UPDLOCK, HOLDLOCK) WHERE id = 1)`
 }
@@ -227,8 +228,8 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + t.Meta + ` WITH (UPDLOCK, HOLDLOCK) WHERE id
 // release's schema; the later ones add nullable columns, each in one
 // transaction (SQL Server's DDL is transactional) that also records it.
 // Migrate runs them under LockSchema's application lock.
-func (d sqlServer) Migrations(t dialect.Tables) []dialect.Migration {
-	return []dialect.Migration{
+func (d sqlServer) Migrations(t sqldialect.Tables) []sqldialect.Migration {
+	return []sqldialect.Migration{
 		{Version: 1, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, epoch string) error {
 			return d.createV1(ctx, conn, t, epoch)
 		}},
@@ -284,7 +285,7 @@ func inTx(ctx context.Context, conn *sql.Conn, batches []string) error {
 // schemaV2 is migration 2's batches, in order: the journal's writer
 // instance and batch id, and meta's migration. Nullable: nodes of schema
 // version 1 keep inserting rows without them.
-func schemaV2(t dialect.Tables) []string {
+func schemaV2(t sqldialect.Tables) []string {
 	return []string{
 		addColumn(t.Journal, "instance", idType+` NULL`),
 		addColumn(t.Journal, "batch_id", `BIGINT NULL`),
@@ -294,7 +295,7 @@ func schemaV2(t dialect.Tables) []string {
 }
 
 // schemaV3 is migration 3's batches: the janitor's eviction marker.
-func schemaV3(t dialect.Tables) []string {
+func schemaV3(t sqldialect.Tables) []string {
 	return []string{
 		addColumn(t.LocalRevisions, "evicted_at", `DATETIME2(6) NULL`),
 		recordMigration(t, 3),
@@ -311,7 +312,7 @@ func addColumn(table, column, ddl string) string {
 
 // recordMigration is the batch that records migration version in the meta
 // row (last, after the batches that added meta.migration).
-func recordMigration(t dialect.Tables, version int) string {
+func recordMigration(t sqldialect.Tables, version int) string {
 	v := strconv.Itoa(version)
 	return `UPDATE ` + t.Meta + ` SET migration = ` + v + ` WHERE id = 1 AND COALESCE(migration, 1) < ` + v
 }
@@ -320,7 +321,7 @@ func recordMigration(t dialect.Tables, version int) string {
 // starting at once are serialised by LockSchema; should one run without
 // it, "object exists" (2714) and the seed rows' unique violations count as
 // success, so the first epoch wins.
-func (d sqlServer) createV1(ctx context.Context, conn *sql.Conn, t dialect.Tables, epoch string) error {
+func (d sqlServer) createV1(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, epoch string) error {
 	for _, tb := range tables(t) {
 		if _, err := conn.ExecContext(ctx, tb.ddl); err != nil && !hasNumber(err, errObjectExists) {
 			return fmt.Errorf("create table %s: %w", tb.name, d.Translate(err))
@@ -345,7 +346,7 @@ func (d sqlServer) createV1(ctx context.Context, conn *sql.Conn, t dialect.Table
 // lock and a negative status when it did not (-1 timed out, -2 cancelled,
 // -3 deadlock victim, -999 a parameter or other error), which LockSchema
 // reports as an error matching dialect.ErrLockTimeout.
-func (d sqlServer) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tables) (func(), error) {
+func (d sqlServer) LockSchema(ctx context.Context, conn *sql.Conn, t sqldialect.Tables) (func(), error) {
 	key := schemaLockName(t)
 	var status int
 	if err := conn.QueryRowContext(ctx, lockSchemaSQL, key).Scan(&status); err != nil {
@@ -369,7 +370,7 @@ func (d sqlServer) LockSchema(ctx context.Context, conn *sql.Conn, t dialect.Tab
 
 // schemaLockName is the application lock resource of t's schema, sent as
 // a parameter. Resource names compare binary, up to 255 characters.
-func schemaLockName(t dialect.Tables) string { return "tandem schema " + t.Prefix }
+func schemaLockName(t sqldialect.Tables) string { return "tandem schema " + t.Prefix }
 
 // schemaLockWait is how long LockSchema waits for another node's
 // migration (sp_getapplock's @LockTimeout, in milliseconds).
@@ -487,12 +488,12 @@ func hasNumber(err error, numbers ...int32) bool {
 // BIGINT of milliseconds (go-mssqldb sends int64 as bigint): INT
 // milliseconds would end at 24.8 days, so the whole seconds and the rest
 // are added apart, which reaches 68 years.
-func (sqlServer) LockQueries(t dialect.Tables) dialect.LockQueries {
+func (sqlServer) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 	const now = `SYSUTCDATETIME()`
 	ttl := func(p string) string {
 		return `DATEADD(MILLISECOND, CAST(` + p + ` % 1000 AS INT), DATEADD(SECOND, CAST(` + p + ` / 1000 AS INT), ` + now + `))`
 	}
-	return dialect.LockQueries{
+	return sqldialect.LockQueries{
 		// As seedMeta: UPDLOCK, HOLDLOCK serialize concurrent seeds of a
 		// name (the loser finds the row), so a unique violation is rare.
 		Seed: `INSERT INTO ` + t.Locks + ` (name, owner, instance, token, heartbeat, acquired_at, renewed_at, expires_at)

@@ -21,12 +21,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 	"github.com/tandem-go/tandem/journal"
 )
 
-func tablesFor(t *testing.T, prefix string) dialect.Tables {
+func tablesFor(t *testing.T, prefix string) sqldialect.Tables {
 	t.Helper()
-	tb, err := dialect.NewTables("Prefix", prefix)
+	tb, err := sqldialect.NewTables("Prefix", prefix)
 	require.NoError(t, err)
 	return tb
 }
@@ -266,11 +267,11 @@ SELECT @last - @p1 + 1;`
 	require.Equal(t, want, got)
 }
 
-func request(n int, expect int64) dialect.AppendRequest {
-	tb, _ := dialect.NewTables("Prefix", "tandem_")
-	r := dialect.AppendRequest{Tables: tb, NodeID: "node-a", Instance: "inst-1", BatchID: 77, ExpectHead: expect}
+func request(n int, expect int64) sqldialect.AppendRequest {
+	tb, _ := sqldialect.NewTables("Prefix", "tandem_")
+	r := sqldialect.AppendRequest{Tables: tb, NodeID: "node-a", Instance: "inst-1", BatchID: 77, ExpectHead: expect}
 	for i := range n {
-		r.Entries = append(r.Entries, dialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
+		r.Entries = append(r.Entries, sqldialect.Entry{Producer: "p" + strconv.Itoa(i), Payload: []byte{byte(i)}})
 	}
 	return r
 }
@@ -324,7 +325,7 @@ func requireReachable(t *testing.T, err, cause error) {
 
 func TestAppend(t *testing.T) {
 	ctx := context.Background()
-	run := func(t *testing.T, r dialect.AppendRequest, rep fakesql.Reply) (*fakesql.DB, int64, error) {
+	run := func(t *testing.T, r sqldialect.AppendRequest, rep fakesql.Reply) (*fakesql.DB, int64, error) {
 		f, db := fakesql.New(t, func(q string, _ []driver.NamedValue) fakesql.Reply {
 			if strings.HasPrefix(q, "SET NOCOUNT ON;") {
 				return rep
@@ -387,7 +388,7 @@ func TestAppend(t *testing.T) {
 			f, _, err := run(t, request(1, -1), fakesql.Reply{Err: tc.err})
 			require.Error(t, err)
 			require.NotErrorIs(t, err, dialect.ErrOutcomeUnknown, "%d ends the batch before its COMMIT", tc.err.Number)
-			var oe *dialect.OutcomeError
+			var oe *sqldialect.OutcomeError
 			require.False(t, errors.As(err, &oe))
 			if tc.class != nil {
 				require.ErrorIs(t, err, tc.class, "%d is still translated", tc.err.Number)
@@ -413,7 +414,7 @@ func TestAppend(t *testing.T) {
 		} {
 			_, _, err := run(t, request(1, -1), fakesql.Reply{Err: cause})
 			require.ErrorIs(t, err, dialect.ErrOutcomeUnknown, "%v", cause)
-			var oe *dialect.OutcomeError
+			var oe *sqldialect.OutcomeError
 			require.ErrorAs(t, err, &oe, "%v", cause)
 			requireReachable(t, oe.Err, cause)
 		}

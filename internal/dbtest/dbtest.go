@@ -30,6 +30,7 @@ import (
 	"github.com/tandem-go/tandem/dialect/oracle"
 	"github.com/tandem-go/tandem/dialect/postgres"
 	"github.com/tandem-go/tandem/dialect/sqlserver"
+	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
 // Backend describes one dialect's test database.
@@ -162,7 +163,7 @@ func (d *DB) drop(t testing.TB) {
 			}
 		}
 	}
-	tables, err := dialect.NewTables("Prefix", d.Prefix)
+	tables, err := sqldialect.NewTables("Prefix", d.Prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

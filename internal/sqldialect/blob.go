@@ -1,4 +1,4 @@
-package dialect
+package sqldialect
 
 // BlobQueries holds the statements of the data store's tables
 // (Tables.Blobs, BlobChunks, BlobUploads), in the dialect's placeholder
