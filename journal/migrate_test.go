@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,17 +25,10 @@ type v1Release struct {
 
 // create runs the first release's DDL.
 func (r v1Release) create(t *testing.T) {
-	b, err := os.ReadFile("../dialect/" + r.db.Name + "/testdata/schema_v1.sql")
+	stmts, err := sqldialect.ReadFixture("../dialect/"+r.db.Name+"/testdata/schema_v1.sql", r.db.Prefix)
 	require.NoError(t, err)
-	for _, stmt := range strings.Split(string(b), "\n--;\n") {
-		stmt = strings.ReplaceAll(stmt, "{{p}}", r.db.Prefix)
-		var lines []string
-		for _, l := range strings.Split(stmt, "\n") {
-			if !strings.HasPrefix(l, "--") {
-				lines = append(lines, l)
-			}
-		}
-		_, err := r.db.DB.ExecContext(context.Background(), strings.Join(lines, "\n"))
+	for _, stmt := range stmts {
+		_, err := r.db.DB.ExecContext(context.Background(), stmt)
 		require.NoError(t, err)
 	}
 }

@@ -16,11 +16,7 @@ import (
 )
 
 func runDatastoreStat(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("datastore stat", "")
-	if _, err := parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	s, err := e.connect(ctx)
+	s, err := e.connectNoArgs(ctx, e.flags("datastore stat", ""), args)
 	if err != nil {
 		return err
 	}
@@ -58,11 +54,7 @@ func runDatastoreStat(ctx context.Context, e *env, args []string) error {
 }
 
 func runDatastoreVerify(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("datastore verify", "")
-	if _, err := parse(fs, args, 0, 0); err != nil {
-		return err
-	}
-	s, err := e.connect(ctx)
+	s, err := e.connectNoArgs(ctx, e.flags("datastore verify", ""), args)
 	if err != nil {
 		return err
 	}

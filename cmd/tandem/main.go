@@ -233,6 +233,15 @@ func (e *env) flags(name, args string) *flag.FlagSet {
 
 // parse parses args into fs, allowing flags after positional arguments,
 // and checks the number of positional arguments.
+// connectNoArgs parses the flags of a command that takes no arguments
+// (only fs's flags) and connects to the store; the caller closes it.
+func (e *env) connectNoArgs(ctx context.Context, fs *flag.FlagSet, args []string) (*store, error) {
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return nil, err
+	}
+	return e.connect(ctx)
+}
+
 func parse(fs *flag.FlagSet, args []string, min, max int) ([]string, error) {
 	out := fs.Output()
 	fs.SetOutput(io.Discard)

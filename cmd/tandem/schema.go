@@ -33,11 +33,7 @@ func presentParts(dir string) ([]string, error) {
 }
 
 func runSchemaVersion(ctx context.Context, e *env, args []string) error {
-	fsf := e.flags("schema version", "")
-	if _, err := parse(fsf, args, 0, 0); err != nil {
-		return err
-	}
-	s, err := e.connect(ctx)
+	s, err := e.connectNoArgs(ctx, e.flags("schema version", ""), args)
 	if err != nil {
 		return err
 	}
@@ -79,11 +75,7 @@ func runSchemaVersion(ctx context.Context, e *env, args []string) error {
 }
 
 func runSchemaMigrate(ctx context.Context, e *env, args []string) error {
-	fsf := e.flags("schema migrate", "")
-	if _, err := parse(fsf, args, 0, 0); err != nil {
-		return err
-	}
-	s, err := e.connect(ctx)
+	s, err := e.connectNoArgs(ctx, e.flags("schema migrate", ""), args)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -428,18 +427,8 @@ func TestLockSchema(t *testing.T) {
 // for the prefix, as the journal's migration tests run them.
 func fixtureV1(t *testing.T, prefix string) []string {
 	t.Helper()
-	b, err := os.ReadFile("testdata/schema_v1.sql")
+	out, err := sqldialect.ReadFixture("testdata/schema_v1.sql", prefix)
 	require.NoError(t, err)
-	var out []string
-	for _, stmt := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n--;\n") {
-		var lines []string
-		for _, l := range strings.Split(stmt, "\n") {
-			if !strings.HasPrefix(l, "--") {
-				lines = append(lines, l)
-			}
-		}
-		out = append(out, strings.ReplaceAll(strings.Join(lines, "\n"), "{{p}}", prefix))
-	}
 	return out
 }
 
