@@ -254,3 +254,25 @@ func TestOpenSQLPoolSize(t *testing.T) {
 	}
 	require.Equal(t, 3, cluster.MinSQLConns)
 }
+
+// TestDisablePush: a node with push off is woken only by its polls, and
+// says so in Stats; a node with push on (where the journal can push) says
+// that too.
+func TestDisablePush(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		c := cfg("quiet")
+		c.DisablePush = true
+		c.SyncDelay = 300 * time.Millisecond
+		quiet := f.open(t, c)
+		start(t, quiet)
+		require.False(t, quiet.Stats().Push)
+		loud := f.open(t, cfg("loud"))
+		start(t, loud)
+		require.Equal(t, f.backend == "file" || f.backend == "postgres", loud.Stats().Push, "PostgreSQL and the folder push; the others poll")
+		rev, err := loud.Publish(ctx, "p", []byte("x"))
+		require.NoError(t, err)
+		require.NoError(t, quiet.WaitFor(ctx, rev), "polling alone gets there")
+		require.NoError(t, quiet.Stats().LastSyncErr)
+	})
+}

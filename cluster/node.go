@@ -121,6 +121,12 @@ type Config struct {
 	// SyncDelay is the polling interval (±10% jitter). Defaults to
 	// DefaultSyncDelay.
 	SyncDelay time.Duration
+	// DisablePush turns push wake-ups off: the node polls every SyncDelay
+	// only. On PostgreSQL it then holds no listening connection — for
+	// PgBouncer in transaction mode, which cannot keep a LISTEN, or to
+	// save that connection. Push is on (false) by default wherever the
+	// journal can push.
+	DisablePush bool
 	// StopDelay bounds the final sync of Stop. Defaults to
 	// DefaultStopDelayFactor × SyncDelay.
 	StopDelay time.Duration
@@ -735,6 +741,15 @@ type Stats struct {
 	// before the first Start): a revision means something only together
 	// with it.
 	Epoch string
+	// Push reports whether the node is woken by push notifications
+	// (PostgreSQL's LISTEN/NOTIFY, fsnotify on a folder) besides polling
+	// every SyncDelay; false when the journal cannot push, when
+	// Config.DisablePush is set, or when setting up the watch failed.
+	Push bool
+	// LastSyncErr is the error of the last sync, nil when it succeeded.
+	// SyncErrors counts them; a failing node logs the first failure at
+	// once and then every 30 s while it keeps failing.
+	LastSyncErr error
 }
 
 // Stuck describes a record the node cannot get past (yet).

@@ -38,6 +38,10 @@ type syncLoop struct {
 	att      attempt       // what cur points at; written under mu
 	advanced chan struct{} // closed and replaced whenever pos advances
 	failing  bool
+	// failSince, failCount and failLogged describe the current run of
+	// failed syncs, for Stats and for logging repeated failures.
+	failSince, failLogged time.Time
+	failCount             int64
 
 	wakeCh chan struct{}
 	reqMu  sync.Mutex
@@ -149,7 +153,7 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	}
 	l.st.Revision = l.pos
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	if journal.Watchable(j) {
+	if journal.Watchable(j) && !n.cfg.DisablePush {
 		w, err := j.(journal.Watcher).Watch(l.ctx)
 		if err != nil {
 			n.cfg.Logger.Warn("tandem: no push wake-ups; polling only", "node", n.cfg.NodeID, "err", err)
@@ -228,6 +232,7 @@ func (l *syncLoop) stats() Stats {
 	defer l.mu.Unlock()
 	st := l.st
 	st.Epoch = l.epoch
+	st.Push = l.watch != nil
 	st.Head = max(st.Head, st.Revision) // the head is never below what was applied
 	st.Lag = st.Head - st.Revision
 	if a := l.cur; a != nil && (a.attempts > 0 || a.timedOut) {
@@ -713,22 +718,42 @@ func (l *syncLoop) checkEpoch(ctx context.Context) error {
 	return l.doResync(ctx, ResyncEpoch)
 }
 
+// failLogEvery is how often a node that keeps failing to sync logs it
+// again (the first failure is logged at once).
+const failLogEvery = 30 * time.Second
+
 func (l *syncLoop) report(err error) {
 	if err != nil && l.ctx.Err() != nil {
 		return // stopping
 	}
+	now := time.Now()
 	l.mu.Lock()
 	was := l.failing
 	l.failing = err != nil
+	l.st.LastSyncErr = err
+	logAgain := false
+	var count int64
+	var since time.Time
 	if err != nil {
 		l.st.SyncErrors++
+		if !was {
+			l.failSince, l.failCount, l.failLogged = now, 0, now
+		}
+		l.failCount++
+		if was && now.Sub(l.failLogged) >= failLogEvery {
+			l.failLogged, logAgain = now, true
+		}
 	}
+	count, since = l.failCount, l.failSince
 	l.mu.Unlock()
 	switch {
 	case err != nil && !was:
 		l.n.cfg.Logger.Warn("tandem: sync failing; retrying on the next wake-up", "node", l.n.cfg.NodeID, "err", err)
+	case logAgain:
+		l.n.cfg.Logger.Warn("tandem: sync still failing", "node", l.n.cfg.NodeID, "failures", count,
+			"since", since, "err", err)
 	case err == nil && was:
-		l.n.cfg.Logger.Info("tandem: sync recovered", "node", l.n.cfg.NodeID)
+		l.n.cfg.Logger.Info("tandem: sync recovered", "node", l.n.cfg.NodeID, "failures", count, "after", now.Sub(since).Round(time.Millisecond))
 	}
 }
 
