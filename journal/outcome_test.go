@@ -264,3 +264,64 @@ func (e ender) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
 func (e ender) EndSession(ctx context.Context, db *sql.DB, id string) error {
 	return e.d.(sqldialect.SessionEnder).EndSession(ctx, db, id)
 }
+
+// TestSQLAppendThroughHungNetwork: the network black-holes an append's
+// connection (it hangs rather than refuses) and heals a moment later. The
+// append must then come back with a definite answer — committed at its
+// revision, or failed with nothing written — never a hole, never
+// ErrOutcomeUnknown while the database is reachable again.
+func TestSQLAppendThroughHungNetwork(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			proxy, dsn := db.NewProxy(t)
+			j, err := journal.OpenSQL(ctx, db.Pool(t, dsn), b.Dialect, journal.SQLConfig{NodeID: "hung", Prefix: db.Prefix, LockTimeout: time.Second})
+			require.NoError(t, err)
+			defer j.Close(ctx)
+			_, err = j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("before")})
+			require.NoError(t, err) // the journal now holds a live append connection
+
+			proxy.BlackHole()
+			type result struct {
+				revs []int64
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				revs, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("through the hole")})
+				done <- result{revs, err}
+			}()
+			select {
+			case r := <-done:
+				t.Fatalf("the append returned while the network hung: %v %v", r.revs, r.err)
+			case <-time.After(1500 * time.Millisecond):
+			}
+			healed := time.Now()
+			proxy.Restore()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the append did not return after the network healed")
+			}
+			t.Logf("returned %v after the network healed: %v %v", time.Since(healed).Round(time.Millisecond), r.revs, r.err)
+			require.NotErrorIs(t, r.err, dialect.ErrOutcomeUnknown, "the database is reachable again: the outcome is looked up")
+
+			other := openSQL(t, db, b.Dialect, "checker")
+			recs, err := other.Read(ctx, 0, 10)
+			require.NoError(t, err)
+			if r.err == nil {
+				require.Equal(t, []int64{2}, r.revs)
+				require.Len(t, recs, 2)
+				require.Equal(t, "through the hole", string(recs[1].Payload))
+			} else {
+				require.Len(t, recs, 1, "failed: nothing written")
+			}
+			revs, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("after")})
+			require.NoError(t, err)
+			require.Equal(t, []int64{int64(len(recs)) + 1}, revs, "no hole")
+		})
+	}
+}
