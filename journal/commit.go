@@ -170,33 +170,34 @@ func (c *committer) run() {
 	// waiting. Waiting for them keeps out-of-phase appenders from
 	// settling into a commit each.
 	expect := 1
+	iw, _ := c.w.(idler)
+	idleTimer := time.NewTimer(time.Hour)
+	idleTimer.Stop()
 	for {
 		first := carry
 		carry = nil
 		for first == nil {
+			// While the writer holds a resource, give it back after a
+			// quiet spell. One timer serves every wait (no allocation per
+			// batch; since Go 1.23 Reset and Stop leave no stale tick).
 			var idle <-chan time.Time
-			var timer *time.Timer
-			if iw, ok := c.w.(idler); ok {
+			if iw != nil {
 				if held, after := iw.holding(); held {
-					timer = time.NewTimer(after)
-					idle = timer.C
+					idleTimer.Reset(after)
+					idle = idleTimer.C
 				}
 			}
 			select {
 			case first = <-c.reqs:
 			case <-c.quit:
-				if timer != nil {
-					timer.Stop()
-				}
+				idleTimer.Stop()
 				return
 			case <-idle:
-				c.w.(idler).idle()
+				iw.idle()
 			case job := <-c.jobs:
 				job()
 			}
-			if timer != nil {
-				timer.Stop()
-			}
+			idleTimer.Stop()
 		}
 		batch := []*appendReq{first}
 		n, size := len(first.entries), first.size
