@@ -169,11 +169,9 @@ func (j *SQL) Relay(ctx context.Context) (int64, error) {
 // a group commit: the requests that arrive while a relay runs are served
 // by the next one, together.
 func (j *SQL) relayAfterNow(ctx context.Context) error {
-	j.relayOnceStart.Do(func() {
-		j.relayReqs = make(chan chan error)
-		j.bgDone.Add(1)
-		go j.relayLoop()
-	})
+	if j.relayReqs == nil {
+		return ErrInvalidArgument // no outbox: AppendTx refused already
+	}
 	res := make(chan error, 1)
 	select {
 	case j.relayReqs <- res:
