@@ -173,22 +173,9 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "deleted %s\n", what)
 		return nil
 	}
-	if s.d.Name() == "mysql" {
-		for _, proc := range []string{"append_v1", "append_v2", "relay_v1"} {
-			if _, err := s.db.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+s.prefix+proc); err != nil {
-				return fmt.Errorf("drop procedure %s%s: %w", s.prefix, proc, err)
-			}
-		}
-	}
-	all := s.tables.All()
-	for i := len(all) - 1; i >= 0; i-- {
-		t := all[i]
-		stmt := "DROP TABLE IF EXISTS " + t
-		if s.d.Name() == "oracle" {
-			stmt = `BEGIN EXECUTE IMMEDIATE 'DROP TABLE ` + strings.ToUpper(t) + ` PURGE'; EXCEPTION WHEN OTHERS THEN IF SQLCODE != -942 THEN RAISE; END IF; END;`
-		}
+	for _, stmt := range s.d.DropSchema(s.tables) {
 		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("drop table %s: %w", t, err)
+			return fmt.Errorf("drop schema: %s: %w", stmt, err)
 		}
 	}
 	fmt.Fprintf(e.stdout, "deleted %s\n", what)

@@ -306,6 +306,21 @@ func (d my) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Du
 	return d.Translate(err)
 }
 
+// DropSchema implements sqldialect.Dialect: the procedures of every
+// migration (append_v1 included, which older nodes call), then the tables.
+func (my) DropSchema(t sqldialect.Tables) []string {
+	var out []string
+	for _, proc := range []func(sqldialect.Tables) (string, string){procV1, procV2, relayProc} {
+		name, _ := proc(t)
+		out = append(out, `DROP PROCEDURE IF EXISTS `+name)
+	}
+	all := t.All()
+	for i := len(all) - 1; i >= 0; i-- {
+		out = append(out, `DROP TABLE IF EXISTS `+all[i])
+	}
+	return out
+}
+
 // ResetConn implements dialect.Dialect: the global default again.
 func (d my) ResetConn(ctx context.Context, conn *sql.Conn) error {
 	_, err := conn.ExecContext(ctx, `SET SESSION innodb_lock_wait_timeout = DEFAULT`)

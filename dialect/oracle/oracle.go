@@ -329,6 +329,17 @@ func (ora) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Dur
 // ResetConn does nothing: PrepareConn set nothing.
 func (ora) ResetConn(ctx context.Context, conn *sql.Conn) error { return nil }
 
+// DropSchema implements sqldialect.Dialect. Oracle has no DROP TABLE IF
+// EXISTS before 23ai: each drop ignores ORA-00942 (no such table).
+func (ora) DropSchema(t sqldialect.Tables) []string {
+	all := t.All()
+	out := make([]string, 0, len(all))
+	for i := len(all) - 1; i >= 0; i-- {
+		out = append(out, `BEGIN EXECUTE IMMEDIATE 'DROP TABLE `+strings.ToUpper(all[i])+` PURGE'; EXCEPTION WHEN OTHERS THEN IF SQLCODE != -942 THEN RAISE; END IF; END;`)
+	}
+	return out
+}
+
 // Translate maps ORA- codes to the dialect's error classes.
 func (ora) Translate(err error) error {
 	if err == nil {

@@ -209,6 +209,16 @@ func (d pg) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Du
 	return d.Translate(err)
 }
 
+// DropSchema implements sqldialect.Dialect.
+func (pg) DropSchema(t sqldialect.Tables) []string {
+	all := t.All()
+	out := make([]string, 0, len(all))
+	for i := len(all) - 1; i >= 0; i-- {
+		out = append(out, `DROP TABLE IF EXISTS `+all[i])
+	}
+	return out
+}
+
 // ResetConn implements dialect.Dialect.
 func (d pg) ResetConn(ctx context.Context, conn *sql.Conn) error {
 	_, err := conn.ExecContext(ctx, `RESET lock_timeout`)

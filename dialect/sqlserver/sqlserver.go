@@ -418,6 +418,17 @@ func (d sqlServer) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout 
 // ResetConn implements dialect.Dialect: no lock timeout, the default. Like
 // PrepareConn's, the statement has no arguments, so it is a plain batch
 // whose setting stays for the session.
+// DropSchema implements sqldialect.Dialect. OBJECT_ID rather than DROP
+// TABLE IF EXISTS, which needs SQL Server 2016.
+func (sqlServer) DropSchema(t sqldialect.Tables) []string {
+	all := t.All()
+	out := make([]string, 0, len(all))
+	for i := len(all) - 1; i >= 0; i-- {
+		out = append(out, `IF OBJECT_ID(N'`+all[i]+`', N'U') IS NOT NULL DROP TABLE `+all[i])
+	}
+	return out
+}
+
 func (d sqlServer) ResetConn(ctx context.Context, conn *sql.Conn) error {
 	_, err := conn.ExecContext(ctx, noLockTimeoutSQL)
 	return d.Translate(err)

@@ -20,7 +20,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,27 +155,13 @@ func (d *DB) drop(t testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if d.Name == "mysql" {
-		for _, proc := range []string{"append_v1", "append_v2", "relay_v1"} {
-			if _, err := d.DB.ExecContext(ctx, "DROP PROCEDURE IF EXISTS "+d.Prefix+proc); err != nil {
-				t.Logf("%s: drop procedure: %v", d.Name, err)
-			}
-		}
-	}
 	tables, err := sqldialect.NewTables("Prefix", d.Prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tbl := range tables.All() {
-		var stmt string
-		switch d.Name {
-		case "oracle":
-			stmt = fmt.Sprintf(`BEGIN EXECUTE IMMEDIATE 'DROP TABLE %s PURGE'; EXCEPTION WHEN OTHERS THEN IF SQLCODE != -942 THEN RAISE; END IF; END;`, strings.ToUpper(tbl))
-		default:
-			stmt = "DROP TABLE IF EXISTS " + tbl
-		}
+	for _, stmt := range d.Dialect.DropSchema(tables) {
 		if _, err := d.DB.ExecContext(ctx, stmt); err != nil {
-			t.Logf("%s: drop %s: %v", d.Name, tbl, err)
+			t.Logf("%s: %s: %v", d.Name, stmt, err)
 		}
 	}
 }

@@ -254,6 +254,12 @@ type Dialect interface {
 	// connection goes back to the pool, where other code may use it.
 	ResetConn(ctx context.Context, conn *sql.Conn) error
 
+	// DropSchema returns the statements that drop every table and stored
+	// routine of t (all of Tables.All and the dialect's procedures), each
+	// a no-op when its object is gone, in an order that is safe to run
+	// one by one. For operators (tandem schema drop) and tests.
+	DropSchema(t Tables) []string
+
 	// Append allocates len(r.Entries) consecutive revisions from the
 	// global revision counter and inserts the entries with them, in order,
 	// as one transaction committed before it returns; it returns the first
