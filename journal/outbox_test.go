@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/internal/journaltest"
 	"github.com/tandem-go/tandem/journal"
@@ -115,33 +117,63 @@ func TestSQLConcurrentTx(t *testing.T) {
 	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			db := dbtest.Open(t, b)
-			pools := map[journal.Journal]*sql.DB{}
-			var mu = make(chan struct{}, 1)
-			mu <- struct{}{}
-			res := journaltest.Concurrent(t, func(t *testing.T, node string) journal.Journal {
-				pool := db.NewPool(t)
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: node, Prefix: db.Prefix})
-				require.NoError(t, err)
-				t.Cleanup(func() { require.NoError(t, j.Close(context.Background())) })
-				<-mu
-				pools[j] = pool
-				mu <- struct{}{}
-				return j
-			}, journaltest.ConcurrentConfig{Nodes: 4, Goroutines: 8, Duration: journaltest.Duration(),
-				Tx: func(j journal.Journal) (*sql.Tx, error) {
-					<-mu
-					pool := pools[j]
-					mu <- struct{}{}
-					if pool == nil {
-						return nil, fmt.Errorf("no pool for %v", j)
-					}
-					return pool.BeginTx(context.Background(), nil)
-				}})
+			open, tx := txOpener(dbtest.Open(t, b), b.Dialect)
+			res := journaltest.Concurrent(t, open, journaltest.ConcurrentConfig{Nodes: 4, Goroutines: 8,
+				Duration: journaltest.Duration(), Tx: tx})
 			require.Zero(t, res.Unknown)
 			require.Positive(t, res.Stats.Relayed)
 		})
 	}
+}
+
+// TestSQLKillQueryTx is TestSQLKillQuery with a share of the appends in
+// application transactions: the relays, which run on the append
+// connection, are killed mid-statement too. A killed relay moved
+// everything or nothing; every committed transaction still reaches the
+// journal exactly once.
+func TestSQLKillQueryTx(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, b)
+			s, hits := &sessions{}, &tally{}
+			open, tx := txOpener(db, hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: s})
+			res := journaltest.Concurrent(t, open, journaltest.ConcurrentConfig{Nodes: 4, Goroutines: 8, Readers: 2,
+				Duration: journaltest.Duration(), Faults: true, Tx: tx,
+				Inject: killer(t, db, s, hits, killFunc(db))})
+			t.Logf("interrupted: %d (%s)", hits.total(), hits)
+			require.Zero(t, res.Unknown)
+			require.Positive(t, hits.total())
+			require.Positive(t, res.Stats.Relayed)
+		})
+	}
+}
+
+// txOpener opens journals on their own pools and begins application
+// transactions on the pool of the journal asked for.
+func txOpener(db *dbtest.DB, d dialect.Dialect) (journaltest.Opener, func(journal.Journal) (*sql.Tx, error)) {
+	var mu sync.Mutex
+	pools := map[journal.Journal]*sql.DB{}
+	open := func(t *testing.T, node string) journal.Journal {
+		pool := db.NewPool(t)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		j, err := journal.OpenSQL(ctx, pool, d, journal.SQLConfig{NodeID: node, Prefix: db.Prefix, LockTimeout: 2 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, j.Close(context.Background())) })
+		mu.Lock()
+		pools[j] = pool
+		mu.Unlock()
+		return j
+	}
+	tx := func(j journal.Journal) (*sql.Tx, error) {
+		mu.Lock()
+		pool := pools[j]
+		mu.Unlock()
+		if pool == nil {
+			return nil, fmt.Errorf("no pool for %v", j)
+		}
+		return pool.BeginTx(context.Background(), nil)
+	}
+	return open, tx
 }

@@ -53,14 +53,17 @@ func (s *sessions) list() []string {
 // pool).
 type hostile struct {
 	dialect.Dialect
-	ender
+	caps
 	sessions *sessions
 	// setLimit and resetLimit, when set, put a statement time limit on the
 	// append session and take it off.
 	setLimit, resetLimit string
 }
 
-var _ sqldialect.SessionEnder = hostile{}
+var (
+	_ sqldialect.SessionEnder = hostile{}
+	_ sqldialect.Outbox       = hostile{}
+)
 
 func (h hostile) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	if err := h.Dialect.PrepareConn(ctx, conn, lockTimeout); err != nil {
@@ -185,6 +188,25 @@ func killer(t *testing.T, db *dbtest.DB, s *sessions, hits *tally, kill func(ctx
 	}
 }
 
+// killFunc interrupts a session's statement: KILL QUERY on MySQL;
+// pg_cancel_backend or pg_terminate_backend (at random) on PostgreSQL.
+func killFunc(db *dbtest.DB) func(ctx context.Context, id string) error {
+	if db.Name == "postgres" {
+		return func(ctx context.Context, id string) error {
+			fn := "pg_cancel_backend"
+			if rand.IntN(2) == 0 {
+				fn = "pg_terminate_backend"
+			}
+			_, err := db.DB.ExecContext(ctx, "SELECT "+fn+"($1::int)", id)
+			return err
+		}
+	}
+	return func(ctx context.Context, id string) error {
+		_, err := db.DB.ExecContext(ctx, "KILL QUERY "+id)
+		return err
+	}
+}
+
 // checkOutcomes runs the concurrency test with an injector and demands
 // that every open outcome was resolved while the database was reachable.
 func checkOutcomes(t *testing.T, open journaltest.Opener, inject func(ctx context.Context), hits *tally) {
@@ -215,21 +237,7 @@ func TestSQLKillQuery(t *testing.T) {
 			db := dbtest.Open(t, b)
 			s := &sessions{}
 			hits := &tally{}
-			kill := func(ctx context.Context, id string) error {
-				_, err := db.DB.ExecContext(ctx, "KILL QUERY "+id)
-				return err
-			}
-			if b.Name == "postgres" {
-				kill = func(ctx context.Context, id string) error {
-					fn := "pg_cancel_backend"
-					if rand.IntN(2) == 0 {
-						fn = "pg_terminate_backend"
-					}
-					_, err := db.DB.ExecContext(ctx, "SELECT "+fn+"($1::int)", id)
-					return err
-				}
-			}
-			checkOutcomes(t, openHostile(t, db, hostile{Dialect: b.Dialect, ender: ender{b.Dialect}, sessions: s}), killer(t, db, s, hits, kill), hits)
+			checkOutcomes(t, openHostile(t, db, hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: s}), killer(t, db, s, hits, killFunc(db)), hits)
 			require.Positive(t, hits.total())
 		})
 	}
@@ -243,7 +251,7 @@ func TestSQLStatementTimeout(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			db := dbtest.Open(t, b)
-			h := hostile{Dialect: b.Dialect, ender: ender{b.Dialect}, sessions: &sessions{},
+			h := hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: &sessions{},
 				setLimit: "SET SESSION max_statement_time = 0.002", resetLimit: "SET SESSION max_statement_time = DEFAULT"}
 			if b.Name == "postgres" {
 				h.setLimit, h.resetLimit = "SET statement_timeout = 2", "RESET statement_timeout"
@@ -253,16 +261,25 @@ func TestSQLStatementTimeout(t *testing.T) {
 	}
 }
 
-// ender forwards sqldialect.SessionEnder to a wrapped dialect, which the
-// wrappers' embedding would otherwise hide.
-type ender struct{ d dialect.Dialect }
+// caps forwards the optional interfaces of a wrapped dialect
+// (sqldialect.SessionEnder, sqldialect.Outbox), which the wrappers'
+// embedding of dialect.Dialect would otherwise hide.
+type caps struct{ d dialect.Dialect }
 
-func (e ender) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
+func (e caps) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
 	return e.d.(sqldialect.SessionEnder).SessionID(ctx, conn)
 }
 
-func (e ender) EndSession(ctx context.Context, db *sql.DB, id string) error {
+func (e caps) EndSession(ctx context.Context, db *sql.DB, id string) error {
 	return e.d.(sqldialect.SessionEnder).EndSession(ctx, db, id)
+}
+
+func (e caps) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.PendingRequest) error {
+	return e.d.(sqldialect.Outbox).InsertPending(ctx, tx, r)
+}
+
+func (e caps) Relay(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, maxHandles int, lockTimeout time.Duration) (int64, error) {
+	return e.d.(sqldialect.Outbox).Relay(ctx, conn, t, maxHandles, lockTimeout)
 }
 
 // TestSQLAppendThroughHungNetwork: the network black-holes an append's

@@ -50,7 +50,7 @@ func TestSQLConformance(t *testing.T) {
 // the journal must stay dense either way.
 type faulty struct {
 	dialect.Dialect
-	ender
+	caps
 }
 
 func (f faulty) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
@@ -72,7 +72,7 @@ func TestSQLConcurrentFaults(t *testing.T) {
 			// looks the batch up, so no outcome stays open and nothing
 			// commits after Append returned (no settling time).
 			res := journaltest.Concurrent(t, func(t *testing.T, node string) journal.Journal {
-				return openSQLConfig(t, db, faulty{b.Dialect, ender{b.Dialect}}, journal.SQLConfig{NodeID: node, LockTimeout: time.Second})
+				return openSQLConfig(t, db, faulty{b.Dialect, caps{b.Dialect}}, journal.SQLConfig{NodeID: node, LockTimeout: time.Second})
 			}, journaltest.ConcurrentConfig{Nodes: 8, Goroutines: 8, Duration: journaltest.Duration(), Faults: true})
 			require.Zero(t, res.Unknown, "open outcomes are resolved")
 		})
