@@ -524,40 +524,13 @@ func (j *File) Epoch(ctx context.Context) (string, error) {
 	return m.Epoch, nil
 }
 
-// Prune implements Journal. It raises the tail in the meta file under the
-// LOCK (so concurrent prunes never lower it), then deletes every segment
-// whose records are all below below, never the head's segment, and returns
-// the number of records in the segments it deleted.
+// Prune implements Journal: RaiseTail, then DeleteBatch until nothing is
+// left. It raises the tail in the meta file under the LOCK (so concurrent
+// prunes never lower it), then deletes every segment whose records are all
+// below the tail, never the head's segment, and returns the number of
+// records in the segments it deleted.
 func (j *File) Prune(ctx context.Context, below int64) (int64, error) {
-	if err := j.checkOpen(); err != nil {
-		return 0, fmt.Errorf("prune journal: %w", err)
-	}
-	h, err := j.setTail(ctx, below)
-	if err != nil {
-		return 0, fmt.Errorf("prune journal: %w", err)
-	}
-	segs, err := listSegments(j.dir)
-	if err != nil {
-		return 0, fmt.Errorf("prune journal: %w", err)
-	}
-	var deleted int64
-	for i := 0; i+1 < len(segs) && segs[i+1] <= below && segs[i+1] <= h.Rev; i++ {
-		// segs[i] holds segs[i] … segs[i+1]-1, all below below.
-		err := os.Remove(j.path(segName(segs[i])))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // a concurrent prune got there first
-		}
-		if err != nil {
-			return deleted, fmt.Errorf("prune journal: %w", err)
-		}
-		deleted += segs[i+1] - segs[i]
-	}
-	if deleted > 0 {
-		if err := atomicfile.SyncDir(j.dir); err != nil {
-			return deleted, fmt.Errorf("prune journal: sync folder: %w", err)
-		}
-	}
-	return deleted, nil
+	return pruneAll(ctx, j, below, 1)
 }
 
 // RaiseTail implements Pruner.

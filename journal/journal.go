@@ -155,6 +155,25 @@ type Pruner interface {
 	DeleteBatch(ctx context.Context, limit int) (int64, error)
 }
 
+// pruneAll is Prune in terms of Pruner: it raises the tail to below and
+// deletes below the tail a batch of at most limit records at a time.
+func pruneAll(ctx context.Context, p Pruner, below int64, limit int) (int64, error) {
+	if _, err := p.RaiseTail(ctx, below); err != nil {
+		return 0, fmt.Errorf("prune journal: %w", err)
+	}
+	var deleted int64
+	for {
+		n, err := p.DeleteBatch(ctx, limit)
+		deleted += n
+		if err != nil {
+			return deleted, fmt.Errorf("prune journal: %w", err)
+		}
+		if n == 0 {
+			return deleted, nil
+		}
+	}
+}
+
 // Watcher is implemented by journals that can push a wake-up when any
 // instance commits a record: PostgreSQL's LISTEN/NOTIFY, fsnotify for the
 // file journal. Others are polled; see Watchable.

@@ -486,33 +486,11 @@ func (j *SQL) Epoch(ctx context.Context) (string, error) {
 // never runs one huge statement.
 const pruneChunk = 10_000
 
-// Prune implements Journal. It deletes in chunks of at most 10,000
-// revisions, each its own statement.
+// Prune implements Journal: RaiseTail, then DeleteBatch in chunks of at
+// most 10,000 revisions, each its own statement, until none is left below
+// the tail.
 func (j *SQL) Prune(ctx context.Context, below int64) (int64, error) {
-	head, err := j.Head(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("prune journal: %w", err)
-	}
-	if below < 1 || below > head+1 {
-		return 0, fmt.Errorf("prune journal: %w: below is %d, must be in [1, head+1 = %d]", ErrInvalidArgument, below, head+1)
-	}
-	if _, err := j.db.ExecContext(ctx, j.q.SetTail, below); err != nil {
-		return 0, fmt.Errorf("prune journal: set tail: %w", j.d.Translate(err))
-	}
-	var lowest sql.NullInt64
-	if err := j.db.QueryRowContext(ctx, j.q.MinRevision).Scan(&lowest); err != nil {
-		return 0, fmt.Errorf("prune journal: %w", j.d.Translate(err))
-	}
-	var deleted int64
-	for from := lowest.Int64; lowest.Valid && from < below; from += pruneChunk {
-		res, err := j.db.ExecContext(ctx, j.q.DeleteRange, from, min(from+pruneChunk, below))
-		if err != nil {
-			return deleted, fmt.Errorf("prune journal: delete: %w", j.d.Translate(err))
-		}
-		n, _ := res.RowsAffected()
-		deleted += n
-	}
-	return deleted, nil
+	return pruneAll(ctx, j, below, pruneChunk)
 }
 
 // RaiseTail implements Pruner.
