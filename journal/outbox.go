@@ -52,16 +52,12 @@ func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pend
 	if err := checkEntries(entries); err != nil {
 		return nil, fmt.Errorf("append journal in transaction: %w", err)
 	}
-	ob, ok := j.d.(sqldialect.Outbox)
-	if !ok {
-		return nil, fmt.Errorf("append journal in transaction: %w: the %s dialect has no outbox", ErrInvalidArgument, j.d.Name())
-	}
 	p := &Pending{j: j, handle: rand.Int64N(1<<63-1) + 1, n: len(entries), after: j.known.Load()}
 	des := make([]sqldialect.Entry, len(entries))
 	for i, e := range entries {
 		des[i] = sqldialect.Entry(e)
 	}
-	err := ob.InsertPending(ctx, tx, sqldialect.PendingRequest{
+	err := j.d.InsertPending(ctx, tx, sqldialect.PendingRequest{
 		Tables: j.t, Handle: p.handle, NodeID: j.cfg.NodeID, Instance: j.cfg.Instance, Entries: des,
 	})
 	if err != nil {
@@ -135,10 +131,6 @@ func (p *Pending) find(ctx context.Context) ([]int64, error) {
 // is pending. Every cluster node calls it on each poll, so entries whose
 // writer died after its commit reach the journal within SyncDelay.
 func (j *SQL) Relay(ctx context.Context) (int64, error) {
-	ob, ok := j.d.(sqldialect.Outbox)
-	if !ok {
-		return 0, nil
-	}
 	var one int
 	err := j.db.QueryRowContext(ctx, j.q.PendingAny).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -151,7 +143,7 @@ func (j *SQL) Relay(ctx context.Context) (int64, error) {
 	for {
 		var n int64
 		var rerr error
-		if err := j.c.do(ctx, func() { n, rerr = j.relayOnce(ctx, ob) }); err != nil {
+		if err := j.c.do(ctx, func() { n, rerr = j.relayOnce(ctx) }); err != nil {
 			return total, fmt.Errorf("relay pending entries: %w", err)
 		}
 		if rerr != nil {
@@ -169,9 +161,6 @@ func (j *SQL) Relay(ctx context.Context) (int64, error) {
 // a group commit: the requests that arrive while a relay runs are served
 // by the next one, together.
 func (j *SQL) relayAfterNow(ctx context.Context) error {
-	if j.relayReqs == nil {
-		return ErrInvalidArgument // no outbox: AppendTx refused already
-	}
 	res := make(chan error, 1)
 	select {
 	case j.relayReqs <- res:
@@ -219,7 +208,7 @@ func (j *SQL) relayLoop() {
 // relayOnce runs one relay on the append connection; it runs on the
 // committer goroutine. A relay's outcome needs no lookup: its entries are
 // either all still pending or all in the journal.
-func (j *SQL) relayOnce(ctx context.Context, ob sqldialect.Outbox) (int64, error) {
+func (j *SQL) relayOnce(ctx context.Context) (int64, error) {
 	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
 		j.releaseConn()
 	}
@@ -228,7 +217,7 @@ func (j *SQL) relayOnce(ctx context.Context, ob sqldialect.Outbox) (int64, error
 			return 0, err
 		}
 	}
-	n, err := ob.Relay(ctx, j.conn, j.t, relayHandles, j.cfg.LockTimeout)
+	n, err := j.d.Relay(ctx, j.conn, j.t, relayHandles, j.cfg.LockTimeout)
 	if err != nil {
 		j.discardConn()
 		return 0, err

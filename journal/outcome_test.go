@@ -60,10 +60,7 @@ type hostile struct {
 	setLimit, resetLimit string
 }
 
-var (
-	_ sqldialect.SessionEnder = hostile{}
-	_ sqldialect.Outbox       = hostile{}
-)
+var _ sqldialect.SessionEnder = hostile{}
 
 func (h hostile) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	if err := h.Dialect.PrepareConn(ctx, conn, lockTimeout); err != nil {
@@ -261,9 +258,9 @@ func TestSQLStatementTimeout(t *testing.T) {
 	}
 }
 
-// caps forwards the optional interfaces of a wrapped dialect
-// (sqldialect.SessionEnder, sqldialect.Outbox), which the wrappers'
-// embedding of dialect.Dialect would otherwise hide.
+// caps forwards the optional sqldialect.SessionEnder of a wrapped
+// dialect, which the wrappers' embedding of dialect.Dialect would
+// otherwise hide.
 type caps struct{ d dialect.Dialect }
 
 func (e caps) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
@@ -272,14 +269,6 @@ func (e caps) SessionID(ctx context.Context, conn *sql.Conn) (string, error) {
 
 func (e caps) EndSession(ctx context.Context, db *sql.DB, id string) error {
 	return e.d.(sqldialect.SessionEnder).EndSession(ctx, db, id)
-}
-
-func (e caps) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.PendingRequest) error {
-	return e.d.(sqldialect.Outbox).InsertPending(ctx, tx, r)
-}
-
-func (e caps) Relay(ctx context.Context, conn *sql.Conn, t sqldialect.Tables, maxHandles int, lockTimeout time.Duration) (int64, error) {
-	return e.d.(sqldialect.Outbox).Relay(ctx, conn, t, maxHandles, lockTimeout)
 }
 
 // TestSQLAppendThroughHungNetwork: the network black-holes an append's

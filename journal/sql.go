@@ -154,7 +154,7 @@ type SQL struct {
 	batchSeq  int64 // owned by the committer goroutine
 	outcomes  outcomeStats
 
-	relayReqs chan chan error // Waits asking for a relay (relayLoop); nil without an outbox
+	relayReqs chan chan error // Waits asking for a relay (relayLoop)
 
 	notifier sqldialect.Notifier // nil when the dialect cannot push
 	notify   chan struct{}       // pending NOTIFY, at most one
@@ -209,13 +209,11 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg SQLConfig) 
 		go j.notifyLoop()
 	}
 	j.c = newCommitter(j, cfg.LockTimeout+30*time.Second)
-	if _, ok := d.(sqldialect.Outbox); ok {
-		// Started here, not on the first Wait: a WaitGroup must not
-		// gain a goroutine while Close waits on it.
-		j.relayReqs = make(chan chan error)
-		j.bgDone.Add(1)
-		go j.relayLoop()
-	}
+	// Started here, not on the first Wait: a WaitGroup must not gain a
+	// goroutine while Close waits on it.
+	j.relayReqs = make(chan chan error)
+	j.bgDone.Add(1)
+	go j.relayLoop()
 	return j, nil
 }
 

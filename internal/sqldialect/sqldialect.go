@@ -1,7 +1,7 @@
 // Package sqldialect is the seam between tandem's SQL algorithms and the SQL
 // databases it runs on: the Dialect interface and everything it speaks in
-// (Tables, Queries, AppendRequest, the optional Notifier, Outbox and
-// SessionEnder, migrations), shared by the algorithms (journal, revision,
+// (Tables, Queries, AppendRequest, the Outbox every dialect has, the
+// optional Notifier and SessionEnder, migrations), shared by the algorithms (journal, revision,
 // lock, datastore, cluster, cmd/tandem) and the dialects (dialect/postgres,
 // dialect/mysql, dialect/sqlserver, dialect/oracle).
 //
@@ -279,6 +279,9 @@ type Dialect interface {
 	// Translate classifies a driver error (see the Err* sentinels); it
 	// returns err unchanged when it belongs to no class and nil for nil.
 	Translate(err error) error
+
+	// Outbox: publishing inside an application's transaction.
+	Outbox
 }
 
 // Notifier is implemented by dialects whose database can push a wake-up to
@@ -304,9 +307,10 @@ type PendingRequest struct {
 	Entries  []Entry
 }
 
-// Outbox is implemented by dialects that can hold records published inside
-// an application's transaction (the pending table) and move them into the
-// journal under the counter's lock. Every dialect of tandem implements it.
+// Outbox is the part of Dialect that holds records published inside an
+// application's transaction (the pending table) and moves them into the
+// journal under the counter's lock. Every dialect has one (no gap to
+// declare), so it is embedded in Dialect.
 type Outbox interface {
 	// InsertPending writes r's entries to the pending table through the
 	// caller's transaction, with seq 1, 2, … in order. Nothing global is
@@ -318,8 +322,8 @@ type Outbox interface {
 	// revisions in (handle, seq) order, each record with the node id and
 	// instance of its entry and batch_id = its handle, and the moved rows
 	// deleted. Rows of transactions still open are left alone, and never
-	// waited for. lockTimeout is as AppendRequest's. It returns how many records it moved. Its errors are
-	// classified as Append's (a relay whose outcome is open moved
+	// waited for. lockTimeout is as AppendRequest's. It returns how many
+	// records it moved. Its errors are classified as Append's (a relay whose outcome is open moved
 	// everything or nothing; the rows are then in one table or the other).
 	Relay(ctx context.Context, conn *sql.Conn, t Tables, maxHandles int, lockTimeout time.Duration) (moved int64, err error)
 }
