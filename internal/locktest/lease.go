@@ -80,10 +80,11 @@ func testOwnLease(t *testing.T, open Opener) {
 // on the holder's side. Stalled counts the renewals caught.
 type Stall struct {
 	lock.Store
-	mu      sync.Mutex
-	stalled bool
-	release chan struct{}
-	Stalled atomic.Int32
+	mu       sync.Mutex
+	stalled  bool
+	acquires bool // BeginAll: acquisitions hang too
+	release  chan struct{}
+	Stalled  atomic.Int32
 }
 
 // NewStall wraps s.
@@ -96,12 +97,33 @@ func (s *Stall) Begin() {
 	s.mu.Unlock()
 }
 
+// BeginAll makes every later Renew and TryAcquire hang: the holder can
+// neither keep its lease nor take it again, as when the store cannot be
+// reached at all.
+func (s *Stall) BeginAll() {
+	s.mu.Lock()
+	s.stalled, s.acquires = true, true
+	s.mu.Unlock()
+}
+
+// TryAcquire implements lock.Store; it hangs after BeginAll.
+func (s *Stall) TryAcquire(ctx context.Context, name string, owner lock.Owner, ttl time.Duration) (int64, bool, error) {
+	s.mu.Lock()
+	stalled, release := s.stalled && s.acquires, s.release
+	s.mu.Unlock()
+	if stalled {
+		<-release
+		return 0, false, errStalled
+	}
+	return s.Store.TryAcquire(ctx, name, owner, ttl)
+}
+
 // End lets the hung renewals go on (they then fail) and ends the stall.
 func (s *Stall) End() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stalled {
-		s.stalled = false
+		s.stalled, s.acquires = false, false
 		close(s.release)
 	}
 }
