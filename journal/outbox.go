@@ -139,6 +139,13 @@ func (j *SQL) Relay(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("relay pending entries: %w", j.d.Translate(err))
 	}
+	return j.relayAll(ctx)
+}
+
+// relayAll relays until a relay moves fewer than relayHandles records:
+// every handle has at least one entry, so such a relay took every handle
+// committed when it started.
+func (j *SQL) relayAll(ctx context.Context) (int64, error) {
 	var total int64
 	for {
 		var n int64
@@ -150,7 +157,7 @@ func (j *SQL) Relay(ctx context.Context) (int64, error) {
 			return total, fmt.Errorf("relay pending entries: %w", rerr)
 		}
 		total += n
-		if n == 0 {
+		if n < relayHandles {
 			return total, nil
 		}
 	}
@@ -196,8 +203,10 @@ func (j *SQL) relayLoop() {
 				break drain
 			}
 		}
+		// The requests come from Waits whose entries are pending: no need
+		// for Relay's first look at the table.
 		ctx, cancel := context.WithTimeout(j.bg, j.cfg.LockTimeout+30*time.Second)
-		_, err := j.Relay(ctx)
+		_, err := j.relayAll(ctx)
 		cancel()
 		for _, r := range batch {
 			r <- err

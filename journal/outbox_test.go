@@ -103,6 +103,29 @@ func TestSQLAppendTx(t *testing.T) {
 			require.Zero(t, info.Entries)
 			require.EqualValues(t, 1, other.Stats().Relayed)
 
+			// More orphaned transactions than one relay takes: one Relay
+			// call moves them all, in as many relays as it needs.
+			const orphans = 75
+			for i := range orphans {
+				tx, err = pool.BeginTx(ctx, nil)
+				require.NoError(t, err)
+				_, err = j.AppendTx(ctx, tx, journal.Entry{Producer: "cache/app", Payload: []byte(fmt.Sprint(i))})
+				require.NoError(t, err)
+				require.NoError(t, tx.Commit())
+			}
+			n, err = other.Relay(ctx)
+			require.NoError(t, err)
+			require.EqualValues(t, orphans, n)
+			info, err = other.PendingInfo(ctx)
+			require.NoError(t, err)
+			require.Zero(t, info.Entries)
+			head, err = other.Head(ctx)
+			require.NoError(t, err)
+			recs, err = other.Read(ctx, 4, orphans+10)
+			require.NoError(t, err)
+			require.Len(t, recs, orphans)
+			require.EqualValues(t, 4+orphans, head)
+
 			_, err = j.AppendTx(ctx, nil, journal.Entry{Producer: "p"})
 			require.ErrorIs(t, err, journal.ErrInvalidArgument)
 		})
