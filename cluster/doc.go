@@ -119,9 +119,22 @@
 // matches it. The node then runs its resync hooks (OnResync; an
 // invalidating cache flushes itself) and continues from the head. It never
 // jumps ahead, nor waits at a position the journal no longer has,
-// silently. The epoch is checked at Start, on poll ticks, before every
-// requested sync, and by WaitFor before it confirms a revision; a position
-// above the head is noticed at Start and on poll ticks.
+// silently. Every sync checks all three, at no extra cost: its read of the
+// journal is one poll (journal.Poll; one statement on SQL) that brings the
+// epoch, the tail and the head with the records. WaitFor also checks the
+// epoch before it confirms a revision already reached.
+//
+// # What a node asks of the database
+//
+// An idle node sends one poll per SyncDelay (jittered by ±10%) and one
+// membership renewal per MemberTTL/3: at the defaults (5 s, 15 s) 0.4
+// statements a second, as many as Jackrabbit's journal poll and
+// heartbeat. A node woken by another's commit (push) sends one poll,
+// which ends the sync when it comes back short of BatchSize, and stores
+// its position at most every 50 ms (a burst of commits costs one save,
+// not one each; the last one is stored 50 ms late at most). When the
+// poll shows entries waiting in the outbox (SQL.AppendTx) on a poll tick,
+// the node relays them too.
 //
 // # Read-your-writes without sticky sessions
 //

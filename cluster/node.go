@@ -483,9 +483,6 @@ func (n *Node) Start(ctx context.Context) error {
 		n.starting = loop
 		n.mu.Unlock()
 		err = loop.bounded(ctx, loop.sync)
-		if err == nil {
-			err = loop.checkHead(ctx)
-		}
 	}
 	if err != nil {
 		if loop != nil {

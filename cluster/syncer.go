@@ -31,6 +31,8 @@ type syncLoop struct {
 	saved   int64
 	savedAt time.Time
 	foreign bool
+	// pending: the last poll saw entries waiting in the journal's outbox.
+	pending bool
 
 	mu       sync.Mutex
 	st       Stats
@@ -181,22 +183,43 @@ func (l *syncLoop) save(ctx context.Context) error {
 // catch-up, or when only the node's own records moved it.
 const saveEvery = time.Second
 
+// saveGap is the least time between two saves of the position that end
+// syncs: a node woken by every commit of a busy cluster stores its
+// position at most this often, the last one at most saveGap late (the run
+// loop saves it when due).
+const saveGap = 50 * time.Millisecond
+
 // maybeSave stores the position when it is due: at the end of a sync that
-// applied other nodes' records (so that Barrier sees it), and otherwise at
-// most every saveEvery. A position is never stored ahead of what the
+// applied other nodes' records (so that Barrier sees it; saveGap after the
+// last save at the earliest — the run loop saves it then), and otherwise
+// at most every saveEvery. A position is never stored ahead of what the
 // handlers applied; storing it less often only means more records applied
 // again after a crash, which at-least-once delivery allows.
 func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 	if l.pos == l.saved {
 		return nil
 	}
-	if !(endOfSync && l.foreign) && time.Since(l.savedAt) < saveEvery {
+	since := time.Since(l.savedAt)
+	if !(endOfSync && l.foreign && since >= saveGap) && since < saveEvery {
 		return nil
 	}
 	if err := l.save(ctx); err != nil {
 		return fmt.Errorf("save position: %w", err)
 	}
 	return nil
+}
+
+// saveDue returns how long until a position applied but not stored is due
+// (see maybeSave), and false when none waits.
+func (l *syncLoop) saveDue() (time.Duration, bool) {
+	if l.pos == l.saved {
+		return 0, false
+	}
+	gap := saveEvery
+	if l.foreign {
+		gap = saveGap
+	}
+	return max(gap-time.Since(l.savedAt), 0), true
 }
 
 // advance publishes pos to Stats and waiters, waking them if it moved, and
@@ -249,32 +272,39 @@ func (l *syncLoop) count(f func(st *Stats)) {
 }
 
 // sync reads and applies records until it is caught up, saving the
-// position after every batch.
+// position as maybeSave says. Each read is one poll (journal.Poll: one
+// statement on SQL) that also brings the epoch, the tail and the head, so
+// a recreated journal, a pruned position and a journal gone backwards are
+// noticed on every sync at no extra cost. A batch shorter than BatchSize
+// (or reaching the head) ends the sync: no second read to find nothing.
 func (l *syncLoop) sync(ctx context.Context) error {
 	defer l.releaseCallContext()
 	j := l.n.cfg.Journal
 	for {
-		recs, err := j.Read(ctx, l.pos, l.n.cfg.BatchSize)
-		if errors.Is(err, journal.ErrBehindTail) {
-			if err := l.doResync(ctx, ResyncBehindTail); err != nil {
+		res, err := journal.Poll(ctx, j, l.pos, l.n.cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		l.pending = res.Pending
+		var why ResyncReason
+		switch {
+		case res.Epoch != l.epoch:
+			why = ResyncEpoch
+		case res.BehindTail(l.pos):
+			why = ResyncBehindTail
+		case l.pos > res.Head:
+			why = ResyncAheadOfHead
+		}
+		if why != "" {
+			if err := l.doResync(ctx, why); err != nil {
 				return err
 			}
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		if len(recs) == 0 {
-			if err := l.maybeSave(ctx, true); err != nil {
-				return err
-			}
-			l.count(func(st *Stats) { st.Head, st.LastSync = max(st.Head, l.pos), time.Now() })
-			return nil
-		}
-		last := recs[len(recs)-1].Revision
+		recs := res.Records
 		for _, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
-				l.advance(last)
+				l.advance(res.Head)
 				if l.pos != l.saved {
 					// Keep what was applied; the rest comes again.
 					_ = l.save(context.WithoutCancel(ctx))
@@ -283,7 +313,14 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			}
 			l.pos = rec.Revision
 		}
-		l.advance(last) // once per batch: waiters need no finer steps
+		l.advance(res.Head) // once per batch: waiters need no finer steps
+		if len(recs) < l.n.cfg.BatchSize || l.pos >= res.Head {
+			if err := l.maybeSave(ctx, true); err != nil {
+				return err
+			}
+			l.count(func(st *Stats) { st.LastSync = time.Now() })
+			return nil
+		}
 		if err := l.maybeSave(ctx, false); err != nil {
 			return err
 		}
@@ -621,14 +658,23 @@ func (l *syncLoop) wake() {
 
 // run syncs on push wake-ups, every SyncDelay (jittered), and on request.
 // Requests made while a sync runs are answered by the next one, so
-// concurrent requests share a sync. Requested syncs and poll ticks check
-// the journal's epoch first; poll ticks also read the head.
+// concurrent requests share a sync. Every sync's poll checks the epoch,
+// the tail and the head; an idle node sends one poll per SyncDelay. A
+// position applied but not stored yet is saved when due, without a poll.
 func (l *syncLoop) run() {
 	defer close(l.done)
 	delay := l.n.cfg.SyncDelay
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	next := time.Now().Add(backoff.Jitter(delay, 0.1))
 	for {
-		timer := time.NewTimer(backoff.Jitter(delay, 0.1))
-		tick := false
+		wait := time.Until(next)
+		due, saving := l.saveDue()
+		if saving && due < wait {
+			wait = due
+		}
+		timer.Reset(max(wait, 0))
+		tick, woken := false, true
 		select {
 		case <-l.ctx.Done():
 			timer.Stop()
@@ -639,24 +685,25 @@ func (l *syncLoop) run() {
 				l.watch = nil
 			}
 		case <-timer.C:
-			tick = true
+			tick, woken = !time.Now().Before(next), false
 		}
 		timer.Stop()
 		l.reqMu.Lock()
 		reqs := l.reqs
 		l.reqs = nil
 		l.reqMu.Unlock()
-		var err error
-		if tick || len(reqs) > 0 {
-			err = l.checkEpoch(l.ctx)
-		}
-		if err == nil {
-			err = l.sync(l.ctx)
-		}
-		if err == nil && tick {
-			err = l.checkHead(l.ctx)
+		if !tick && !woken && len(reqs) == 0 {
+			// A save came due (the last sync ended before it was).
+			if err := l.maybeSave(l.ctx, true); err != nil {
+				l.report(err)
+			}
+			continue
 		}
 		if tick {
+			next = time.Now().Add(backoff.Jitter(delay, 0.1))
+		}
+		err := l.sync(l.ctx)
+		if tick && err == nil && l.pending {
 			l.relay(l.ctx)
 		}
 		for _, r := range reqs {
@@ -672,11 +719,11 @@ type relayer interface {
 	Relay(ctx context.Context) (int64, error)
 }
 
-// relay moves, on poll ticks, what application transactions of any node
-// committed to the outbox and nobody relayed yet (the writer died after
-// its commit): so nothing committed waits longer than a SyncDelay. It costs
-// one cheap read when nothing waits. A failure is logged; the next tick
-// tries again.
+// relay moves, on poll ticks whose poll saw the outbox non-empty, what
+// application transactions of any node committed to it and nobody relayed
+// yet (the writer died after its commit): so nothing committed waits
+// longer than a SyncDelay or two. A failure is logged; the next tick tries
+// again.
 func (l *syncLoop) relay(ctx context.Context) {
 	r, ok := l.n.cfg.Journal.(relayer)
 	if !ok {
@@ -690,32 +737,6 @@ func (l *syncLoop) relay(ctx context.Context) {
 		l.n.cfg.Logger.Info("tandem: relayed entries another node had left pending", "node", l.n.cfg.NodeID, "records", n)
 		l.wake()
 	}
-}
-
-// checkHead reads the journal's head for Stats (Head, Lag), and resyncs
-// if the position is above it: the journal went backwards in the same
-// epoch. It runs on poll ticks only: syncs answer their callers without
-// this extra query.
-func (l *syncLoop) checkHead(ctx context.Context) error {
-	head, err := l.n.cfg.Journal.Head(ctx)
-	if err != nil {
-		return err
-	}
-	if head < l.pos {
-		return l.doResync(ctx, ResyncAheadOfHead)
-	}
-	l.count(func(st *Stats) { st.Head = max(head, st.Head) })
-	return nil
-}
-
-// checkEpoch notices a journal recreated under a running node (a restored
-// database, a recreated folder).
-func (l *syncLoop) checkEpoch(ctx context.Context) error {
-	epoch, err := l.n.cfg.Journal.Epoch(ctx)
-	if err != nil || epoch == l.epoch {
-		return err
-	}
-	return l.doResync(ctx, ResyncEpoch)
 }
 
 // failLogEvery is how often a node that keeps failing to sync logs it

@@ -42,9 +42,9 @@ func (p *Pending) Handle() int64 { return p.handle }
 // under the counter's lock moves them into the journal after the commit.
 // After tx.Commit, the returned handle's Wait relays them at once and
 // returns their revisions (for read-your-writes tokens); if this process
-// dies first, any node's Relay (every cluster node calls it on each poll)
-// moves them. tx must be a transaction of the journal's database; the
-// limits of Append apply.
+// dies first, any node's Relay (a cluster node calls it on a poll tick
+// whose poll saw the outbox non-empty) moves them. tx must be a
+// transaction of the journal's database; the limits of Append apply.
 func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pending, error) {
 	if tx == nil {
 		return nil, fmt.Errorf("append journal in transaction: %w: tx is nil", ErrInvalidArgument)
@@ -128,8 +128,9 @@ func (p *Pending) find(ctx context.Context) ([]int64, error) {
 // Relay moves the committed pending entries of every node into the
 // journal, in group commits on this journal's append connection, and
 // returns how many records it moved. It costs one cheap read when nothing
-// is pending. Every cluster node calls it on each poll, so entries whose
-// writer died after its commit reach the journal within SyncDelay.
+// is pending. A cluster node calls it on every poll tick whose poll
+// (Poll) saw pending entries, so entries whose writer died after its
+// commit reach the journal within SyncDelay.
 func (j *SQL) Relay(ctx context.Context) (int64, error) {
 	var one int
 	err := j.db.QueryRowContext(ctx, j.q.PendingAny).Scan(&one)

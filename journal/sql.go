@@ -168,6 +168,7 @@ type SQL struct {
 
 var (
 	_ Journal = (*SQL)(nil)
+	_ Poller  = (*SQL)(nil)
 	_ Watcher = (*SQL)(nil)
 	_ Pruner  = (*SQL)(nil)
 )
@@ -443,6 +444,55 @@ func (j *SQL) Read(ctx context.Context, after int64, limit int) ([]Record, error
 		}
 	}
 	return recs, nil
+}
+
+// Poll implements Poller: one statement reads the records after after
+// together with the epoch, tail, head and whether the outbox holds
+// committed entries.
+func (j *SQL) Poll(ctx context.Context, after int64, limit int) (PollResult, error) {
+	var res PollResult
+	if err := checkRead(after, limit); err != nil {
+		return res, fmt.Errorf("poll journal: %w", err)
+	}
+	rows, err := j.db.QueryContext(ctx, j.q.Poll, after, int64(limit))
+	if err != nil {
+		return res, fmt.Errorf("poll journal: %w", j.d.Translate(err))
+	}
+	defer rows.Close()
+	recs := make([]Record, 0, min(limit, 64))
+	meta := false
+	for rows.Next() {
+		var pending int64
+		var rev sql.NullInt64
+		var node, instance, producer sql.NullString
+		var payload []byte
+		var ts sqldialect.Time
+		if err := rows.Scan(&res.Epoch, &res.Tail, &res.Head, &pending, &rev, &node, &instance, &producer, &payload, &ts); err != nil {
+			return PollResult{}, fmt.Errorf("poll journal: %w", j.d.Translate(err))
+		}
+		meta, res.Pending = true, pending != 0
+		if !rev.Valid {
+			continue // no record follows after
+		}
+		if payload == nil {
+			payload = []byte{}
+		}
+		recs = append(recs, Record{Revision: rev.Int64, NodeID: node.String, Instance: instance.String,
+			Producer: producer.String, Payload: payload, Time: ts.T})
+	}
+	if err := rows.Err(); err != nil {
+		return PollResult{}, fmt.Errorf("poll journal: %w", j.d.Translate(err))
+	}
+	if !meta {
+		return PollResult{}, fmt.Errorf("poll journal: %w: the meta or global_revision row is missing", ErrCorrupt)
+	}
+	res.Records = dense(recs, after)
+	if n := len(res.Records); n > 0 {
+		last := res.Records[n-1].Revision
+		raise(&j.known, last)
+		res.Head = max(res.Head, last)
+	}
+	return res, nil
 }
 
 // Head implements Journal.

@@ -53,9 +53,11 @@ var (
 func (my) Name() string { return "mysql" }
 
 func (my) Queries(t sqldialect.Tables) sqldialect.Queries {
+	read := `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
+		` WHERE revision > ? ORDER BY revision LIMIT ?`
 	return sqldialect.Queries{
-		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
-			` WHERE revision > ? ORDER BY revision LIMIT ?`,
+		Read:          read,
+		Poll:          sqldialect.PollQuery(t, read, t.Pending),
 		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:          `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:       `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,

@@ -50,9 +50,11 @@ var (
 func (pg) Name() string { return "postgres" }
 
 func (pg) Queries(t sqldialect.Tables) sqldialect.Queries {
+	read := `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
+		` WHERE revision > $1 ORDER BY revision LIMIT $2`
 	return sqldialect.Queries{
-		Read: `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
-			` WHERE revision > $1 ORDER BY revision LIMIT $2`,
+		Read:          read,
+		Poll:          sqldialect.PollQuery(t, read, t.Pending),
 		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:          `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:       `UPDATE ` + t.Meta + ` SET tail = $1 WHERE id = 1 AND tail < $1`,

@@ -106,9 +106,11 @@ const idType = `NVARCHAR(64) COLLATE Latin1_General_BIN2`
 const deleteChunk = 2000
 
 func (sqlServer) Queries(t sqldialect.Tables) sqldialect.Queries {
+	read := `SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) AS created_at FROM ` + t.Journal +
+		` WHERE revision > @p1 ORDER BY revision`
 	return sqldialect.Queries{
-		Read: `SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) FROM ` + t.Journal +
-			` WHERE revision > @p1 ORDER BY revision`,
+		Read:    read,
+		Poll:    sqldialect.PollQuery(t, read, t.Pending+` `+skipOpen),
 		Head:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:    `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail: `UPDATE ` + t.Meta + ` SET tail = @p1 WHERE id = 1 AND tail < @p1`,

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"AppendIf", testAppendIf},
 		{"BadInput", testBadInput},
 		{"Prune", testPrune},
+		{"Poll", testPoll},
 		{"PruneBatches", testPruneBatches},
 		{"Cancelled", testCancelled},
 		{"Close", testClose},
@@ -315,6 +316,66 @@ func testPrune(t *testing.T, open Opener) {
 	revs, err := j.Append(ctx, e("p", "after prune"))
 	require.NoError(t, err)
 	require.Equal(t, []int64{31}, revs, "revisions continue after pruning everything")
+}
+
+// testPoll checks journal.Poll (one round trip on a Poller) against what
+// Epoch, Read, Head and Tail say.
+func testPoll(t *testing.T, open Opener) {
+	ctx := ctxT(t)
+	j, other := open(t, "a"), open(t, "b")
+	epoch, err := j.Epoch(ctx)
+	require.NoError(t, err)
+
+	res, err := journal.Poll(ctx, other, 0, 10)
+	require.NoError(t, err)
+	require.Empty(t, res.Records)
+	require.Equal(t, epoch, res.Epoch)
+	require.Zero(t, res.Head)
+	require.False(t, res.Pending)
+	require.False(t, res.BehindTail(0))
+
+	entries := make([]journal.Entry, 25)
+	for i := range entries {
+		entries[i] = e("p", strconv.Itoa(i+1))
+	}
+	_, err = j.Append(ctx, entries...)
+	require.NoError(t, err)
+	res, err = journal.Poll(ctx, other, 3, 10)
+	require.NoError(t, err)
+	require.Len(t, res.Records, 10)
+	want, err := other.Read(ctx, 3, 10)
+	require.NoError(t, err)
+	require.Equal(t, want, res.Records, "the same records as Read")
+	require.EqualValues(t, 25, res.Head)
+	require.Equal(t, epoch, res.Epoch)
+	require.Equal(t, "a", res.Records[0].NodeID)
+	require.NotEmpty(t, res.Records[0].Instance)
+	res, err = journal.Poll(ctx, other, 20, 10)
+	require.NoError(t, err)
+	require.Len(t, res.Records, 5, "a short batch: caught up")
+	require.EqualValues(t, 25, res.Head)
+	res, err = journal.Poll(ctx, other, 25, 10)
+	require.NoError(t, err)
+	require.Empty(t, res.Records)
+	require.EqualValues(t, 25, res.Head)
+
+	_, err = j.Prune(ctx, 21)
+	require.NoError(t, err)
+	res, err = journal.Poll(ctx, other, 9, 10)
+	require.NoError(t, err, "Poll reports a position below the tail, it does not fail")
+	require.True(t, res.BehindTail(9))
+	require.Empty(t, res.Records)
+	require.EqualValues(t, 21, res.Tail)
+	res, err = journal.Poll(ctx, other, 20, 10)
+	require.NoError(t, err)
+	require.False(t, res.BehindTail(20), "tail-1 reads on")
+	require.Len(t, res.Records, 5)
+	require.EqualValues(t, 21, res.Records[0].Revision)
+
+	_, err = journal.Poll(ctx, other, -1, 10)
+	require.ErrorIs(t, err, journal.ErrInvalidArgument)
+	_, err = journal.Poll(ctx, other, 0, 0)
+	require.ErrorIs(t, err, journal.ErrInvalidArgument)
 }
 
 // testPruneBatches prunes through journal.Pruner, a bounded batch at a

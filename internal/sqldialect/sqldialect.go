@@ -134,6 +134,14 @@ type Queries struct {
 	// ascending, at most limit rows. instance is NULL (or empty) for
 	// records written by a release before schema version 2.
 	Read string
+	// Poll: args (after int64, limit int64); a node's poll in one
+	// statement (PollQuery composes it): rows (epoch, tail, head,
+	// pending 1/0, revision, node_id, instance, producer, payload,
+	// created_at), one per record Read would return, in revision order,
+	// each carrying the meta row's epoch and tail, the counter's revision
+	// and whether the pending table has a committed row; one row with
+	// NULL record columns when no record follows after.
+	Poll string
 	// Head: no args; one row (revision) of the global revision counter.
 	Head string
 	// Meta: no args; one row (epoch, tail, schema_version).
@@ -352,6 +360,16 @@ func NewEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
+// PollQuery composes Queries.Poll from a dialect's read of the records
+// (read: its Read statement with the columns named as in the journal
+// table) and what follows FROM in its look at the pending table (the
+// table, with any hint it needs).
+func PollQuery(t Tables, read, pending string) string {
+	return `SELECT m.epoch, m.tail, g.revision, CASE WHEN EXISTS (SELECT 1 FROM ` + pending + `) THEN 1 ELSE 0 END, ` +
+		`r.revision, r.node_id, r.instance, r.producer, r.payload, r.created_at FROM ` + t.Meta + ` m CROSS JOIN ` + t.GlobalRevision +
+		` g LEFT JOIN (` + read + `) r ON 1 = 1 WHERE m.id = 1 AND g.id = 1 ORDER BY r.revision`
+}
+
 // Statement is one statement of Queries or LockQueries with the number of
 // arguments its field comment gives it.
 type Statement struct {
@@ -363,7 +381,7 @@ type Statement struct {
 // cover them all (every dialect's tests do).
 func (q Queries) Statements() map[string]Statement {
 	return map[string]Statement{
-		"Read": {q.Read, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
+		"Read": {q.Read, 2}, "Poll": {q.Poll, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
 		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
 		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2},
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},

@@ -1,0 +1,155 @@
+package cluster_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/revision"
+)
+
+// countingJournal counts the journal calls a node makes. Poll goes to
+// journal.Poll, so a SQL journal answers it in one statement and a folder
+// through its own Epoch, Read and Head (not counted here).
+type countingJournal struct {
+	journal.Journal
+	polls, others atomic.Int64
+}
+
+func (c *countingJournal) Poll(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	c.polls.Add(1)
+	return journal.Poll(ctx, c.Journal, after, limit)
+}
+
+func (c *countingJournal) Read(ctx context.Context, after int64, limit int) ([]journal.Record, error) {
+	c.others.Add(1)
+	return c.Journal.Read(ctx, after, limit)
+}
+
+func (c *countingJournal) Head(ctx context.Context) (int64, error) {
+	c.others.Add(1)
+	return c.Journal.Head(ctx)
+}
+
+func (c *countingJournal) Tail(ctx context.Context) (int64, error) {
+	c.others.Add(1)
+	return c.Journal.Tail(ctx)
+}
+
+func (c *countingJournal) Epoch(ctx context.Context) (string, error) {
+	c.others.Add(1)
+	return c.Journal.Epoch(ctx)
+}
+
+func (c *countingJournal) CanWatch() bool { return journal.Watchable(c.Journal) }
+
+func (c *countingJournal) Watch(ctx context.Context) (<-chan struct{}, error) {
+	return c.Journal.(journal.Watcher).Watch(ctx)
+}
+
+type countingRevisions struct {
+	revision.Store
+	saves atomic.Int64
+}
+
+func (c *countingRevisions) Save(ctx context.Context, node string, rev int64, epoch string) error {
+	c.saves.Add(1)
+	return c.Store.Save(ctx, node, rev, epoch)
+}
+
+// TestPollCost pins what a node asks of the journal: an idle node one poll
+// per SyncDelay and nothing else (no separate epoch, head or tail reads,
+// no position saves), and a node woken by another's publish one poll per
+// wake-up and at most one save.
+func TestPollCost(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "b", "inst-b")
+		cj, cr := &countingJournal{Journal: j}, &countingRevisions{Store: revs}
+		const delay = 200 * time.Millisecond
+		c := cfg("b")
+		c.Journal, c.Revisions, c.Leases, c.Instance = cj, cr, leases, "inst-b"
+		c.SyncDelay = delay
+		b, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { b.Stop(context.Background()) })
+		start(t, b)
+
+		// Idle.
+		cj.polls.Store(0)
+		cj.others.Store(0)
+		cr.saves.Store(0)
+		began := time.Now()
+		time.Sleep(6 * delay)
+		polls, others, saves := cj.polls.Load(), cj.others.Load(), cr.saves.Load()
+		elapsed := time.Since(began)
+		t.Logf("idle for %v: %d polls", elapsed.Round(time.Millisecond), polls)
+		require.GreaterOrEqual(t, polls, int64(1), "an idle node polls")
+		// Ticks are jittered by ±10%: at most one per 0.9 SyncDelay, and
+		// one more for the tick due at the start of the window.
+		require.LessOrEqual(t, polls, int64(float64(elapsed)/(0.9*float64(delay)))+1, "at most one poll per SyncDelay")
+		require.Zero(t, others, "epoch, head and tail ride on the poll")
+		require.Zero(t, saves, "an idle node stores nothing")
+
+		if f.backend == "file" {
+			return // fsnotify may wake a node more than once per commit
+		}
+		// Woken by publishes (push on PostgreSQL, Sync elsewhere), with no
+		// poll ticks in the way.
+		require.NoError(t, b.Stop(ctx))
+		c.SyncDelay = time.Minute
+		b, err = cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { b.Stop(context.Background()) })
+		start(t, b)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		push := b.Stats().Push
+		cj.polls.Store(0)
+		cj.others.Store(0)
+		cr.saves.Store(0)
+		const publishes = 10
+		for range publishes {
+			rev, err := a.Publish(ctx, "p", []byte("x"))
+			require.NoError(t, err)
+			if push {
+				require.Eventually(t, func() bool { return b.Stats().Revision >= rev }, 10*time.Second, time.Millisecond)
+			} else {
+				require.NoError(t, b.Sync(ctx))
+				require.GreaterOrEqual(t, b.Stats().Revision, rev)
+			}
+			time.Sleep(60 * time.Millisecond) // past saveGap: every publish may be saved
+		}
+		polls, others, saves = cj.polls.Load(), cj.others.Load(), cr.saves.Load()
+		t.Logf("push %v: %d publishes, %d polls, %d saves", push, publishes, polls, saves)
+		require.GreaterOrEqual(t, polls, int64(publishes))
+		require.LessOrEqual(t, polls, int64(publishes)+1, "one poll per wake-up: no second read to find nothing")
+		require.Zero(t, others)
+		require.LessOrEqual(t, saves, int64(publishes))
+
+		// A burst: saves are coalesced (at most one per 50 ms saveGap),
+		// and the last position is stored all the same, when due.
+		cr.saves.Store(0)
+		began = time.Now()
+		var last int64
+		for range 40 {
+			last, err = a.Publish(ctx, "p", []byte("y"))
+			require.NoError(t, err)
+			if !push {
+				require.NoError(t, b.Sync(ctx))
+			}
+		}
+		require.Eventually(t, func() bool {
+			p, err := revs.Load(ctx, "b")
+			return err == nil && p.Revision == last
+		}, 10*time.Second, 5*time.Millisecond, "the coalesced save comes")
+		saves, elapsed = cr.saves.Load(), time.Since(began)
+		t.Logf("burst of 40 publishes in %v: %d saves", elapsed.Round(time.Millisecond), saves)
+		require.LessOrEqual(t, saves, int64(elapsed/(50*time.Millisecond))+1)
+	})
+}
