@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -27,6 +28,8 @@ type fixture struct {
 	// stores opens the shared stores themselves, for New: a journal
 	// written as node and instance, positions and leases.
 	stores func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store)
+	// pool opens a pool on the shared database (nil on the folder).
+	pool func(t *testing.T) *sql.DB
 }
 
 // forEachBackend runs test on the file backend and every SQL dialect.
@@ -78,6 +81,7 @@ func forEachBackend(t *testing.T, test func(t *testing.T, f fixture)) {
 					return s
 				},
 				backend: b.Name, where: db.Prefix,
+				pool: func(t *testing.T) *sql.DB { return db.NewPool(t) },
 				stores: func(t *testing.T, node, instance string) (journal.Journal, revision.Store, lock.Store) {
 					ctx := context.Background()
 					pool := db.NewPool(t)

@@ -160,6 +160,31 @@
 // with tokens that carry the journal's epoch (so a token from another
 // journal is not waited on), a bounded wait and a readiness handler.
 //
+// # Publishing inside the application's transaction
+//
+// A service that updates a row and then publishes the invalidation leaves
+// a window: if it dies between its commit and Publish, the other replicas
+// keep the stale value, and no token was ever issued. PublishTx closes it
+// (the outbox pattern, on SQL journals): the entries are written through
+// the application's own *sql.Tx into the pending table, so they exist if
+// and only if the transaction commits, and nothing global is locked while
+// the application works. After the commit, the handle's Wait moves them
+// into the journal — one group commit under the counter's lock moves the
+// committed entries of every node — and returns their revisions, the
+// read-your-writes token:
+//
+//	tx, _ := db.BeginTx(ctx, nil)
+//	tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, name, id)
+//	pending, _ := n.PublishTx(ctx, tx, journal.Entry{Producer: "cache/users", Payload: key})
+//	if err := tx.Commit(); err != nil { ... } // rolled back: no record either
+//	revs, _ := pending.Wait(ctx)              // the token: revs[0]
+//
+// If the writer dies after its commit, the next poll tick of any node that
+// sees the entries relays them, within about SyncDelay. Records keep their
+// writer's node id and instance. The file backend has no transactions: it
+// publishes directly only. See journal.SQL.AppendTx for the cost (two
+// commits per publish: the application's and the relay's).
+//
 // # Membership
 //
 // Members lists every node with a membership lease or a stored position:

@@ -2,8 +2,10 @@ package cluster_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/tandem-go/tandem/cluster"
 	"github.com/tandem-go/tandem/journal"
@@ -45,4 +47,36 @@ func ExampleNode() {
 	fmt.Println("node-b indexed doc-42:", index["doc-42"])
 	// Output:
 	// node-b indexed doc-42: true
+}
+
+// The outbox on a node: update a row and publish its invalidation in the
+// same transaction, then return the revision as the read-your-writes token
+// (for a header, as in ExampleNode). It needs a SQL database, so it is
+// compiled but not run here; TestPublishTx runs the same steps.
+func ExampleNode_PublishTx() {
+	ctx := context.Background()
+	var db *sql.DB      // the service's pool, also given to cluster.OpenSQL
+	var n *cluster.Node // cluster.OpenSQL(ctx, db, postgres.Dialect, cfg), started
+	userID, name := 42, "Ada"
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET name = $1 WHERE id = $2`, name, userID); err != nil {
+		panic(err)
+	}
+	pending, err := n.PublishTx(ctx, tx, journal.Entry{Producer: "cache/users", Payload: []byte(strconv.Itoa(userID))})
+	if err != nil {
+		panic(err)
+	}
+	if err := tx.Commit(); err != nil {
+		panic(err) // rolled back: no invalidation either
+	}
+	revs, err := pending.Wait(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("Tandem-Revision:", revs[0])
 }

@@ -1,0 +1,12 @@
+-- Tables of the server-side comparison (run.sh): the journal's counter and
+-- rows as tandem's PostgreSQL dialect creates them, a plain table with an
+-- identity key, and a staging table for the combining prototype.
+DROP TABLE IF EXISTS pb_journal, pb_counter, pb_plain, pb_stage;
+CREATE TABLE pb_journal (revision BIGINT PRIMARY KEY, node_id VARCHAR(64) NOT NULL, instance VARCHAR(64),
+	batch_id BIGINT, producer VARCHAR(128) NOT NULL, payload BYTEA NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE pb_counter (id INT PRIMARY KEY, revision BIGINT NOT NULL);
+INSERT INTO pb_counter VALUES (1, 0);
+CREATE TABLE pb_plain (id BIGSERIAL PRIMARY KEY, node_id VARCHAR(64) NOT NULL, producer VARCHAR(128) NOT NULL,
+	payload BYTEA NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE pb_stage (handle BIGINT NOT NULL, seq INT NOT NULL, node_id VARCHAR(64) NOT NULL, instance VARCHAR(64) NOT NULL,
+	producer VARCHAR(128) NOT NULL, payload BYTEA NOT NULL, created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (handle, seq));
