@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -78,34 +79,52 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 }
 
 // Barrier returns once every live node of the cluster has applied revision
-// rev (by its stored position), this node included. A live node that
-// cannot apply rev (a handler failing forever) holds the barrier until ctx
-// ends; nodes that are not live are not waited for.
+// rev (by its stored position), this node included: first this node
+// (WaitFor), then every other node that holds its membership lease. A live
+// node that cannot apply rev (a handler failing forever) holds the barrier
+// until ctx ends; the error then says how many nodes were behind and
+// matches ctx's error. A live node that has stored no position yet, or
+// whose position the janitor evicted (it has not resynced), counts as
+// behind. Nodes that are not live are not waited for.
+//
+// A node that died without Stop (killed, cut off) still counts as live
+// until its membership lease expires, by the store's clock: Barrier may
+// wait up to MemberTTL after its last heartbeat before it stops holding
+// the barrier. A node that stopped cleanly released its lease and is not
+// waited for at all.
+//
+// Barrier polls, with a backoff from 5 ms up to SyncDelay/2. On a node that
+// OpenSQL opened, each poll is one query that returns one row: a count of
+// the live membership leases (by database time) whose node has no position
+// at rev. The database filters the membership rows of the locks table
+// (one per node id that ever joined, live or not: a small table) and looks
+// up one position by its key per live lease; the positions that dead node
+// ids left behind are never read, and nothing but the count crosses the
+// network. On other nodes (OpenDir, New) each poll lists every lease and
+// every stored position.
 func (n *Node) Barrier(ctx context.Context, rev int64) error {
 	if err := n.WaitFor(ctx, rev); err != nil {
 		return err
 	}
+	behind := n.behind
+	if behind == nil {
+		behind = n.storesBehind
+	}
 	bo := backoff.New(5*time.Millisecond, max(n.cfg.SyncDelay/2, 5*time.Millisecond))
 	for {
-		members, err := n.Members(ctx)
+		count, err := behind(ctx, rev)
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return err
 		}
-		behind := false
-		for _, m := range members {
-			// This node applied rev (WaitFor above); its stored
-			// position may follow a little later.
-			if m.Live && m.NodeID != n.cfg.NodeID && m.Revision < rev {
-				behind = true
-				break
-			}
-		}
-		if !behind {
+		if count == 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("barrier at revision %d: %d live node(s) behind: %w", rev, count, ctx.Err())
 		case <-time.After(bo.Next()):
 		}
 	}

@@ -206,6 +206,9 @@ type Node struct {
 	// closeJournal: the node opened its journal (OpenDir, OpenSQL) and
 	// closes it on Stop.
 	closeJournal bool
+	// behind answers Barrier's poll with one query on a node that
+	// OpenSQL opened; nil: storesBehind.
+	behind behindFunc
 
 	mu       sync.Mutex
 	handlers map[string]Handler

@@ -101,7 +101,15 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg Config) (*N
 	if err == nil {
 		cfg.Leases, err = lock.OpenSQL(ctx, db, d, lock.SQLConfig{Prefix: cfg.Prefix})
 	}
-	return finishOpen(ctx, j, revs, cfg, err)
+	n, err := finishOpen(ctx, j, revs, cfg, err)
+	if err != nil {
+		return nil, err
+	}
+	if n.behind, err = sqlBehind(db, d, cfg.Prefix, cfg.NodeID); err != nil {
+		_ = n.Stop(ctx) // not started: closes the journal
+		return nil, fmt.Errorf("open node: %w", err)
+	}
+	return n, nil
 }
 
 func finishOpen(ctx context.Context, j journal.Journal, revs revision.Store, cfg Config, err error) (*Node, error) {

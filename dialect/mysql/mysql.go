@@ -77,6 +77,12 @@ ON DUPLICATE KEY UPDATE revision = VALUES(revision), epoch = VALUES(epoch), upda
 		EvictPosition:  `UPDATE ` + t.LocalRevisions + ` SET evicted_at = UTC_TIMESTAMP(6) WHERE node_id = ? AND revision = ? AND evicted_at IS NULL`,
 		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
 SELECT ?, revision, epoch, UTC_TIMESTAMP(6), evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = ?`,
+		// Liveness as LockQueries.List's held. The position is looked up
+		// by its key (SUBSTRING of the lease name, ascii_bin as node_id),
+		// so the positions of dead ids cost nothing.
+		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = SUBSTRING(l.name, 8)
+WHERE l.name LIKE 'member.%' AND l.name <> CONCAT('member.', ?) AND l.expires_at > UTC_TIMESTAMP(6)
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ?)`,
 	}
 }
 

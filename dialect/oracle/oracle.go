@@ -144,6 +144,12 @@ END;`,
 		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
 		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
 SELECT :1, revision, epoch, ` + utcNow + `, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = :2`,
+		// Liveness as LockQueries.List's held. The position is looked up
+		// by its key (SUBSTR of the lease name), so the positions of dead
+		// ids cost nothing. Each bind appears once, in order.
+		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = SUBSTR(l.name, 8)
+WHERE l.name LIKE 'member.%' AND l.name <> 'member.' || :1 AND l.expires_at > ` + utcNow + `
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2)`,
 	}
 }
 

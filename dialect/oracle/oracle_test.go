@@ -103,6 +103,9 @@ func TestQueriesGolden(t *testing.T) {
 		"DeletePosition": `DELETE FROM tandem_local_revisions WHERE node_id = :1`,
 		"CopyPosition": "INSERT INTO tandem_local_revisions (node_id, revision, epoch, updated_at, evicted_at)\n" +
 			"SELECT :1, revision, epoch, SYS_EXTRACT_UTC(SYSTIMESTAMP), evicted_at FROM tandem_local_revisions WHERE node_id = :2",
+		"MembersBehind": "SELECT COUNT(*) FROM tandem_locks l LEFT JOIN tandem_local_revisions r ON r.node_id = SUBSTR(l.name, 8)\n" +
+			"WHERE l.name LIKE 'member.%' AND l.name <> 'member.' || :1 AND l.expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP)\n" +
+			"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2)",
 		"SavePosition": `DECLARE
 	v_node  VARCHAR2(64) := :1;
 	v_rev   NUMBER(19) := :2;

@@ -166,6 +166,14 @@ UPDATE ` + t.LocalRevisions + ` SET evicted_at = SYSUTCDATETIME() WHERE node_id 
 		CopyPosition: `SET NOCOUNT OFF;
 INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
 SELECT @p1, revision, epoch, SYSUTCDATETIME(), evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = @p2;`,
+		// Liveness as LockQueries.List's held. The position is looked up
+		// by its key (SUBSTRING of the lease name keeps its binary
+		// collation, node_id's), so the positions of dead ids cost
+		// nothing. No READPAST or NOLOCK: a lease being renewed is
+		// waited for, not skipped.
+		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = SUBSTRING(l.name, 8, 128)
+WHERE l.name LIKE N'member.%' AND l.name <> N'member.' + @p1 AND l.expires_at > SYSUTCDATETIME()
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < @p2)`,
 	}
 }
 

@@ -195,7 +195,25 @@ type Queries struct {
 	// database time). Inserts nothing when "from" has no row; fails with
 	// ErrUniqueViolation when "to" has one.
 	CopyPosition string
+
+	// MembersBehind: args (node_id, rev int64); one row (COUNT(*)): how
+	// many other nodes are live and have not stored a position at rev.
+	// It counts the rows of the locks table (Tables.Locks) named
+	// MemberPrefix + id, for every id but node_id, that are live by
+	// database time (expires_at > now: LockQueries.List's held), whose id
+	// has no row in local_revisions, or an evicted one (evicted_at not
+	// NULL: the node has not resynced yet, so its revision means
+	// nothing), or one with revision < rev. Positions without a live
+	// lease (departed and dead nodes) are never read: the database
+	// filters the membership rows of the locks table and looks up one
+	// position by its key per live lease.
+	MembersBehind string
 }
+
+// MemberPrefix starts the name of a node's membership lease in the locks
+// table ("member.<node id>"); it is lock.MemberPrefix, spelled here for
+// the dialects' MembersBehind.
+const MemberPrefix = "member."
 
 // LockQueries holds the statements of the locks table (Tables.Locks). Every
 // time is database time; TTLs are in milliseconds. Arguments are listed in
@@ -387,7 +405,8 @@ func (q Queries) Statements() map[string]Statement {
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
 		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1}, "EvictPosition": {q.EvictPosition, 2},
-		"CopyPosition": {q.CopyPosition, 2},
+		"CopyPosition":  {q.CopyPosition, 2},
+		"MembersBehind": {q.MembersBehind, 2},
 	}
 }
 

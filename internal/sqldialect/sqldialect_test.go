@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandem-go/tandem/ident"
 	"github.com/tandem-go/tandem/internal/sqldialect"
+	"github.com/tandem-go/tandem/lock"
 )
 
 func TestNewTables(t *testing.T) {
@@ -94,4 +95,22 @@ func TestStatementsCoverEveryField(t *testing.T) {
 			require.Contains(t, got, n, "%T.%s has no argument count", v, n)
 		}
 	}
+}
+
+// TestMemberPrefix: the dialects' MembersBehind find membership leases by
+// sqldialect.MemberPrefix, which must be the prefix package lock names
+// them with.
+func TestMemberPrefix(t *testing.T) {
+	require.Equal(t, lock.MemberPrefix, sqldialect.MemberPrefix)
+	require.Equal(t, lock.MemberLease("a"), sqldialect.MemberPrefix+"a")
+	require.NotContains(t, sqldialect.MemberPrefix, "%", "no LIKE wildcard")
+	require.NotContains(t, sqldialect.MemberPrefix, "_", "no LIKE wildcard")
+	require.NotContains(t, sqldialect.MemberPrefix, "[", "no SQL Server LIKE class")
+	require.NotContains(t, sqldialect.MemberPrefix, "'", "a plain literal")
+}
+
+// TestMembersBehindArgs: MembersBehind is listed with its arguments
+// (node id, revision).
+func TestMembersBehindArgs(t *testing.T) {
+	require.Equal(t, sqldialect.Statement{SQL: "x", Args: 2}, sqldialect.Queries{MembersBehind: "x"}.Statements()["MembersBehind"])
 }

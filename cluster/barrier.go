@@ -1,0 +1,67 @@
+package cluster
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/sqldialect"
+	"github.com/tandem-go/tandem/lock"
+)
+
+// behindFunc answers Barrier's question for one poll: how many live nodes
+// other than this one have not stored a position at rev. A live node
+// without a stored position, or with an evicted one (it has not resynced
+// yet), counts as behind.
+type behindFunc func(ctx context.Context, rev int64) (int64, error)
+
+// sqlBehind is behindFunc for a node that OpenSQL opened: one statement
+// (sqldialect.Queries.MembersBehind), one row, whose cost follows the
+// live membership leases rather than every position ever stored.
+func sqlBehind(db *sql.DB, d dialect.Dialect, prefix, nodeID string) (behindFunc, error) {
+	if prefix == "" {
+		prefix = dialect.DefaultPrefix
+	}
+	t, err := sqldialect.NewTables("Prefix", prefix)
+	if err != nil {
+		return nil, err
+	}
+	q := d.Queries(t).MembersBehind
+	return func(ctx context.Context, rev int64) (int64, error) {
+		var n int64
+		if err := db.QueryRowContext(ctx, q, nodeID, rev).Scan(&n); err != nil {
+			return 0, fmt.Errorf("barrier: count the nodes behind: %w", d.Translate(err))
+		}
+		return n, nil
+	}, nil
+}
+
+// storesBehind is behindFunc on any stores (OpenDir, New): it lists every
+// lease and every position, as Members does, and counts as sqlBehind's
+// statement does.
+func (n *Node) storesBehind(ctx context.Context, rev int64) (int64, error) {
+	leases, err := n.cfg.Leases.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	positions, err := n.cfg.Revisions.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	applied := make(map[string]bool, len(positions))
+	for _, p := range positions {
+		applied[p.NodeID] = !p.Evicted && p.Revision >= rev
+	}
+	var behind int64
+	for _, l := range leases {
+		id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix)
+		// This node applied rev (WaitFor); its stored position may
+		// follow a little later.
+		if ok && l.Held && id != n.cfg.NodeID && !applied[id] {
+			behind++
+		}
+	}
+	return behind, nil
+}
