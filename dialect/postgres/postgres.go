@@ -328,6 +328,8 @@ func (pg) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrSerialization, err)
 	case "55P03":
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	case "53300": // too_many_connections: max_connections, a role's or a database's CONNECTION LIMIT
+		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
 	}
 	return err
 }

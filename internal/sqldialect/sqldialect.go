@@ -76,6 +76,10 @@ var (
 	// ErrSchemaTooNew: the database holds a schema version newer than this
 	// release understands.
 	ErrSchemaTooNew = errors.New("schema version newer than supported")
+	// ErrTooManyConnections: the server refused a new connection because
+	// a connection limit is reached (the server's, the account's or the
+	// database's).
+	ErrTooManyConnections = errors.New("too many connections")
 )
 
 // OutcomeError reports an append whose commit may or may not have happened:
