@@ -201,10 +201,8 @@
 // statement outside the append connection — about two a SyncDelay on an
 // idle node. Then N idle nodes hold N connections on PostgreSQL with push
 // on and none with push off, plus the few their statements use at any
-// moment: with PostgreSQL's default max_connections (100, 97 usable) a
-// cluster of about 90 pushing nodes fits, and with push off one of 150
-// and more. A pool that keeps idle connections holds up to that many more
-// per node.
+// moment (the listeners leave postgres.ListenReserve free for those). A
+// pool that keeps idle connections holds up to that many more per node.
 //
 // When the database refuses a connection because a limit is reached
 // (dialect.ErrTooManyConnections), OpenSQL and Start fail with an error

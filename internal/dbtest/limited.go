@@ -115,6 +115,37 @@ func (a *Account) Sessions(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// HogAll takes every connection the account can still open, until the
+// server refuses one (or max are taken), and holds them until release is
+// called (or t ends). It returns how many it took.
+func (a *Account) HogAll(t testing.TB, max int) (took int, release func()) {
+	t.Helper()
+	pool := a.db.Pool(t, a.DSN)
+	pool.SetMaxIdleConns(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var conns []interface{ Close() error }
+	for len(conns) < max {
+		c, err := pool.Conn(ctx)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	done := false
+	release = func() {
+		if done {
+			return
+		}
+		done = true
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(release)
+	return len(conns), release
+}
+
 // Hog takes n connections of the account and holds them until the
 // returned function is called (or t ends): a stand-in for other clients
 // using up the limit. It fails t if the server refuses one.
