@@ -194,13 +194,58 @@
 //
 // # Connections
 //
-// This is the one statement of what a node on SQL needs from its pool
-// (OpenSQL checks it, with an error naming the limit): at least
-// SQLConns(d) open connections — MinSQLConns (3: the journal's group
-// commits, the sync loop's reads and position saves, and the membership
-// renewals, which must not wait behind a long read), plus one on a
-// dialect that pushes wake-ups (PostgreSQL's LISTEN), so 4 on PostgreSQL
-// and 3 elsewhere. An application that shares the pool for its own
-// queries, handlers included, needs more on top. New cannot see the pool of
-// the stores it is given; the same numbers apply.
+// This is the one statement of the connections a node on SQL uses; other
+// documentation points here. Per feature:
+//
+//   - Push listener (PostgreSQL only, unless Config.DisablePush): one
+//     connection, held for as long as the node runs. It only makes
+//     wake-ups early, so it is the first to give way: it is not taken, and
+//     is given up, when the server would be left with fewer than a few
+//     free connections (postgres.ListenReserve, checked every
+//     postgres.ListenCheck), and it reconnects with jittered backoff after
+//     a failure. Meanwhile the node polls every SyncDelay.
+//   - Publishing: the journal's append connection, held while appends keep
+//     coming and given back to the pool after journal.ConnIdle (1 s)
+//     without one, at most journal.ConnMaxHold at a time. A NOTIFY after
+//     a commit (PostgreSQL) takes a pool connection for one statement.
+//   - Sync loop (polls, reads, position saves): one connection per
+//     statement, one statement at a time.
+//   - Membership renewals: one statement every MemberTTL/3. A renewal the
+//     database refuses is retried with jittered backoff, more often as the
+//     lease's deadline nears (see package lock), so a transient refusal
+//     does not cost the membership.
+//   - Janitor (Config.Janitor): two while it runs (a fencing transaction
+//     and the deletes), on one node, once a day by default.
+//
+// What the pool must allow — db.SetMaxOpenConns, checked by OpenSQL with
+// an error naming the figure — is SQLConns(d, cfg): MinSQLConns (3: the
+// renewals, the sync loop and the append connection, so that a renewal
+// does not wait behind a long read), plus 1 for the push listener, plus 2
+// with a janitor: 4 on PostgreSQL, 3 elsewhere, by default. An application
+// that shares the pool for its own queries (handlers included) adds its
+// own. New cannot see the pool of the stores it is given; the same
+// numbers apply.
+//
+// What a node holds on the server between statements is what a database
+// administrator sizes max_connections by:
+//
+//	idle node:       push listener (1 on PostgreSQL with push on, else 0) + the pool's idle connections
+//	publishing node: the above + 1 (the append connection)
+//
+// The pool's idle connections are the pool's: database/sql keeps up to
+// SetMaxIdleConns of them (2 by default) open for good. A pool that serves
+// only the node should keep none; ConfigurePool sets that up (MaxOpenConns
+// SQLConns, MaxIdleConns 0), at the price of a new server session for each
+// statement outside the append connection — about two a SyncDelay on an
+// idle node. Then N idle nodes hold N connections on PostgreSQL with push
+// on and none with push off, plus the few their statements use at any
+// moment (the listeners leave postgres.ListenReserve free for those). A
+// pool that keeps idle connections holds up to that many more per node.
+//
+// When the database refuses a connection because a limit is reached
+// (dialect.ErrTooManyConnections), OpenSQL and Start fail with an error
+// that says so. A running node treats a refusal as transient: its
+// renewals retry, its sync loop tries again on its next poll, and its
+// listener yields and reconnects later. Through PgBouncer in transaction
+// mode, set DisablePush: it cannot keep a LISTEN.
 package cluster

@@ -236,8 +236,8 @@ func TestOpenSQLPoolSize(t *testing.T) {
 			t.Parallel()
 			db := dbtest.Open(t, b)
 			pool := db.NewPool(t)
-			need := cluster.SQLConns(b.Dialect)
 			c := cfg("a")
+			need := cluster.SQLConns(b.Dialect, c)
 			c.Prefix = db.Prefix
 			pool.SetMaxOpenConns(need - 1)
 			_, err := cluster.OpenSQL(context.Background(), pool, b.Dialect, c)

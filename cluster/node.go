@@ -123,9 +123,11 @@ type Config struct {
 	SyncDelay time.Duration
 	// DisablePush turns push wake-ups off: the node polls every SyncDelay
 	// only. On PostgreSQL it then holds no listening connection — for
-	// PgBouncer in transaction mode, which cannot keep a LISTEN, or to
-	// save that connection. Push is on (false) by default wherever the
-	// journal can push.
+	// PgBouncer in transaction mode, which cannot keep a LISTEN (the
+	// NOTIFY a publishing node sends after its commits is an ordinary
+	// statement and goes through), or to save that connection (see
+	// "Connections" in the package documentation). Push is on (false) by
+	// default wherever the journal can push.
 	DisablePush bool
 	// StopDelay bounds the final sync of Stop. Defaults to
 	// DefaultStopDelayFactor × SyncDelay.
@@ -473,7 +475,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Lock()
 		n.state = stateNew
 		n.mu.Unlock()
-		return fmt.Errorf("start node %q: %w", n.cfg.NodeID, err)
+		return fmt.Errorf("start node %q: %w", n.cfg.NodeID, refused(err))
 	}
 
 	lease, err := n.join(ctx)

@@ -106,4 +106,11 @@ var (
 	// ErrSchemaTooNew: the database holds a schema whose compatibility
 	// version is newer than SchemaVersion; run a newer release.
 	ErrSchemaTooNew = sqldialect.ErrSchemaTooNew
+	// ErrTooManyConnections: the server refused a new connection because
+	// a connection limit is reached — the server's (PostgreSQL's and
+	// MySQL's max_connections), the account's (a role's CONNECTION LIMIT,
+	// MySQL's max_user_connections) or the database's. Transient for a
+	// running node, which retries; see "Connections" in package cluster
+	// for what each node holds.
+	ErrTooManyConnections = sqldialect.ErrTooManyConnections
 )

@@ -101,12 +101,12 @@ func (c *SQLConfig) withDefaults() (SQLConfig, sqldialect.Tables, error) {
 // ConnIdle without an append and at least every ConnMaxHold, so an idle
 // journal holds no connection and the pool's SetConnMaxLifetime and
 // SetConnMaxIdleTime apply to it within ConnMaxHold. With a Notifier
-// dialect, Watch holds one more. Used on its own, the journal needs db to
-// allow at least 2 open connections (the append connection and one to
-// read), 3 while Watch listens on a Notifier dialect; OpenSQL refuses a
-// pool of 1. A cluster node needs more than its journal: size a node's
-// pool with cluster.SQLConns, whose figures are stated once, in package
-// cluster's "Connections".
+// dialect, Watch holds one more, which gives way when the server is short
+// of connections. Used on its own, the journal needs db to allow at least
+// 2 open connections (the append connection and one to read), 3 while
+// Watch listens; OpenSQL refuses a pool of 1. A cluster node's needs, per
+// feature, are stated once, in package cluster's "Connections"
+// (cluster.SQLConns).
 //
 // # Outcomes
 //
@@ -612,13 +612,20 @@ func (j *SQL) Watch(ctx context.Context) (<-chan struct{}, error) {
 	return j.hub.subscribe(ctx, j.bg), nil
 }
 
+// listenLoop keeps the journal's listening connection. It reconnects
+// with jittered backoff after a failure (a refused connection included),
+// and after the listener yielded its connection because the server was
+// short of them (sqldialect.ErrListenerYielded) it waits longer, between
+// listenYieldMin and listenYieldMax. Meanwhile the node polls.
 func (j *SQL) listenLoop() {
 	defer j.bgDone.Done()
 	bo := backoff.New(100*time.Millisecond, 10*time.Second)
+	yieldBo := backoff.New(listenYieldMin, listenYieldMax)
 	failing := false
 	for j.bg.Err() == nil {
 		ready := func() {
 			bo.Reset()
+			yieldBo.Reset()
 			if failing {
 				j.cfg.Logger.Info("tandem: journal listener reconnected", "node", j.cfg.NodeID)
 				failing = false
@@ -629,17 +636,32 @@ func (j *SQL) listenLoop() {
 		if j.bg.Err() != nil {
 			return
 		}
+		yielded := errors.Is(err, sqldialect.ErrListenerYielded)
 		if !failing {
-			j.cfg.Logger.Warn("tandem: journal listener lost; polling only until it reconnects",
-				"node", j.cfg.NodeID, "err", err)
+			msg := "tandem: journal listener lost; polling only until it reconnects"
+			if yielded {
+				msg = "tandem: journal listener gave its connection up, the database being short of connections; polling only until it has room"
+			}
+			j.cfg.Logger.Warn(msg, "node", j.cfg.NodeID, "err", err)
 			failing = true
 		}
+		wait := bo.Next()
+		if yielded {
+			wait = yieldBo.Next()
+		}
 		select {
-		case <-time.After(bo.Next()):
+		case <-time.After(wait):
 		case <-j.bg.Done():
 		}
 	}
 }
+
+// The wait of a listener that yielded its connection before it tries
+// again (jittered, doubling from min to max while it keeps yielding).
+const (
+	listenYieldMin = 5 * time.Second
+	listenYieldMax = time.Minute
+)
 
 // Close implements Journal. If ctx ends while a group commit is in flight,
 // Close returns ctx's error and may be called again to finish.

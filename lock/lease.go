@@ -364,6 +364,13 @@ func (l *Lease) lose(cause error) {
 // lost by its own clock reading: the deadline timer does (expire), so a
 // renewal that hangs cannot keep the lease's context alive. A renewal in
 // flight runs under the lease's context and ends with it.
+//
+// A failed renewal (the store did not answer, or refused a connection) is
+// retried with jittered, doubling backoff from RenewEvery/10, but never
+// later than a quarter of the time left to the deadline: the nearer the
+// deadline, the more often it tries, so a transient refusal costs a few
+// retries rather than the lease. The first renewal is due a third of the
+// way into the TTL, leaving two thirds of it for retries.
 func (l *Lease) keepAlive() {
 	defer close(l.done)
 	bo := backoff.New(l.c.cfg.RenewEvery/10, l.c.cfg.RenewEvery)
@@ -385,9 +392,17 @@ func (l *Lease) keepAlive() {
 			l.lose(err)
 			return
 		default: // the store did not answer: try again soon, until the deadline
-			wait = bo.Next()
+			wait = min(bo.Next(), l.urgentRetry())
 		}
 	}
+}
+
+// urgentRetry is the longest wait before retrying a failed renewal: a
+// quarter of the time left to the deadline (jittered), but no less than
+// RenewEvery/20.
+func (l *Lease) urgentRetry() time.Duration {
+	left := l.Deadline().Sub(l.c.cfg.Clock.Now())
+	return backoff.Jitter(max(left/4, l.c.cfg.RenewEvery/20), 0.2)
 }
 
 // Release ends the lease: its context ends at once, then the store is told

@@ -43,7 +43,9 @@
 #     innodb_flush_log_at_trx_commit=1, no binary log) so that benchmarks
 #     measure honest commits.
 #   - Creates database "tandem" and user "tandem" with a random password
-#     on each (on MariaDB the user holds ALL on tandem.* only), checks that
+#     on each (on MariaDB the user holds ALL on tandem.* WITH GRANT OPTION
+#     and CREATE USER, so that tests can make accounts with a connection
+#     limit, and nothing else; on PostgreSQL it is a superuser), checks that
 #     the user can log in over TCP, and exports
 #       TANDEM_TEST_POSTGRES  postgres://tandem:PW@127.0.0.1:PORT/tandem?sslmode=disable
 #       TANDEM_TEST_MYSQL     tandem:PW@tcp(127.0.0.1:PORT)/tandem?parseTime=true
@@ -253,7 +255,8 @@ dbenv_start_mariadb() {
 	"$client" --no-defaults -S "$sock" -u root -e "
 		CREATE DATABASE tandem;
 		CREATE USER 'tandem'@'%' IDENTIFIED BY '$pw';
-		GRANT ALL PRIVILEGES ON tandem.* TO 'tandem'@'%';" >&2 ||
+		GRANT ALL PRIVILEGES ON tandem.* TO 'tandem'@'%' WITH GRANT OPTION;
+		GRANT CREATE USER ON *.* TO 'tandem'@'%';" >&2 ||
 		dbenv_die "MariaDB: creating database and user failed"
 	"$client" --no-defaults --protocol=TCP -h 127.0.0.1 -P "$port" -u tandem --password="$pw" tandem \
 		-e 'SELECT 1' >/dev/null || dbenv_die "MariaDB: user tandem cannot log in over TCP"

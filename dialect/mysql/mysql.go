@@ -482,6 +482,8 @@ func (my) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrDeadlock, err)
 	case 1205, 3572: // ER_LOCK_WAIT_TIMEOUT, ER_LOCK_NOWAIT
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	case 1040, 1203, 1226: // ER_CON_COUNT_ERROR (max_connections), ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED (an account's MAX_USER_CONNECTIONS)
+		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
 	}
 	return err
 }

@@ -90,6 +90,10 @@ const (
 	errDistLockTimeout = 2049  // ORA-02049: timeout: distributed transaction waiting for lock
 	errSerialization   = 8177  // ORA-08177: can't serialize access for this transaction
 	errWaitTimeout     = 30006 // ORA-30006: resource busy; acquire with WAIT timeout expired
+	errMaxSessions     = 18    // ORA-00018: maximum number of sessions exceeded
+	errMaxProcesses    = 20    // ORA-00020: maximum number of processes exceeded
+	errNoHandler       = 12516 // ORA-12516: listener could not find available handler with matching protocol stack
+	errHandlerBlocked  = 12519 // ORA-12519: TNS: no appropriate service handler found
 )
 
 // utcNow is the database time in UTC, as a TIMESTAMP.
@@ -362,6 +366,8 @@ func (ora) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrSerialization, err)
 	case errWaitTimeout, errResourceBusy, errDistLockTimeout:
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	case errMaxSessions, errMaxProcesses, errNoHandler, errHandlerBlocked:
+		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
 	}
 	return err
 }

@@ -29,10 +29,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
@@ -336,6 +338,8 @@ func (pg) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrSerialization, err)
 	case "55P03":
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	case "53300": // too_many_connections: max_connections, a role's or a database's CONNECTION LIMIT
+		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
 	}
 	return err
 }
@@ -393,6 +397,17 @@ var errNotPgx = errors.New("postgres: LISTEN needs a *sql.DB opened with the pgx
 // Listen implements sqldialect.Notifier. The listening connection is taken out
 // of db's pool for as long as Listen runs and is discarded afterwards, so no
 // other user of the pool inherits its LISTEN.
+//
+// The listener is the one connection a node holds for good, and it only
+// makes wake-ups early; so it gives way when the server runs short of
+// connections, rather than take the last ones that other nodes' lease
+// renewals need. Before it listens, and every ListenCheck (jittered) while
+// it does, it asks the server how many more connections it would accept
+// — the least of max_connections (less the reserved ones), the role's and
+// the database's CONNECTION LIMIT — and returns an error matching
+// sqldialect.ErrListenerYielded when fewer than ListenReserve would be left
+// (when starting; fewer than half of that once listening). The caller
+// polls meanwhile and tries again later.
 func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -407,6 +422,9 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 			return nil
 		}
 		pc := sc.Conn()
+		if listenErr = d.checkRoom(ctx, pc, false); listenErr != nil {
+			return driver.ErrBadConn
+		}
 		// channel is a validated table prefix plus "journal": [a-z0-9_].
 		if _, err := pc.Exec(ctx, `LISTEN "`+channel+`"`); err != nil {
 			listenErr = d.Translate(err)
@@ -414,17 +432,77 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 		}
 		ready()
 		for {
-			if _, err := pc.WaitForNotification(ctx); err != nil {
+			wctx, cancel := context.WithTimeout(ctx, backoff.Jitter(ListenCheck, 0.2))
+			_, err := pc.WaitForNotification(wctx)
+			checkDue := err != nil && ctx.Err() == nil && wctx.Err() != nil && !pc.IsClosed()
+			cancel()
+			switch {
+			case err == nil:
+				wake()
+				continue
+			case !checkDue:
 				listenErr = err
 				return driver.ErrBadConn // discard: it still listens
 			}
-			wake()
+			// Notifications that arrive during the check are buffered
+			// and returned by the next WaitForNotification.
+			if listenErr = d.checkRoom(ctx, pc, true); listenErr != nil {
+				return driver.ErrBadConn
+			}
 		}
 	})
 	if listenErr == nil {
 		listenErr = ctx.Err()
 	}
 	return listenErr
+}
+
+// ListenCheck is how often a listening connection checks that the server
+// still has room for other connections (see Listen).
+const ListenCheck = 30 * time.Second
+
+// ListenReserve returns how many connections the listener leaves free
+// under a limit of limit connections: 5% of it, at least 3.
+func ListenReserve(limit int) int { return max(3, limit/20) }
+
+// roomQuery returns, for the server, this role and this database: the
+// connection limit that applies to the current user (-1: none) and the
+// client connections counted against it.
+const roomQuery = `SELECT
+  current_setting('max_connections')::int - CASE WHEN r.rolsuper THEN 0 ELSE
+    current_setting('superuser_reserved_connections')::int
+    + COALESCE(NULLIF(current_setting('reserved_connections', true), '')::int, 0) END,
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+  CASE WHEN r.rolsuper THEN -1 ELSE r.rolconnlimit END,
+  (SELECT count(*) FROM pg_stat_activity WHERE usesysid = r.oid AND backend_type = 'client backend'),
+  CASE WHEN r.rolsuper THEN -1 ELSE d.datconnlimit END,
+  (SELECT count(*) FROM pg_stat_activity WHERE datid = d.oid AND backend_type = 'client backend')
+FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()`
+
+// checkRoom returns an error matching sqldialect.ErrListenerYielded when
+// the server would accept fewer than ListenReserve more connections
+// (half of that when listening already).
+func (d pg) checkRoom(ctx context.Context, pc *pgx.Conn, listening bool) error {
+	var lim [3]int64
+	var used [3]int64
+	err := pc.QueryRow(ctx, roomQuery).Scan(&lim[0], &used[0], &lim[1], &used[1], &lim[2], &used[2])
+	if err != nil {
+		return d.Translate(err)
+	}
+	for i, what := range []string{"the server's max_connections", "the role's CONNECTION LIMIT", "the database's CONNECTION LIMIT"} {
+		if lim[i] < 0 {
+			continue
+		}
+		free, need := int(lim[i]-used[i]), ListenReserve(int(lim[i]))
+		if listening {
+			need = (need + 1) / 2
+		}
+		if free < need {
+			return fmt.Errorf("%w: %d of %d connections left under %s, fewer than the %d a listener leaves free",
+				sqldialect.ErrListenerYielded, max(free, 0), lim[i], what, need)
+		}
+	}
+	return nil
 }
 
 // LockQueries implements dialect.Dialect. statement_timestamp() rather than

@@ -89,12 +89,13 @@ func (sqlServer) Name() string { return "sqlserver" }
 
 // Error numbers of SQL Server (sys.messages).
 const (
-	errUniqueConstraint = 2627 // violation of PRIMARY KEY or UNIQUE constraint
-	errUniqueIndex      = 2601 // duplicate key row in a unique index
-	errDeadlock         = 1205 // chosen as deadlock victim
-	errLockTimeout      = 1222 // lock request time-out period exceeded
-	errSnapshotConflict = 3960 // snapshot isolation update conflict
-	errObjectExists     = 2714 // there is already an object named … in the database
+	errUniqueConstraint = 2627  // violation of PRIMARY KEY or UNIQUE constraint
+	errUniqueIndex      = 2601  // duplicate key row in a unique index
+	errDeadlock         = 1205  // chosen as deadlock victim
+	errLockTimeout      = 1222  // lock request time-out period exceeded
+	errSnapshotConflict = 3960  // snapshot isolation update conflict
+	errObjectExists     = 2714  // there is already an object named … in the database
+	errUserConnections  = 17809 // could not connect: the maximum number of user connections is reached
 )
 
 // idType is the type of node id columns: compared byte by byte.
@@ -470,6 +471,8 @@ func (sqlServer) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrSerialization, err)
 	case hasNumber(err, errLockTimeout):
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
+	case hasNumber(err, errUserConnections):
+		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
 	}
 	return err
 }

@@ -62,9 +62,9 @@ func open(ctx context.Context, o options, cfg cluster.Config) (*cluster.Node, so
 	if err != nil {
 		return nil, nil, err
 	}
-	// The node needs cluster.SQLConns(d); the handlers' loads need a few
-	// more ("Connections" in package cluster).
-	db.SetMaxOpenConns(cluster.SQLConns(d) + 8)
+	// The node needs cluster.SQLConns(d, cfg); the handlers' loads need a
+	// few more ("Connections" in package cluster).
+	db.SetMaxOpenConns(cluster.SQLConns(d, cfg) + 8)
 	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+table+" (k VARCHAR(100) PRIMARY KEY, v TEXT NOT NULL)"); err != nil {
 		db.Close()
 		return nil, nil, err

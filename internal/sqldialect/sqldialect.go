@@ -76,6 +76,15 @@ var (
 	// ErrSchemaTooNew: the database holds a schema version newer than this
 	// release understands.
 	ErrSchemaTooNew = errors.New("schema version newer than supported")
+	// ErrTooManyConnections: the server refused a new connection because
+	// a connection limit is reached (the server's, the account's or the
+	// database's).
+	ErrTooManyConnections = errors.New("too many connections")
+	// ErrListenerYielded: Notifier.Listen gave its connection up, or did
+	// not take one, because the server is short of connections. A
+	// listener only makes wake-ups early, so it is the first connection
+	// to give way to the statements that keep nodes members.
+	ErrListenerYielded = errors.New("listener yielded its connection: the server is short of connections")
 )
 
 // OutcomeError reports an append whose commit may or may not have happened:
@@ -320,6 +329,9 @@ type Notifier interface {
 	// wake (from its own goroutine) for every notification received. It
 	// returns when ctx ends (with ctx's error) or the connection fails.
 	// The caller reconnects with backoff. ready is called once listening.
+	// A dialect that can see how many more connections its server accepts
+	// returns an error matching ErrListenerYielded instead of holding the
+	// last few of them.
 	Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error
 }
 
