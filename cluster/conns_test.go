@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -61,12 +60,10 @@ func (w *warnings) matching(s string) []string {
 // naming the refusal; the nodes already running keep their membership (no
 // lease lost, Stats().Member throughout) and apply every record published
 // meanwhile, in order. (Bursts that leave a node no free connection for
-// most of its renewal period are not survived: see "Connections".)
+// most of its renewal period are not survived: see "Connections".) A late
+// node may win a connection a running node let go of just then; it starts
+// like any other.
 func TestRefusedConnections(t *testing.T) {
-	if os.Getenv("TANDEM_TEST_REFUSALS") != "1" {
-		t.Skip("fails on PostgreSQL today: nodes lose their membership under these bursts (refused dials take ~300 ms under -race, " +
-			"and renewals can stall until the deadline), and a late start sometimes finds a freed connection; set TANDEM_TEST_REFUSALS=1 to run it")
-	}
 	for _, b := range dbtest.Backends[:2] {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
@@ -119,21 +116,27 @@ func TestRefusedConnections(t *testing.T) {
 			}
 			ttl := cfg("x").MemberTTL
 			var revs []int64
-			refusals, bursts := 0, 0
+			refusals, started, bursts := 0, 0, 0
 			for end := time.Now().Add(2 * ttl); time.Now().Before(end); bursts++ {
-				// Publish, then take every free connection for a
-				// while (well under the renewal period) and try to
-				// start a node meanwhile.
+				// Publish, then take every connection the account has
+				// for a while (well under the renewal period), and try
+				// to start a node meanwhile.
 				rev, err := nodes[0].n.Publish(ctx, "p", []byte{byte(bursts)})
 				require.NoError(t, err)
 				revs = append(revs, rev)
-				took, release := acct.HogAll(t, acct.Limit)
-				_, _, err = open(fmt.Sprintf("late%d", bursts))
-				require.Error(t, err, "a node started with every connection taken (%d by the hog)", took)
-				require.ErrorIs(t, err, dialect.ErrTooManyConnections)
-				require.ErrorContains(t, err, "refused a connection")
-				require.ErrorContains(t, err, "Connections")
-				refusals++
+				_, release := acct.HogAll(t, acct.Limit)
+				late, _, err := open(fmt.Sprintf("late%d", bursts))
+				if err == nil {
+					// It won a connection another client let go of
+					// just then: a node like the others.
+					started++
+					require.NoError(t, late.Stop(ctx))
+				} else {
+					require.ErrorIs(t, err, dialect.ErrTooManyConnections)
+					require.ErrorContains(t, err, "refused a connection")
+					require.ErrorContains(t, err, "Connections")
+					refusals++
+				}
 				time.Sleep(ttl / 10)
 				release()
 				for _, r := range nodes {
@@ -141,7 +144,8 @@ func TestRefusedConnections(t *testing.T) {
 				}
 				time.Sleep(ttl / 4)
 			}
-			t.Logf("%d bursts, %d refused starts, %d records", bursts, refusals, len(revs))
+			require.NotZero(t, refusals, "no start was refused: the hog did not take the connections")
+			t.Logf("%d bursts, %d refused starts, %d started, %d records", bursts, refusals, started, len(revs))
 			require.Empty(t, logs.matching("lease lost"), "a running node lost a lease")
 			require.Empty(t, logs.matching("membership"), "a running node lost its membership")
 			last := revs[len(revs)-1]

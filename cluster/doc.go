@@ -199,11 +199,12 @@
 //
 //   - Push listener (PostgreSQL only, unless Config.DisablePush): one
 //     connection, held for as long as the node runs. It only makes
-//     wake-ups early, so it is the first to give way: it is not taken, and
-//     is given up, when the server would be left with fewer than a few
-//     free connections (postgres.ListenReserve, checked every
-//     postgres.ListenCheck), and it reconnects with jittered backoff after
-//     a failure. Meanwhile the node polls every SyncDelay.
+//     wake-ups early, so it is the first to give way: it is not taken
+//     when the server would be left with fewer than a few free connections
+//     (postgres.ListenReserve, checked before each LISTEN), and it
+//     reconnects with jittered backoff after a failure, later after giving
+//     way. Meanwhile the node polls every SyncDelay. A listening connection
+//     sends nothing.
 //   - Publishing: the journal's append connection, held while appends keep
 //     coming and given back to the pool after journal.ConnIdle (1 s)
 //     without one, at most journal.ConnMaxHold at a time. A NOTIFY after
@@ -244,8 +245,12 @@
 //
 // When the database refuses a connection because a limit is reached
 // (dialect.ErrTooManyConnections), OpenSQL and Start fail with an error
-// that says so. A running node treats a refusal as transient: its
-// renewals retry, its sync loop tries again on its next poll, and its
-// listener yields and reconnects later. Through PgBouncer in transaction
-// mode, set DisablePush: it cannot keep a LISTEN.
+// that says so. A running node treats a refusal as transient and puts its
+// membership first: its renewals retry with jittered backoff, more often
+// as the lease's deadline nears; its sync loop stops polling on push
+// wake-ups and retries with a doubling, jittered backoff (up to SyncDelay)
+// until a poll goes through, and while a renewal is overdue it leaves the
+// connections to the renewal (only WaitFor and Sync still read); its
+// listener reconnects later. Through PgBouncer in transaction mode, set
+// DisablePush: it cannot keep a LISTEN.
 package cluster

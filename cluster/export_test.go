@@ -18,3 +18,13 @@ func BarrierPoll(ctx context.Context, n *Node, rev int64) (behind int64, aggrega
 func StoresBehind(ctx context.Context, n *Node, rev int64) (int64, error) {
 	return n.storesBehind(ctx, rev)
 }
+
+// Wake wakes n's sync loop as a push notification does.
+func Wake(n *Node) {
+	n.mu.Lock()
+	l := n.loop
+	n.mu.Unlock()
+	if l != nil {
+		l.wake()
+	}
+}

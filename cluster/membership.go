@@ -151,3 +151,14 @@ func (n *Node) takenOver(ctx context.Context) bool {
 	info, ok, err := n.memberInfo(ctx, lock.MemberLease(n.cfg.NodeID))
 	return err == nil && ok && info.Held && info.Owner != n.members.Owner()
 }
+
+// renewalLate reports whether the membership renewal is overdue: less
+// than half a MemberTTL is left before the lease's trust deadline, where a
+// renewal was due a third of the way into it. The sync loop then leaves
+// the database's connections to the renewal.
+func (n *Node) renewalLate() bool {
+	n.mu.Lock()
+	lease := n.lease
+	n.mu.Unlock()
+	return lease != nil && lease.Held() && time.Until(lease.Deadline()) < n.cfg.MemberTTL/2
+}

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/revision"
 )
@@ -151,5 +153,63 @@ func TestPollCost(t *testing.T) {
 		saves, elapsed = cr.saves.Load(), time.Since(began)
 		t.Logf("burst of 40 publishes in %v: %d saves", elapsed.Round(time.Millisecond), saves)
 		require.LessOrEqual(t, saves, int64(elapsed/(50*time.Millisecond))+1)
+	})
+}
+
+// refusingJournal refuses every poll while refusing is set, as a database
+// out of connections does.
+type refusingJournal struct {
+	countingJournal
+	refusing atomic.Bool
+}
+
+func (r *refusingJournal) Poll(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	if r.refusing.Load() {
+		r.polls.Add(1)
+		return journal.PollResult{}, fmt.Errorf("poll journal: %w: too many connections", dialect.ErrTooManyConnections)
+	}
+	return r.countingJournal.Poll(ctx, after, limit)
+}
+
+// TestRefusedPollsBackOff: while the database refuses connections, a node
+// does not poll on every push wake-up: it retries with a doubling,
+// jittered backoff, and catches up once connections are back.
+func TestRefusedPollsBackOff(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "b", "inst-b")
+		rj := &refusingJournal{countingJournal: countingJournal{Journal: j}}
+		c := cfg("b")
+		c.Journal, c.Revisions, c.Leases, c.Instance = rj, revs, leases, "inst-b"
+		c.SyncDelay = 400 * time.Millisecond
+		b, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { b.Stop(context.Background()) })
+		var seen recorder
+		require.NoError(t, b.Handle("p", &seen))
+		start(t, b)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+
+		rj.refusing.Store(true)
+		rj.polls.Store(0)
+		began := time.Now()
+		var last int64
+		for range 60 {
+			last, err = a.Publish(ctx, "p", []byte("x"))
+			require.NoError(t, err)
+			cluster.Wake(b) // as a push wake-up would, on every backend
+			time.Sleep(10 * time.Millisecond)
+		}
+		polls, elapsed := rj.polls.Load(), time.Since(began)
+		t.Logf("refused for %v: %d polls for 60 wake-ups", elapsed.Round(time.Millisecond), polls)
+		// Retries start at SyncDelay/20 and double up to SyncDelay:
+		// 20, 40, 80, 160, 320, then every 400 ms (±20%).
+		require.LessOrEqual(t, polls, int64(5+elapsed/(300*time.Millisecond)), "polls back off")
+		require.Less(t, b.Stats().Revision, last)
+		rj.refusing.Store(false)
+		require.Eventually(t, func() bool { return b.Stats().Revision >= last }, 10*time.Second, 5*time.Millisecond, "catches up")
+		require.Len(t, seen.got(), 60)
+		require.True(t, b.Stats().Member)
 	})
 }

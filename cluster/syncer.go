@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/revision"
@@ -33,6 +34,11 @@ type syncLoop struct {
 	foreign bool
 	// pending: the last poll saw entries waiting in the journal's outbox.
 	pending bool
+	// refusedUntil: after the database refused a connection, wake-ups wait
+	// until then (the run loop's goroutine only); refusedBo spaces the
+	// retries.
+	refusedUntil time.Time
+	refusedBo    *backoff.Backoff
 
 	mu       sync.Mutex
 	st       Stats
@@ -99,7 +105,8 @@ func (l *syncLoop) failure() error {
 func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	n.mu.Lock()
 	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync,
-		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
+		refusedBo: backoff.New(max(n.cfg.SyncDelay/20, 10*time.Millisecond), n.cfg.SyncDelay)}
 	n.mu.Unlock()
 	j := n.cfg.Journal
 	epoch, err := j.Epoch(ctx)
@@ -699,6 +706,22 @@ func (l *syncLoop) run() {
 			}
 			continue
 		}
+		if len(reqs) == 0 {
+			now := time.Now()
+			if now.Before(l.refusedUntil) {
+				// The database refused a connection: wake-ups wait
+				// for the retry (next), which polls.
+				continue
+			}
+			if l.n.renewalLate() {
+				// The membership renewal is overdue (refused
+				// connections, a slow database): leave the
+				// connections to it, and poll once it has gone
+				// through. Requests are served all the same.
+				next = now.Add(min(max(delay/20, 10*time.Millisecond), 250*time.Millisecond))
+				continue
+			}
+		}
 		if tick {
 			next = time.Now().Add(backoff.Jitter(delay, 0.1))
 		}
@@ -708,6 +731,14 @@ func (l *syncLoop) run() {
 		}
 		for _, r := range reqs {
 			r <- err
+		}
+		if errors.Is(err, dialect.ErrTooManyConnections) {
+			// Degrade to polling, backing off: retry after a jittered,
+			// doubling wait (up to SyncDelay), not on every wake-up.
+			l.refusedUntil = time.Now().Add(backoff.Jitter(l.refusedBo.Next(), 0.2))
+			next = l.refusedUntil
+		} else if err == nil {
+			l.refusedBo.Reset()
 		}
 		l.report(err)
 	}

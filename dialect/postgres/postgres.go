@@ -34,7 +34,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tandem-go/tandem/dialect"
-	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
@@ -401,13 +400,14 @@ var errNotPgx = errors.New("postgres: LISTEN needs a *sql.DB opened with the pgx
 // The listener is the one connection a node holds for good, and it only
 // makes wake-ups early; so it gives way when the server runs short of
 // connections, rather than take the last ones that other nodes' lease
-// renewals need. Before it listens, and every ListenCheck (jittered) while
-// it does, it asks the server how many more connections it would accept
-// — the least of max_connections (less the reserved ones), the role's and
-// the database's CONNECTION LIMIT — and returns an error matching
-// sqldialect.ErrListenerYielded when fewer than ListenReserve would be left
-// (when starting; fewer than half of that once listening). The caller
-// polls meanwhile and tries again later.
+// renewals need. Before it listens (at every reconnect), it asks the
+// server how many more connections it would accept — the least of
+// max_connections (less the reserved ones), the role's and the database's
+// CONNECTION LIMIT — and returns an error matching
+// sqldialect.ErrListenerYielded when fewer than ListenReserve would be
+// left. The caller polls meanwhile and tries again later. Once listening,
+// it sends nothing: an idle node's statements are its polls and its
+// renewals, nothing more.
 func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -422,7 +422,7 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 			return nil
 		}
 		pc := sc.Conn()
-		if listenErr = d.checkRoom(ctx, pc, false); listenErr != nil {
+		if listenErr = d.checkRoom(ctx, pc); listenErr != nil {
 			return driver.ErrBadConn
 		}
 		// channel is a validated table prefix plus "journal": [a-z0-9_].
@@ -432,23 +432,11 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 		}
 		ready()
 		for {
-			wctx, cancel := context.WithTimeout(ctx, backoff.Jitter(ListenCheck, 0.2))
-			_, err := pc.WaitForNotification(wctx)
-			checkDue := err != nil && ctx.Err() == nil && wctx.Err() != nil && !pc.IsClosed()
-			cancel()
-			switch {
-			case err == nil:
-				wake()
-				continue
-			case !checkDue:
+			if _, err := pc.WaitForNotification(ctx); err != nil {
 				listenErr = err
 				return driver.ErrBadConn // discard: it still listens
 			}
-			// Notifications that arrive during the check are buffered
-			// and returned by the next WaitForNotification.
-			if listenErr = d.checkRoom(ctx, pc, true); listenErr != nil {
-				return driver.ErrBadConn
-			}
+			wake()
 		}
 	})
 	if listenErr == nil {
@@ -456,10 +444,6 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 	}
 	return listenErr
 }
-
-// ListenCheck is how often a listening connection checks that the server
-// still has room for other connections (see Listen).
-const ListenCheck = 30 * time.Second
 
 // ListenReserve returns how many connections the listener leaves free
 // under a limit of limit connections: 5% of it, at least 3.
@@ -480,9 +464,8 @@ const roomQuery = `SELECT
 FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()`
 
 // checkRoom returns an error matching sqldialect.ErrListenerYielded when
-// the server would accept fewer than ListenReserve more connections
-// (half of that when listening already).
-func (d pg) checkRoom(ctx context.Context, pc *pgx.Conn, listening bool) error {
+// the server would accept fewer than ListenReserve more connections.
+func (d pg) checkRoom(ctx context.Context, pc *pgx.Conn) error {
 	var lim [3]int64
 	var used [3]int64
 	err := pc.QueryRow(ctx, roomQuery).Scan(&lim[0], &used[0], &lim[1], &used[1], &lim[2], &used[2])
@@ -494,9 +477,6 @@ func (d pg) checkRoom(ctx context.Context, pc *pgx.Conn, listening bool) error {
 			continue
 		}
 		free, need := int(lim[i]-used[i]), ListenReserve(int(lim[i]))
-		if listening {
-			need = (need + 1) / 2
-		}
 		if free < need {
 			return fmt.Errorf("%w: %d of %d connections left under %s, fewer than the %d a listener leaves free",
 				sqldialect.ErrListenerYielded, max(free, 0), lim[i], what, need)

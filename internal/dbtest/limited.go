@@ -115,35 +115,58 @@ func (a *Account) Sessions(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// HogAll takes every connection the account can still open, until the
-// server refuses one (or max are taken), and holds them until release is
-// called (or t ends). It returns how many it took.
+// HogAll takes every connection the account can open, up to max, and
+// keeps doing so until release is called (or t ends): a connection that
+// another client of the account closes meanwhile is taken at once (it
+// tries again every millisecond or so), as a crowd of other clients would.
+// It returns once it holds what it could take at first, and how many that
+// was.
 func (a *Account) HogAll(t testing.TB, max int) (took int, release func()) {
 	t.Helper()
 	pool := a.db.Pool(t, a.DSN)
 	pool.SetMaxIdleConns(0)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithCancel(context.Background())
 	var conns []interface{ Close() error }
-	for len(conns) < max {
+	grab := func() bool {
+		if len(conns) >= max {
+			return false
+		}
 		c, err := pool.Conn(ctx)
 		if err != nil {
-			break
+			return false
 		}
 		conns = append(conns, c)
+		return true
 	}
-	done := false
-	release = func() {
-		if done {
-			return
+	for grab() {
+	}
+	took = len(conns)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if !grab() {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Millisecond):
+				}
+			}
 		}
-		done = true
 		for _, c := range conns {
 			c.Close()
 		}
+	}()
+	released := false
+	release = func() {
+		if released {
+			return
+		}
+		released = true
+		cancel()
+		<-done
 	}
 	t.Cleanup(release)
-	return len(conns), release
+	return took, release
 }
 
 // Hog takes n connections of the account and holds them until the
