@@ -45,6 +45,7 @@ import (
 type wireStats struct {
 	prefix string // replaced by "tandem_" in labels
 	total  atomic.Int64
+	dials  atomic.Int64 // connections opened
 	mu     sync.Mutex
 	labels map[string]int64
 }
@@ -105,15 +106,24 @@ func (s *wireStats) label(q string) string {
 	return q
 }
 
-// countingConn counts what a parser finds in the bytes written to it.
+// countingConn counts what parsers find in the bytes written to it (and,
+// if read is set, read from it).
 type countingConn struct {
 	net.Conn
-	parse func([]byte)
+	write, read func([]byte)
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	c.parse(p[:n])
+	c.write(p[:n])
+	return n, err
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.read != nil {
+		c.read(p[:n])
+	}
 	return n, err
 }
 
@@ -224,19 +234,18 @@ func (p *pgParser) done() {
 	}
 }
 
-// myParser follows the MySQL client protocol on one connection.
-type myParser struct {
-	s      *wireStats
+// myPackets splits one direction of a MySQL connection into packets:
+// 3-byte length, sequence number, payload (of which it keeps maxBody).
+type myPackets struct {
 	inBody bool
 	hdr    []byte
 	left   int
 	seq    byte
 	body   []byte
-	preps  uint32            // statements prepared so far: the server numbers them 1, 2, …
-	ids    map[uint32]string // statement id → text
+	packet func(seq byte, body []byte)
 }
 
-func (p *myParser) write(b []byte) {
+func (p *myPackets) write(b []byte) {
 	for len(b) > 0 {
 		if !p.inBody {
 			k := min(4-len(p.hdr), len(b))
@@ -250,7 +259,7 @@ func (p *myParser) write(b []byte) {
 			p.hdr = p.hdr[:0]
 			p.body = p.body[:0]
 			if p.left == 0 {
-				p.done()
+				p.packet(p.seq, p.body)
 				continue
 			}
 			p.inBody = true
@@ -263,30 +272,49 @@ func (p *myParser) write(b []byte) {
 		p.left -= k
 		if p.left == 0 {
 			p.inBody = false
-			p.done()
+			p.packet(p.seq, p.body)
 		}
 	}
 }
 
-func (p *myParser) done() {
-	if p.seq != 0 || len(p.body) == 0 {
+// myParser follows the MySQL client protocol on one connection: the
+// commands it writes, and the statement ids in the server's answers to
+// COM_STMT_PREPARE (to label later executes).
+type myParser struct {
+	s         *wireStats
+	out, in   myPackets
+	mu        sync.Mutex // the reader and the writer may be different goroutines
+	preparing string     // the text of a prepare awaiting its answer
+	ids       map[uint32]string
+}
+
+func newMyParser(s *wireStats) *myParser {
+	p := &myParser{s: s, ids: map[uint32]string{}}
+	p.out.packet, p.in.packet = p.command, p.answer
+	return p
+}
+
+func (p *myParser) command(seq byte, body []byte) {
+	if seq != 0 || len(body) == 0 {
 		return // not a command (handshake, auth, continued packets)
 	}
-	switch cmd := p.body[0]; cmd {
+	switch cmd := body[0]; cmd {
 	case 0x01, 0x19: // COM_QUIT, COM_STMT_CLOSE: no answer
 	case 0x03: // COM_QUERY
-		p.s.count(p.s.label(string(p.body[1:])))
+		p.s.count(p.s.label(string(body[1:])))
 	case 0x16: // COM_STMT_PREPARE
-		p.preps++
-		if p.ids == nil {
-			p.ids = map[uint32]string{}
-		}
-		p.ids[p.preps] = string(p.body[1:])
-		p.s.count(p.s.label("prepare: " + string(p.body[1:])))
+		p.mu.Lock()
+		p.preparing = string(body[1:])
+		p.mu.Unlock()
+		p.s.count(p.s.label("prepare: " + string(body[1:])))
 	case 0x17: // COM_STMT_EXECUTE
-		label := "execute"
-		if len(p.body) >= 5 {
-			label = p.ids[binary.LittleEndian.Uint32(p.body[1:5])]
+		label := "(execute)"
+		if len(body) >= 5 {
+			p.mu.Lock()
+			if q, ok := p.ids[binary.LittleEndian.Uint32(body[1:5])]; ok {
+				label = q
+			}
+			p.mu.Unlock()
 		}
 		p.s.count(p.s.label(label))
 	case 0x0e:
@@ -294,6 +322,20 @@ func (p *myParser) done() {
 	default:
 		p.s.count(fmt.Sprintf("(command 0x%02x)", cmd))
 	}
+}
+
+// answer notes the statement id of a COM_STMT_PREPARE_OK (the first packet
+// of the answer: 0x00, then the id).
+func (p *myParser) answer(seq byte, body []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.preparing == "" || seq != 1 || len(body) == 0 {
+		return
+	}
+	if body[0] == 0x00 && len(body) >= 5 {
+		p.ids[binary.LittleEndian.Uint32(body[1:5])] = p.preparing
+	}
+	p.preparing = ""
 }
 
 // openCountedPool opens a pool on dsn for driver ("pgx" or "mysql") with
@@ -312,8 +354,9 @@ func openCountedPool(driver, dsn string, s *wireStats) (*sql.DB, error) {
 			if err != nil {
 				return nil, err
 			}
+			s.dials.Add(1)
 			p := &pgParser{s: s}
-			return &countingConn{Conn: c, parse: p.write}, nil
+			return &countingConn{Conn: c, write: p.write}, nil
 		}
 		return stdlib.OpenDB(*cfg), nil
 	case "mysql":
@@ -326,8 +369,9 @@ func openCountedPool(driver, dsn string, s *wireStats) (*sql.DB, error) {
 			if err != nil {
 				return nil, err
 			}
-			p := &myParser{s: s}
-			return &countingConn{Conn: c, parse: p.write}, nil
+			s.dials.Add(1)
+			p := newMyParser(s)
+			return &countingConn{Conn: c, write: p.out.write, read: p.in.write}, nil
 		}
 		conn, err := mysql.NewConnector(cfg)
 		if err != nil {
