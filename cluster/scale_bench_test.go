@@ -47,6 +47,8 @@ import (
 //     for instance because the server ran out of connections — fails the
 //     sub-benchmark with the node's number, the error and the server's
 //     connection count and limit: it does not hang and it is not hidden.
+//     The same holds for the later steps; a failed sub-benchmark reports
+//     no metrics, so it logs those it measured before the failure.
 //     heap-KiB/node is the growth of runtime.MemStats.HeapInuse (after
 //     runtime.GC) from before opening to after starting, over N, and
 //     goroutines/node the growth of runtime.NumGoroutine: the benchmark
@@ -129,6 +131,20 @@ type scaleBackend struct {
 
 func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 	ctx := context.Background()
+	// A failed benchmark reports no metrics: fail logs those measured so
+	// far, then the error.
+	var measured []string
+	report := func(v float64, unit string) {
+		b.ReportMetric(v, unit)
+		measured = append(measured, fmt.Sprintf("%.4g %s", v, unit))
+	}
+	fail := func(format string, args ...any) {
+		b.Helper()
+		if len(measured) > 0 {
+			b.Logf("measured before the failure: %s", strings.Join(measured, ", "))
+		}
+		b.Fatalf("%s nodes=%d: %s", be.name, n, fmt.Sprintf(format, args...))
+	}
 	propRounds, barrierRounds := 100, 30
 	if !be.push {
 		propRounds, barrierRounds = 8, 5
@@ -212,18 +228,18 @@ func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 		err = forEach(n-1, 8, func(i int) error { return openOne(i + 1) })
 	}
 	if err != nil {
-		b.Fatalf("%s nodes=%d: %v%s", be.name, n, err, mon.describe())
+		fail("%v%s", err, mon.describe())
 	}
 	b.Logf("%d nodes opened and started in %v", n, time.Since(began).Round(time.Millisecond))
 	heapAfter, goAfter := heapInuse(), runtime.NumGoroutine()
-	b.ReportMetric(float64(heapAfter-heapBefore)/1024/float64(n), "heap-KiB/node")
-	b.ReportMetric(float64(goAfter-goBefore)/float64(n), "goroutines/node")
+	report(float64(heapAfter-heapBefore)/1024/float64(n), "heap-KiB/node")
+	report(float64(goAfter-goBefore)/float64(n), "goroutines/node")
 
 	// 2. Connections when idle.
 	time.Sleep(2 * journal.ConnIdle)
 	if mon != nil {
 		c := mon.mustConns(b)
-		b.ReportMetric(float64(c-baseConns)/float64(n), "conns/node-idle")
+		report(float64(c-baseConns)/float64(n), "conns/node-idle")
 		b.Logf("idle: %d server connections for %d nodes (%d the harness's); the pools hold %d open, %d in use",
 			c-baseConns, n, baseConns, poolOpen(pools, false), poolOpen(pools, true))
 	}
@@ -236,12 +252,12 @@ func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 		time.Sleep(window)
 		total, dials, took := ws.total.Load()-totalBefore, ws.dials.Load()-dialsBefore, time.Since(start)
 		perNode := func(x int64) float64 { return float64(x) / float64(n) / took.Seconds() }
-		b.ReportMetric(perNode(total), "idle-stmts/node/s")
-		b.ReportMetric(perNode(dials)*60, "idle-dials/node/min")
+		report(perNode(total), "idle-stmts/node/s")
+		report(perNode(dials)*60, "idle-dials/node/min")
 		srv := "not read"
 		if srvBefore >= 0 {
 			d := mon.mustStatements(b) - srvBefore - 1 // less the monitor's own SHOW
-			b.ReportMetric(perNode(d), "idle-srv/node/s")
+			report(perNode(d), "idle-srv/node/s")
 			srv = strconv.FormatInt(d, 10)
 		}
 		var sb strings.Builder
@@ -266,16 +282,16 @@ func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 	burst := time.Since(began)
 	if mon != nil {
 		c := mon.mustConns(b)
-		b.ReportMetric(float64(c-baseConns)/float64(n), "conns/node-published")
+		report(float64(c-baseConns)/float64(n), "conns/node-published")
 		b.Logf("after %d publishes (%v): %d server connections for %d nodes", n, burst.Round(time.Millisecond), c-baseConns, n)
 	}
 	if err != nil {
-		b.Fatalf("%s nodes=%d: every node publishes once: %v%s", be.name, n, err, mon.describe())
+		fail("every node publishes once: %v%s", err, mon.describe())
 	}
 	timeout := 3*syncDelay + 10*time.Second
 	for _, rev := range revs {
 		if _, ok := arr.wait(rev, timeout); !ok {
-			b.Fatalf("%s nodes=%d: revision %d reached %d of %d nodes within %v", be.name, n, rev, arr.count(rev), n-1, timeout)
+			fail("revision %d reached %d of %d nodes within %v", rev, arr.count(rev), n-1, timeout)
 		}
 	}
 
@@ -292,17 +308,17 @@ func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 		start := time.Now()
 		rev, err := pub.Publish(ctx, "scale", []byte("propagate"))
 		if err != nil {
-			b.Fatalf("%s nodes=%d: publish: %v%s", be.name, n, err, mon.describe())
+			fail("publish: %v%s", err, mon.describe())
 		}
 		at, ok := arr.wait(rev, timeout)
 		if !ok {
-			b.Fatalf("%s nodes=%d: revision %d reached %d of %d nodes within %v", be.name, n, rev, arr.count(rev), n-1, timeout)
+			fail("revision %d reached %d of %d nodes within %v", rev, arr.count(rev), n-1, timeout)
 		}
 		lat = append(lat, at.Sub(start))
 	}
 	slices.Sort(lat)
-	b.ReportMetric(ms(percentile(lat, 0.50)), "prop-p50-ms")
-	b.ReportMetric(ms(percentile(lat, 0.99)), "prop-p99-ms")
+	report(ms(percentile(lat, 0.50)), "prop-p50-ms")
+	report(ms(percentile(lat, 0.99)), "prop-p99-ms")
 
 	// 6. Barrier.
 	lat = lat[:0]
@@ -312,19 +328,19 @@ func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 		start := time.Now()
 		rev, err := pub.Publish(ctx, "scale", []byte("barrier"))
 		if err != nil {
-			b.Fatalf("%s nodes=%d: publish: %v%s", be.name, n, err, mon.describe())
+			fail("publish: %v%s", err, mon.describe())
 		}
 		bctx, cancel := context.WithTimeout(ctx, timeout)
 		err = pub.Barrier(bctx, rev)
 		cancel()
 		if err != nil {
-			b.Fatalf("%s nodes=%d: Barrier(%d): %v", be.name, n, rev, err)
+			fail("Barrier(%d): %v%s", rev, err, mon.describe())
 		}
 		lat = append(lat, time.Since(start))
 	}
 	slices.Sort(lat)
-	b.ReportMetric(ms(percentile(lat, 0.50)), "barrier-p50-ms")
-	b.ReportMetric(ms(percentile(lat, 0.99)), "barrier-p99-ms")
+	report(ms(percentile(lat, 0.50)), "barrier-p50-ms")
+	report(ms(percentile(lat, 0.99)), "barrier-p99-ms")
 	b.ReportMetric(0, "ns/op")
 }
 
