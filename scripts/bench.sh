@@ -18,7 +18,7 @@
 # BenchmarkNodeCatchUp.
 #
 # BenchmarkScale (issue 13: 10 to 200 nodes, each on its own pool) runs its
-# scenario once per sub-benchmark and takes about 15 minutes in all; its
+# scenario once per sub-benchmark and takes about 11 minutes in all; its
 # figures in BENCHMARKS.md came from
 #
 #   scripts/bench.sh -v -bench BenchmarkScale -benchtime 1x
