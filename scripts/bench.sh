@@ -16,6 +16,16 @@
 # size. The figures in BENCHMARKS.md used -benchtime 1000x for
 # BenchmarkPropagation on push backends, 50x on MariaDB, and 1x for
 # BenchmarkNodeCatchUp.
+#
+# BenchmarkScale (issue 13: 10 to 200 nodes, each on its own pool) runs its
+# scenario once per sub-benchmark and takes about 11 minutes in all; its
+# figures in BENCHMARKS.md came from
+#
+#   scripts/bench.sh -v -bench BenchmarkScale -benchtime 1x
+#
+# (-v shows the statements an idle node sends). The default run includes it
+# too: it runs its scenario once, whatever -benchtime says. TANDEM_SCALE_SYNCDELAY,
+# TANDEM_SCALE_NODES and TANDEM_SCALE_ROUNDS shorten it; see its doc.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
