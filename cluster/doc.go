@@ -131,8 +131,11 @@
 // statements a second, as many as Jackrabbit's journal poll and
 // heartbeat. A node woken by another's commit (push) sends one poll,
 // which ends the sync when it comes back short of BatchSize, and stores
-// its position at most every 50 ms (a burst of commits costs one save,
-// not one each; the last one is stored 50 ms late at most). When the
+// its position 25 to 50 ms later (at random, so that the nodes one commit
+// woke do not all write at once) and at most every 50 ms: a burst of
+// commits costs one save, not one each. On PostgreSQL with push on, the
+// poll and the save run on the listening connection
+// (journal.SQL.OnListener): a woken node takes no other connection. When the
 // poll shows entries waiting in the outbox (SQL.AppendTx) on a poll tick,
 // the node relays them too.
 //

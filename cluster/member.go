@@ -111,10 +111,14 @@ func (n *Node) Barrier(ctx context.Context, rev int64) error {
 		behind = n.storesBehind
 	}
 	bo := backoff.New(5*time.Millisecond, max(n.cfg.SyncDelay/2, 5*time.Millisecond))
+	last := int64(-1) // the count of the last poll that answered
 	for {
 		count, err := behind(ctx, rev)
 		if err != nil {
 			if ctx.Err() != nil {
+				if last >= 0 {
+					return fmt.Errorf("barrier at revision %d: %d live node(s) behind: %w", rev, last, ctx.Err())
+				}
 				return ctx.Err()
 			}
 			return err
@@ -122,6 +126,7 @@ func (n *Node) Barrier(ctx context.Context, rev int64) error {
 		if count == 0 {
 			return nil
 		}
+		last = count
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("barrier at revision %d: %d live node(s) behind: %w", rev, count, ctx.Err())

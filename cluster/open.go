@@ -131,10 +131,11 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg Config) (*N
 	if err != nil {
 		return nil, fmt.Errorf("open node: %w", refused(err))
 	}
-	revs, err := revision.OpenSQL(ctx, db, d, revision.SQLConfig{Prefix: cfg.Prefix})
+	sqlRevs, err := revision.OpenSQL(ctx, db, d, revision.SQLConfig{Prefix: cfg.Prefix})
 	if err == nil {
 		cfg.Leases, err = lock.OpenSQL(ctx, db, d, lock.SQLConfig{Prefix: cfg.Prefix})
 	}
+	var revs revision.Store = listenerSaves{SQL: sqlRevs, j: j}
 	n, err := finishOpen(ctx, j, revs, cfg, refused(err))
 	if err != nil {
 		return nil, err
@@ -168,4 +169,23 @@ func finishOpen(ctx context.Context, j journal.Journal, revs revision.Store, cfg
 	}
 	_ = j.Close(ctx)
 	return nil, fmt.Errorf("open node: %w", err)
+}
+
+// listenerSaves stores a node's position on its journal's listening
+// connection while there is one (PostgreSQL with push on), so that a node
+// woken by a commit polls and saves without taking another connection
+// from the server; on the pool otherwise.
+type listenerSaves struct {
+	*revision.SQL
+	j *journal.SQL
+}
+
+func (s listenerSaves) Save(ctx context.Context, nodeID string, rev int64, epoch string) error {
+	err := s.j.OnListener(ctx, func(conn *sql.Conn) error {
+		return s.SQL.SaveOn(ctx, conn, nodeID, rev, epoch)
+	})
+	if errors.Is(err, journal.ErrNotListening) {
+		return s.SQL.Save(ctx, nodeID, rev, epoch)
+	}
+	return err
 }

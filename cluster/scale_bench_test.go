@@ -36,6 +36,10 @@ import (
 //
 //	TANDEM_SCALE_SYNCDELAY  the nodes' SyncDelay (default 5s) for quick runs
 //	TANDEM_SCALE_NODES      the node counts, e.g. "10,20" (default as above)
+//	TANDEM_SCALE_POOL       "configured": each node's pool set up by
+//	                        cluster.ConfigurePool (no idle connections);
+//	                        default: database/sql's defaults
+//	TANDEM_SCALE_PUSH       "off": Config.DisablePush on every SQL node
 //	TANDEM_SCALE_ROUNDS     rounds of the propagation and Barrier
 //	                        measurements (default 100 and 30 on push
 //	                        backends, 8 and 5 on MariaDB, which polls)
@@ -174,6 +178,12 @@ func benchScale(b *testing.B, be scaleBackend, n int, syncDelay time.Duration) {
 			pools = append(pools, pool)
 			mu.Unlock()
 			cfg.Prefix = db.Prefix
+			if os.Getenv("TANDEM_SCALE_PUSH") == "off" {
+				cfg.DisablePush = true
+			}
+			if os.Getenv("TANDEM_SCALE_POOL") == "configured" {
+				cluster.ConfigurePool(pool, db.Dialect, cfg)
+			}
 			return cluster.OpenSQL(ctx, pool, db.Dialect, cfg)
 		}
 	} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,8 @@ type syncLoop struct {
 	saved   int64
 	savedAt time.Time
 	foreign bool
+	// saveAfter: when a save that a sync asked for is due (maybeSave).
+	saveAfter time.Time
 	// pending: the last poll saw entries waiting in the journal's outbox.
 	pending bool
 	// refusedUntil: after the database refused a connection, wake-ups wait
@@ -182,7 +185,7 @@ func (l *syncLoop) save(ctx context.Context) error {
 	if err := l.n.cfg.Revisions.Save(ctx, l.n.cfg.NodeID, l.pos, l.epoch); err != nil {
 		return err
 	}
-	l.saved, l.savedAt, l.foreign = l.pos, time.Now(), false
+	l.saved, l.savedAt, l.foreign, l.saveAfter = l.pos, time.Now(), false, time.Time{}
 	return nil
 }
 
@@ -196,18 +199,23 @@ const saveEvery = time.Second
 // loop saves it when due).
 const saveGap = 50 * time.Millisecond
 
-// maybeSave stores the position when it is due: at the end of a sync that
-// applied other nodes' records (so that Barrier sees it; saveGap after the
-// last save at the earliest — the run loop saves it then), and otherwise
-// at most every saveEvery. A position is never stored ahead of what the
-// handlers applied; storing it less often only means more records applied
-// again after a crash, which at-least-once delivery allows.
+// maybeSave stores the position when it is due: after a sync that applied
+// other nodes' records (so that Barrier sees it) — not at once, but
+// between saveGap/2 and saveGap later, at random, and at least saveGap
+// after the last save (the run loop saves it then): the nodes a commit
+// woke all at once do not all write at once, and a burst of commits costs
+// one save — and otherwise at most every saveEvery. A position is never
+// stored ahead of what the handlers applied; storing it less often only
+// means more records applied again after a crash, which at-least-once
+// delivery allows.
 func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 	if l.pos == l.saved {
 		return nil
 	}
-	since := time.Since(l.savedAt)
-	if !(endOfSync && l.foreign && since >= saveGap) && since < saveEvery {
+	if endOfSync && l.foreign && l.saveAfter.IsZero() {
+		l.saveAfter = time.Now().Add(saveGap/2 + rand.N(saveGap/2))
+	}
+	if due, _ := l.saveDue(); due > 0 {
 		return nil
 	}
 	if err := l.save(ctx); err != nil {
@@ -222,11 +230,18 @@ func (l *syncLoop) saveDue() (time.Duration, bool) {
 	if l.pos == l.saved {
 		return 0, false
 	}
-	gap := saveEvery
-	if l.foreign {
-		gap = saveGap
+	at := l.savedAt.Add(saveEvery)
+	if !l.saveAfter.IsZero() {
+		at = maxTime(l.saveAfter, l.savedAt.Add(saveGap))
 	}
-	return max(gap-time.Since(l.savedAt), 0), true
+	return max(time.Until(at), 0), true
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // advance publishes pos to Stats and waiters, waking them if it moved, and

@@ -157,7 +157,10 @@ type SQL struct {
 	relayReqs chan chan error // Waits asking for a relay (relayLoop)
 
 	notifier sqldialect.Notifier // nil when the dialect cannot push
-	notify   chan struct{}       // pending NOTIFY, at most one
+	// listenDo runs statements on the listening connection while there is
+	// one (OnListener).
+	listenDo atomic.Pointer[sqldialect.ConnDoer]
+	notify   chan struct{} // pending NOTIFY, at most one
 	hub      *hub
 	bg       context.Context
 	stopBG   context.CancelFunc
@@ -392,7 +395,13 @@ func (j *SQL) notifyLoop() {
 		case <-j.notify:
 		}
 		ctx, cancel := context.WithTimeout(j.bg, 5*time.Second)
-		err := j.notifier.Notify(ctx, j.db, j.t.Channel())
+		// On the listening connection when there is one: a node that
+		// keeps no idle connections (cluster.ConfigurePool) then takes
+		// none from the server for it.
+		err := j.OnListener(ctx, func(conn *sql.Conn) error { return j.notifier.Notify(ctx, conn, j.t.Channel()) })
+		if errors.Is(err, ErrNotListening) {
+			err = j.notifier.Notify(ctx, j.db, j.t.Channel())
+		}
 		cancel()
 		if err != nil && j.bg.Err() == nil {
 			j.cfg.Logger.Warn("tandem: journal notify failed; other nodes will see the change on their next poll",
@@ -454,9 +463,50 @@ func (j *SQL) Poll(ctx context.Context, after int64, limit int) (PollResult, err
 	if err := checkRead(after, limit); err != nil {
 		return res, fmt.Errorf("poll journal: %w", err)
 	}
-	rows, err := j.db.QueryContext(ctx, j.q.Poll, after, int64(limit))
+	err := j.OnListener(ctx, func(conn *sql.Conn) error {
+		var err error
+		res, err = j.poll(ctx, conn, after, limit)
+		return err
+	})
+	if errors.Is(err, ErrNotListening) {
+		res, err = j.poll(ctx, j.db, after, limit)
+	}
 	if err != nil {
-		return res, fmt.Errorf("poll journal: %w", j.d.Translate(err))
+		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+	}
+	return res, nil
+}
+
+// ErrNotListening is returned by OnListener when the journal holds no
+// listening connection (none yet, lost, or a dialect that cannot push).
+var ErrNotListening = sqldialect.ErrNotListening
+
+// OnListener runs fn on the journal's listening connection, the one Watch
+// holds (PostgreSQL's LISTEN), between two waits for notifications: so a
+// node whose push listener is up polls, and stores its position, without
+// taking another connection from the server. Calls are served one at a
+// time. It returns ErrNotListening, without calling fn, when there is no
+// listening connection (the caller uses its pool instead); otherwise fn's
+// error. fn must not keep conn nor leave a transaction open on it; a
+// statement that breaks the connection makes the listener reconnect.
+func (j *SQL) OnListener(ctx context.Context, fn func(conn *sql.Conn) error) error {
+	do := j.listenDo.Load()
+	if do == nil {
+		return ErrNotListening
+	}
+	return (*do)(ctx, fn)
+}
+
+// queryer is a *sql.DB or a *sql.Conn.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func (j *SQL) poll(ctx context.Context, q queryer, after int64, limit int) (PollResult, error) {
+	var res PollResult
+	rows, err := q.QueryContext(ctx, j.q.Poll, after, int64(limit))
+	if err != nil {
+		return res, j.d.Translate(err)
 	}
 	defer rows.Close()
 	recs := make([]Record, 0, min(limit, 64))
@@ -468,7 +518,7 @@ func (j *SQL) Poll(ctx context.Context, after int64, limit int) (PollResult, err
 		var payload []byte
 		var ts sqldialect.Time
 		if err := rows.Scan(&res.Epoch, &res.Tail, &res.Head, &pending, &rev, &node, &instance, &producer, &payload, &ts); err != nil {
-			return PollResult{}, fmt.Errorf("poll journal: %w", j.d.Translate(err))
+			return PollResult{}, j.d.Translate(err)
 		}
 		meta, res.Pending = true, pending != 0
 		if !rev.Valid {
@@ -481,10 +531,10 @@ func (j *SQL) Poll(ctx context.Context, after int64, limit int) (PollResult, err
 			Producer: producer.String, Payload: payload, Time: ts.T})
 	}
 	if err := rows.Err(); err != nil {
-		return PollResult{}, fmt.Errorf("poll journal: %w", j.d.Translate(err))
+		return PollResult{}, j.d.Translate(err)
 	}
 	if !meta {
-		return PollResult{}, fmt.Errorf("poll journal: %w: the meta or global_revision row is missing", ErrCorrupt)
+		return PollResult{}, fmt.Errorf("%w: the meta or global_revision row is missing", ErrCorrupt)
 	}
 	res.Records = dense(recs, after)
 	if n := len(res.Records); n > 0 {
@@ -632,7 +682,11 @@ func (j *SQL) listenLoop() {
 			}
 			j.hub.wake() // anything could have happened while we were away
 		}
-		err := j.notifier.Listen(j.bg, j.db, j.t.Channel(), ready, j.hub.wake)
+		err := j.notifier.Listen(j.bg, j.db, j.t.Channel(), func(do sqldialect.ConnDoer) {
+			j.listenDo.Store(&do)
+			ready()
+		}, j.hub.wake)
+		j.listenDo.Store(nil)
 		if j.bg.Err() != nil {
 			return
 		}

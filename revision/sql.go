@@ -72,10 +72,27 @@ func (s *SQL) Load(ctx context.Context, nodeID string) (Position, error) {
 
 // Save implements Store.
 func (s *SQL) Save(ctx context.Context, nodeID string, rev int64, epoch string) error {
+	return s.save(ctx, s.db, nodeID, rev, epoch)
+}
+
+// SaveOn is Save through conn, a connection to the store's database that
+// the caller holds (a cluster node saves its position on its journal's
+// listening connection, journal.SQL.OnListener, rather than take another
+// one from the server).
+func (s *SQL) SaveOn(ctx context.Context, conn *sql.Conn, nodeID string, rev int64, epoch string) error {
+	if conn == nil {
+		return fmt.Errorf("save revision: %w: conn is nil", ErrInvalidArgument)
+	}
+	return s.save(ctx, conn, nodeID, rev, epoch)
+}
+
+func (s *SQL) save(ctx context.Context, db interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}, nodeID string, rev int64, epoch string) error {
 	if err := checkSave(nodeID, rev, epoch); err != nil {
 		return fmt.Errorf("save revision: %w", err)
 	}
-	if _, err := s.db.ExecContext(ctx, s.q.SavePosition, nodeID, rev, epoch); err != nil {
+	if _, err := db.ExecContext(ctx, s.q.SavePosition, nodeID, rev, epoch); err != nil {
 		return fmt.Errorf("save revision of %q: %w", nodeID, s.d.Translate(err))
 	}
 	return nil

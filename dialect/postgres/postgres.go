@@ -385,7 +385,7 @@ func (d pg) EndSession(ctx context.Context, db *sql.DB, id string) error {
 }
 
 // Notify implements sqldialect.Notifier.
-func (d pg) Notify(ctx context.Context, db *sql.DB, channel string) error {
+func (d pg) Notify(ctx context.Context, db sqldialect.Execer, channel string) error {
 	_, err := db.ExecContext(ctx, `SELECT pg_notify($1, '')`, channel)
 	return d.Translate(err)
 }
@@ -408,7 +408,7 @@ var errNotPgx = errors.New("postgres: LISTEN needs a *sql.DB opened with the pgx
 // left. The caller polls meanwhile and tries again later. Once listening,
 // it sends nothing: an idle node's statements are its polls and its
 // renewals, nothing more.
-func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error {
+func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready func(sqldialect.ConnDoer), wake func()) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return d.Translate(err)
@@ -430,19 +430,99 @@ func (d pg) Listen(ctx context.Context, db *sql.DB, channel string, ready, wake 
 			listenErr = d.Translate(err)
 			return driver.ErrBadConn
 		}
-		ready()
-		for {
-			if _, err := pc.WaitForNotification(ctx); err != nil {
-				listenErr = err
+		return nil
+	})
+	if listenErr != nil {
+		return listenErr
+	}
+	// Statements run between waits: a request interrupts the wait (the
+	// connection's read deadline, which leaves it usable), runs on conn
+	// through database/sql, and the wait resumes; pgx keeps what arrived
+	// meanwhile for the next wait.
+	reqs := make(chan *doReq)
+	gone := make(chan struct{})
+	defer close(gone)
+	ready(func(rctx context.Context, fn func(*sql.Conn) error) error {
+		r := &doReq{ctx: rctx, fn: fn, done: make(chan error, 1)}
+		select {
+		case reqs <- r:
+		case <-rctx.Done():
+			return rctx.Err()
+		case <-gone:
+			return sqldialect.ErrNotListening
+		}
+		return <-r.done
+	})
+	for {
+		var pending *doReq
+		var waitErr error
+		bad := false
+		rawErr := conn.Raw(func(dc any) error {
+			pc := dc.(*stdlib.Conn).Conn()
+			wctx, cancel := context.WithCancel(ctx)
+			caught := make(chan struct{})
+			go func() {
+				defer close(caught)
+				select {
+				case r := <-reqs:
+					pending = r
+					cancel()
+				case <-wctx.Done():
+				}
+			}()
+			_, err := pc.WaitForNotification(wctx)
+			cancel()
+			<-caught
+			switch {
+			case err == nil:
+				wake()
+			case pending != nil && ctx.Err() == nil && !pc.IsClosed():
+				// Interrupted for a request.
+			default:
+				waitErr, bad = err, true
 				return driver.ErrBadConn // discard: it still listens
 			}
-			wake()
+			return nil
+		})
+		if !bad && rawErr != nil {
+			// The connection is gone (a statement on it saw it fail).
+			waitErr, bad = rawErr, true
 		}
-	})
-	if listenErr == nil {
-		listenErr = ctx.Err()
+		if bad {
+			if pending != nil {
+				pending.done <- sqldialect.ErrNotListening
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return waitErr
+		}
+		if pending == nil {
+			continue
+		}
+		err := pending.fn(conn)
+		pending.done <- err
+		closed := false
+		if rawErr := conn.Raw(func(dc any) error {
+			closed = dc.(*stdlib.Conn).Conn().IsClosed()
+			return nil
+		}); rawErr != nil {
+			closed = true
+		}
+		if closed {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("the listening connection failed during a statement: %w", err)
+		}
 	}
-	return listenErr
+}
+
+// doReq is a statement to run on a listening connection.
+type doReq struct {
+	ctx  context.Context
+	fn   func(*sql.Conn) error
+	done chan error
 }
 
 // ListenReserve returns how many connections the listener leaves free

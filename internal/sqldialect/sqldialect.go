@@ -322,18 +322,37 @@ type Dialect interface {
 // Notifier is implemented by dialects whose database can push a wake-up to
 // other sessions (PostgreSQL's LISTEN/NOTIFY). Dialects without it poll.
 type Notifier interface {
-	// Notify sends a payload-free notification on channel. It must be
-	// called after the change it announces has committed.
-	Notify(ctx context.Context, db *sql.DB, channel string) error
+	// Notify sends a payload-free notification on channel, through db (a
+	// pool, or a connection such as the listening one). It must be called
+	// after the change it announces has committed.
+	Notify(ctx context.Context, db Execer, channel string) error
 	// Listen holds one connection of db, listens on channel and calls
 	// wake (from its own goroutine) for every notification received. It
 	// returns when ctx ends (with ctx's error) or the connection fails.
-	// The caller reconnects with backoff. ready is called once listening.
-	// A dialect that can see how many more connections its server accepts
-	// returns an error matching ErrListenerYielded instead of holding the
-	// last few of them.
-	Listen(ctx context.Context, db *sql.DB, channel string, ready, wake func()) error
+	// The caller reconnects with backoff. ready is called once listening,
+	// with a ConnDoer that runs statements on the listening connection
+	// until Listen returns. A dialect that can see how many more
+	// connections its server accepts returns an error matching
+	// ErrListenerYielded instead of holding the last few of them.
+	Listen(ctx context.Context, db *sql.DB, channel string, ready func(ConnDoer), wake func()) error
 }
+
+// Execer is a *sql.DB, a *sql.Conn or a *sql.Tx.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// ConnDoer runs fn on a listening connection (Notifier.Listen), between
+// two waits for notifications; notifications that arrive meanwhile are
+// kept for the next wait. Calls are served one at a time. It returns
+// ErrNotListening, without calling fn, once the connection is gone (the
+// caller then uses its pool); fn's error otherwise. fn must not keep
+// conn, nor leave a transaction open on it.
+type ConnDoer func(ctx context.Context, fn func(conn *sql.Conn) error) error
+
+// ErrNotListening is returned by a ConnDoer whose listening connection is
+// gone.
+var ErrNotListening = errors.New("the listening connection is gone")
 
 // PendingRequest is the entries one application transaction publishes
 // (Outbox.InsertPending).
