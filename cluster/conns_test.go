@@ -189,7 +189,11 @@ func TestIdleNodeHolds(t *testing.T) {
 			if push {
 				want = 1
 			}
-			require.Equal(t, push, n.Stats().Push)
+			if push {
+				require.Eventually(t, func() bool { return n.Stats().Push }, 10*time.Second, 5*time.Millisecond, "listening")
+			} else {
+				require.False(t, n.Stats().Push)
+			}
 			// Publish once, so that the append connection was taken,
 			// then wait until it is given back (ConnIdle).
 			_, err = n.Publish(ctx, "p", nil)

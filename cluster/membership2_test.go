@@ -271,7 +271,11 @@ func TestDisablePush(t *testing.T) {
 		require.False(t, quiet.Stats().Push)
 		loud := f.open(t, cfg("loud"))
 		start(t, loud)
-		require.Equal(t, f.backend == "file" || f.backend == "postgres", loud.Stats().Push, "PostgreSQL and the folder push; the others poll")
+		if f.backend == "file" || f.backend == "postgres" {
+			require.Eventually(t, func() bool { return loud.Stats().Push }, 10*time.Second, 5*time.Millisecond, "PostgreSQL and the folder push")
+		} else {
+			require.False(t, loud.Stats().Push, "the others poll")
+		}
 		rev, err := loud.Publish(ctx, "p", []byte("x"))
 		require.NoError(t, err)
 		require.NoError(t, quiet.WaitFor(ctx, rev), "polling alone gets there")

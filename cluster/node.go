@@ -746,7 +746,9 @@ type Stats struct {
 	// Push reports whether the node is woken by push notifications
 	// (PostgreSQL's LISTEN/NOTIFY, fsnotify on a folder) besides polling
 	// every SyncDelay; false when the journal cannot push, when
-	// Config.DisablePush is set, or when setting up the watch failed.
+	// Config.DisablePush is set, when setting up the watch failed, and
+	// while a PostgreSQL listener is down (lost, reconnecting, or given up
+	// for want of server connections: see "Connections").
 	Push bool
 	// LastSyncErr is the error of the last sync, nil when it succeeded.
 	// SyncErrors counts them; a failing node logs the first failure at

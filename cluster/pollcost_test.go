@@ -111,7 +111,10 @@ func TestPollCost(t *testing.T) {
 		start(t, b)
 		a := f.open(t, cfg("a"))
 		start(t, a)
-		push := b.Stats().Push
+		push := f.backend == "postgres"
+		if push {
+			require.Eventually(t, func() bool { return b.Stats().Push }, 10*time.Second, 5*time.Millisecond, "listening")
+		}
 		cj.polls.Store(0)
 		cj.others.Store(0)
 		cr.saves.Store(0)

@@ -278,6 +278,9 @@ func (l *syncLoop) stats() Stats {
 	st := l.st
 	st.Epoch = l.epoch
 	st.Push = l.watch != nil
+	if lj, ok := l.n.cfg.Journal.(interface{ Listening() bool }); ok && st.Push {
+		st.Push = lj.Listening()
+	}
 	st.Head = max(st.Head, st.Revision) // the head is never below what was applied
 	st.Lag = st.Head - st.Revision
 	if a := l.cur; a != nil && (a.attempts > 0 || a.timedOut) {

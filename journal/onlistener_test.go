@@ -37,6 +37,7 @@ func TestSQLOnListener(t *testing.T) {
 		return p
 	}
 	listener := pid()
+	require.True(t, w.Listening())
 	var channels int
 	require.NoError(t, w.OnListener(ctx, func(c *sql.Conn) error {
 		return c.QueryRowContext(ctx, `SELECT count(*) FROM pg_listening_channels()`).Scan(&channels)
@@ -85,6 +86,7 @@ func TestSQLOnListener(t *testing.T) {
 	require.NoError(t, err, "a poll while the listener reconnects uses the pool")
 	require.Len(t, res.Records, 20)
 	again := pid()
+	require.True(t, w.Listening())
 	require.NotEqual(t, listener, again, "a new listening session")
 	drain(ch)
 	_, err = writer.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("y")})

@@ -497,6 +497,11 @@ func (j *SQL) OnListener(ctx context.Context, fn func(conn *sql.Conn) error) err
 	return (*do)(ctx, fn)
 }
 
+// Listening reports whether the journal holds its listening connection
+// now: Watch was called and the listener is connected (not lost, nor
+// given up for want of server connections).
+func (j *SQL) Listening() bool { return j.listenDo.Load() != nil }
+
 // queryer is a *sql.DB or a *sql.Conn.
 type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
