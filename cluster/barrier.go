@@ -3,11 +3,13 @@ package cluster
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/sqldialect"
+	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
 )
 
@@ -20,7 +22,10 @@ type behindFunc func(ctx context.Context, rev int64) (int64, error)
 // sqlBehind is behindFunc for a node that OpenSQL opened: one statement
 // (sqldialect.Queries.MembersBehind), one row, whose cost follows the
 // live membership leases rather than every position ever stored.
-func sqlBehind(db *sql.DB, d dialect.Dialect, prefix, nodeID string) (behindFunc, error) {
+// On PostgreSQL with push on it runs on the journal's listening connection
+// (journal.SQL.OnListener), so that a pool which keeps no idle connections
+// does not open one per poll.
+func sqlBehind(db *sql.DB, j *journal.SQL, d dialect.Dialect, prefix, nodeID string) (behindFunc, error) {
 	if prefix == "" {
 		prefix = dialect.DefaultPrefix
 	}
@@ -31,7 +36,14 @@ func sqlBehind(db *sql.DB, d dialect.Dialect, prefix, nodeID string) (behindFunc
 	q := d.Queries(t).MembersBehind
 	return func(ctx context.Context, rev int64) (int64, error) {
 		var n int64
-		if err := db.QueryRowContext(ctx, q, nodeID, rev).Scan(&n); err != nil {
+		err := journal.ErrNotListening
+		if j != nil {
+			err = j.OnListener(ctx, func(conn *sql.Conn) error { return conn.QueryRowContext(ctx, q, nodeID, rev).Scan(&n) })
+		}
+		if errors.Is(err, journal.ErrNotListening) {
+			err = db.QueryRowContext(ctx, q, nodeID, rev).Scan(&n)
+		}
+		if err != nil {
 			return 0, fmt.Errorf("barrier: count the nodes behind: %w", d.Translate(err))
 		}
 		return n, nil

@@ -30,7 +30,7 @@ func TestSQLBehindStatement(t *testing.T) {
 				f, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
 					return fakesql.Reply{Rows: [][]driver.Value{{int64(3)}}}
 				})
-				behind, err := sqlBehind(db, d, c.prefix, "web-1")
+				behind, err := sqlBehind(db, nil, d, c.prefix, "web-1")
 				require.NoError(t, err)
 				n, err := behind(ctx, 42)
 				require.NoError(t, err)
@@ -51,19 +51,19 @@ func TestSQLBehindStatement(t *testing.T) {
 		_, db := fakesql.New(t, func(string, []driver.NamedValue) fakesql.Reply {
 			return fakesql.Reply{Err: mssql.Error{Number: 1222, Message: "Lock request time out period exceeded."}}
 		})
-		behind, err := sqlBehind(db, sqlserver.Dialect, "", "web-1")
+		behind, err := sqlBehind(db, nil, sqlserver.Dialect, "", "web-1")
 		require.NoError(t, err)
 		_, err = behind(ctx, 1)
 		require.ErrorIs(t, err, dialect.ErrLockTimeout, "the dialect translates the driver's error")
 		require.ErrorContains(t, err, "barrier")
 
 		_, db = fakesql.New(t, nil) // no row: not an answer
-		behind, err = sqlBehind(db, oracle.Dialect, "", "web-1")
+		behind, err = sqlBehind(db, nil, oracle.Dialect, "", "web-1")
 		require.NoError(t, err)
 		_, err = behind(ctx, 1)
 		require.ErrorIs(t, err, sql.ErrNoRows)
 
-		_, err = sqlBehind(db, oracle.Dialect, "Bad-", "web-1")
+		_, err = sqlBehind(db, nil, oracle.Dialect, "Bad-", "web-1")
 		require.Error(t, err, "an invalid prefix")
 	})
 }

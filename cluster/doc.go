@@ -206,14 +206,14 @@
 //     when the server would be left with fewer than a few free connections
 //     (postgres.ListenReserve, checked before each LISTEN), and it
 //     reconnects with jittered backoff after a failure, later after giving
-//     way. Meanwhile the node polls every SyncDelay. A listening connection
-//     sends nothing.
+//     way. Meanwhile the node polls every SyncDelay. While it is up, the
+//     node's polls, position saves and NOTIFYs run on it, between its
+//     waits (journal.SQL.OnListener), so they take no other connection.
 //   - Publishing: the journal's append connection, held while appends keep
 //     coming and given back to the pool after journal.ConnIdle (1 s)
-//     without one, at most journal.ConnMaxHold at a time. A NOTIFY after
-//     a commit (PostgreSQL) takes a pool connection for one statement.
-//   - Sync loop (polls, reads, position saves): one connection per
-//     statement, one statement at a time.
+//     without one, at most journal.ConnMaxHold at a time.
+//   - Sync loop (polls, reads, position saves) where no listener is up:
+//     one connection per statement, one statement at a time.
 //   - Membership renewals: one statement every MemberTTL/3. A renewal the
 //     database refuses is retried with jittered backoff, more often as the
 //     lease's deadline nears (see package lock), so a transient refusal
@@ -240,11 +240,19 @@
 // SetMaxIdleConns of them (2 by default) open for good. A pool that serves
 // only the node should keep none; ConfigurePool sets that up (MaxOpenConns
 // SQLConns, MaxIdleConns 0), at the price of a new server session for each
-// statement outside the append connection — about two a SyncDelay on an
-// idle node. Then N idle nodes hold N connections on PostgreSQL with push
-// on and none with push off, plus the few their statements use at any
-// moment (the listeners leave postgres.ListenReserve free for those). A
-// pool that keeps idle connections holds up to that many more per node.
+// statement outside the append connection and the listener: on PostgreSQL
+// with push on, a renewal every MemberTTL/3 and the first append after a
+// quiet second; with push off, every poll too. Then N idle nodes hold N
+// connections on PostgreSQL with push on and none with push off, plus the
+// few their statements use at any moment (the listeners leave
+// postgres.ListenReserve free for those). Measured with the default
+// max_connections of 100 (an account limited to 97; BenchmarkCapacity in
+// BENCHMARKS.md): 100 idle nodes with push on started and stayed members
+// (93 listening, 7 listeners giving way), and 170 with push off. A pool
+// that keeps idle connections holds up to that many more per node, and
+// saves the sessions: new sessions cost the server a process and an
+// authentication each, which shows in the latency of a commit's fan-out
+// to many nodes (BENCHMARKS.md, "Scale").
 //
 // When the database refuses a connection because a limit is reached
 // (dialect.ErrTooManyConnections), OpenSQL and Start fail with an error

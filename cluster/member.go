@@ -93,8 +93,11 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 // the barrier. A node that stopped cleanly released its lease and is not
 // waited for at all.
 //
-// Barrier polls, with a backoff from 5 ms up to SyncDelay/2. On a node that
-// OpenSQL opened, each poll is one query that returns one row: a count of
+// Barrier polls, with a backoff from 5 ms up to 50 ms (SyncDelay/2 if that
+// is shorter; nodes store their position 25 to 50 ms after applying a
+// record). On a node that OpenSQL opened, each poll is one query that
+// returns one row (on PostgreSQL with push on, over the node's listening
+// connection): a count of
 // the live membership leases (by database time) whose node has no position
 // at rev. The database filters the membership rows of the locks table
 // (one per node id that ever joined, live or not: a small table) and looks
@@ -110,7 +113,7 @@ func (n *Node) Barrier(ctx context.Context, rev int64) error {
 	if behind == nil {
 		behind = n.storesBehind
 	}
-	bo := backoff.New(5*time.Millisecond, max(n.cfg.SyncDelay/2, 5*time.Millisecond))
+	bo := backoff.New(5*time.Millisecond, max(min(n.cfg.SyncDelay/2, 50*time.Millisecond), 5*time.Millisecond))
 	last := int64(-1) // the count of the last poll that answered
 	for {
 		count, err := behind(ctx, rev)

@@ -140,7 +140,7 @@ func OpenSQL(ctx context.Context, db *sql.DB, d dialect.Dialect, cfg Config) (*N
 	if err != nil {
 		return nil, err
 	}
-	if n.behind, err = sqlBehind(db, d, cfg.Prefix, cfg.NodeID); err != nil {
+	if n.behind, err = sqlBehind(db, j, d, cfg.Prefix, cfg.NodeID); err != nil {
 		_ = n.Stop(ctx) // not started: closes the journal
 		return nil, fmt.Errorf("open node: %w", err)
 	}
