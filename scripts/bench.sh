@@ -25,7 +25,12 @@
 #
 # (-v shows the statements an idle node sends). The default run includes it
 # too: it runs its scenario once, whatever -benchtime says. TANDEM_SCALE_SYNCDELAY,
-# TANDEM_SCALE_NODES and TANDEM_SCALE_ROUNDS shorten it; see its doc.
+# TANDEM_SCALE_NODES and TANDEM_SCALE_ROUNDS shorten it, and
+# TANDEM_SCALE_POOL=configured gives every node a cluster.ConfigurePool pool;
+# see its doc. BenchmarkCapacity (how many idle nodes fit in 97 PostgreSQL
+# connections, push on and off) likewise runs once, in about 90 s.
+# scripts/pgbench/run.sh is the server-side comparison behind issue 11's
+# decision on cross-node combining.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
