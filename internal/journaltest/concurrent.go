@@ -305,8 +305,14 @@ func Concurrent(t *testing.T, open Opener, cfg ConcurrentConfig) ConcurrentResul
 	for i, r := range all {
 		require.EqualValues(t, i+1, r.Revision)
 		id := string(r.Payload)
-		_, dup := at[id]
-		require.False(t, dup, "payload %q appears twice (revisions %d and %d)", id, at[id], r.Revision)
+		if first, dup := at[id]; dup {
+			// Say enough to tell a batch written twice from a relay that
+			// moved the same pending entries twice.
+			a := all[first-1]
+			t.Fatalf("payload %q appears twice: revision %d (node %s, instance %s, at %s) and %d (node %s, instance %s, at %s); outcome recorded: %+v",
+				id, a.Revision, a.NodeID, a.Instance, a.Time.Format(time.RFC3339Nano),
+				r.Revision, r.NodeID, r.Instance, r.Time.Format(time.RFC3339Nano), results[strings.SplitN(id, "+", 2)[0]])
+		}
 		at[id] = r.Revision
 	}
 	for i, s := range seen {
