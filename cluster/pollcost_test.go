@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tandem-go/tandem/cluster"
 	"github.com/tandem-go/tandem/dialect"
+	"github.com/tandem-go/tandem/internal/locktest"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/revision"
 )
@@ -214,5 +216,79 @@ func TestRefusedPollsBackOff(t *testing.T) {
 		require.Eventually(t, func() bool { return b.Stats().Revision >= last }, 10*time.Second, 5*time.Millisecond, "catches up")
 		require.Len(t, seen.got(), 60)
 		require.True(t, b.Stats().Member)
+	})
+}
+
+// pollLog records when each poll was sent.
+type pollLog struct {
+	journal.Journal
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (p *pollLog) Poll(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	p.mu.Lock()
+	p.times = append(p.times, time.Now())
+	p.mu.Unlock()
+	return journal.Poll(ctx, p.Journal, after, limit)
+}
+
+func (p *pollLog) between(from, to time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, t := range p.times {
+		if !t.Before(from) && t.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestLateRenewalComesFirst: while the membership renewal is overdue
+// (less than half a MemberTTL left before the lease's deadline), the sync
+// loop stops polling and leaves the database's connections to the renewal;
+// requests (Sync) are still served.
+func TestLateRenewalComesFirst(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "b", "inst-b")
+		stall := locktest.NewStall(leases)
+		t.Cleanup(stall.End)
+		pl := &pollLog{Journal: j}
+		c := cfg("b")
+		c.Journal, c.Revisions, c.Leases, c.Instance = pl, revs, stall, "inst-b"
+		c.SyncDelay, c.MemberTTL = 50*time.Millisecond, 2*time.Second
+		c.DisablePush = true
+		b, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { b.Stop(context.Background()) })
+		start(t, b)
+
+		stall.Begin() // renewals hang from now on
+		cut := time.Now()
+		var lost time.Time
+		served := false
+		require.Eventually(t, func() bool {
+			if !served && time.Since(cut) > 1500*time.Millisecond {
+				// Overdue by now: a request is still served.
+				served = true
+				require.NoError(t, b.Sync(ctx))
+			}
+			if !b.Stats().Member {
+				lost = time.Now()
+				return true
+			}
+			return false
+		}, 10*time.Second, 2*time.Millisecond)
+		// The deadline is 95% of MemberTTL after the last renewal that
+		// went through (at most RenewEvery before cut); the renewal is
+		// overdue from half a MemberTTL before it. Leave 150 ms either side.
+		window := pl.between(lost.Add(-c.MemberTTL/2+150*time.Millisecond), lost.Add(-150*time.Millisecond))
+		before := pl.between(cut, cut.Add(300*time.Millisecond))
+		t.Logf("polls: %d in the 300 ms after the stall began, %d while the renewal was overdue (lost %v after the stall)", before, window, lost.Sub(cut).Round(time.Millisecond))
+		require.Positive(t, before, "polls every SyncDelay while the lease is fine")
+		// At most the one Sync served on request.
+		require.LessOrEqual(t, window, 1, "no polls while the renewal is overdue")
 	})
 }
