@@ -128,8 +128,11 @@
 //
 // An idle node sends one poll per SyncDelay (jittered by ±10%) and one
 // membership renewal per MemberTTL/3: at the defaults (5 s, 15 s) 0.4
-// statements a second, as many as Jackrabbit's journal poll and
-// heartbeat. A node woken by another's commit (push) sends one poll,
+// statements a second — Jackrabbit's one journal poll per syncDelay, plus
+// the renewals that make membership a lease. (Drivers add round trips of
+// their own: pgx pings a pooled connection unused for over a second, and
+// a fresh session prepares each statement once; BENCHMARKS.md counts
+// both.) A node woken by another's commit (push) sends one poll,
 // which ends the sync when it comes back short of BatchSize, and stores
 // its position 25 to 50 ms later (at random, so that the nodes one commit
 // woke do not all write at once) and at most every 50 ms: a burst of
