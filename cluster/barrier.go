@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -23,7 +22,7 @@ type behindFunc func(ctx context.Context, rev int64) (int64, error)
 // (sqldialect.Queries.MembersBehind), one row, whose cost follows the
 // live membership leases rather than every position ever stored.
 // On PostgreSQL with push on it runs on the journal's listening connection
-// (journal.SQL.OnListener), so that a pool which keeps no idle connections
+// (journal.SQL.WithSession), so that a pool which keeps no idle connections
 // does not open one per poll.
 func sqlBehind(db *sql.DB, j *journal.SQL, d dialect.Dialect, prefix, nodeID string) (behindFunc, error) {
 	if prefix == "" {
@@ -33,15 +32,15 @@ func sqlBehind(db *sql.DB, j *journal.SQL, d dialect.Dialect, prefix, nodeID str
 	if err != nil {
 		return nil, err
 	}
-	q := d.Queries(t).MembersBehind
+	query := d.Queries(t).MembersBehind
 	return func(ctx context.Context, rev int64) (int64, error) {
 		var n int64
-		err := journal.ErrNotListening
+		count := func(q journal.Queryer) error { return q.QueryRowContext(ctx, query, nodeID, rev).Scan(&n) }
+		var err error
 		if j != nil {
-			err = j.OnListener(ctx, func(conn *sql.Conn) error { return conn.QueryRowContext(ctx, q, nodeID, rev).Scan(&n) })
-		}
-		if errors.Is(err, journal.ErrNotListening) {
-			err = db.QueryRowContext(ctx, q, nodeID, rev).Scan(&n)
+			err = j.WithSession(ctx, count)
+		} else {
+			err = count(db)
 		}
 		if err != nil {
 			return 0, fmt.Errorf("barrier: count the nodes behind: %w", d.Translate(err))

@@ -138,7 +138,7 @@
 // woke do not all write at once) and at most every 50 ms: a burst of
 // commits costs one save, not one each. On PostgreSQL with push on, the
 // poll and the save run on the listening connection
-// (journal.SQL.OnListener): a woken node takes no other connection. When the
+// (journal.SQL.WithSession): a woken node takes no other connection. When the
 // poll shows entries waiting in the outbox (SQL.AppendTx) on a poll tick,
 // the node relays them too.
 //
@@ -211,7 +211,7 @@
 //     reconnects with jittered backoff after a failure, later after giving
 //     way. Meanwhile the node polls every SyncDelay. While it is up, the
 //     node's polls, position saves and NOTIFYs run on it, between its
-//     waits (journal.SQL.OnListener), so they take no other connection.
+//     waits (journal.SQL.WithSession), so they take no other connection.
 //   - Publishing: the journal's append connection, held while appends keep
 //     coming and given back to the pool after journal.ConnIdle (1 s)
 //     without one, at most journal.ConnMaxHold at a time.

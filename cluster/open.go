@@ -181,11 +181,5 @@ type listenerSaves struct {
 }
 
 func (s listenerSaves) Save(ctx context.Context, nodeID string, rev int64, epoch string) error {
-	err := s.j.OnListener(ctx, func(conn *sql.Conn) error {
-		return s.SQL.SaveOn(ctx, conn, nodeID, rev, epoch)
-	})
-	if errors.Is(err, journal.ErrNotListening) {
-		return s.SQL.Save(ctx, nodeID, rev, epoch)
-	}
-	return err
+	return s.j.WithSession(ctx, func(q journal.Queryer) error { return s.SQL.SaveOn(ctx, q, nodeID, rev, epoch) })
 }

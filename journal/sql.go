@@ -158,7 +158,7 @@ type SQL struct {
 
 	notifier sqldialect.Notifier // nil when the dialect cannot push
 	// listenDo runs statements on the listening connection while there is
-	// one (OnListener).
+	// one (WithSession).
 	listenDo atomic.Pointer[sqldialect.ConnDoer]
 	notify   chan struct{} // pending NOTIFY, at most one
 	hub      *hub
@@ -398,10 +398,7 @@ func (j *SQL) notifyLoop() {
 		// On the listening connection when there is one: a node that
 		// keeps no idle connections (cluster.ConfigurePool) then takes
 		// none from the server for it.
-		err := j.OnListener(ctx, func(conn *sql.Conn) error { return j.notifier.Notify(ctx, conn, j.t.Channel()) })
-		if errors.Is(err, ErrNotListening) {
-			err = j.notifier.Notify(ctx, j.db, j.t.Channel())
-		}
+		err := j.WithSession(ctx, func(q Queryer) error { return j.notifier.Notify(ctx, q, j.t.Channel()) })
 		cancel()
 		if err != nil && j.bg.Err() == nil {
 			j.cfg.Logger.Warn("tandem: journal notify failed; other nodes will see the change on their next poll",
@@ -463,38 +460,42 @@ func (j *SQL) Poll(ctx context.Context, after int64, limit int) (PollResult, err
 	if err := checkRead(after, limit); err != nil {
 		return res, fmt.Errorf("poll journal: %w", err)
 	}
-	err := j.OnListener(ctx, func(conn *sql.Conn) error {
+	err := j.WithSession(ctx, func(q Queryer) error {
 		var err error
-		res, err = j.poll(ctx, conn, after, limit)
+		res, err = j.poll(ctx, q, after, limit)
 		return err
 	})
-	if errors.Is(err, ErrNotListening) {
-		res, err = j.poll(ctx, j.db, after, limit)
-	}
 	if err != nil {
 		return PollResult{}, fmt.Errorf("poll journal: %w", err)
 	}
 	return res, nil
 }
 
-// ErrNotListening is returned by OnListener when the journal holds no
-// listening connection (none yet, lost, or a dialect that cannot push).
-var ErrNotListening = sqldialect.ErrNotListening
+// Queryer is where WithSession runs statements: the listening connection
+// (a *sql.Conn) or the journal's pool (its *sql.DB).
+type Queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
 
-// OnListener runs fn on the journal's listening connection, the one Watch
-// holds (PostgreSQL's LISTEN), between two waits for notifications: so a
-// node whose push listener is up polls, and stores its position, without
-// taking another connection from the server. Calls are served one at a
-// time. It returns ErrNotListening, without calling fn, when there is no
-// listening connection (the caller uses its pool instead); otherwise fn's
-// error. fn must not keep conn nor leave a transaction open on it; a
-// statement that breaks the connection makes the listener reconnect.
-func (j *SQL) OnListener(ctx context.Context, fn func(conn *sql.Conn) error) error {
-	do := j.listenDo.Load()
-	if do == nil {
-		return ErrNotListening
+// WithSession runs fn on the journal's listening connection while there is
+// one (the one Watch holds: PostgreSQL's LISTEN), between two waits for
+// notifications, and on the journal's pool otherwise (no listener yet, one
+// lost or given way, a dialect that cannot push). So a node whose push
+// listener is up polls, stores its position and notifies without taking
+// another connection from the server. Calls on the listener are served one
+// at a time. fn must not keep q nor leave a transaction open on it; a
+// statement that breaks the listening connection makes the listener
+// reconnect, and the calls after it use the pool meanwhile.
+func (j *SQL) WithSession(ctx context.Context, fn func(q Queryer) error) error {
+	if do := j.listenDo.Load(); do != nil {
+		err := (*do)(ctx, func(conn *sql.Conn) error { return fn(conn) })
+		if !errors.Is(err, sqldialect.ErrNotListening) {
+			return err
+		}
 	}
-	return (*do)(ctx, fn)
+	return fn(j.db)
 }
 
 // Listening reports whether the journal holds its listening connection
@@ -502,12 +503,7 @@ func (j *SQL) OnListener(ctx context.Context, fn func(conn *sql.Conn) error) err
 // given up for want of server connections).
 func (j *SQL) Listening() bool { return j.listenDo.Load() != nil }
 
-// queryer is a *sql.DB or a *sql.Conn.
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func (j *SQL) poll(ctx context.Context, q queryer, after int64, limit int) (PollResult, error) {
+func (j *SQL) poll(ctx context.Context, q Queryer, after int64, limit int) (PollResult, error) {
 	var res PollResult
 	rows, err := q.QueryContext(ctx, j.q.Poll, after, int64(limit))
 	if err != nil {

@@ -75,20 +75,23 @@ func (s *SQL) Save(ctx context.Context, nodeID string, rev int64, epoch string) 
 	return s.save(ctx, s.db, nodeID, rev, epoch)
 }
 
-// SaveOn is Save through conn, a connection to the store's database that
-// the caller holds (a cluster node saves its position on its journal's
-// listening connection, journal.SQL.OnListener, rather than take another
-// one from the server).
-func (s *SQL) SaveOn(ctx context.Context, conn *sql.Conn, nodeID string, rev int64, epoch string) error {
-	if conn == nil {
-		return fmt.Errorf("save revision: %w: conn is nil", ErrInvalidArgument)
-	}
-	return s.save(ctx, conn, nodeID, rev, epoch)
+// Execer is a *sql.DB, a *sql.Conn or a *sql.Tx of the store's database.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func (s *SQL) save(ctx context.Context, db interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}, nodeID string, rev int64, epoch string) error {
+// SaveOn is Save through db, a connection (or pool) of the store's
+// database that the caller chose: a cluster node saves its position on its
+// journal's listening connection (journal.SQL.WithSession) rather than
+// take another one from the server.
+func (s *SQL) SaveOn(ctx context.Context, db Execer, nodeID string, rev int64, epoch string) error {
+	if db == nil {
+		return fmt.Errorf("save revision: %w: db is nil", ErrInvalidArgument)
+	}
+	return s.save(ctx, db, nodeID, rev, epoch)
+}
+
+func (s *SQL) save(ctx context.Context, db Execer, nodeID string, rev int64, epoch string) error {
 	if err := checkSave(nodeID, rev, epoch); err != nil {
 		return fmt.Errorf("save revision: %w", err)
 	}
