@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/internal/dbtest"
+	"github.com/tandem-go/tandem/internal/journaltest"
 	"github.com/tandem-go/tandem/journal"
 )
 
@@ -46,7 +47,7 @@ func TestSQLWithSession(t *testing.T) {
 	ch, err := w.Watch(ctx)
 	require.NoError(t, err)
 	listener := listening()
-	drain(ch)
+	journaltest.Drain(ch)
 
 	// Statements and notifications interleave: every append is followed
 	// by a wake-up, however many statements run meanwhile.
@@ -105,23 +106,13 @@ func TestSQLWithSession(t *testing.T) {
 		again := listening()
 		require.NotEqual(t, listener, again, "%s: a new listening session", c.name)
 		listener = again
-		drain(ch)
+		journaltest.Drain(ch)
 		_, err = writer.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("y")})
 		require.NoError(t, err)
 		select {
 		case <-ch:
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: no wake-up after the listener reconnected", c.name)
-		}
-	}
-}
-
-func drain(ch <-chan struct{}) {
-	for {
-		select {
-		case <-ch:
-		default:
-			return
 		}
 	}
 }

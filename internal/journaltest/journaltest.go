@@ -463,7 +463,7 @@ func testWatch(t *testing.T, open Opener) {
 	case <-ch:
 	case <-time.After(2 * time.Second):
 	}
-	drain(ch)
+	Drain(ch)
 	_, err = b.Append(ctx, e("p", "wake"))
 	require.NoError(t, err)
 	select {
@@ -476,7 +476,8 @@ func testWatch(t *testing.T, open Opener) {
 	}
 }
 
-func drain(ch <-chan struct{}) {
+// Drain takes every wake-up already waiting on ch.
+func Drain(ch <-chan struct{}) {
 	for {
 		select {
 		case <-ch:
