@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -168,6 +169,167 @@ func TestSQLKillQueryTx(t *testing.T) {
 			require.Zero(t, res.Unknown)
 			require.Positive(t, hits.total())
 			require.Positive(t, res.Stats.Relayed)
+		})
+	}
+}
+
+// TestSQLRelayKilled interrupts relays at random moments, hundreds of
+// times (KILL QUERY on MariaDB; pg_cancel_backend or pg_terminate_backend
+// on PostgreSQL), and checks after each that it moved whole transactions
+// or nothing: no handle both pending and in the journal. At the end, one
+// relay that nobody interrupts leaves every committed transaction in the
+// journal exactly once, dense. MariaDB lets a multi-table DELETE killed at
+// the wrong moment report success having deleted nothing; the relay
+// procedure of schema versions 4 and 5 (relay_v1) then committed, and its
+// entries were relayed a second time.
+func TestSQLRelayKilled(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			s := &sessions{}
+			j := openSQLConfig(t, db, hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: s},
+				journal.SQLConfig{NodeID: "r", LockTimeout: 2 * time.Second})
+			kill := killFunc(db)
+			both := `SELECT COUNT(*) FROM ` + db.Prefix + `pending p JOIN ` + db.Prefix + `journal j ON j.batch_id = p.handle`
+			staged := map[int64]int{}
+			var relays, killed, failed int
+			for deadline := time.Now().Add(journaltest.Duration() + 2*time.Second); relays < 1500 && time.Now().Before(deadline); relays++ {
+				for range 1 + rand.IntN(4) {
+					tx, err := db.DB.BeginTx(ctx, nil)
+					require.NoError(t, err)
+					entries := make([]journal.Entry, 1+rand.IntN(3))
+					for k := range entries {
+						entries[k] = journal.Entry{Producer: "p", Payload: fmt.Appendf(nil, "%d/%d", relays, k)}
+					}
+					p, err := j.AppendTx(ctx, tx, entries...)
+					require.NoError(t, err)
+					require.NoError(t, tx.Commit())
+					staged[p.Handle()] = len(entries)
+				}
+				hit := make(chan bool, 1)
+				go func() {
+					time.Sleep(rand.N(1500 * time.Microsecond))
+					id := s.last()
+					hit <- id != "" && kill(ctx, id) == nil
+				}()
+				_, err := j.Relay(ctx)
+				if <-hit {
+					killed++
+				}
+				if err != nil {
+					failed++
+				}
+				var n int64
+				require.NoError(t, db.DB.QueryRowContext(ctx, both).Scan(&n))
+				require.Zero(t, n, "relay %d (error: %v) left entries both pending and in the journal", relays, err)
+			}
+			t.Logf("%d relays, %d interrupted, %d failed", relays, killed, failed)
+			require.Positive(t, failed, "the injector interrupted no relay")
+
+			_, err := j.Relay(ctx)
+			require.NoError(t, err)
+			head, err := j.Head(ctx)
+			require.NoError(t, err)
+			var count, top int64
+			require.NoError(t, db.DB.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(revision), 0) FROM `+db.Prefix+`journal`).Scan(&count, &top))
+			require.Equal(t, head, top)
+			require.Equal(t, head, count, "dense")
+			rows, err := db.DB.QueryContext(ctx, `SELECT batch_id, COUNT(*), MAX(revision) - MIN(revision) + 1 FROM `+db.Prefix+`journal GROUP BY batch_id`)
+			require.NoError(t, err)
+			defer rows.Close()
+			moved := 0
+			for rows.Next() {
+				var batch, n, span int64
+				require.NoError(t, rows.Scan(&batch, &n, &span))
+				require.EqualValues(t, staged[batch], n, "handle %d: records", batch)
+				require.Equal(t, n, span, "handle %d: consecutive", batch)
+				moved++
+			}
+			require.NoError(t, rows.Err())
+			require.Equal(t, len(staged), moved, "every committed transaction relayed")
+		})
+	}
+}
+
+// TestSQLRelayChecksItsWork has a relay's delete find more pending rows
+// than its copy took (a writer reusing a handle while the relay waits for
+// a row lock): the relay must not commit a state in which the copy and
+// the delete disagree. On MySQL the procedure rolls back and fails (its
+// row-count check, the guard against statements cut short); PostgreSQL's
+// one-statement relay moves exactly the rows it deletes. Either way no
+// pending row is lost and none is relayed twice.
+func TestSQLRelayChecksItsWork(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			j := openSQLConfig(t, db, b.Dialect, journal.SQLConfig{NodeID: "r", LockTimeout: 10 * time.Second})
+			q := func(s string) string { return rebind(b.Name, s) }
+			now := "UTC_TIMESTAMP(6)"
+			if b.Name == "postgres" {
+				now = "now()"
+			}
+			insert := q(`INSERT INTO ` + db.Prefix + `pending (handle, seq, node_id, instance, producer, payload, created_at) VALUES (?, ?, 'w', 'i', 'p', ?, ` + now + `)`)
+			const handle = 77
+			for seq := 1; seq <= 2; seq++ {
+				_, err := db.DB.ExecContext(ctx, insert, handle, seq, []byte(fmt.Sprint(seq)))
+				require.NoError(t, err)
+			}
+			// A reader holds a row of the handle: the relay's delete waits.
+			locker, err := db.DB.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			defer locker.Rollback()
+			share := "LOCK IN SHARE MODE"
+			if b.Name == "postgres" {
+				share = "FOR SHARE"
+			}
+			var one int
+			require.NoError(t, locker.QueryRowContext(ctx, q(`SELECT 1 FROM `+db.Prefix+`pending WHERE handle = ? AND seq = 1 `+share), handle).Scan(&one))
+			relayed := make(chan error, 1)
+			go func() {
+				_, err := j.Relay(ctx)
+				relayed <- err
+			}()
+			// Once the relay waits, a third row of the handle commits.
+			waiting := `SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'DELETE p FROM ` + db.Prefix + `pending%'`
+			if b.Name == "postgres" {
+				waiting = `SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`
+			}
+			require.Eventually(t, func() bool {
+				var n int
+				return db.DB.QueryRowContext(ctx, waiting).Scan(&n) == nil && n > 0
+			}, 20*time.Second, time.Millisecond, "the relay never waited for the locked row")
+			_, err = db.DB.ExecContext(ctx, insert, handle, 3, []byte("3"))
+			require.NoError(t, err)
+			require.NoError(t, locker.Rollback())
+			err = <-relayed
+			if b.Name == "mysql" {
+				require.ErrorContains(t, err, "did not do all of its work", "the procedure saw its delete disagree with its copy")
+			} else {
+				require.NoError(t, err)
+			}
+			// Relays that nobody disturbs move what is left.
+			_, err = j.Relay(ctx)
+			require.NoError(t, err)
+			rows, err := db.DB.QueryContext(ctx, q(`SELECT payload FROM `+db.Prefix+`journal WHERE batch_id = ? ORDER BY revision`), handle)
+			require.NoError(t, err)
+			defer rows.Close()
+			var got []string
+			for rows.Next() {
+				var p []byte
+				require.NoError(t, rows.Scan(&p))
+				got = append(got, string(p))
+			}
+			require.NoError(t, rows.Err())
+			require.ElementsMatch(t, []string{"1", "2", "3"}, got, "every pending row relayed once")
+			var left int
+			require.NoError(t, db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+db.Prefix+`pending`).Scan(&left))
+			require.Zero(t, left)
 		})
 	}
 }

@@ -24,8 +24,9 @@ import (
 // connections, so that a fault injector aims at those and at nothing else
 // on the shared test server.
 type sessions struct {
-	mu  sync.Mutex
-	ids map[string]bool
+	mu     sync.Mutex
+	ids    map[string]bool
+	latest string
 }
 
 func (s *sessions) add(id string) {
@@ -35,6 +36,14 @@ func (s *sessions) add(id string) {
 		s.ids = map[string]bool{}
 	}
 	s.ids[id] = true
+	s.latest = id
+}
+
+// last returns the session recorded last ("" before the first).
+func (s *sessions) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest
 }
 
 func (s *sessions) list() []string {

@@ -34,7 +34,7 @@ func (tg *target) leftovers(t *testing.T) []string {
 		}
 	}
 	if tg.name == "mysql" {
-		for _, p := range []string{"append_v1", "append_v2", "relay_v1"} {
+		for _, p := range []string{"append_v1", "append_v2", "append_v3", "relay_v1", "relay_v2"} {
 			var n int
 			require.NoError(t, tg.db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = ?`, tg.db.Prefix+p).Scan(&n))
 			if n > 0 {

@@ -152,7 +152,7 @@ BEGIN
 END`
 }
 
-// procV2 is the append procedure of this release: it locks the counter
+// procV2 is the append procedure of schema versions 2 to 5: it locks the counter
 // row, checks the expected head (p_expect < 0: unconditional), bumps the
 // counter, inserts the entries of p_entries (a JSON array of [producer,
 // base64 payload] pairs) with consecutive revisions, the node id, the
@@ -162,7 +162,8 @@ END`
 // Its EXIT HANDLER rolls back what a failed statement left open, but
 // MariaDB skips handlers for a killed statement (KILL QUERY,
 // max_statement_time): the journal never relies on it, and discards the
-// connection after any error, which rolls back on the server.
+// connection after any error, which rolls back on the server. Releases of
+// those versions call it; it stays while they may be running.
 func procV2(t sqldialect.Tables) (name, body string) {
 	name = t.Prefix + "append_v2"
 	return name, `CREATE PROCEDURE ` + name + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_instance VARCHAR(64), IN p_batch BIGINT, IN p_expect BIGINT, IN p_entries LONGTEXT)
@@ -183,6 +184,51 @@ BEGIN
 			ord      FOR ORDINALITY,
 			producer VARCHAR(128) CHARACTER SET ascii PATH '$[0]',
 			payload  LONGTEXT PATH '$[1]')) AS e;
+		COMMIT;
+		SELECT v_rev + 1;
+	END IF;
+END`
+}
+
+// procV3 is the append procedure of this release (schema version 6):
+// procV2 that commits only when its statements did all of their work —
+// the counter row updated, p_n records inserted — and otherwise rolls back
+// and raises SQLSTATE 45000. MariaDB has been seen to let a statement
+// interrupted by KILL QUERY end without an error and without its work (a
+// multi-table DELETE in the relay, see relayProcV1); a commit after such a
+// statement would leave a gap under the counter.
+func procV3(t sqldialect.Tables) (name, body string) {
+	name = t.Prefix + "append_v3"
+	return name, `CREATE PROCEDURE ` + name + `(IN p_n BIGINT, IN p_node VARCHAR(64), IN p_instance VARCHAR(64), IN p_batch BIGINT, IN p_expect BIGINT, IN p_entries LONGTEXT)
+MODIFIES SQL DATA
+BEGIN
+	DECLARE v_rev BIGINT;
+	DECLARE v_updated BIGINT;
+	DECLARE v_inserted BIGINT;
+	DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+	START TRANSACTION;
+	SELECT revision INTO v_rev FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE;
+	IF v_rev IS NULL THEN
+		ROLLBACK;
+		SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'tandem append: the counter row was not read; rolled back';
+	END IF;
+	IF p_expect >= 0 AND v_rev <> p_expect THEN
+		ROLLBACK;
+		SELECT -1;
+	ELSE
+		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + p_n WHERE id = 1;
+		SET v_updated = ROW_COUNT();
+		INSERT INTO ` + t.Journal + ` (revision, node_id, instance, batch_id, producer, payload, created_at)
+		SELECT v_rev + e.ord, p_node, p_instance, p_batch, e.producer, FROM_BASE64(e.payload), UTC_TIMESTAMP(6)
+		FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
+			ord      FOR ORDINALITY,
+			producer VARCHAR(128) CHARACTER SET ascii PATH '$[0]',
+			payload  LONGTEXT PATH '$[1]')) AS e;
+		SET v_inserted = ROW_COUNT();
+		IF v_updated <> 1 OR v_inserted <> p_n THEN
+			ROLLBACK;
+			SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'tandem append: a statement did not do all of its work (interrupted?); rolled back';
+		END IF;
 		COMMIT;
 		SELECT v_rev + 1;
 	END IF;
@@ -234,7 +280,7 @@ func (d my) Migrations(t sqldialect.Tables) []sqldialect.Migration {
 			if _, err := conn.ExecContext(ctx, pendingDDL(t)); err != nil {
 				return err
 			}
-			name, body := relayProc(t)
+			name, body := relayProcV1(t)
 			if err := createProcedure(ctx, conn, name, body); err != nil {
 				return err
 			}
@@ -248,6 +294,19 @@ func (d my) Migrations(t sqldialect.Tables) []sqldialect.Migration {
 				}
 			}
 			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 5 WHERE id = 1 AND COALESCE(migration, 1) < 5`)
+			return err
+		}},
+		// Version 6: the append and relay procedures that check their
+		// statements' row counts before they commit. Releases of versions
+		// 1 to 5 keep calling append_v1, append_v2 and relay_v1.
+		{Version: 6, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			for _, proc := range []func(sqldialect.Tables) (string, string){procV3, relayProc} {
+				name, body := proc(t)
+				if err := createProcedure(ctx, conn, name, body); err != nil {
+					return err
+				}
+			}
+			_, err := conn.ExecContext(ctx, `UPDATE `+t.Meta+` SET migration = 6 WHERE id = 1 AND COALESCE(migration, 1) < 6`)
 			return err
 		}},
 	}
@@ -318,7 +377,7 @@ func (d my) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Du
 // migration (append_v1 included, which older nodes call), then the tables.
 func (my) DropSchema(t sqldialect.Tables) []string {
 	var out []string
-	for _, proc := range []func(sqldialect.Tables) (string, string){procV1, procV2, relayProc} {
+	for _, proc := range []func(sqldialect.Tables) (string, string){procV1, procV2, procV3, relayProcV1, relayProc} {
 		name, _ := proc(t)
 		out = append(out, `DROP PROCEDURE IF EXISTS `+name)
 	}
@@ -376,7 +435,7 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 func (d my) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
-	name, _ := procV2(r.Tables)
+	name, _ := procV3(r.Tables)
 	// Preparing happens before the lock is taken; the CALL is the one
 	// round trip that holds it.
 	stmt, err := conn.PrepareContext(ctx, `CALL `+name+`(?, ?, ?, ?, ?, ?)`)

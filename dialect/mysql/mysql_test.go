@@ -60,7 +60,7 @@ func TestEntriesJSON(t *testing.T) {
 func TestProcedureSQL(t *testing.T) {
 	tb, err := sqldialect.NewTables("Prefix", "zz_")
 	require.NoError(t, err)
-	for _, proc := range []func(sqldialect.Tables) (string, string){procV1, procV2} {
+	for _, proc := range []func(sqldialect.Tables) (string, string){procV1, procV2, procV3} {
 		name, s := proc(tb)
 		require.True(t, strings.HasPrefix(s, "CREATE PROCEDURE "+name+"("))
 		require.Contains(t, s, "FROM zz_global_revision WHERE id = 1 FOR UPDATE")
@@ -72,6 +72,41 @@ func TestProcedureSQL(t *testing.T) {
 	require.Equal(t, "zz_append_v2", name)
 	require.Contains(t, s, "(revision, node_id, instance, batch_id, producer, payload, created_at)")
 	require.Contains(t, s, "p_node, p_instance, p_batch, e.producer")
+
+	// Version 6: the append and relay commit only after their statements
+	// did all of their work.
+	name, s = procV3(tb)
+	require.Equal(t, "zz_append_v3", name)
+	require.Contains(t, s, "p_node, p_instance, p_batch, e.producer")
+	checkGuarded(t, s, "IF v_updated <> 1 OR v_inserted <> p_n THEN")
+	name, s = relayProc(tb)
+	require.Equal(t, "zz_relay_v2", name)
+	checkGuarded(t, s, "IF v_deleted <> v_n OR v_updated <> 1 THEN")
+	name, _ = relayProcV1(tb)
+	require.Equal(t, "zz_relay_v1", name, "the relay of versions 4 and 5 keeps its name for the nodes that call it")
+}
+
+// checkGuarded checks that procedure body s reads each statement's row
+// count right after it, and that the check (cond) rolls back and signals
+// before the one COMMIT.
+func checkGuarded(t *testing.T, s, cond string) {
+	t.Helper()
+	for _, stmt := range []string{"UPDATE zz_global_revision", "INSERT INTO zz_journal", "DELETE p FROM zz_pending"} {
+		i := strings.Index(s, stmt)
+		if i < 0 {
+			continue
+		}
+		rest := s[i:]
+		end := strings.Index(rest, ";\n")
+		require.Positive(t, end, stmt)
+		require.True(t, strings.HasPrefix(strings.TrimSpace(rest[end+1:]), "SET v_"), "%s: its ROW_COUNT() is read next", stmt)
+		require.Contains(t, strings.TrimSpace(rest[end+1:])[:40], "= ROW_COUNT();")
+	}
+	c := strings.Index(s, cond)
+	require.Positive(t, c, cond)
+	require.True(t, strings.HasPrefix(strings.TrimSpace(s[c+len(cond):]), "ROLLBACK;\n\t\t\tSIGNAL SQLSTATE '45000'"), "a failed check rolls back, then signals")
+	require.Less(t, c, strings.Index(s, "COMMIT;"), "checked before the commit")
+	require.Equal(t, 1, strings.Count(s, "COMMIT;"))
 }
 
 func TestAppendErrorOutcome(t *testing.T) {

@@ -25,13 +25,13 @@ func pendingDDL(t sqldialect.Tables) string {
 	PRIMARY KEY (handle, seq)) ENGINE=InnoDB`
 }
 
-// relayProc is the relay procedure: it locks the counter row, then, at
-// READ COMMITTED, copies the committed pending rows of at most p_limit
-// handles into the journal with a consistent (non-locking) read — so rows
-// of transactions still open are neither seen nor waited for — deletes
-// exactly the handles it moved, bumps the counter, commits and returns how
-// many records it moved.
-func relayProc(t sqldialect.Tables) (name, body string) {
+// relayProcV1 is migration 4's relay procedure, which releases of schema
+// version 4 and 5 call. It trusts every statement to have done its work or
+// raised an error, and MariaDB breaks that: a multi-table DELETE
+// interrupted by KILL QUERY at the wrong moment deletes nothing and
+// reports success, the procedure goes on and commits, and the entries it
+// copied stay pending too, to be relayed a second time (relayProc checks).
+func relayProcV1(t sqldialect.Tables) (name, body string) {
 	name = t.Prefix + "relay_v1"
 	return name, `CREATE PROCEDURE ` + name + `(IN p_limit INT)
 MODIFIES SQL DATA
@@ -49,6 +49,56 @@ BEGIN
 	IF v_n > 0 THEN
 		DELETE p FROM ` + t.Pending + ` p JOIN ` + t.Journal + ` j ON p.handle = j.batch_id WHERE j.revision > v_rev;
 		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + v_n WHERE id = 1;
+	END IF;
+	COMMIT;
+	SELECT v_n;
+END`
+}
+
+// relayProc is the relay procedure (schema version 6): it locks the counter
+// row, then, at READ COMMITTED, copies the committed pending rows of at
+// most p_limit handles into the journal with a consistent (non-locking)
+// read — so rows of transactions still open are neither seen nor waited
+// for — deletes exactly the handles it moved, bumps the counter, commits
+// and returns how many records it moved.
+//
+// It commits only when every statement did all of its work: as many
+// pending rows deleted as records inserted, the counter row updated.
+// Anything else (a statement that MariaDB cut short without an error, see
+// relayProcV1) rolls back and raises SQLSTATE 45000.
+func relayProc(t sqldialect.Tables) (name, body string) {
+	name = t.Prefix + "relay_v2"
+	return name, `CREATE PROCEDURE ` + name + `(IN p_limit INT)
+MODIFIES SQL DATA
+BEGIN
+	DECLARE v_rev BIGINT;
+	DECLARE v_n BIGINT;
+	DECLARE v_deleted BIGINT;
+	DECLARE v_updated BIGINT;
+	DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+	SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+	START TRANSACTION;
+	SELECT revision INTO v_rev FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE;
+	IF v_rev IS NULL THEN
+		ROLLBACK;
+		SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'tandem relay: the counter row was not read; rolled back';
+	END IF;
+	INSERT INTO ` + t.Journal + ` (revision, node_id, instance, batch_id, producer, payload, created_at)
+	SELECT v_rev + ROW_NUMBER() OVER (ORDER BY p.handle, p.seq), p.node_id, p.instance, p.handle, p.producer, p.payload, UTC_TIMESTAMP(6)
+	FROM ` + t.Pending + ` p JOIN (SELECT DISTINCT handle FROM ` + t.Pending + ` ORDER BY handle LIMIT p_limit) h ON p.handle = h.handle;
+	SET v_n = ROW_COUNT();
+	IF v_n > 0 THEN
+		DELETE p FROM ` + t.Pending + ` p JOIN ` + t.Journal + ` j ON p.handle = j.batch_id WHERE j.revision > v_rev;
+		SET v_deleted = ROW_COUNT();
+		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + v_n WHERE id = 1;
+		SET v_updated = ROW_COUNT();
+		IF v_deleted <> v_n OR v_updated <> 1 THEN
+			ROLLBACK;
+			SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'tandem relay: a statement did not do all of its work (interrupted?); rolled back';
+		END IF;
+	ELSEIF v_n < 0 THEN
+		ROLLBACK;
+		SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'tandem relay: the copy did not complete (interrupted?); rolled back';
 	END IF;
 	COMMIT;
 	SELECT v_n;

@@ -36,6 +36,12 @@ func recordV5(t sqldialect.Tables) string {
 	return `UPDATE ` + t.Meta + ` SET migration = 5 WHERE id = 1 AND NVL(migration, 1) < 5`
 }
 
+// recordV6 records migration 6 in the meta row (version 6 changes MySQL's
+// procedures only).
+func recordV6(t sqldialect.Tables) string {
+	return `UPDATE ` + t.Meta + ` SET migration = 6 WHERE id = 1 AND NVL(migration, 1) < 6`
+}
+
 // epoch is the Unix epoch as a TIMESTAMP (UTC, like every stored time).
 const epoch = `TIMESTAMP '1970-01-01 00:00:00'`
 

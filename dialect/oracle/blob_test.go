@@ -94,3 +94,21 @@ func TestMigration5(t *testing.T) {
 	require.ErrorContains(t, err, "create table TANDEM_BLOB_CHUNKS")
 	require.Len(t, Dialect.Migrations(tb), dialect.SchemaVersion)
 }
+
+// TestMigration6: migration 6 changes MySQL's procedures only; on Oracle it
+// records itself and runs nothing else.
+func TestMigration6(t *testing.T) {
+	ctx := context.Background()
+	tb := tablesFor(t, "tandem_")
+	f, db := fakesql.New(t, nil)
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	m := Dialect.Migrations(tb)[5]
+	require.Equal(t, 6, m.Version)
+	require.Equal(t, 1, m.Compat)
+	require.NoError(t, m.Apply(ctx, conn, ""))
+	require.Equal(t, "UPDATE tandem_meta SET migration = 6 WHERE id = 1 AND NVL(migration, 1) < 6", recordV6(tb))
+	require.Equal(t, recordMigration(tb, 6), recordV6(tb))
+	require.Equal(t, []string{recordV6(tb)}, f.Queries())
+}

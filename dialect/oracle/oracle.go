@@ -260,6 +260,12 @@ func (d ora) Migrations(t sqldialect.Tables) []sqldialect.Migration {
 			_, err := conn.ExecContext(ctx, recordV5(t))
 			return err
 		}},
+		// Version 6 changes MySQL's procedures only: an interrupted
+		// PL/SQL block raises ORA-01013 and never reaches its COMMIT.
+		{Version: 6, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			_, err := conn.ExecContext(ctx, recordV6(t))
+			return err
+		}},
 	}
 }
 

@@ -77,13 +77,21 @@ func v4() *server {
 	return s
 }
 
-// current is a database at schema version 5.
-func current() *server {
+// v5 is a database at schema version 5.
+func v5() *server {
 	s := v4()
 	s.migration = 5
 	for _, name := range []string{"blobs", "blob_chunks", "blob_uploads"} {
 		s.blobs[name] = true
 	}
+	return s
+}
+
+// current is a database at schema version 6 (migration 6 only records
+// itself on Oracle).
+func current() *server {
+	s := v5()
+	s.migration = 6
 	return s
 }
 
@@ -185,12 +193,18 @@ func v5Statements(tb sqldialect.Tables) []string {
 	return append(out, recordMigration(tb, 5))
 }
 
-// upgrade are the statements of migrations 2 to 5, in order.
+// v6Statements are the statements of migration 6: its record alone.
+func v6Statements(tb sqldialect.Tables) []string {
+	return []string{recordV6(tb)}
+}
+
+// upgrade are the statements of migrations 2 to 6, in order.
 func upgrade(tb sqldialect.Tables) []string {
 	out := addStatements(schemaV2(tb), recordMigration(tb, 2))
 	out = append(out, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
 	out = append(out, v4Statements(tb)...)
-	return append(out, v5Statements(tb)...)
+	out = append(out, v5Statements(tb)...)
+	return append(out, v6Statements(tb)...)
 }
 
 func TestMigrations(t *testing.T) {
@@ -226,9 +240,11 @@ func TestMigrationsGolden(t *testing.T) {
 		"UPDATE tandem_meta SET migration = 4 WHERE id = 1 AND NVL(migration, 1) < 4",
 	}, v4Statements(tb), "payload is nullable: Oracle stores an empty RAW as NULL")
 	require.Equal(t, "tandem_pending", pendingTable(tb).name)
+	require.Equal(t, []string{"UPDATE tandem_meta SET migration = 6 WHERE id = 1 AND NVL(migration, 1) < 6"}, v6Statements(tb),
+		"migration 6 changes MySQL's procedures only: here it records itself")
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
-		for _, s := range append(append(append(append(schemaV2(tb), schemaV3(tb)...), v4Statements(tb)...), v5Statements(tb)...), recordMigration(tb, 2), recordMigration(tb, 3)) {
+		for _, s := range append(append(append(append(schemaV2(tb), schemaV3(tb)...), v4Statements(tb)...), v5Statements(tb)...), recordMigration(tb, 2), recordMigration(tb, 3), recordV6(tb)) {
 			checkStatement(t, "migration", s, prefix, 0)
 		}
 	}
@@ -264,8 +280,8 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaV1SQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, upgrade(tb)...)
 		want = append(want, readSchemaSQL)
-		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 to 5")
-		require.EqualValues(t, 5, s.migration)
+		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 to 6")
+		require.EqualValues(t, 6, s.migration)
 		require.True(t, s.pending)
 		require.Len(t, s.blobs, 3)
 	})
@@ -277,8 +293,9 @@ func TestMigrate(t *testing.T) {
 		want = append(want, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
 		want = append(want, v4Statements(tb)...)
 		want = append(want, v5Statements(tb)...)
-		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 3, 4 and 5")
-		require.EqualValues(t, 5, s.migration)
+		want = append(want, v6Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 3, 4, 5 and 6")
+		require.EqualValues(t, 6, s.migration)
 	})
 	t.Run("version 3", func(t *testing.T) {
 		s := v3()
@@ -286,8 +303,9 @@ func TestMigrate(t *testing.T) {
 		require.NoError(t, err)
 		want := append([]string{readSchemaSQL, readSchemaSQL}, v4Statements(tb)...)
 		want = append(want, v5Statements(tb)...)
-		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 4 and 5")
-		require.EqualValues(t, 5, s.migration)
+		want = append(want, v6Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 4, 5 and 6")
+		require.EqualValues(t, 6, s.migration)
 		require.True(t, s.pending)
 	})
 	t.Run("version 4", func(t *testing.T) {
@@ -295,9 +313,18 @@ func TestMigrate(t *testing.T) {
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
 		want := append([]string{readSchemaSQL, readSchemaSQL}, v5Statements(tb)...)
-		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 5")
-		require.EqualValues(t, 5, s.migration)
+		want = append(want, v6Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 5 and 6")
+		require.EqualValues(t, 6, s.migration)
 		require.Len(t, s.blobs, 3)
+	})
+	t.Run("version 5", func(t *testing.T) {
+		s := v5()
+		f, err := migrate(t, s, "e1")
+		require.NoError(t, err)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, v6Statements(tb)...)
+		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 6")
+		require.EqualValues(t, 6, s.migration)
 	})
 	t.Run("pending table made, not recorded", func(t *testing.T) {
 		// A node created the pending table and failed before recording
@@ -306,7 +333,7 @@ func TestMigrate(t *testing.T) {
 		s.pending = true
 		_, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		require.EqualValues(t, 5, s.migration)
+		require.EqualValues(t, 6, s.migration)
 	})
 	t.Run("blob tables made, not recorded", func(t *testing.T) {
 		// Likewise for migration 5's tables.
@@ -315,8 +342,9 @@ func TestMigrate(t *testing.T) {
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
 		want := append([]string{readSchemaSQL, readSchemaSQL}, v5Statements(tb)...)
+		want = append(want, v6Statements(tb)...)
 		require.Equal(t, append(want, readSchemaSQL), f.Queries())
-		require.EqualValues(t, 5, s.migration)
+		require.EqualValues(t, 6, s.migration)
 		require.Len(t, s.blobs, 3)
 	})
 	t.Run("no CREATE TABLE privilege", func(t *testing.T) {
@@ -353,7 +381,7 @@ func TestMigrate(t *testing.T) {
 		s.cols["journal.instance"] = true
 		_, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		require.EqualValues(t, 5, s.migration)
+		require.EqualValues(t, 6, s.migration)
 		require.Len(t, s.cols, 4)
 	})
 	t.Run("two nodes at once", func(t *testing.T) {

@@ -161,6 +161,12 @@ func (d pg) Migrations(t sqldialect.Tables) []sqldialect.Migration {
 			return inTx(ctx, conn, schemaV5(t),
 				`UPDATE `+t.Meta+` SET migration = 5 WHERE id = 1 AND COALESCE(migration, 1) < 5`)
 		}},
+		// Version 6 changes MySQL's procedures only: an interrupted
+		// PostgreSQL statement always fails its transaction.
+		{Version: 6, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, nil,
+				`UPDATE `+t.Meta+` SET migration = 6 WHERE id = 1 AND COALESCE(migration, 1) < 6`)
+		}},
 	}
 }
 

@@ -70,3 +70,15 @@ func TestSchemaV5(t *testing.T) {
 	require.Equal(t, 1, ms[4].Compat)
 	require.Len(t, Dialect.Migrations(tb), dialect.SchemaVersion)
 }
+
+// TestSchemaV6: migration 6 changes MySQL's procedures only; here it is the
+// record alone.
+func TestSchemaV6(t *testing.T) {
+	tb := tablesFor(t, "tandem_")
+	require.Equal(t, []string{"UPDATE tandem_meta SET migration = 6 WHERE id = 1 AND COALESCE(migration, 1) < 6"}, schemaV6(tb),
+		"the record only")
+	require.Equal(t, recordMigration(tb, 6), schemaV6(tb)[0])
+	ms := Dialect.Migrations(tb)
+	require.Equal(t, 6, ms[5].Version)
+	require.Equal(t, 1, ms[5].Compat)
+}

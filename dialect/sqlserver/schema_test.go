@@ -101,12 +101,13 @@ func inTxStatements(batches []string) []string {
 	return append(out, "COMMIT", "SET LOCK_TIMEOUT -1")
 }
 
-// upgrade are the statements of migrations 2 to 5, in order.
+// upgrade are the statements of migrations 2 to 6, in order.
 func upgrade(tb sqldialect.Tables) []string {
 	out := inTxStatements(schemaV2(tb))
 	out = append(out, inTxStatements(schemaV3(tb))...)
 	out = append(out, inTxStatements(schemaV4(tb))...)
-	return append(out, inTxStatements(schemaV5(tb))...)
+	out = append(out, inTxStatements(schemaV5(tb))...)
+	return append(out, inTxStatements(schemaV6(tb))...)
 }
 
 func TestMigrations(t *testing.T) {
@@ -147,7 +148,7 @@ func TestMigrationsGolden(t *testing.T) {
 	}, schemaV4(tb), "a new table, its locks kept at row level, then recorded")
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
-		for v, batches := range map[int][]string{2: schemaV2(tb), 3: schemaV3(tb), 4: schemaV4(tb), 5: schemaV5(tb)} {
+		for v, batches := range map[int][]string{2: schemaV2(tb), 3: schemaV3(tb), 4: schemaV4(tb), 5: schemaV5(tb), 6: schemaV6(tb)} {
 			for i, s := range batches {
 				checkStatement(t, "schema", s, prefix, 0)
 				// Each batch names only what exists when it is compiled.
@@ -191,7 +192,7 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, readSchemaV1SQL, lockSchemaSQL, readSchemaSQL, readSchemaV1SQL}
 		want = append(want, upgrade(tb)...)
 		want = append(want, readSchemaSQL, unlockSchemaSQL)
-		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 to 5")
+		require.Equal(t, want, f.Queries(), "upgraded in place: migrations 2 to 6")
 	})
 	t.Run("another node migrated while this one waited", func(t *testing.T) {
 		s := &server{tables: true, compat: 1}
@@ -234,8 +235,9 @@ func TestMigrate(t *testing.T) {
 		want = append(want, inTxStatements(schemaV3(tb))...)
 		want = append(want, inTxStatements(schemaV4(tb))...)
 		want = append(want, inTxStatements(schemaV5(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 3, 4 and 5")
-		require.EqualValues(t, 5, s.migration)
+		want = append(want, inTxStatements(schemaV6(tb))...)
+		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 3, 4, 5 and 6")
+		require.EqualValues(t, 6, s.migration)
 	})
 	t.Run("version 3", func(t *testing.T) {
 		s := &server{tables: true, migration: 3}
@@ -244,8 +246,9 @@ func TestMigrate(t *testing.T) {
 		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
 		want = append(want, inTxStatements(schemaV4(tb))...)
 		want = append(want, inTxStatements(schemaV5(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 4 and 5")
-		require.EqualValues(t, 5, s.migration)
+		want = append(want, inTxStatements(schemaV6(tb))...)
+		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 4, 5 and 6")
+		require.EqualValues(t, 6, s.migration)
 	})
 	t.Run("version 4", func(t *testing.T) {
 		s := &server{tables: true, migration: 4}
@@ -253,8 +256,18 @@ func TestMigrate(t *testing.T) {
 		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
 		want = append(want, inTxStatements(schemaV5(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migration 5")
-		require.EqualValues(t, 5, s.migration)
+		want = append(want, inTxStatements(schemaV6(tb))...)
+		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 5 and 6")
+		require.EqualValues(t, 6, s.migration)
+	})
+	t.Run("version 5", func(t *testing.T) {
+		s := &server{tables: true, migration: 5}
+		f, db := newServer(t, s)
+		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
+		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
+		want = append(want, inTxStatements(schemaV6(tb))...)
+		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migration 6")
+		require.EqualValues(t, 6, s.migration)
 	})
 	t.Run("lock not granted", func(t *testing.T) {
 		f, db := newServer(t, &server{lockStatus: -1})

@@ -256,6 +256,9 @@ func (d sqlServer) Migrations(t sqldialect.Tables) []sqldialect.Migration {
 		{Version: 5, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
 			return inTx(ctx, conn, schemaV5(t))
 		}},
+		{Version: 6, Compat: 1, Apply: func(ctx context.Context, conn *sql.Conn, _ string) error {
+			return inTx(ctx, conn, schemaV6(t))
+		}},
 	}
 }
 
@@ -319,6 +322,13 @@ func schemaV3(t sqldialect.Tables) []string {
 // also name it (error 207).
 func addColumn(table, column, ddl string) string {
 	return `IF COL_LENGTH(N'` + table + `', N'` + column + `') IS NULL ALTER TABLE ` + table + ` ADD ` + column + ` ` + ddl
+}
+
+// schemaV6 is migration 6's batches: the record only. Version 6 changes
+// MySQL's procedures; a SQL Server batch interrupted by an attention or
+// an error under XACT_ABORT never goes on to its COMMIT.
+func schemaV6(t sqldialect.Tables) []string {
+	return []string{recordMigration(t, 6)}
 }
 
 // recordMigration is the batch that records migration version in the meta

@@ -51,7 +51,10 @@ import (
 //	4  pending: records published inside an application's transaction
 //	5  the data store's blobs, blob_chunks and blob_uploads tables (new
 //	   tables only: Compat stays 1)
-const SchemaVersion = 5
+//	6  MySQL: append and relay procedures that check their statements' row
+//	   counts before committing (new procedures only; other dialects
+//	   record the version and change nothing)
+const SchemaVersion = 6
 
 // Error classes. A Dialect wraps the driver's error so that errors.Is(err,
 // ErrX) holds for its class, and errors.As still reaches the driver error.
