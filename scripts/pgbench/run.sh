@@ -2,7 +2,8 @@
 # run.sh: the server-side comparison behind issue 11's decision on
 # cross-node combining (BENCHMARKS.md, "Cross-node combining"). pgbench
 # runs, against a throwaway PostgreSQL (scripts/dbenv.sh), tandem's append
-# statement, a plain insert and the combining prototype with 1, 8 and 16
+# statement, a plain insert, the combining prototype and the async-commit
+# prototype (asyncflush.sql) with 1, 8 and 16
 # clients, 4 s each, so that no Go client is involved.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,7 +15,7 @@ pgbench=$(dbenv_pg_bin)/pgbench
 psql=$(dbenv_pg_bin)/psql
 "$psql" -q "$TANDEM_TEST_POSTGRES" -f "$here/setup.sql"
 for c in 1 8 16; do
-	for f in append plain combine; do
+	for f in append plain combine asyncflush; do
 		tps=$("$pgbench" -n -M prepared -c "$c" -j 2 -T 4 -f "$here/$f.sql" "$TANDEM_TEST_POSTGRES" 2>&1 | awk '/^tps/ {print $3}')
 		printf '%-8s clients=%-3s %10.0f records/s\n' "$f" "$c" "$tps"
 	done

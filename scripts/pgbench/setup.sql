@@ -10,3 +10,7 @@ CREATE TABLE pb_plain (id BIGSERIAL PRIMARY KEY, node_id VARCHAR(64) NOT NULL, p
 	payload BYTEA NOT NULL, created_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE pb_stage (handle BIGINT NOT NULL, seq INT NOT NULL, node_id VARCHAR(64) NOT NULL, instance VARCHAR(64) NOT NULL,
 	producer VARCHAR(128) NOT NULL, payload BYTEA NOT NULL, created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (handle, seq));
+-- One row per client for the async-commit prototype's flushing commit.
+DROP TABLE IF EXISTS pb_flush;
+CREATE TABLE pb_flush (id INT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO pb_flush SELECT g, 0 FROM generate_series(0, 63) g;
