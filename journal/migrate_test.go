@@ -213,3 +213,188 @@ func mustTables(t *testing.T, prefix string) sqldialect.Tables {
 	require.NoError(t, err)
 	return tb
 }
+
+// v5Release is a node of a release that knows schema version 5: on MySQL
+// it calls append_v2 and relay_v1, which version 6 keeps beside their
+// successors; PostgreSQL's statements did not change.
+type v5Release struct {
+	db    *dbtest.DB
+	d     dialect.Dialect
+	t     sqldialect.Tables
+	batch int64
+}
+
+// create brings a new database to schema version 5 with the migrations
+// that release ran.
+func (r *v5Release) create(t *testing.T) {
+	ctx := context.Background()
+	conn, err := r.db.DB.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	for _, m := range r.d.Migrations(r.t)[:5] {
+		require.NoError(t, m.Apply(ctx, conn, "5555555555555555aaaaaaaaaaaaaaaa"), "migration %d", m.Version)
+	}
+}
+
+// append appends one record as that release did.
+func (r *v5Release) append(ctx context.Context, payload string) error {
+	r.batch++
+	if r.db.Name == "mysql" {
+		entries := `[["old","` + base64.StdEncoding.EncodeToString([]byte(payload)) + `"]]`
+		var first int64
+		return r.db.DB.QueryRowContext(ctx, `CALL `+r.t.Prefix+`append_v2(?, ?, ?, ?, ?, ?)`, 1, "old5", "i5", r.batch, -1, entries).Scan(&first)
+	}
+	conn, err := r.db.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = r.d.Append(ctx, conn, sqldialect.AppendRequest{Tables: r.t, NodeID: "old5", Instance: "i5", BatchID: r.batch,
+		Entries: []sqldialect.Entry{{Producer: "old", Payload: []byte(payload)}}, ExpectHead: -1, LockTimeout: 5 * time.Second})
+	return err
+}
+
+// publish writes payload in a committed transaction and relays the
+// pending table as that release did.
+func (r *v5Release) publish(ctx context.Context, handle int64, payload string) error {
+	tx, err := r.db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := r.d.InsertPending(ctx, tx, sqldialect.PendingRequest{Tables: r.t, Handle: handle, NodeID: "old5", Instance: "i5",
+		Entries: []sqldialect.Entry{{Producer: "old", Payload: []byte(payload)}}}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	conn, err := r.db.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if r.db.Name == "mysql" {
+		var n int64
+		return conn.QueryRowContext(ctx, `CALL `+r.t.Prefix+`relay_v1(?)`, 32).Scan(&n)
+	}
+	_, err = r.d.Relay(ctx, conn, r.t, 32, 5*time.Second)
+	return err
+}
+
+// TestSQLMigrateFromV5 upgrades a database of schema version 5 to the
+// current one while a node of that release keeps appending and relaying
+// with its own statements (MySQL: append_v2 and relay_v1), and new nodes
+// append and publish in transactions beside it: every record exactly
+// once, dense.
+func TestSQLMigrateFromV5(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			old := &v5Release{db: db, d: b.Dialect, t: mustTables(t, db.Prefix)}
+			old.create(t)
+			s, err := sqldialect.ReadSchema(ctx, db.DB, old.t)
+			require.NoError(t, err)
+			require.Equal(t, sqldialect.SchemaState{Version: 5, Compat: 1}, s)
+
+			stop := make(chan struct{})
+			oldDone := make(chan error, 1)
+			var oldAcked []string
+			go func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						oldDone <- nil
+						return
+					default:
+					}
+					payload := fmt.Sprintf("old-%d", i)
+					var err error
+					if i%2 == 0 {
+						err = old.append(ctx, payload)
+					} else {
+						err = old.publish(ctx, int64(1_000_000+i), payload)
+					}
+					if err != nil {
+						oldDone <- fmt.Errorf("version 5 release, %s: %w", payload, err)
+						return
+					}
+					oldAcked = append(oldAcked, payload)
+				}
+			}()
+
+			const n = 4
+			js := make([]*journal.SQL, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					js[i], errs[i] = journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: fmt.Sprintf("new%d", i), Prefix: db.Prefix})
+				})
+			}
+			wg.Wait()
+			for i := range n {
+				require.NoError(t, errs[i], "node %d", i)
+				defer js[i].Close(context.Background())
+			}
+			s, err = sqldialect.ReadSchema(ctx, db.DB, old.t)
+			require.NoError(t, err)
+			require.Equal(t, sqldialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: version 5 releases can still run")
+
+			const each = 10
+			newPayloads := make([]string, n*each)
+			newErrs := make([]error, n*each)
+			for i, j := range js {
+				for k := range each {
+					at := i*each + k
+					newPayloads[at] = fmt.Sprintf("new-%d-%d", i, k)
+					wg.Go(func() {
+						payload := []byte(newPayloads[at])
+						if k%2 == 0 {
+							_, newErrs[at] = j.Append(ctx, journal.Entry{Producer: "new", Payload: payload})
+							return
+						}
+						tx, err := db.DB.BeginTx(ctx, nil)
+						if err == nil {
+							var p *journal.Pending
+							if p, err = j.AppendTx(ctx, tx, journal.Entry{Producer: "new", Payload: payload}); err == nil {
+								if err = tx.Commit(); err == nil {
+									_, err = p.Wait(ctx)
+								}
+							}
+						}
+						newErrs[at] = err
+					})
+				}
+			}
+			wg.Wait()
+			for at, err := range newErrs {
+				require.NoError(t, err, newPayloads[at])
+			}
+			time.Sleep(50 * time.Millisecond) // a few more old appends after the new ones
+			close(stop)
+			require.NoError(t, <-oldDone)
+			require.NotEmpty(t, oldAcked)
+			t.Logf("the version 5 release appended and published %d records during the upgrade", len(oldAcked))
+			_, err = js[0].Relay(ctx)
+			require.NoError(t, err)
+
+			head, err := js[0].Head(ctx)
+			require.NoError(t, err)
+			recs, err := js[0].Read(ctx, 0, 100000)
+			require.NoError(t, err)
+			require.Len(t, recs, int(head), "dense")
+			seen := map[string]int{}
+			for _, r := range recs {
+				seen[string(r.Payload)]++
+			}
+			for _, p := range append(oldAcked, newPayloads...) {
+				require.Equal(t, 1, seen[p], "%s exactly once", p)
+			}
+			require.Len(t, seen, len(oldAcked)+len(newPayloads), "nothing else")
+		})
+	}
+}
