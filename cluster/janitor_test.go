@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-go/tandem/janitor"
 	"github.com/tandem-go/tandem/journal"
 	"github.com/tandem-go/tandem/lock"
+	"github.com/tandem-go/tandem/revision"
 )
 
 // TestEvictedNodeResyncs: a node that went away without Stop (its lease
@@ -78,6 +79,61 @@ func TestEvictedNodeResyncs(t *testing.T) {
 		p, err := f.revisions(t).Load(ctx, "gone")
 		require.NoError(t, err)
 		require.False(t, p.Evicted, "its next save clears the marker")
+	})
+}
+
+// racingCopy is a position store whose Copy first runs moved: the source
+// node publishes and stores a position past the head that the starting
+// clone may have read already.
+type racingCopy struct {
+	revision.Store
+	moved func()
+}
+
+func (r racingCopy) Copy(ctx context.Context, from, to string) error {
+	r.moved()
+	return r.Store.Copy(ctx, from, to)
+}
+
+// TestCloneOfMovingSource starts a node with CopyFrom while its source
+// moves on: the source appends and stores a position above the head of
+// the moment the clone started. The clone goes on from that position,
+// with no resync (it used to compare the copied position with a head it
+// had read before copying, and resynced as "ahead of the head").
+func TestCloneOfMovingSource(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		src := f.open(t, cfg("src"))
+		start(t, src)
+		publishN(t, ctx, src, 3)
+		j, revs, leases := f.stores(t, "clone", "clone-1")
+		epoch, err := j.Epoch(ctx)
+		require.NoError(t, err)
+		var moved int64
+		c := cfg("clone")
+		c.Journal, c.Leases, c.Instance, c.CopyFrom = j, leases, "clone-1", "src"
+		c.Revisions = racingCopy{Store: revs, moved: func() {
+			moved = publishN(t, ctx, src, 2)
+			// What src's own save does a few milliseconds later.
+			require.NoError(t, revs.Save(ctx, "src", moved, epoch))
+		}}
+		clone, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { clone.Stop(context.Background()) })
+		var reasons []cluster.ResyncReason
+		require.NoError(t, clone.OnResync(func(_ context.Context, why cluster.ResyncReason) error {
+			reasons = append(reasons, why)
+			return nil
+		}))
+		rec := &recorder{}
+		require.NoError(t, clone.Handle("p", rec))
+		start(t, clone)
+		require.Empty(t, reasons, "no resync")
+		require.Equal(t, moved, clone.Stats().Revision, "from the copied position")
+		next, err := src.Publish(ctx, "p", []byte("after"))
+		require.NoError(t, err)
+		require.NoError(t, clone.WaitFor(ctx, next))
+		require.Len(t, rec.got(), 1, "only what came after the copied position")
 	})
 }
 

@@ -117,11 +117,6 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 		return nil, err
 	}
 	l.epoch = epoch
-	head, err := j.Head(ctx)
-	if err != nil {
-		return nil, err
-	}
-	l.st.Head = head
 	p, err := n.cfg.Revisions.Load(ctx, n.cfg.NodeID)
 	if errors.Is(err, revision.ErrNotFound) && n.cfg.CopyFrom != "" {
 		if err := n.cfg.Revisions.Copy(ctx, n.cfg.CopyFrom, n.cfg.NodeID); err != nil {
@@ -129,6 +124,15 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 		}
 		p, err = n.cfg.Revisions.Load(ctx, n.cfg.NodeID)
 	}
+	// The head is read after the position: a copied position is another
+	// live node's, which may have moved past a head read before the copy
+	// (and would then look "ahead of the head"). A stored position is
+	// never above a head read after it, unless the journal went back.
+	head, herr := j.Head(ctx)
+	if herr != nil {
+		return nil, herr
+	}
+	l.st.Head = head
 	switch {
 	case errors.Is(err, revision.ErrNotFound):
 		if n.cfg.StartAt == StartAtBeginning {
