@@ -423,6 +423,10 @@ func TestOpenFields(t *testing.T) {
 			_, err := cluster.New(cluster.Config{NodeID: "a", Instance: "i", Prefix: "p_"})
 			return err
 		}, "Prefix"},
+		{"OpenDir with a negative SyncTimeout", func() error {
+			_, err := cluster.OpenDir(ctx, cluster.Config{NodeID: "a", Dir: dir, SyncTimeout: -time.Second})
+			return err
+		}, "SyncTimeout"},
 	} {
 		err := c.open()
 		require.ErrorIs(t, err, cluster.ErrInvalidArgument, c.name)

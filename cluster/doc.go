@@ -85,6 +85,16 @@
 // incrementing a counter twice is not). Records a node wrote itself are not
 // delivered to it unless Config.DeliverOwn is set.
 //
+// Each poll and each position save has SyncTimeout (30 s by default) to
+// answer. A connection can hang instead of failing — a partition that
+// drops packets, a NAT or load balancer that lost the flow while new
+// connections work — and the node would otherwise stay a member, and
+// stale, until TCP gave up on it. A statement past SyncTimeout is
+// abandoned with its connection (on PostgreSQL, the listener reconnects),
+// the failure shows in Stats (SyncErrors, LastSyncErr), and the sync runs
+// again on another connection: at once for Start and WaitFor, which go on
+// while their context allows, otherwise at the next tick or wake-up.
+//
 // # Records a handler cannot apply
 //
 // A handler that fails is retried with backoff and logged, and the node

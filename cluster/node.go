@@ -37,6 +37,9 @@ const (
 	// DefaultHandlerTimeout bounds one call of a Handler: its context
 	// ends then, and the call counts as a failure (see Config).
 	DefaultHandlerTimeout = time.Minute
+	// DefaultSyncTimeout bounds each poll and position save of the sync
+	// loop (see Config.SyncTimeout).
+	DefaultSyncTimeout = 30 * time.Second
 )
 
 // Start positions for a node that has none stored.
@@ -135,6 +138,19 @@ type Config struct {
 	// BatchSize is how many records one read fetches. Defaults to
 	// DefaultBatchSize.
 	BatchSize int
+	// SyncTimeout bounds each statement of the sync loop, a poll or a
+	// position save: one without an answer by then is abandoned (its
+	// connection closed; on PostgreSQL with push that is the listener,
+	// which reconnects) and reported in Stats.LastSyncErr, and the sync
+	// runs again at the next tick or wake-up, on another connection. A
+	// connection that hangs instead of failing (a partition that drops
+	// packets, a NAT or load balancer that lost the flow) then leaves the
+	// node stale for about SyncTimeout + SyncDelay, not until TCP gives
+	// up. After a poll that timed out, polls read half as many records
+	// (down to one) and grow back to BatchSize as they answer, so that a
+	// read that is merely slow still makes progress. Defaults to
+	// DefaultSyncTimeout.
+	SyncTimeout time.Duration
 	// StartAt is where a node without a stored position starts. Defaults
 	// to StartAtHead.
 	StartAt StartAt
@@ -277,6 +293,9 @@ func newNode(cfg Config) (*Node, error) {
 	if cfg.HandlerTimeout == 0 {
 		cfg.HandlerTimeout = DefaultHandlerTimeout
 	}
+	if cfg.SyncTimeout == 0 {
+		cfg.SyncTimeout = DefaultSyncTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -306,6 +325,7 @@ func newNode(cfg Config) (*Node, error) {
 		{cfg.BatchSize < 0, "BatchSize must be > 0"},
 		{cfg.JoinWait < 0, "JoinWait must be > 0"},
 		{cfg.HandlerTimeout < 0, "HandlerTimeout must be > 0"},
+		{cfg.SyncTimeout < 0, "SyncTimeout must be > 0"},
 		{cfg.StartAt != StartAtHead && cfg.StartAt != StartAtBeginning, "StartAt must be StartAtHead or StartAtBeginning"},
 		{cfg.CopyFrom == cfg.NodeID, "CopyFrom must name another node"},
 	} {
@@ -487,7 +507,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Lock()
 		n.starting = loop
 		n.mu.Unlock()
-		err = loop.bounded(ctx, loop.sync)
+		err = loop.bounded(ctx, loop.firstSync)
 	}
 	if err != nil {
 		if loop != nil {
@@ -702,7 +722,9 @@ func (n *Node) Sync(ctx context.Context) error {
 // through this node's handlers and caches. This is read-your-writes
 // without sticky sessions: hand the revision Publish returned to the
 // client (a response header), and have whichever replica serves its next
-// request WaitFor it first.
+// request WaitFor it first. A sync that gave up on a connection that hung
+// (Config.SyncTimeout) is tried again while ctx allows; other sync errors
+// are returned.
 func (n *Node) WaitFor(ctx context.Context, rev int64) error {
 	l, err := n.running()
 	if err != nil {

@@ -28,6 +28,10 @@ type syncLoop struct {
 
 	pos   int64
 	epoch string
+	// batch is how many records the next poll reads: BatchSize, halved
+	// after a poll that timed out and doubled back after each that
+	// answered (Config.SyncTimeout). Only the loop's goroutine uses it.
+	batch int
 	// saved and savedAt: the position last stored, and when. applied
 	// foreign records since then make the next save due at once.
 	saved   int64
@@ -107,7 +111,7 @@ func (l *syncLoop) failure() error {
 
 func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	n.mu.Lock()
-	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync,
+	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync, batch: n.cfg.BatchSize,
 		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
 		refusedBo: backoff.New(max(n.cfg.SyncDelay/20, 10*time.Millisecond), n.cfg.SyncDelay)}
 	n.mu.Unlock()
@@ -186,7 +190,12 @@ func (l *syncLoop) save(ctx context.Context) error {
 	if l.abandoned.Load() {
 		return errAbandoned
 	}
-	if err := l.n.cfg.Revisions.Save(ctx, l.n.cfg.NodeID, l.pos, l.epoch); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
+	defer cancel()
+	if err := l.n.cfg.Revisions.Save(sctx, l.n.cfg.NodeID, l.pos, l.epoch); err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("save position %d: %w (%v): %w", l.pos, errSyncTimeout, l.n.cfg.SyncTimeout, err)
+		}
 		return err
 	}
 	l.saved, l.savedAt, l.foreign, l.saveAfter = l.pos, time.Now(), false, time.Time{}
@@ -310,10 +319,20 @@ func (l *syncLoop) sync(ctx context.Context) error {
 	defer l.releaseCallContext()
 	j := l.n.cfg.Journal
 	for {
-		res, err := journal.Poll(ctx, j, l.pos, l.n.cfg.BatchSize)
+		want := l.batch
+		pctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
+		res, err := journal.Poll(pctx, j, l.pos, want)
+		timedOut := pctx.Err() != nil && ctx.Err() == nil
+		cancel()
 		if err != nil {
+			if timedOut {
+				l.batch = max(1, want/2)
+				return fmt.Errorf("poll after revision %d: %w (%v); the next poll runs on another connection and reads at most %d records: %w",
+					l.pos, errSyncTimeout, l.n.cfg.SyncTimeout, l.batch, err)
+			}
 			return err
 		}
+		l.batch = min(l.n.cfg.BatchSize, 2*want)
 		l.pending = res.Pending
 		var why ResyncReason
 		switch {
@@ -343,7 +362,7 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			l.pos = rec.Revision
 		}
 		l.advance(res.Head) // once per batch: waiters need no finer steps
-		if len(recs) < l.n.cfg.BatchSize || l.pos >= res.Head {
+		if len(recs) < want || l.pos >= res.Head {
 			if err := l.maybeSave(ctx, true); err != nil {
 				return err
 			}
@@ -866,6 +885,24 @@ func (l *syncLoop) waitError(err error) error {
 // waitFor returns once pos >= rev, syncing as needed. A revision already
 // reached is confirmed only after checking that the journal's epoch is
 // still the one the position belongs to.
+// firstSync is Start's sync. After a poll or a save that gave up on a
+// connection that hung (SyncTimeout), it syncs again at once, for as long
+// as ctx allows: the next statement runs on another connection, and a poll
+// reads fewer records.
+func (l *syncLoop) firstSync(ctx context.Context) error {
+	for {
+		err := l.sync(ctx)
+		if !errors.Is(err, errSyncTimeout) || ctx.Err() != nil {
+			return err
+		}
+		l.report(err)
+	}
+}
+
+// errSyncTimeout marks a sync that gave up on a statement after
+// Config.SyncTimeout; the next one runs on another connection.
+var errSyncTimeout = errors.New("no answer within SyncTimeout")
+
 func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 	bo := backoff.New(time.Millisecond, 50*time.Millisecond)
 	l.mu.Lock()
@@ -885,10 +922,11 @@ func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 		l.mu.Lock()
 		advanced := l.advanced
 		l.mu.Unlock()
-		if err := l.request(ctx); err != nil {
+		if err := l.request(ctx); err != nil && !errors.Is(err, errSyncTimeout) {
 			return err
 		}
-		// The sync checked the epoch.
+		// The sync checked the epoch (or gave up on a connection that
+		// hung: the next runs on another, as long as ctx allows).
 		l.mu.Lock()
 		reached = l.st.Revision >= rev
 		l.mu.Unlock()

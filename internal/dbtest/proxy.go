@@ -23,8 +23,11 @@ type Proxy struct {
 	down  bool
 	hole  bool                  // forward nothing; guarded by mu
 	holed map[net.Conn]struct{} // connections open during a black hole: their streams lost bytes
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	// wedged connections forward nothing, for good, while new ones work
+	// (Wedge).
+	wedged map[net.Conn]struct{}
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
 var mysqlAddr = regexp.MustCompile(`@tcp\(([^)]*)\)`)
@@ -58,7 +61,7 @@ func (d *DB) NewProxy(t testing.TB) (*Proxy, string) {
 		u.Host = ln.Addr().String()
 		dsn = u.String()
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, holed: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, holed: map[net.Conn]struct{}{}, wedged: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.close)
@@ -105,7 +108,7 @@ func (p *Proxy) pipe(dst io.Writer, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf) // ends when either side closes or is cut
-		if n > 0 && !p.blackHoled() {
+		if n > 0 && !p.dropping(src) {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				break
 			}
@@ -118,18 +121,36 @@ func (p *Proxy) pipe(dst io.Writer, src net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, src)
 	delete(p.holed, src)
+	delete(p.wedged, src)
 	if c, ok := dst.(net.Conn); ok {
 		c.Close()
 		delete(p.conns, c)
 		delete(p.holed, c)
+		delete(p.wedged, c)
 	}
 	p.mu.Unlock()
 }
 
-func (p *Proxy) blackHoled() bool {
+// dropping reports whether what src sends is to be dropped.
+func (p *Proxy) dropping(src net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.hole
+	_, wedged := p.wedged[src]
+	return p.hole || wedged
+}
+
+// Wedge black-holes the connections open now, for good, and forwards new
+// ones as before: a middlebox (a NAT, a firewall, a load balancer that
+// failed over) that lost the state of established flows and drops their
+// packets without a reset, while new connections work. Calls on a wedged
+// connection hang until their own deadlines; the client sees the
+// connection close only when it gives up on it.
+func (p *Proxy) Wedge() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.wedged[c] = struct{}{}
+	}
 }
 
 // BlackHole stops forwarding: open connections stay open, but what either
