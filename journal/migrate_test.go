@@ -2,6 +2,7 @@ package journal_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"fmt"
 	"sync"
@@ -219,6 +220,7 @@ func mustTables(t *testing.T, prefix string) sqldialect.Tables {
 // successors; PostgreSQL's statements did not change.
 type v5Release struct {
 	db    *dbtest.DB
+	pool  *sql.DB
 	d     dialect.Dialect
 	t     sqldialect.Tables
 	batch int64
@@ -228,7 +230,7 @@ type v5Release struct {
 // that release ran.
 func (r *v5Release) create(t *testing.T) {
 	ctx := context.Background()
-	conn, err := r.db.DB.Conn(ctx)
+	conn, err := r.pool.Conn(ctx)
 	require.NoError(t, err)
 	defer conn.Close()
 	for _, m := range r.d.Migrations(r.t)[:5] {
@@ -242,9 +244,9 @@ func (r *v5Release) append(ctx context.Context, payload string) error {
 	if r.db.Name == "mysql" {
 		entries := `[["old","` + base64.StdEncoding.EncodeToString([]byte(payload)) + `"]]`
 		var first int64
-		return r.db.DB.QueryRowContext(ctx, `CALL `+r.t.Prefix+`append_v2(?, ?, ?, ?, ?, ?)`, 1, "old5", "i5", r.batch, -1, entries).Scan(&first)
+		return r.pool.QueryRowContext(ctx, `CALL `+r.t.Prefix+`append_v2(?, ?, ?, ?, ?, ?)`, 1, "old5", "i5", r.batch, -1, entries).Scan(&first)
 	}
-	conn, err := r.db.DB.Conn(ctx)
+	conn, err := r.pool.Conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -257,7 +259,7 @@ func (r *v5Release) append(ctx context.Context, payload string) error {
 // publish writes payload in a committed transaction and relays the
 // pending table as that release did.
 func (r *v5Release) publish(ctx context.Context, handle int64, payload string) error {
-	tx, err := r.db.DB.BeginTx(ctx, nil)
+	tx, err := r.pool.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -269,7 +271,7 @@ func (r *v5Release) publish(ctx context.Context, handle int64, payload string) e
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	conn, err := r.db.DB.Conn(ctx)
+	conn, err := r.pool.Conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -294,9 +296,10 @@ func TestSQLMigrateFromV5(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			db := dbtest.Open(t, b)
-			old := &v5Release{db: db, d: b.Dialect, t: mustTables(t, db.Prefix)}
+			pool := db.NewPool(t)
+			old := &v5Release{db: db, pool: pool, d: b.Dialect, t: mustTables(t, db.Prefix)}
 			old.create(t)
-			s, err := sqldialect.ReadSchema(ctx, db.DB, old.t)
+			s, err := sqldialect.ReadSchema(ctx, pool, old.t)
 			require.NoError(t, err)
 			require.Equal(t, sqldialect.SchemaState{Version: 5, Compat: 1}, s)
 
@@ -340,7 +343,7 @@ func TestSQLMigrateFromV5(t *testing.T) {
 				require.NoError(t, errs[i], "node %d", i)
 				defer js[i].Close(context.Background())
 			}
-			s, err = sqldialect.ReadSchema(ctx, db.DB, old.t)
+			s, err = sqldialect.ReadSchema(ctx, pool, old.t)
 			require.NoError(t, err)
 			require.Equal(t, sqldialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: version 5 releases can still run")
 
@@ -357,7 +360,7 @@ func TestSQLMigrateFromV5(t *testing.T) {
 							_, newErrs[at] = j.Append(ctx, journal.Entry{Producer: "new", Payload: payload})
 							return
 						}
-						tx, err := db.DB.BeginTx(ctx, nil)
+						tx, err := pool.BeginTx(ctx, nil)
 						if err == nil {
 							var p *journal.Pending
 							if p, err = j.AppendTx(ctx, tx, journal.Entry{Producer: "new", Payload: payload}); err == nil {

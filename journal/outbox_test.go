@@ -189,6 +189,7 @@ func TestSQLRelayKilled(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			db := dbtest.Open(t, b)
+			pool := db.NewPool(t) // closed with the test, and with it whatever pgx left on its connections
 			s := &sessions{}
 			j := openSQLConfig(t, db, hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: s},
 				journal.SQLConfig{NodeID: "r", LockTimeout: 2 * time.Second})
@@ -198,7 +199,7 @@ func TestSQLRelayKilled(t *testing.T) {
 			var relays, killed, failed int
 			for deadline := time.Now().Add(journaltest.Duration() + 2*time.Second); relays < 1500 && time.Now().Before(deadline); relays++ {
 				for range 1 + rand.IntN(4) {
-					tx, err := db.DB.BeginTx(ctx, nil)
+					tx, err := pool.BeginTx(ctx, nil)
 					require.NoError(t, err)
 					entries := make([]journal.Entry, 1+rand.IntN(3))
 					for k := range entries {
@@ -223,7 +224,7 @@ func TestSQLRelayKilled(t *testing.T) {
 					failed++
 				}
 				var n int64
-				require.NoError(t, db.DB.QueryRowContext(ctx, both).Scan(&n))
+				require.NoError(t, pool.QueryRowContext(ctx, both).Scan(&n))
 				require.Zero(t, n, "relay %d (error: %v) left entries both pending and in the journal", relays, err)
 			}
 			t.Logf("%d relays, %d interrupted, %d failed", relays, killed, failed)
@@ -234,10 +235,10 @@ func TestSQLRelayKilled(t *testing.T) {
 			head, err := j.Head(ctx)
 			require.NoError(t, err)
 			var count, top int64
-			require.NoError(t, db.DB.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(revision), 0) FROM `+db.Prefix+`journal`).Scan(&count, &top))
+			require.NoError(t, pool.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(revision), 0) FROM `+db.Prefix+`journal`).Scan(&count, &top))
 			require.Equal(t, head, top)
 			require.Equal(t, head, count, "dense")
-			rows, err := db.DB.QueryContext(ctx, `SELECT batch_id, COUNT(*), MAX(revision) - MIN(revision) + 1 FROM `+db.Prefix+`journal GROUP BY batch_id`)
+			rows, err := pool.QueryContext(ctx, `SELECT batch_id, COUNT(*), MAX(revision) - MIN(revision) + 1 FROM `+db.Prefix+`journal GROUP BY batch_id`)
 			require.NoError(t, err)
 			defer rows.Close()
 			moved := 0
@@ -268,6 +269,7 @@ func TestSQLRelayChecksItsWork(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
 			j := openSQLConfig(t, db, b.Dialect, journal.SQLConfig{NodeID: "r", LockTimeout: 10 * time.Second})
 			q := func(s string) string { return rebind(b.Name, s) }
 			now := "UTC_TIMESTAMP(6)"
@@ -277,11 +279,11 @@ func TestSQLRelayChecksItsWork(t *testing.T) {
 			insert := q(`INSERT INTO ` + db.Prefix + `pending (handle, seq, node_id, instance, producer, payload, created_at) VALUES (?, ?, 'w', 'i', 'p', ?, ` + now + `)`)
 			const handle = 77
 			for seq := 1; seq <= 2; seq++ {
-				_, err := db.DB.ExecContext(ctx, insert, handle, seq, []byte(fmt.Sprint(seq)))
+				_, err := pool.ExecContext(ctx, insert, handle, seq, []byte(fmt.Sprint(seq)))
 				require.NoError(t, err)
 			}
 			// A reader holds a row of the handle: the relay's delete waits.
-			locker, err := db.DB.BeginTx(ctx, nil)
+			locker, err := pool.BeginTx(ctx, nil)
 			require.NoError(t, err)
 			defer locker.Rollback()
 			share := "LOCK IN SHARE MODE"
@@ -302,9 +304,9 @@ func TestSQLRelayChecksItsWork(t *testing.T) {
 			}
 			require.Eventually(t, func() bool {
 				var n int
-				return db.DB.QueryRowContext(ctx, waiting).Scan(&n) == nil && n > 0
+				return pool.QueryRowContext(ctx, waiting).Scan(&n) == nil && n > 0
 			}, 20*time.Second, time.Millisecond, "the relay never waited for the locked row")
-			_, err = db.DB.ExecContext(ctx, insert, handle, 3, []byte("3"))
+			_, err = pool.ExecContext(ctx, insert, handle, 3, []byte("3"))
 			require.NoError(t, err)
 			require.NoError(t, locker.Rollback())
 			err = <-relayed
@@ -316,7 +318,7 @@ func TestSQLRelayChecksItsWork(t *testing.T) {
 			// Relays that nobody disturbs move what is left.
 			_, err = j.Relay(ctx)
 			require.NoError(t, err)
-			rows, err := db.DB.QueryContext(ctx, q(`SELECT payload FROM `+db.Prefix+`journal WHERE batch_id = ? ORDER BY revision`), handle)
+			rows, err := pool.QueryContext(ctx, q(`SELECT payload FROM `+db.Prefix+`journal WHERE batch_id = ? ORDER BY revision`), handle)
 			require.NoError(t, err)
 			defer rows.Close()
 			var got []string
@@ -328,7 +330,7 @@ func TestSQLRelayChecksItsWork(t *testing.T) {
 			require.NoError(t, rows.Err())
 			require.ElementsMatch(t, []string{"1", "2", "3"}, got, "every pending row relayed once")
 			var left int
-			require.NoError(t, db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+db.Prefix+`pending`).Scan(&left))
+			require.NoError(t, pool.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+db.Prefix+`pending`).Scan(&left))
 			require.Zero(t, left)
 		})
 	}
