@@ -216,13 +216,19 @@ func killFunc(db *dbtest.DB) func(ctx context.Context, id string) error {
 // checkOutcomes runs the concurrency test with an injector and demands
 // that every open outcome was resolved while the database was reachable.
 func checkOutcomes(t *testing.T, open journaltest.Opener, inject func(ctx context.Context), hits *tally) {
+	require.Positive(t, runOutcomes(t, open, inject, hits), "the injector left some outcomes open")
+}
+
+// runOutcomes runs the concurrency test with an injector, checks it, and
+// returns how many open outcomes the journals resolved.
+func runOutcomes(t *testing.T, open journaltest.Opener, inject func(ctx context.Context), hits *tally) int64 {
 	res := journaltest.Concurrent(t, open, journaltest.ConcurrentConfig{
 		Nodes: 4, Goroutines: 8, Readers: 2, Duration: journaltest.Duration(), Faults: true, Inject: inject,
 	})
 	t.Logf("interrupted: %d (%s)", hits.total(), hits)
 	require.Zero(t, res.Unknown, "every open outcome is resolved while the database is reachable (%.2f%% unknown)", 100*res.UnknownShare())
-	require.Positive(t, res.Stats.ResolvedCommitted+res.Stats.ResolvedNotWritten, "the injector left some outcomes open")
 	require.Positive(t, res.Acked)
+	return res.Stats.ResolvedCommitted + res.Stats.ResolvedNotWritten
 }
 
 func openHostile(t *testing.T, db *dbtest.DB, h hostile) journaltest.Opener {
@@ -240,11 +246,22 @@ func TestSQLKillQuery(t *testing.T) {
 	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			db := dbtest.Open(t, b)
-			s := &sessions{}
-			hits := &tally{}
-			checkOutcomes(t, openHostile(t, db, hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: s}), killer(t, db, s, hits, killFunc(db)), hits)
-			require.Positive(t, hits.total())
+			// A KILL lands only if it reaches the session before its
+			// statement ends, and on a loaded machine (the whole suite at
+			// once) whole runs have seen none land: such a run proves
+			// nothing and is made again, on fresh tables, up to 3 times.
+			for attempt := 1; ; attempt++ {
+				db := dbtest.Open(t, b)
+				s := &sessions{}
+				hits := &tally{}
+				opened := runOutcomes(t, openHostile(t, db, hostile{Dialect: b.Dialect, caps: caps{b.Dialect}, sessions: s}), killer(t, db, s, hits, killFunc(db)), hits)
+				require.Positive(t, hits.total())
+				if opened > 0 {
+					break
+				}
+				require.Less(t, attempt, 3, "in %d runs the injector left no outcome open", attempt)
+				t.Logf("run %d: no KILL landed mid-append; again", attempt)
+			}
 		})
 	}
 }
