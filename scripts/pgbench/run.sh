@@ -20,3 +20,14 @@ for c in 1 8 16; do
 		printf '%-8s clients=%-3s %10.0f records/s\n' "$f" "$c" "$tps"
 	done
 done
+# Batches of 8 records per statement, 4 and 8 clients: the shape of 4 x 32,
+# where each node's group commit carries about 8 records; plain inserts
+# with 32 clients beside them. Figures are records/s (8 per transaction).
+tps() { "$pgbench" -n -M prepared -c "$1" -j 2 -T 4 -f "$2" "$TANDEM_TEST_POSTGRES" 2>&1 | awk '/^tps/ {print $3}'; }
+printf '%-8s clients=%-3s %10.0f records/s\n' plain 32 "$(tps 32 "$here/plain.sql")"
+for c in 4 8; do
+	for f in append8 combine8; do
+		printf '%-8s clients=%-3s %10.0f records/s\n' "$f" "$c" "$(awk -v t="$(tps "$c" "$here/$f.sql")" 'BEGIN { print t * 8 }')"
+	done
+done
+
