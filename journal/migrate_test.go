@@ -76,6 +76,32 @@ SELECT revision - $1 + 1 FROM c`, 1, node, []string{"old"}, [][]byte{[]byte(payl
 	return first, err
 }
 
+// oldNode runs a node of an older release until stop is closed: step(i)
+// writes one record and returns its payload. The channel gets nil after
+// stop, or the first error; the payloads of the steps that succeeded are
+// in the slice once it has.
+func oldNode(stop <-chan struct{}, step func(i int) (string, error)) (<-chan error, *[]string) {
+	done := make(chan error, 1)
+	acked := &[]string{}
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			payload, err := step(i)
+			if err != nil {
+				done <- err
+				return
+			}
+			*acked = append(*acked, payload)
+		}
+	}()
+	return done, acked
+}
+
 // TestSQLMigrateFromV1 upgrades a database made by the first release
 // (schema version 1) while a node of that release keeps appending, with
 // many new nodes opening it at once; the old node keeps running against
@@ -99,28 +125,16 @@ func TestSQLMigrateFromV1(t *testing.T) {
 
 			// The old node appends throughout the upgrade.
 			stop := make(chan struct{})
-			oldDone := make(chan error, 1)
-			var oldAcked []string
-			go func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						oldDone <- nil
-						return
-					default:
-					}
-					payload := fmt.Sprintf("during-%d", i)
-					if err := old.check(ctx); err != nil {
-						oldDone <- err
-						return
-					}
-					if _, err := old.append(ctx, "old", payload); err != nil {
-						oldDone <- fmt.Errorf("old release append: %w", err)
-						return
-					}
-					oldAcked = append(oldAcked, payload)
+			oldDone, oldAcked := oldNode(stop, func(i int) (string, error) {
+				payload := fmt.Sprintf("during-%d", i)
+				if err := old.check(ctx); err != nil {
+					return payload, err
 				}
-			}()
+				if _, err := old.append(ctx, "old", payload); err != nil {
+					return payload, fmt.Errorf("old release append: %w", err)
+				}
+				return payload, nil
+			})
 
 			const n = 8
 			js := make([]*journal.SQL, n)
@@ -153,8 +167,8 @@ func TestSQLMigrateFromV1(t *testing.T) {
 			close(stop)
 			require.NoError(t, <-oldDone)
 			require.NoError(t, old.check(ctx), "the first release still accepts the schema")
-			require.NotEmpty(t, oldAcked)
-			t.Logf("the first release appended %d records during the upgrade", len(oldAcked))
+			require.NotEmpty(t, *oldAcked)
+			t.Logf("the first release appended %d records during the upgrade", len(*oldAcked))
 
 			recs, err := js[0].Read(ctx, 0, 100000)
 			require.NoError(t, err)
@@ -170,7 +184,7 @@ func TestSQLMigrateFromV1(t *testing.T) {
 					require.NotEmpty(t, r.Instance)
 				}
 			}
-			for _, p := range append([]string{"before-0", "before-1", "before-2"}, oldAcked...) {
+			for _, p := range append([]string{"before-0", "before-1", "before-2"}, *oldAcked...) {
 				require.Contains(t, seen, p)
 			}
 			for i, rev := range newAcked {
@@ -304,30 +318,19 @@ func TestSQLMigrateFromV5(t *testing.T) {
 			require.Equal(t, sqldialect.SchemaState{Version: 5, Compat: 1}, s)
 
 			stop := make(chan struct{})
-			oldDone := make(chan error, 1)
-			var oldAcked []string
-			go func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						oldDone <- nil
-						return
-					default:
-					}
-					payload := fmt.Sprintf("old-%d", i)
-					var err error
-					if i%2 == 0 {
-						err = old.append(ctx, payload)
-					} else {
-						err = old.publish(ctx, int64(1_000_000+i), payload)
-					}
-					if err != nil {
-						oldDone <- fmt.Errorf("version 5 release, %s: %w", payload, err)
-						return
-					}
-					oldAcked = append(oldAcked, payload)
+			oldDone, oldAcked := oldNode(stop, func(i int) (string, error) {
+				payload := fmt.Sprintf("old-%d", i)
+				var err error
+				if i%2 == 0 {
+					err = old.append(ctx, payload)
+				} else {
+					err = old.publish(ctx, int64(1_000_000+i), payload)
 				}
-			}()
+				if err != nil {
+					err = fmt.Errorf("version 5 release, %s: %w", payload, err)
+				}
+				return payload, err
+			})
 
 			const n = 4
 			js := make([]*journal.SQL, n)
@@ -380,8 +383,8 @@ func TestSQLMigrateFromV5(t *testing.T) {
 			time.Sleep(50 * time.Millisecond) // a few more old appends after the new ones
 			close(stop)
 			require.NoError(t, <-oldDone)
-			require.NotEmpty(t, oldAcked)
-			t.Logf("the version 5 release appended and published %d records during the upgrade", len(oldAcked))
+			require.NotEmpty(t, *oldAcked)
+			t.Logf("the version 5 release appended and published %d records during the upgrade", len(*oldAcked))
 			_, err = js[0].Relay(ctx)
 			require.NoError(t, err)
 
@@ -394,10 +397,10 @@ func TestSQLMigrateFromV5(t *testing.T) {
 			for _, r := range recs {
 				seen[string(r.Payload)]++
 			}
-			for _, p := range append(oldAcked, newPayloads...) {
+			for _, p := range append(*oldAcked, newPayloads...) {
 				require.Equal(t, 1, seen[p], "%s exactly once", p)
 			}
-			require.Len(t, seen, len(oldAcked)+len(newPayloads), "nothing else")
+			require.Len(t, seen, len(*oldAcked)+len(newPayloads), "nothing else")
 		})
 	}
 }
