@@ -115,6 +115,22 @@ func (r *rewindable) Head(ctx context.Context) (int64, error) {
 	return h, err
 }
 
+// Read hides the records above the head it was set back to, as a journal
+// that went back would not have them.
+func (r *rewindable) Read(ctx context.Context, after int64, limit int) ([]journal.Record, error) {
+	recs, err := r.Journal.Read(ctx, after, limit)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.head > 0 {
+		for i, rec := range recs {
+			if rec.Revision > r.head {
+				return recs[:i], err
+			}
+		}
+	}
+	return recs, err
+}
+
 func (r *rewindable) Epoch(ctx context.Context) (string, error) {
 	r.mu.Lock()
 	e := r.epoch

@@ -88,6 +88,15 @@ const (
 	// be gone: what it holds privately (a search index on disk) must be
 	// rebuilt rather than caught up.
 	ResyncEvicted ResyncReason = "evicted by the janitor after an absence longer than EvictAfter"
+	// ResyncRewritten: the journal holds another record at the node's
+	// position than the one the node applied there. It lost its latest
+	// commits after the node had read them and gave their revisions to
+	// new records: a database crash where commits are visible before they
+	// are durable (MariaDB and MySQL's InnoDB; PostgreSQL with
+	// synchronous_commit off), a failover to a replica that had not
+	// received them. The node has applied records that no longer exist
+	// and would skip the ones now at their revisions.
+	ResyncRewritten ResyncReason = "the record at the node's position changed"
 )
 
 // Config configures a Node. The zero value of each field means its default.

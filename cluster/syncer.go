@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -28,6 +29,12 @@ type syncLoop struct {
 
 	pos   int64
 	epoch string
+	// at identifies the record at pos as this node read it (zero: not
+	// known yet), and tail is the journal's tail as the last poll saw
+	// it. While the record at pos is kept (pos >= tail), each poll reads
+	// it again and compares (see sync).
+	at   recordID
+	tail int64
 	// batch is how many records the next poll reads: BatchSize, halved
 	// after a poll that timed out and doubled back after each that
 	// answered (Config.SyncTimeout). Only the loop's goroutine uses it.
@@ -320,8 +327,15 @@ func (l *syncLoop) sync(ctx context.Context) error {
 	j := l.n.cfg.Journal
 	for {
 		want := l.batch
+		// The poll starts one record early while the record at the
+		// position is kept: the one this node applied there must still
+		// be there (ResyncRewritten).
+		from, again := l.pos, 0
+		if l.pos > 0 && l.pos >= l.tail {
+			from, again = l.pos-1, 1
+		}
 		pctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
-		res, err := journal.Poll(pctx, j, l.pos, want)
+		res, err := journal.Poll(pctx, j, from, want+again)
 		timedOut := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err != nil {
@@ -333,15 +347,34 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			return err
 		}
 		l.batch = min(l.n.cfg.BatchSize, 2*want)
-		l.pending = res.Pending
+		l.pending, l.tail = res.Pending, res.Tail
+		recs := res.Records
 		var why ResyncReason
+		if again == 1 {
+			switch {
+			case len(recs) > 0: // Poll returns records dense from from+1: recs[0] is at pos
+				if l.at.zero() {
+					l.at = idOf(recs[0]) // first look since Start or a resync
+				} else if l.at != idOf(recs[0]) && res.Epoch == l.epoch {
+					why = ResyncRewritten
+				}
+				recs = recs[1:]
+			case res.Tail > l.pos && res.Epoch == l.epoch:
+				continue // pruned since the last poll: nothing left to compare
+			}
+		}
 		switch {
+		case why != "":
 		case res.Epoch != l.epoch:
 			why = ResyncEpoch
-		case res.BehindTail(l.pos):
+		case len(recs) == 0 && l.pos+1 < res.Tail:
 			why = ResyncBehindTail
 		case l.pos > res.Head:
 			why = ResyncAheadOfHead
+		case again == 1 && len(res.Records) == 0 && res.Tail <= l.pos:
+			// The record at the position is gone, though the tail did
+			// not pass it and the head did not go below it.
+			why = ResyncRewritten
 		}
 		if why != "" {
 			if err := l.doResync(ctx, why); err != nil {
@@ -349,7 +382,6 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			}
 			continue
 		}
-		recs := res.Records
 		for _, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
 				l.advance(res.Head)
@@ -359,7 +391,7 @@ func (l *syncLoop) sync(ctx context.Context) error {
 				}
 				return err
 			}
-			l.pos = rec.Revision
+			l.pos, l.at = rec.Revision, idOf(rec)
 		}
 		l.advance(res.Head) // once per batch: waiters need no finer steps
 		if len(recs) < want || l.pos >= res.Head {
@@ -678,7 +710,7 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	if err != nil {
 		return err
 	}
-	l.pos = head
+	l.pos, l.at = head, recordID{}
 	l.mu.Lock()
 	l.epoch = epoch
 	// The position may go down: publish it as it is.
@@ -1029,3 +1061,19 @@ func (l *syncLoop) stop(ctx context.Context, stopDelay time.Duration) error {
 	}
 	return nil
 }
+
+// recordID identifies a record read at a revision: a record written later
+// at the same revision (ResyncRewritten) differs in its commit time, and
+// almost surely in its writer and content too.
+type recordID struct {
+	nodeID, instance, producer string
+	unixNano                   int64
+	payload                    [sha256.Size]byte
+}
+
+func idOf(rec journal.Record) recordID {
+	return recordID{nodeID: rec.NodeID, instance: rec.Instance, producer: rec.Producer,
+		unixNano: rec.Time.UnixNano(), payload: sha256.Sum256(rec.Payload)}
+}
+
+func (id recordID) zero() bool { return id == recordID{} }
