@@ -140,9 +140,11 @@
 // Lost commits are not hypothetical: MariaDB (InnoDB) shows a commit to
 // other sessions before its redo log is written, and a server killed in
 // that window comes back without it (seen here in 2 of 5 kill -9 trials
-// with 16 writers), as does PostgreSQL with synchronous_commit off. A node
-// that was running notices on its next poll. One that was stopped at the
-// time knows only its stored revision, not the record at it, and cannot.
+// with 16 writers), as does PostgreSQL with synchronous_commit off. A
+// running node notices on its next poll. A stored position needs no such
+// check: it was saved after the records it covers, and the server's log
+// is written in order, so a save that survived the crash brought those
+// records with it.
 //
 // # What a node asks of the database
 //
