@@ -142,8 +142,9 @@
 // that window comes back without it (seen here in 2 of 5 kill -9 trials
 // with 16 writers), as does PostgreSQL with synchronous_commit off. A
 // running node notices on its next poll. A stored position needs no such
-// check: it was saved after the records it covers, and the server's log
-// is written in order, so a save that survived the crash brought those
+// check when positions live in the journal's database (as OpenSQL sets
+// up): it was saved after the records it covers, and the server's log is
+// written in order, so a save that survived the crash brought those
 // records with it.
 //
 // # What a node asks of the database
