@@ -102,6 +102,27 @@ func oldNode(stop <-chan struct{}, step func(i int) (string, error)) (<-chan err
 	return done, acked
 }
 
+// openAtOnce opens n journals of the current release on db at the same
+// time, each on its own pool (nodes new0, new1, ...); they migrate the
+// schema together. They are closed when t ends.
+func openAtOnce(t *testing.T, ctx context.Context, db *dbtest.DB, d dialect.Dialect, n int) []*journal.SQL {
+	t.Helper()
+	js := make([]*journal.SQL, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			js[i], errs[i] = journal.OpenSQL(ctx, db.NewPool(t), d, journal.SQLConfig{NodeID: fmt.Sprintf("new%d", i), Prefix: db.Prefix})
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i], "node %d", i)
+		t.Cleanup(func() { js[i].Close(context.Background()) })
+	}
+	return js
+}
+
 // TestSQLMigrateFromV1 upgrades a database made by the first release
 // (schema version 1) while a node of that release keeps appending, with
 // many new nodes opening it at once; the old node keeps running against
@@ -136,20 +157,7 @@ func TestSQLMigrateFromV1(t *testing.T) {
 				return payload, nil
 			})
 
-			const n = 8
-			js := make([]*journal.SQL, n)
-			var wg sync.WaitGroup
-			errs := make([]error, n)
-			for i := range n {
-				wg.Go(func() {
-					js[i], errs[i] = journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: fmt.Sprintf("new%d", i), Prefix: db.Prefix})
-				})
-			}
-			wg.Wait()
-			for i := range n {
-				require.NoError(t, errs[i], "node %d", i)
-				defer js[i].Close(context.Background())
-			}
+			js := openAtOnce(t, ctx, db, b.Dialect, 8)
 			s, err = sqldialect.ReadSchema(ctx, db.DB, mustTables(t, db.Prefix))
 			require.NoError(t, err)
 			require.Equal(t, sqldialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: the first release can still run")
@@ -333,19 +341,8 @@ func TestSQLMigrateFromV5(t *testing.T) {
 			})
 
 			const n = 4
-			js := make([]*journal.SQL, n)
-			errs := make([]error, n)
+			js := openAtOnce(t, ctx, db, b.Dialect, n)
 			var wg sync.WaitGroup
-			for i := range n {
-				wg.Go(func() {
-					js[i], errs[i] = journal.OpenSQL(ctx, db.NewPool(t), b.Dialect, journal.SQLConfig{NodeID: fmt.Sprintf("new%d", i), Prefix: db.Prefix})
-				})
-			}
-			wg.Wait()
-			for i := range n {
-				require.NoError(t, errs[i], "node %d", i)
-				defer js[i].Close(context.Background())
-			}
 			s, err = sqldialect.ReadSchema(ctx, pool, old.t)
 			require.NoError(t, err)
 			require.Equal(t, sqldialect.SchemaState{Version: dialect.SchemaVersion, Compat: 1}, s, "additive: version 5 releases can still run")
