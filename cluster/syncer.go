@@ -382,8 +382,11 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			}
 			continue
 		}
-		for _, rec := range recs {
+		for i, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
+				if i > 0 {
+					l.at = idOf(recs[i-1])
+				}
 				l.advance(res.Head)
 				if l.pos != l.saved {
 					// Keep what was applied; the rest comes again.
@@ -391,7 +394,10 @@ func (l *syncLoop) sync(ctx context.Context) error {
 				}
 				return err
 			}
-			l.pos, l.at = rec.Revision, idOf(rec)
+			l.pos = rec.Revision
+		}
+		if n := len(recs); n > 0 {
+			l.at = idOf(recs[n-1]) // the record at the position, hashed once a batch
 		}
 		l.advance(res.Head) // once per batch: waiters need no finer steps
 		if len(recs) < want || l.pos >= res.Head {
