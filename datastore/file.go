@@ -112,7 +112,9 @@ func (s *File) Put(ctx context.Context, r io.Reader) (Info, error) {
 	dirs := make(chan error, 1)
 	go func() { dirs <- s.mkdirs(id) }()
 	err = f.Sync()
-	if derr := <-dirs; err == nil && derr != nil {
+	// A folder a collector removed between two Mkdirs is made again by
+	// land, which checks the path right before its rename.
+	if derr := <-dirs; err == nil && derr != nil && !errors.Is(derr, fs.ErrNotExist) {
 		err = derr
 	}
 	if err != nil {
@@ -128,6 +130,12 @@ func (s *File) Put(ctx context.Context, r io.Reader) (Info, error) {
 	landed = true
 	return in, nil
 }
+
+// landAttempts bounds how often land makes the blob's folders again after
+// a collector removed one of them, emptied, between land's Mkdir and the
+// next step (each try is a few system calls; a folder that stays missing,
+// the blobs folder itself say, fails the Put after these).
+const landAttempts = 100
 
 // land makes the fsynced temp file tmp (n bytes hashing to id) the blob
 // id, or, when the blob exists with that length, refreshes its last use
@@ -152,11 +160,13 @@ func (s *File) land(id ID, tmp string, n int64) (Info, error) {
 		} else if err != nil {
 			return Info{}, err
 		}
-		if err := s.mkdirs(id); err != nil {
+		if err := s.mkdirs(id); errors.Is(err, fs.ErrNotExist) && attempt < landAttempts {
+			continue // a collector removed an emptied folder of the path between two Mkdirs
+		} else if err != nil {
 			return Info{}, err
 		}
 		err := os.Rename(tmp, target)
-		if errors.Is(err, fs.ErrNotExist) && attempt < 5 {
+		if errors.Is(err, fs.ErrNotExist) && attempt < landAttempts {
 			continue // a collector removed the emptied folder meanwhile
 		}
 		if err != nil {
@@ -288,7 +298,7 @@ func (s *File) Delete(ctx context.Context, id ID) error {
 
 // removeEmpty removes the blob folder dir and its parents up to (not
 // including) <dir>/blobs while they are empty. A Put that created one of
-// them meanwhile retries its rename.
+// them meanwhile retries its folders and its rename.
 func (s *File) removeEmpty(dir string) {
 	for dir != s.blobs && strings.HasPrefix(dir, s.blobs) {
 		if os.Remove(dir) != nil {
