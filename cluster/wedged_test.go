@@ -3,7 +3,9 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,5 +180,72 @@ func TestResyncRewritten(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, a.WaitFor(ctx, next))
 		require.Len(t, rec.got(), 6, "and goes on from there")
+	})
+}
+
+// hangingSaves is a position store whose Save, once hang is set, blocks
+// until its context ends, as a save on a hung connection does with a
+// driver that honours contexts.
+type hangingSaves struct {
+	revision.Store
+	hang  atomic.Bool
+	tried atomic.Int64
+}
+
+func (h *hangingSaves) Save(ctx context.Context, node string, rev int64, epoch string) error {
+	if h.hang.Load() {
+		h.tried.Add(1)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return h.Store.Save(ctx, node, rev, epoch)
+}
+
+// TestHungSave: a position save that hangs gives up after SyncTimeout;
+// the node goes on applying records meanwhile (its run loop is not held),
+// reports the failed saves, and stores its position once saves answer
+// again.
+func TestHungSave(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		w := f.open(t, cfg("writer"))
+		start(t, w)
+		j, revs, leases := f.stores(t, "a", "a-1")
+		hs := &hangingSaves{Store: revs}
+		c := cfg("a")
+		c.Journal, c.Revisions, c.Leases, c.Instance = j, hs, leases, "a-1"
+		c.SyncTimeout = 300 * time.Millisecond
+		a, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { a.Stop(context.Background()) })
+		rec := &recorder{}
+		require.NoError(t, a.Handle("p", rec))
+		start(t, a)
+
+		hs.hang.Store(true)
+		for i := range 3 {
+			rev, err := w.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = a.WaitFor(wctx, rev)
+			cancel()
+			require.NoError(t, err, "record %d while saves hang", i)
+		}
+		require.Len(t, rec.got(), 3)
+		require.Eventually(t, func() bool {
+			st := a.Stats()
+			return hs.tried.Load() > 0 && st.SyncErrors > 0 && st.LastSyncErr != nil &&
+				strings.Contains(st.LastSyncErr.Error(), "save position") &&
+				strings.Contains(st.LastSyncErr.Error(), "no answer within SyncTimeout")
+		}, 10*time.Second, 10*time.Millisecond, "the hung save gave up and was reported")
+
+		hs.hang.Store(false)
+		last, err := w.Publish(ctx, "p", []byte("last"))
+		require.NoError(t, err)
+		require.NoError(t, a.WaitFor(ctx, last))
+		require.Eventually(t, func() bool {
+			p, err := revs.Load(ctx, "a")
+			return err == nil && p.Revision == last
+		}, 10*time.Second, 10*time.Millisecond, "the position is stored once saves answer")
 	})
 }
