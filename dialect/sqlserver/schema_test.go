@@ -101,14 +101,24 @@ func inTxStatements(batches []string) []string {
 	return append(out, "COMMIT", "SET LOCK_TIMEOUT -1")
 }
 
-// upgrade are the statements of migrations 2 to 6, in order.
-func upgrade(tb sqldialect.Tables) []string {
-	out := inTxStatements(schemaV2(tb))
-	out = append(out, inTxStatements(schemaV3(tb))...)
-	out = append(out, inTxStatements(schemaV4(tb))...)
-	out = append(out, inTxStatements(schemaV5(tb))...)
-	return append(out, inTxStatements(schemaV6(tb))...)
+// migrationBatches are the batches of migrations 2 to 6, by version.
+func migrationBatches(tb sqldialect.Tables) map[int][]string {
+	return map[int][]string{2: schemaV2(tb), 3: schemaV3(tb), 4: schemaV4(tb), 5: schemaV5(tb), 6: schemaV6(tb)}
 }
+
+// upgradeFrom are the statements of the migrations after version from, up
+// to 6, in order, each in its transaction.
+func upgradeFrom(tb sqldialect.Tables, from int) []string {
+	var out []string
+	batches := migrationBatches(tb)
+	for v := from + 1; v <= 6; v++ {
+		out = append(out, inTxStatements(batches[v])...)
+	}
+	return out
+}
+
+// upgrade are the statements of migrations 2 to 6, in order.
+func upgrade(tb sqldialect.Tables) []string { return upgradeFrom(tb, 1) }
 
 func TestMigrations(t *testing.T) {
 	tb := tablesFor(t, "tandem_")
@@ -148,7 +158,7 @@ func TestMigrationsGolden(t *testing.T) {
 	}, schemaV4(tb), "a new table, its locks kept at row level, then recorded")
 	for _, prefix := range []string{"tandem_", "t0123456789ab_", "x"} {
 		tb := tablesFor(t, prefix)
-		for v, batches := range map[int][]string{2: schemaV2(tb), 3: schemaV3(tb), 4: schemaV4(tb), 5: schemaV5(tb), 6: schemaV6(tb)} {
+		for v, batches := range migrationBatches(tb) {
 			for i, s := range batches {
 				checkStatement(t, "schema", s, prefix, 0)
 				// Each batch names only what exists when it is compiled.
@@ -227,48 +237,16 @@ func TestMigrate(t *testing.T) {
 		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
 		require.Equal(t, []string{readSchemaSQL}, f.Queries())
 	})
-	t.Run("version 2", func(t *testing.T) {
-		s := &server{tables: true, migration: 2}
-		f, db := newServer(t, s)
-		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
-		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
-		want = append(want, inTxStatements(schemaV3(tb))...)
-		want = append(want, inTxStatements(schemaV4(tb))...)
-		want = append(want, inTxStatements(schemaV5(tb))...)
-		want = append(want, inTxStatements(schemaV6(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 3, 4, 5 and 6")
-		require.EqualValues(t, 6, s.migration)
-	})
-	t.Run("version 3", func(t *testing.T) {
-		s := &server{tables: true, migration: 3}
-		f, db := newServer(t, s)
-		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
-		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
-		want = append(want, inTxStatements(schemaV4(tb))...)
-		want = append(want, inTxStatements(schemaV5(tb))...)
-		want = append(want, inTxStatements(schemaV6(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 4, 5 and 6")
-		require.EqualValues(t, 6, s.migration)
-	})
-	t.Run("version 4", func(t *testing.T) {
-		s := &server{tables: true, migration: 4}
-		f, db := newServer(t, s)
-		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
-		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
-		want = append(want, inTxStatements(schemaV5(tb))...)
-		want = append(want, inTxStatements(schemaV6(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations 5 and 6")
-		require.EqualValues(t, 6, s.migration)
-	})
-	t.Run("version 5", func(t *testing.T) {
-		s := &server{tables: true, migration: 5}
-		f, db := newServer(t, s)
-		require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
-		want := []string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}
-		want = append(want, inTxStatements(schemaV6(tb))...)
-		require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migration 6")
-		require.EqualValues(t, 6, s.migration)
-	})
+	for from, which := range map[int]string{2: "3, 4, 5 and 6", 3: "4, 5 and 6", 4: "5 and 6", 5: "6"} {
+		t.Run(fmt.Sprintf("version %d", from), func(t *testing.T) {
+			s := &server{tables: true, migration: int64(from)}
+			f, db := newServer(t, s)
+			require.NoError(t, sqldialect.Migrate(ctx, db, Dialect, tb, "e1"))
+			want := append([]string{readSchemaSQL, lockSchemaSQL, readSchemaSQL}, upgradeFrom(tb, from)...)
+			require.Equal(t, append(want, readSchemaSQL, unlockSchemaSQL), f.Queries(), "only migrations %s", which)
+			require.EqualValues(t, 6, s.migration)
+		})
+	}
 	t.Run("lock not granted", func(t *testing.T) {
 		f, db := newServer(t, &server{lockStatus: -1})
 		err := sqldialect.Migrate(ctx, db, Dialect, tb, "e1")
