@@ -199,12 +199,21 @@ func v6Statements(tb sqldialect.Tables) []string {
 }
 
 // upgrade are the statements of migrations 2 to 6, in order.
-func upgrade(tb sqldialect.Tables) []string {
-	out := addStatements(schemaV2(tb), recordMigration(tb, 2))
-	out = append(out, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
-	out = append(out, v4Statements(tb)...)
-	out = append(out, v5Statements(tb)...)
-	return append(out, v6Statements(tb)...)
+func upgrade(tb sqldialect.Tables) []string { return upgradeFrom(tb, 1) }
+
+// upgradeFrom are the statements of the migrations after version from, up
+// to 6, in order.
+func upgradeFrom(tb sqldialect.Tables, from int) []string {
+	steps := map[int][]string{
+		2: addStatements(schemaV2(tb), recordMigration(tb, 2)),
+		3: addStatements(schemaV3(tb), recordMigration(tb, 3)),
+		4: v4Statements(tb), 5: v5Statements(tb), 6: v6Statements(tb),
+	}
+	var out []string
+	for v := from + 1; v <= 6; v++ {
+		out = append(out, steps[v]...)
+	}
+	return out
 }
 
 func TestMigrations(t *testing.T) {
@@ -289,11 +298,7 @@ func TestMigrate(t *testing.T) {
 		s := v2()
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		want := []string{readSchemaSQL, readSchemaSQL}
-		want = append(want, addStatements(schemaV3(tb), recordMigration(tb, 3))...)
-		want = append(want, v4Statements(tb)...)
-		want = append(want, v5Statements(tb)...)
-		want = append(want, v6Statements(tb)...)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, upgradeFrom(tb, 2)...)
 		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 3, 4, 5 and 6")
 		require.EqualValues(t, 6, s.migration)
 	})
@@ -301,9 +306,7 @@ func TestMigrate(t *testing.T) {
 		s := v3()
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		want := append([]string{readSchemaSQL, readSchemaSQL}, v4Statements(tb)...)
-		want = append(want, v5Statements(tb)...)
-		want = append(want, v6Statements(tb)...)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, upgradeFrom(tb, 3)...)
 		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 4, 5 and 6")
 		require.EqualValues(t, 6, s.migration)
 		require.True(t, s.pending)
@@ -312,8 +315,7 @@ func TestMigrate(t *testing.T) {
 		s := v4()
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		want := append([]string{readSchemaSQL, readSchemaSQL}, v5Statements(tb)...)
-		want = append(want, v6Statements(tb)...)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, upgradeFrom(tb, 4)...)
 		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migrations 5 and 6")
 		require.EqualValues(t, 6, s.migration)
 		require.Len(t, s.blobs, 3)
@@ -322,7 +324,7 @@ func TestMigrate(t *testing.T) {
 		s := v5()
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		want := append([]string{readSchemaSQL, readSchemaSQL}, v6Statements(tb)...)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, upgradeFrom(tb, 5)...)
 		require.Equal(t, append(want, readSchemaSQL), f.Queries(), "only migration 6")
 		require.EqualValues(t, 6, s.migration)
 	})
@@ -341,8 +343,7 @@ func TestMigrate(t *testing.T) {
 		s.blobs["blobs"], s.blobs["blob_chunks"] = true, true
 		f, err := migrate(t, s, "e1")
 		require.NoError(t, err)
-		want := append([]string{readSchemaSQL, readSchemaSQL}, v5Statements(tb)...)
-		want = append(want, v6Statements(tb)...)
+		want := append([]string{readSchemaSQL, readSchemaSQL}, upgradeFrom(tb, 4)...)
 		require.Equal(t, append(want, readSchemaSQL), f.Queries())
 		require.EqualValues(t, 6, s.migration)
 		require.Len(t, s.blobs, 3)
