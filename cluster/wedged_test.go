@@ -162,9 +162,13 @@ func TestResyncRewritten(t *testing.T) {
 		require.NoError(t, err)
 		_, err = tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %sjournal WHERE revision >= %d`, p, last-1))
 		require.NoError(t, err)
+		payload := "$1" // the new records' payload, "new"
+		if f.backend == "mysql" {
+			payload = "?"
+		}
 		for r := last - 1; r <= last+1; r++ {
 			_, err = tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %sjournal (revision, node_id, instance, batch_id, producer, payload, created_at) VALUES (%d, 'other', 'other-1', %d, 'p', %s, %s)`,
-				p, r, 9000+r, map[bool]string{true: "X'6e6577'", false: "'\\x6e6577'::bytea"}[f.backend == "mysql"], now))
+				p, r, 9000+r, payload, now), []byte("new"))
 			require.NoError(t, err)
 		}
 		_, err = tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %sglobal_revision SET revision = %d WHERE id = 1`, p, last+1))
