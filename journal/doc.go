@@ -33,7 +33,11 @@
 // pg_cancel_backend, a statement timeout, a lost connection), the journal
 // makes sure the abandoned transaction has ended and looks the batch up:
 // Append then returns the revisions the batch committed at, or a plain
-// error with nothing written. An error matching dialect.ErrOutcomeUnknown
+// error with nothing written. A batch found committed is reported only
+// once it is durable: on MySQL and Oracle, where a commit can be seen
+// before its log is flushed, the lookup commits a change of its own (the
+// counter, changed and changed back under its lock), whose log flush
+// covers the batch. An error matching dialect.ErrOutcomeUnknown
 // remains only when the database stays unreachable for
 // SQLConfig.ResolveTimeout (or the file journal can neither remove nor
 // commit a batch it wrote). On a shared folder, the next writer rolls

@@ -118,8 +118,43 @@ func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, 
 	case count == 0:
 		return 0, false, nil
 	case count == int64(n) && lowest.Int64+int64(n)-1 <= head:
+		if err := j.settle(ctx, tx); err != nil {
+			return 0, false, err
+		}
 		return lowest.Int64, true, nil
 	}
 	return 0, false, fmt.Errorf("%w: batch %d has %d of its %d records, from revision %d (head %d)",
 		ErrCorrupt, batch, count, n, lowest.Int64, head)
+}
+
+// settle makes sure a batch the lookup found is durable before it is
+// reported committed, on dialects whose commits become visible before
+// their log is flushed (Queries.Settle): it changes the counter row and
+// changes it back under the lock the lookup holds, and commits. That
+// commit's flush covers every commit logged before it, the batch's among
+// them. A statement that did not change exactly the counter row rolls the
+// transaction back (by the caller's deferred Rollback) and fails the
+// lookup, which the resolver retries; the counter is never left changed.
+func (j *SQL) settle(ctx context.Context, tx *sql.Tx) error {
+	if j.q.Settle == "" {
+		return nil
+	}
+	for _, delta := range []int64{1, -1} {
+		res, err := tx.ExecContext(ctx, j.q.Settle, delta)
+		if err != nil {
+			return fmt.Errorf("settle the found batch: %w", j.d.Translate(err))
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("settle the found batch: the counter update changed %d rows, not 1 (%v); rolled back", n, err)
+		}
+		if j.afterSettle != nil {
+			if err := j.afterSettle(ctx, delta); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("settle the found batch: commit: %w", j.d.Translate(err))
+	}
+	return nil
 }

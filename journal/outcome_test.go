@@ -357,3 +357,88 @@ func TestSQLAppendThroughHungNetwork(t *testing.T) {
 		})
 	}
 }
+
+// TestSQLResolveSettles: when the lookup of an open outcome finds the
+// batch on a dialect whose commits become visible before they are durable
+// (MySQL), it commits a real change of its own before it reports the batch
+// committed, so that its log flush covers the batch; the counter ends as it
+// was, also when that commit is refused. On PostgreSQL a visible commit is
+// durable and the lookup writes nothing.
+func TestSQLResolveSettles(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			j := openSQLConfig(t, db, b.Dialect, journal.SQLConfig{NodeID: "s"})
+			counter := func() int64 {
+				var rev int64
+				require.NoError(t, pool.QueryRowContext(ctx, `SELECT revision FROM `+db.Prefix+`global_revision WHERE id = 1`).Scan(&rev))
+				return rev
+			}
+			_, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("before")})
+			require.NoError(t, err)
+			revs, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("a")}, journal.Entry{Producer: "p", Payload: []byte("b")})
+			require.NoError(t, err)
+			var batch int64
+			require.NoError(t, pool.QueryRowContext(ctx, rebind(b.Name, `SELECT batch_id FROM `+db.Prefix+`journal WHERE revision = ?`), revs[0]).Scan(&batch))
+			head := counter()
+
+			// What another session reading uncommitted rows sees of the
+			// counter after each of the lookup's settling statements: a
+			// change that is really there (InnoDB writes no log for an
+			// update that changes nothing, and a transaction without log
+			// waits for no flush).
+			var settled []int64
+			j.SetAfterSettle(func(ctx context.Context, delta int64) error {
+				tx, err := pool.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadUncommitted, ReadOnly: true})
+				if err != nil {
+					return err
+				}
+				defer tx.Rollback()
+				var rev int64
+				err = tx.QueryRowContext(ctx, `SELECT revision FROM `+db.Prefix+`global_revision WHERE id = 1`).Scan(&rev)
+				settled = append(settled, rev)
+				return err
+			})
+			first, found, err := j.LookupBatch(ctx, batch, 2, revs[0]-1)
+			require.NoError(t, err)
+			require.True(t, found)
+			require.Equal(t, revs[0], first)
+			if b.Name == "postgres" {
+				require.Empty(t, settled, "PostgreSQL's lookup writes nothing")
+			} else {
+				require.Equal(t, []int64{head + 1, head}, settled, "the lookup's transaction changed the counter and changed it back before its commit")
+			}
+			require.Equal(t, head, counter(), "the counter is as it was")
+
+			// A batch that is not there: nothing to settle.
+			settled = nil
+			_, found, err = j.LookupBatch(ctx, batch+1<<40, 1, revs[0]-1)
+			require.NoError(t, err)
+			require.False(t, found)
+			require.Empty(t, settled)
+
+			if b.Name != "postgres" {
+				// The settling transaction fails after its first change:
+				// the lookup fails (the resolver retries it) and the
+				// change is rolled back.
+				j.SetAfterSettle(func(_ context.Context, delta int64) error {
+					if delta > 0 {
+						return fmt.Errorf("refused")
+					}
+					return nil
+				})
+				_, _, err = j.LookupBatch(ctx, batch, 2, revs[0]-1)
+				require.ErrorContains(t, err, "refused")
+				require.Equal(t, head, counter())
+			}
+			j.SetAfterSettle(nil)
+			next, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("after")})
+			require.NoError(t, err)
+			require.Equal(t, []int64{head + 1}, next, "the next record follows the head: no revision was used or lost")
+		})
+	}
+}

@@ -153,6 +153,9 @@ type SQL struct {
 	batchBase int64 // random; batch ids are batchBase + a sequence number
 	batchSeq  int64 // owned by the committer goroutine
 	outcomes  outcomeStats
+	// afterSettle, set by tests only, runs after each of an outcome
+	// lookup's settling changes (delta), before its commit.
+	afterSettle func(ctx context.Context, delta int64) error
 
 	relayReqs chan chan error // Waits asking for a relay (relayLoop)
 

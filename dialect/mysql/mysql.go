@@ -56,15 +56,17 @@ func (my) Queries(t sqldialect.Tables) sqldialect.Queries {
 	read := `SELECT revision, node_id, instance, producer, payload, created_at FROM ` + t.Journal +
 		` WHERE revision > ? ORDER BY revision LIMIT ?`
 	return sqldialect.Queries{
-		Read:          read,
-		Poll:          sqldialect.PollQuery(t, read, t.Pending),
-		Head:          `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
-		Meta:          `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
-		SetTail:       `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,
-		DeleteRange:   `DELETE FROM ` + t.Journal + ` WHERE revision >= ? AND revision < ?`,
-		MinRevision:   `SELECT MIN(revision) FROM ` + t.Journal,
-		LockHead:      `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
-		FindBatch:     `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > ? AND batch_id = ?`,
+		Read:        read,
+		Poll:        sqldialect.PollQuery(t, read, t.Pending),
+		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,
+		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= ? AND revision < ?`,
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > ? AND batch_id = ?`,
+		// InnoDB makes a commit visible before its redo is flushed.
+		Settle:        `UPDATE ` + t.GlobalRevision + ` SET revision = revision + ? WHERE id = 1`,
 		PendingAny:    `SELECT 1 FROM ` + t.Pending + ` LIMIT 1`,
 		PendingCount:  `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = ?`,
 		PendingOldest: `SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)) / 1000 FROM ` + t.Pending,

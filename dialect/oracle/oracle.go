@@ -113,11 +113,14 @@ func (ora) Queries(t sqldialect.Tables) sqldialect.Queries {
 		Meta: `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		// Bound by position, a placeholder in SQL takes one argument per
 		// occurrence: the tail appears once.
-		SetTail:      `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
-		DeleteRange:  `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
-		MinRevision:  `SELECT MIN(revision) FROM ` + t.Journal,
-		LockHead:     `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
-		FindBatch:    `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
+		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
+		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
+		// A commit is visible once the transaction table says so, before
+		// the log writer has written its redo.
+		Settle:       `UPDATE ` + t.GlobalRevision + ` SET revision = revision + :1 WHERE id = 1`,
 		PendingAny:   `SELECT 1 FROM ` + t.Pending + ` WHERE ROWNUM = 1`,
 		PendingCount: `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = :1`,
 		// Readers see the rows committed when the query began and never

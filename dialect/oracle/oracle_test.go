@@ -94,6 +94,7 @@ func TestQueriesGolden(t *testing.T) {
 		"MinRevision":    `SELECT MIN(revision) FROM tandem_journal`,
 		"LockHead":       `SELECT revision FROM tandem_global_revision WHERE id = 1 FOR UPDATE`,
 		"FindBatch":      `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > :1 AND batch_id = :2`,
+		"Settle":         `UPDATE tandem_global_revision SET revision = revision + :1 WHERE id = 1`,
 		"PendingAny":     `SELECT 1 FROM tandem_pending WHERE ROWNUM = 1`,
 		"PendingCount":   `SELECT COUNT(*) FROM tandem_pending WHERE handle = :1`,
 		"PendingOldest":  `SELECT COUNT(*), ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - CAST(MIN(created_at) AS DATE)) * 86400) * 1000 FROM tandem_pending`,

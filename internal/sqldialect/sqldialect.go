@@ -174,6 +174,17 @@ type Queries struct {
 	// (MIN(revision), COUNT(*)) of the journal rows with revision > after
 	// and that batch id (MIN is NULL when there is none).
 	FindBatch string
+	// Settle: args (delta int64); run in the transaction that holds
+	// LockHead's lock, it adds delta to the global revision counter. Set
+	// by dialects whose commits can become visible before they are
+	// durable (MySQL's InnoDB, Oracle): once the lookup finds a batch, it
+	// runs Settle with +1 and then -1, each changing one row, and commits.
+	// Its commit writes the log and waits for the flush, which covers the
+	// batch's earlier commit, so a batch is reported committed only once
+	// it is durable. Empty where a visible commit is a durable one
+	// (PostgreSQL publishes a commit after its WAL flush; SQL Server,
+	// without delayed durability, releases its locks after its log flush).
+	Settle string
 	// PendingAny: no args; one row (1) when the pending table has any
 	// committed row, none otherwise.
 	PendingAny string
@@ -435,7 +446,7 @@ func (q Queries) Statements() map[string]Statement {
 	return map[string]Statement{
 		"Read": {q.Read, 2}, "Poll": {q.Poll, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
 		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
-		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2},
+		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2}, "Settle": {q.Settle, 1},
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
 		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1}, "EvictPosition": {q.EvictPosition, 2},
