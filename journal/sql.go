@@ -421,18 +421,13 @@ func (j *SQL) Read(ctx context.Context, after int64, limit int) ([]Record, error
 	}
 	defer rows.Close()
 	recs := make([]Record, 0, min(limit, 1024))
+	var sc recordScan
+	dest := sc.dest()
 	for rows.Next() {
-		var r Record
-		var ts sqldialect.Time
-		var instance sql.NullString
-		if err := rows.Scan(&r.Revision, &r.NodeID, &instance, &r.Producer, &r.Payload, &ts); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read journal: %w", j.d.Translate(err))
 		}
-		r.Time, r.Instance = ts.T, instance.String
-		if r.Payload == nil {
-			r.Payload = []byte{}
-		}
-		recs = append(recs, r)
+		recs = append(recs, sc.record())
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read journal: %w", j.d.Translate(err))
@@ -515,24 +510,18 @@ func (j *SQL) poll(ctx context.Context, q Queryer, after int64, limit int) (Poll
 	defer rows.Close()
 	recs := make([]Record, 0, min(limit, 64))
 	meta := false
+	var pending int64
+	var sc recordScan
+	dest := append([]any{&res.Epoch, &res.Tail, &res.Head, &pending}, sc.dest()...)
 	for rows.Next() {
-		var pending int64
-		var rev sql.NullInt64
-		var node, instance, producer sql.NullString
-		var payload []byte
-		var ts sqldialect.Time
-		if err := rows.Scan(&res.Epoch, &res.Tail, &res.Head, &pending, &rev, &node, &instance, &producer, &payload, &ts); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return PollResult{}, j.d.Translate(err)
 		}
 		meta, res.Pending = true, pending != 0
-		if !rev.Valid {
+		if !sc.rev.Valid {
 			continue // no record follows after
 		}
-		if payload == nil {
-			payload = []byte{}
-		}
-		recs = append(recs, Record{Revision: rev.Int64, NodeID: node.String, Instance: instance.String,
-			Producer: producer.String, Payload: payload, Time: ts.T})
+		recs = append(recs, sc.record())
 	}
 	if err := rows.Err(); err != nil {
 		return PollResult{}, j.d.Translate(err)
@@ -547,6 +536,34 @@ func (j *SQL) poll(ctx context.Context, q Queryer, after int64, limit int) (Poll
 		res.Head = max(res.Head, last)
 	}
 	return res, nil
+}
+
+// recordScan receives a record's columns as Queries.Read returns them
+// (revision, node_id, instance, producer, payload, created_at), also at
+// the end of a Poll row, whose outer join leaves them NULL when no record
+// follows. One serves a whole result set: Scan gives each row its own
+// payload slice.
+type recordScan struct {
+	rev                      sql.NullInt64
+	node, instance, producer sql.NullString
+	payload                  []byte
+	ts                       sqldialect.Time
+}
+
+// dest returns the scan targets, in column order.
+func (s *recordScan) dest() []any {
+	return []any{&s.rev, &s.node, &s.instance, &s.producer, &s.payload, &s.ts}
+}
+
+// record returns the row scanned last. instance is empty for records
+// written before schema version 2; a payload is never nil.
+func (s *recordScan) record() Record {
+	payload := s.payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	return Record{Revision: s.rev.Int64, NodeID: s.node.String, Instance: s.instance.String,
+		Producer: s.producer.String, Payload: payload, Time: s.ts.T}
 }
 
 // Head implements Journal.
