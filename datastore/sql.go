@@ -168,13 +168,11 @@ func (s *SQL) putSmall(ctx context.Context, data []byte) (Info, error) {
 		}
 		upload := randomHex(16)
 		err := s.inTx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, s.q.InsertBlob, string(id), upload, int64(len(data))); err != nil {
-				return s.tr(err)
+			if err := s.execOne(ctx, tx, "insert the blob's row", s.q.InsertBlob, string(id), upload, int64(len(data))); err != nil {
+				return err
 			}
 			if len(data) > 0 {
-				if _, err := tx.ExecContext(ctx, s.q.InsertChunk, upload, 0, s.chunk(data)); err != nil {
-					return s.tr(err)
-				}
+				return s.execOne(ctx, tx, "insert the chunk", s.q.InsertChunk, upload, 0, s.chunk(data))
 			}
 			return nil
 		})
@@ -253,8 +251,8 @@ func (s *SQL) writeChunk(ctx context.Context, upload string, seq int, data []byt
 		if _, err := tx.ExecContext(ctx, s.q.TouchUpload, upload); err != nil {
 			return fmt.Errorf("write chunk %d: %w", seq, s.tr(err))
 		}
-		if _, err := tx.ExecContext(ctx, s.q.InsertChunk, upload, seq, s.chunk(data)); err != nil {
-			return fmt.Errorf("write chunk %d: %w", seq, s.tr(err))
+		if err := s.execOne(ctx, tx, "insert the chunk", s.q.InsertChunk, upload, seq, s.chunk(data)); err != nil {
+			return fmt.Errorf("write chunk %d: %w", seq, err)
 		}
 		return nil
 	})
@@ -279,8 +277,7 @@ func (s *SQL) land(ctx context.Context, id ID, upload string, length int64) (in 
 			} else if n != 1 {
 				return ErrUploadExpired
 			}
-			_, err = tx.ExecContext(ctx, s.q.InsertBlob, string(id), upload, length)
-			return s.tr(err)
+			return s.execOne(ctx, tx, "insert the blob's row", s.q.InsertBlob, string(id), upload, length)
 		})
 		if err == nil {
 			in, err := s.stat(ctx, id)
@@ -290,6 +287,27 @@ func (s *SQL) land(ctx context.Context, id ID, upload string, length int64) (in 
 			return Info{}, false, err
 		}
 	}
+}
+
+// execOne runs, in tx, an insert that must add exactly one row (what
+// names it in the error). Any other count fails it and, with it, the
+// transaction: MariaDB can end a statement that KILL QUERY interrupts
+// without an error and without its work, and a blob row or chunk that is
+// silently missing would leave chunks that belong to nothing, or a blob
+// with a hole.
+func (s *SQL) execOne(ctx context.Context, tx *sql.Tx, what, query string, args ...any) error {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return s.tr(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.tr(err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%s: the statement added %d rows, not 1; rolled back", what, n)
+	}
+	return nil
 }
 
 // dropUpload deletes an upload's chunks and its row.

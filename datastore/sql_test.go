@@ -1,7 +1,11 @@
 package datastore_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -61,17 +65,24 @@ func sqlHarness(b dbtest.Backend) datastoretest.NewHarness {
 				_, err := db.DB.ExecContext(ctx, "UPDATE "+tb.BlobChunks+" SET data = "+placeholder(db.Dialect, 1)+" WHERE upload_id = '"+upload+"' AND seq = 0", data)
 				require.NoError(t, err)
 			},
-			Check: func(t *testing.T) {
-				var uploads, orphans int
-				require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tb.BlobUploads).Scan(&uploads))
-				require.Zero(t, uploads, "uploads left over")
-				require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tb.BlobChunks+" c WHERE NOT EXISTS (SELECT 1 FROM "+
-					tb.Blobs+" b WHERE b.upload_id = c.upload_id) AND NOT EXISTS (SELECT 1 FROM "+tb.BlobUploads+" u WHERE u.upload_id = c.upload_id)").Scan(&orphans))
-				require.Zero(t, orphans, "chunks that belong to no blob and no upload")
-			},
+			Check:     func(t *testing.T) { checkLeftovers(t, db) },
 			ChunkSize: testChunkSize,
 		}
 	}
+}
+
+// checkLeftovers demands that db's data store has no upload in progress
+// and no chunk that belongs to no blob and no upload.
+func checkLeftovers(t *testing.T, db *dbtest.DB) {
+	ctx := context.Background()
+	tb, err := sqldialect.NewTables("Prefix", db.Prefix)
+	require.NoError(t, err)
+	var uploads, orphans int
+	require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tb.BlobUploads).Scan(&uploads))
+	require.Zero(t, uploads, "uploads left over")
+	require.NoError(t, db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+tb.BlobChunks+" c WHERE NOT EXISTS (SELECT 1 FROM "+
+		tb.Blobs+" b WHERE b.upload_id = c.upload_id) AND NOT EXISTS (SELECT 1 FROM "+tb.BlobUploads+" u WHERE u.upload_id = c.upload_id)").Scan(&orphans))
+	require.Zero(t, orphans, "chunks that belong to no blob and no upload")
 }
 
 func TestSQLConformance(t *testing.T) {
@@ -100,4 +111,58 @@ func TestOpenSQLConfig(t *testing.T) {
 		require.ErrorContains(t, err, c.field)
 	}
 	require.True(t, strings.HasPrefix(db.Prefix, "t"))
+}
+
+// insertsNothing is the real dialect whose statement that inserts one row
+// (the blob's row, or a chunk) reports success and adds nothing, as a
+// MariaDB statement ended by KILL QUERY at the wrong moment can.
+type insertsNothing struct {
+	dialect.Dialect
+	chunk bool // the chunk's insert instead of the blob's
+}
+
+func (d insertsNothing) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
+	q := d.Dialect.BlobQueries(t)
+	stmt := &q.InsertBlob
+	if d.chunk {
+		stmt = &q.InsertChunk
+	}
+	// INSERT INTO x (cols) VALUES (args) -> INSERT INTO x (cols) SELECT args FROM (SELECT 1 AS one) z WHERE 1 = 0
+	head, values, ok := strings.Cut(*stmt, " VALUES (")
+	if !ok {
+		panic("no VALUES in " + *stmt)
+	}
+	*stmt = head + " SELECT " + strings.TrimSuffix(values, ")") + " FROM (SELECT 1 AS one) z WHERE 1 = 0"
+	return q
+}
+
+// TestSQLPutChecksItsInserts: a Put whose blob row or chunk was silently
+// not inserted fails with an error that says so, and leaves neither a
+// blob nor chunks that belong to nothing, for content that fits one chunk
+// and for content that takes an upload.
+func TestSQLPutChecksItsInserts(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			for _, chunk := range []bool{false, true} {
+				for _, size := range []int{10, 3*testChunkSize + 5} {
+					s, err := datastore.OpenSQL(ctx, db.NewPool(t), insertsNothing{Dialect: db.Dialect, chunk: chunk}, datastore.SQLConfig{Prefix: db.Prefix, ChunkSize: testChunkSize})
+					require.NoError(t, err)
+					content := []byte(strings.Repeat(fmt.Sprintf("chunk=%v size=%d;", chunk, size), size)[:size])
+					_, err = s.Put(ctx, bytes.NewReader(content))
+					require.ErrorContains(t, err, "the statement added 0 rows, not 1; rolled back", "chunk=%v size=%d", chunk, size)
+					sum := sha256.Sum256(content)
+					_, err = s.Stat(ctx, datastore.ID(hex.EncodeToString(sum[:])))
+					require.ErrorIs(t, err, datastore.ErrNotFound, "chunk=%v size=%d", chunk, size)
+					// The same content through the real statements.
+					in, err := openSQL(t, db, datastore.SQLConfig{ChunkSize: testChunkSize}).Put(ctx, bytes.NewReader(content))
+					require.NoError(t, err)
+					require.Equal(t, int64(size), in.Length)
+				}
+			}
+			checkLeftovers(t, db)
+		})
+	}
 }

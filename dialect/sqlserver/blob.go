@@ -79,8 +79,9 @@ func (sqlServer) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
 		Stat: `SELECT length, upload_id, ` + micros(`created_at`) + `, ` + micros(`touched_at`) + ` FROM ` + t.Blobs + ` WHERE id = @p1`,
 		Touch: `SET NOCOUNT OFF;
 UPDATE ` + t.Blobs + ` SET touched_at = ` + blobNow + ` WHERE id = @p1;`,
-		InsertBlob: `INSERT INTO ` + t.Blobs + ` (id, upload_id, length, created_at, touched_at) VALUES (@p1, @p2, @p3, ` + blobNow + `, ` + blobNow + `)`,
-		LockBlob:   `SELECT upload_id, length FROM ` + t.Blobs + ` WITH (UPDLOCK, ROWLOCK) WHERE id = @p1 AND touched_at < ` + at(`@p2`),
+		InsertBlob: `SET NOCOUNT OFF;
+INSERT INTO ` + t.Blobs + ` (id, upload_id, length, created_at, touched_at) VALUES (@p1, @p2, @p3, ` + blobNow + `, ` + blobNow + `);`,
+		LockBlob: `SELECT upload_id, length FROM ` + t.Blobs + ` WITH (UPDLOCK, ROWLOCK) WHERE id = @p1 AND touched_at < ` + at(`@p2`),
 		DeleteBlob: `SET NOCOUNT OFF;
 DELETE FROM ` + t.Blobs + ` WHERE id = @p1;`,
 		List: `SELECT TOP (@p2) id, length, ` + micros(`created_at`) + `, ` + micros(`touched_at`) + ` FROM ` + t.Blobs +
@@ -97,8 +98,9 @@ DELETE FROM ` + t.BlobUploads + ` WHERE upload_id = @p1;`,
 		DeleteStaleUpload: `SET NOCOUNT OFF;
 DELETE FROM ` + t.BlobUploads + ` WHERE upload_id = @p1 AND touched_at < ` + at(`@p2`) + `;`,
 
-		InsertChunk: `INSERT INTO ` + t.BlobChunks + ` (upload_id, seq, data) VALUES (@p1, @p2, @p3)`,
-		ReadChunk:   `SELECT data FROM ` + t.BlobChunks + ` WHERE upload_id = @p1 AND seq = @p2`,
+		InsertChunk: `SET NOCOUNT OFF;
+INSERT INTO ` + t.BlobChunks + ` (upload_id, seq, data) VALUES (@p1, @p2, @p3);`,
+		ReadChunk: `SELECT data FROM ` + t.BlobChunks + ` WHERE upload_id = @p1 AND seq = @p2`,
 		DeleteChunks: `SET NOCOUNT OFF;
 DELETE FROM ` + t.BlobChunks + ` WHERE upload_id = @p1;`,
 	}

@@ -24,7 +24,7 @@ func TestBlobQueriesShape(t *testing.T) {
 		}
 		require.Nil(t, q.ChunkArg, "go-mssqldb sends a []byte as varbinary(max)")
 		// Statements whose rows affected decide something count them.
-		for _, s := range []string{q.Touch, q.DeleteUpload, q.DeleteStaleUpload, q.DeleteBlob, q.DeleteChunks, q.TouchUpload} {
+		for _, s := range []string{q.Touch, q.DeleteUpload, q.DeleteStaleUpload, q.DeleteBlob, q.DeleteChunks, q.TouchUpload, q.InsertBlob, q.InsertChunk} {
 			require.True(t, strings.HasPrefix(s, "SET NOCOUNT OFF;\n"), s)
 		}
 		for _, s := range []string{q.LockBlob, q.LockUpload} {
@@ -48,8 +48,8 @@ func TestBlobQueriesGolden(t *testing.T) {
 	require.Equal(t, "SELECT TOP (@p3) upload_id, "+micros("touched_at")+" FROM tandem_blob_uploads WHERE upload_id > @p1 AND touched_at < "+
 		at2+" ORDER BY upload_id", q.ListUploads)
 	require.Equal(t, "SET NOCOUNT OFF;\nDELETE FROM tandem_blob_uploads WHERE upload_id = @p1 AND touched_at < "+at2+";", q.DeleteStaleUpload)
-	require.Equal(t, "INSERT INTO tandem_blobs (id, upload_id, length, created_at, touched_at) VALUES (@p1, @p2, @p3, SYSUTCDATETIME(), SYSUTCDATETIME())", q.InsertBlob)
-	require.Equal(t, "INSERT INTO tandem_blob_chunks (upload_id, seq, data) VALUES (@p1, @p2, @p3)", q.InsertChunk)
+	require.Equal(t, "SET NOCOUNT OFF;\nINSERT INTO tandem_blobs (id, upload_id, length, created_at, touched_at) VALUES (@p1, @p2, @p3, SYSUTCDATETIME(), SYSUTCDATETIME());", q.InsertBlob)
+	require.Equal(t, "SET NOCOUNT OFF;\nINSERT INTO tandem_blob_chunks (upload_id, seq, data) VALUES (@p1, @p2, @p3);", q.InsertChunk)
 	require.Equal(t, "SELECT data FROM tandem_blob_chunks WHERE upload_id = @p1 AND seq = @p2", q.ReadChunk)
 }
 
