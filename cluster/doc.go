@@ -161,9 +161,14 @@
 // woke do not all write at once) and at most every 50 ms: a burst of
 // commits costs one save, not one each. On PostgreSQL with push on, the
 // poll and the save run on the listening connection
-// (journal.SQL.WithSession): a woken node takes no other connection. When the
-// poll shows entries waiting in the outbox (SQL.AppendTx) on a poll tick,
-// the node relays them too.
+// (journal.SQL.WithSession): a woken node takes no other connection. Only
+// the first poll of a tick also looks at the outbox (SQL.AppendTx), and
+// relays what waits there; the others skip that look
+// (journal.PollRecords), which walks through every deleted row the
+// database cannot remove yet: after heavy AppendTx use while a long
+// transaction holds back vacuum or purge, 100,000 of them cost 16–19 ms on
+// PostgreSQL and 7–9 ms on MariaDB here, which every woken poll of every
+// node would pay.
 //
 // # Read-your-writes without sticky sessions
 //

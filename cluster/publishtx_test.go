@@ -2,7 +2,9 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +92,81 @@ func TestPublishTx(t *testing.T) {
 		require.Equal(t, "orphan", string(got[1].Payload))
 		require.Equal(t, "a", got[1].NodeID)
 		require.Equal(t, got[0].Revision+1, got[1].Revision, "dense: the rolled-back entry left no hole")
+	})
+}
+
+// countingPolls is a node's SQL journal that counts its polls: with the
+// look at the outbox (Poll) and without it (PollRecords).
+type countingPolls struct {
+	*journal.SQL
+	polls, records atomic.Int64
+}
+
+func (c *countingPolls) Poll(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	c.polls.Add(1)
+	return c.SQL.Poll(ctx, after, limit)
+}
+
+func (c *countingPolls) PollRecords(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	c.records.Add(1)
+	return c.SQL.PollRecords(ctx, after, limit)
+}
+
+// TestOnlyTicksLookAtTheOutbox: Start, push wake-ups and WaitFor poll
+// without the look at the pending table, which a pending table full of
+// deleted rows that the database cannot remove yet makes slow; the polls
+// on ticks look, and relay what a writer left there.
+func TestOnlyTicksLookAtTheOutbox(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		if f.pool == nil {
+			t.Skip("the folder has no outbox")
+		}
+		ctx := ctxT(t)
+		wc := cfg("w")
+		wc.SyncDelay = time.Hour // it publishes; the relaying is b's
+		w := f.open(t, wc)
+		start(t, w)
+		node := func(id string, syncDelay time.Duration) (*cluster.Node, *countingPolls) {
+			j, revs, leases := f.stores(t, id, id+"-1")
+			cj := &countingPolls{SQL: j.(*journal.SQL)}
+			c := cfg(id)
+			c.Journal, c.Revisions, c.Leases, c.Instance = cj, revs, leases, id+"-1"
+			c.SyncDelay = syncDelay
+			n, err := cluster.New(c)
+			require.NoError(t, err)
+			t.Cleanup(func() { n.Stop(context.Background()) })
+			start(t, n)
+			return n, cj
+		}
+
+		// No tick comes due during this part.
+		a, aj := node("a", time.Hour)
+		for i := range 20 {
+			rev, err := w.Publish(ctx, "p", fmt.Appendf(nil, "%d", i))
+			require.NoError(t, err)
+			require.NoError(t, a.WaitFor(ctx, rev))
+		}
+		require.Positive(t, aj.records.Load())
+		require.Zero(t, aj.polls.Load(), "no poll but the ticks' looks at the outbox")
+
+		// A writer that committed entries and never relayed them: a
+		// node's tick finds them and relays them.
+		orphan, _, _ := f.stores(t, "gone", "gone-1")
+		pool := f.pool(t)
+		tx, err := pool.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		p, err := orphan.(*journal.SQL).AppendTx(ctx, tx, journal.Entry{Producer: "p", Payload: []byte("orphan")})
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit())
+		b, bj := node("b", 100*time.Millisecond)
+		require.Eventually(t, func() bool {
+			st := b.Stats()
+			return st.Head > 20 && st.Revision == st.Head
+		}, 10*time.Second, 10*time.Millisecond, "the tick relays the entry and the node applies it")
+		require.Positive(t, bj.polls.Load(), "ticks look at the outbox")
+		revs, err := p.Wait(ctx)
+		require.NoError(t, err)
+		require.NoError(t, a.WaitFor(ctx, revs[0]))
+		require.Zero(t, aj.polls.Load())
 	})
 }

@@ -322,7 +322,10 @@ func (l *syncLoop) count(f func(st *Stats)) {
 // a recreated journal, a pruned position and a journal gone backwards are
 // noticed on every sync at no extra cost. A batch shorter than BatchSize
 // (or reaching the head) ends the sync: no second read to find nothing.
-func (l *syncLoop) sync(ctx context.Context) error {
+// With outbox (the ticks), its first poll also learns whether entries wait
+// in the outbox (l.pending); the others skip that look, whose cost grows
+// with the deleted rows the database cannot remove yet.
+func (l *syncLoop) sync(ctx context.Context, outbox bool) error {
 	defer l.releaseCallContext()
 	j := l.n.cfg.Journal
 	for {
@@ -335,7 +338,11 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			from, again = l.pos-1, 1
 		}
 		pctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
-		res, err := journal.Poll(pctx, j, from, want+again)
+		poll := journal.PollRecords
+		if outbox {
+			poll = journal.Poll
+		}
+		res, err := poll(pctx, j, from, want+again)
 		timedOut := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err != nil {
@@ -347,7 +354,10 @@ func (l *syncLoop) sync(ctx context.Context) error {
 			return err
 		}
 		l.batch = min(l.n.cfg.BatchSize, 2*want)
-		l.pending, l.tail = res.Pending, res.Tail
+		l.tail = res.Tail
+		if outbox {
+			l.pending, outbox = res.Pending, false
+		}
 		recs := res.Records
 		var why ResyncReason
 		if again == 1 {
@@ -804,7 +814,7 @@ func (l *syncLoop) run() {
 		if tick {
 			next = time.Now().Add(backoff.Jitter(delay, 0.1))
 		}
-		err := l.sync(l.ctx)
+		err := l.sync(l.ctx, tick)
 		if tick && err == nil && l.pending {
 			l.relay(l.ctx)
 		}
@@ -929,7 +939,7 @@ func (l *syncLoop) waitError(err error) error {
 // reads fewer records.
 func (l *syncLoop) firstSync(ctx context.Context) error {
 	for {
-		err := l.sync(ctx)
+		err := l.sync(ctx, false)
 		if !errors.Is(err, errSyncTimeout) || ctx.Err() != nil {
 			return err
 		}
@@ -1053,7 +1063,7 @@ func (l *syncLoop) stop(ctx context.Context, stopDelay time.Duration) error {
 	reqs := l.reqs
 	l.reqs = nil
 	l.reqMu.Unlock()
-	err := l.bounded(fctx, l.sync)
+	err := l.bounded(fctx, func(ctx context.Context) error { return l.sync(ctx, false) })
 	for _, r := range reqs {
 		r <- err
 	}

@@ -58,6 +58,14 @@
 // SyncDelay. Concurrent Waits share relays. The file backend has no
 // transactions and no outbox. SQL.PendingInfo reports what waits.
 //
+// Relayed entries are deleted from the pending table, and a database keeps
+// deleted rows until no open transaction can still see them (PostgreSQL's
+// vacuum, InnoDB's purge). A relay and a look at the outbox (Poll, not
+// PollRecords) walk through those rows: with a long transaction open
+// while AppendTx is busy, each costs more (100,000 such rows: 16–19 ms on
+// PostgreSQL, 7–9 ms on MariaDB here). Nodes look only on their ticks;
+// keep transactions short where many entries are published.
+//
 // # Schema
 //
 // The SQL tables are versioned (dialect.SchemaVersion) and evolve only by

@@ -88,6 +88,16 @@ func TestSQLAppendTx(t *testing.T) {
 			info, err := other.PendingInfo(ctx)
 			require.NoError(t, err)
 			require.EqualValues(t, 1, info.Entries)
+			// A poll says so; a poll without the look at the outbox
+			// returns the same otherwise.
+			polled, err := journal.Poll(ctx, other, 0, 10)
+			require.NoError(t, err)
+			require.True(t, polled.Pending)
+			records, err := journal.PollRecords(ctx, other, 0, 10)
+			require.NoError(t, err)
+			require.False(t, records.Pending)
+			records.Pending = true
+			require.Equal(t, polled, records)
 			n, err := other.Relay(ctx)
 			require.NoError(t, err)
 			require.EqualValues(t, 1, n)

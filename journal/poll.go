@@ -43,6 +43,23 @@ type Poller interface {
 	Poll(ctx context.Context, after int64, limit int) (PollResult, error)
 }
 
+// RecordPoller is implemented by journals whose Poll also looks at an
+// outbox (SQL) and that can poll without that look: PollRecords returns
+// what Poll does, with Pending always false.
+type RecordPoller interface {
+	PollRecords(ctx context.Context, after int64, limit int) (PollResult, error)
+}
+
+// PollRecords polls j like Poll for a caller that does not use
+// PollResult.Pending: without the look at the outbox where j can skip it
+// (RecordPoller), so Pending may be false while entries wait.
+func PollRecords(ctx context.Context, j Journal, after int64, limit int) (PollResult, error) {
+	if p, ok := j.(RecordPoller); ok {
+		return p.PollRecords(ctx, after, limit)
+	}
+	return Poll(ctx, j, after, limit)
+}
+
 // Poll polls j: in one round trip if j is a Poller, otherwise with its
 // Epoch, Read, Head and (when nothing follows after) Tail.
 func Poll(ctx context.Context, j Journal, after int64, limit int) (PollResult, error) {

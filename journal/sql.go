@@ -454,13 +454,27 @@ func (j *SQL) Read(ctx context.Context, after int64, limit int) ([]Record, error
 // together with the epoch, tail, head and whether the outbox holds
 // committed entries.
 func (j *SQL) Poll(ctx context.Context, after int64, limit int) (PollResult, error) {
+	return j.pollWith(ctx, j.q.Poll, after, limit)
+}
+
+// PollRecords implements RecordPoller: Poll without the look at the
+// outbox, whose flag (Pending) it leaves false. On a pending table that
+// holds many deleted rows the database cannot remove yet (a long
+// transaction holds back vacuum or purge after heavy AppendTx use), that
+// look walks through all of them; a poll that does not need the flag
+// skips it.
+func (j *SQL) PollRecords(ctx context.Context, after int64, limit int) (PollResult, error) {
+	return j.pollWith(ctx, j.q.PollRecords, after, limit)
+}
+
+func (j *SQL) pollWith(ctx context.Context, stmt string, after int64, limit int) (PollResult, error) {
 	var res PollResult
 	if err := checkRead(after, limit); err != nil {
 		return res, fmt.Errorf("poll journal: %w", err)
 	}
 	err := j.WithSession(ctx, func(q Queryer) error {
 		var err error
-		res, err = j.poll(ctx, q, after, limit)
+		res, err = j.poll(ctx, q, stmt, after, limit)
 		return err
 	})
 	if err != nil {
@@ -501,9 +515,9 @@ func (j *SQL) WithSession(ctx context.Context, fn func(q Queryer) error) error {
 // given up for want of server connections).
 func (j *SQL) Listening() bool { return j.listenDo.Load() != nil }
 
-func (j *SQL) poll(ctx context.Context, q Queryer, after int64, limit int) (PollResult, error) {
+func (j *SQL) poll(ctx context.Context, q Queryer, stmt string, after int64, limit int) (PollResult, error) {
 	var res PollResult
-	rows, err := q.QueryContext(ctx, j.q.Poll, after, int64(limit))
+	rows, err := q.QueryContext(ctx, stmt, after, int64(limit))
 	if err != nil {
 		return res, j.d.Translate(err)
 	}

@@ -58,6 +58,7 @@ func (my) Queries(t sqldialect.Tables) sqldialect.Queries {
 	return sqldialect.Queries{
 		Read:        read,
 		Poll:        sqldialect.PollQuery(t, read, t.Pending),
+		PollRecords: sqldialect.PollQuery(t, read, ""),
 		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
 		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,

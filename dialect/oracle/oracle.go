@@ -107,10 +107,11 @@ func (ora) Queries(t sqldialect.Tables) sqldialect.Queries {
 	read := `SELECT revision, node_id, instance, producer, payload, ` + asUTC(`created_at`) + ` AS created_at FROM ` + t.Journal +
 		` WHERE revision > :1 ORDER BY revision FETCH FIRST :2 ROWS ONLY`
 	return sqldialect.Queries{
-		Read: read,
-		Poll: sqldialect.PollQuery(t, read, t.Pending),
-		Head: `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
-		Meta: `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		Read:        read,
+		Poll:        sqldialect.PollQuery(t, read, t.Pending),
+		PollRecords: sqldialect.PollQuery(t, read, ""),
+		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		// Bound by position, a placeholder in SQL takes one argument per
 		// occurrence: the tail appears once.
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,

@@ -110,11 +110,12 @@ func (sqlServer) Queries(t sqldialect.Tables) sqldialect.Queries {
 	read := `SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) AS created_at FROM ` + t.Journal +
 		` WHERE revision > @p1 ORDER BY revision`
 	return sqldialect.Queries{
-		Read:    read,
-		Poll:    sqldialect.PollQuery(t, read, t.Pending+` `+skipOpen),
-		Head:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
-		Meta:    `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
-		SetTail: `UPDATE ` + t.Meta + ` SET tail = @p1 WHERE id = 1 AND tail < @p1`,
+		Read:        read,
+		Poll:        sqldialect.PollQuery(t, read, t.Pending+` `+skipOpen),
+		PollRecords: sqldialect.PollQuery(t, read, ""),
+		Head:        `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1`,
+		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
+		SetTail:     `UPDATE ` + t.Meta + ` SET tail = @p1 WHERE id = 1 AND tail < @p1`,
 		// Autocommitted chunks, each below the lock escalation threshold;
 		// the rows affected of all of them add up.
 		DeleteRange: fmt.Sprintf(`SET NOCOUNT OFF;

@@ -101,6 +101,11 @@ func TestQueriesGolden(t *testing.T) {
 			`r.revision, r.node_id, r.instance, r.producer, r.payload, r.created_at FROM tandem_meta m CROSS JOIN tandem_global_revision g ` +
 			`LEFT JOIN (SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) AS created_at FROM tandem_journal WHERE revision > @p1 ORDER BY revision) r ` +
 			`ON 1 = 1 WHERE m.id = 1 AND g.id = 1 ORDER BY r.revision`,
+		// The same without the look at the pending table.
+		"PollRecords": `SELECT m.epoch, m.tail, g.revision, 0, ` +
+			`r.revision, r.node_id, r.instance, r.producer, r.payload, r.created_at FROM tandem_meta m CROSS JOIN tandem_global_revision g ` +
+			`LEFT JOIN (SELECT TOP (@p2) revision, node_id, instance, producer, payload, TODATETIMEOFFSET(created_at, 0) AS created_at FROM tandem_journal WHERE revision > @p1 ORDER BY revision) r ` +
+			`ON 1 = 1 WHERE m.id = 1 AND g.id = 1 ORDER BY r.revision`,
 		"Head":        `SELECT revision FROM tandem_global_revision WHERE id = 1`,
 		"Meta":        `SELECT epoch, tail, schema_version FROM tandem_meta WHERE id = 1`,
 		"SetTail":     `UPDATE tandem_meta SET tail = @p1 WHERE id = 1 AND tail < @p1`,

@@ -319,14 +319,21 @@ func testPrune(t *testing.T, open Opener) {
 }
 
 // testPoll checks journal.Poll (one round trip on a Poller) against what
-// Epoch, Read, Head and Tail say.
+// Epoch, Read, Head and Tail say, and journal.PollRecords against Poll.
 func testPoll(t *testing.T, open Opener) {
 	ctx := ctxT(t)
 	j, other := open(t, "a"), open(t, "b")
 	epoch, err := j.Epoch(ctx)
 	require.NoError(t, err)
+	poll := func(ctx context.Context, j journal.Journal, after int64, limit int) (journal.PollResult, error) {
+		res, err := journal.Poll(ctx, j, after, limit)
+		records, rerr := journal.PollRecords(ctx, j, after, limit)
+		require.Equal(t, err, rerr, "PollRecords fails as Poll does")
+		require.Equal(t, res, records, "PollRecords returns what Poll does (nothing pending here)")
+		return res, err
+	}
 
-	res, err := journal.Poll(ctx, other, 0, 10)
+	res, err := poll(ctx, other, 0, 10)
 	require.NoError(t, err)
 	require.Empty(t, res.Records)
 	require.Equal(t, epoch, res.Epoch)
@@ -340,7 +347,7 @@ func testPoll(t *testing.T, open Opener) {
 	}
 	_, err = j.Append(ctx, entries...)
 	require.NoError(t, err)
-	res, err = journal.Poll(ctx, other, 3, 10)
+	res, err = poll(ctx, other, 3, 10)
 	require.NoError(t, err)
 	require.Len(t, res.Records, 10)
 	want, err := other.Read(ctx, 3, 10)
@@ -350,31 +357,31 @@ func testPoll(t *testing.T, open Opener) {
 	require.Equal(t, epoch, res.Epoch)
 	require.Equal(t, "a", res.Records[0].NodeID)
 	require.NotEmpty(t, res.Records[0].Instance)
-	res, err = journal.Poll(ctx, other, 20, 10)
+	res, err = poll(ctx, other, 20, 10)
 	require.NoError(t, err)
 	require.Len(t, res.Records, 5, "a short batch: caught up")
 	require.EqualValues(t, 25, res.Head)
-	res, err = journal.Poll(ctx, other, 25, 10)
+	res, err = poll(ctx, other, 25, 10)
 	require.NoError(t, err)
 	require.Empty(t, res.Records)
 	require.EqualValues(t, 25, res.Head)
 
 	_, err = j.Prune(ctx, 21)
 	require.NoError(t, err)
-	res, err = journal.Poll(ctx, other, 9, 10)
+	res, err = poll(ctx, other, 9, 10)
 	require.NoError(t, err, "Poll reports a position below the tail, it does not fail")
 	require.True(t, res.BehindTail(9))
 	require.Empty(t, res.Records)
 	require.EqualValues(t, 21, res.Tail)
-	res, err = journal.Poll(ctx, other, 20, 10)
+	res, err = poll(ctx, other, 20, 10)
 	require.NoError(t, err)
 	require.False(t, res.BehindTail(20), "tail-1 reads on")
 	require.Len(t, res.Records, 5)
 	require.EqualValues(t, 21, res.Records[0].Revision)
 
-	_, err = journal.Poll(ctx, other, -1, 10)
+	_, err = poll(ctx, other, -1, 10)
 	require.ErrorIs(t, err, journal.ErrInvalidArgument)
-	_, err = journal.Poll(ctx, other, 0, 0)
+	_, err = poll(ctx, other, 0, 0)
 	require.ErrorIs(t, err, journal.ErrInvalidArgument)
 }
 

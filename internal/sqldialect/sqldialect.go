@@ -154,6 +154,13 @@ type Queries struct {
 	// and whether the pending table has a committed row; one row with
 	// NULL record columns when no record follows after.
 	Poll string
+	// PollRecords: Poll without its look at the pending table (PollQuery
+	// with no pending table): the pending column is always 0. Polls whose
+	// caller does not use the flag (push wake-ups, waits) run it, so that
+	// a pending table full of rows deleted but not yet removable (a long
+	// transaction holding back vacuum or purge, after heavy AppendTx use),
+	// which that look must walk through, costs only the polls that need it.
+	PollRecords string
 	// Head: no args; one row (revision) of the global revision counter.
 	Head string
 	// Meta: no args; one row (epoch, tail, schema_version).
@@ -426,9 +433,14 @@ func NewEpoch() string {
 // PollQuery composes Queries.Poll from a dialect's read of the records
 // (read: its Read statement with the columns named as in the journal
 // table) and what follows FROM in its look at the pending table (the
-// table, with any hint it needs).
+// table, with any hint it needs); with pending empty, it composes
+// Queries.PollRecords.
 func PollQuery(t Tables, read, pending string) string {
-	return `SELECT m.epoch, m.tail, g.revision, CASE WHEN EXISTS (SELECT 1 FROM ` + pending + `) THEN 1 ELSE 0 END, ` +
+	look := `0`
+	if pending != "" {
+		look = `CASE WHEN EXISTS (SELECT 1 FROM ` + pending + `) THEN 1 ELSE 0 END`
+	}
+	return `SELECT m.epoch, m.tail, g.revision, ` + look + `, ` +
 		`r.revision, r.node_id, r.instance, r.producer, r.payload, r.created_at FROM ` + t.Meta + ` m CROSS JOIN ` + t.GlobalRevision +
 		` g LEFT JOIN (` + read + `) r ON 1 = 1 WHERE m.id = 1 AND g.id = 1 ORDER BY r.revision`
 }
@@ -444,7 +456,7 @@ type Statement struct {
 // cover them all (every dialect's tests do).
 func (q Queries) Statements() map[string]Statement {
 	return map[string]Statement{
-		"Read": {q.Read, 2}, "Poll": {q.Poll, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
+		"Read": {q.Read, 2}, "Poll": {q.Poll, 2}, "PollRecords": {q.PollRecords, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
 		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
 		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2}, "Settle": {q.Settle, 1},
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
