@@ -52,8 +52,10 @@
 // global lock is taken inside the caller's transaction: after the commit, a
 // relay (a group commit under the counter's lock, moving the committed
 // pending entries of every node at once) gives them consecutive revisions.
-// Pending.Wait triggers that relay and returns the revisions, for
-// read-your-writes tokens; every cluster node also relays on its polls, so
+// Pending.Wait returns the revisions, for read-your-writes tokens: it
+// looks the entries up, and triggers a relay only if they still wait
+// (another node's relay may have moved them). Every cluster node also
+// relays on its poll ticks, so
 // the entries of a writer that died after its commit arrive within
 // SyncDelay. Concurrent Waits share relays. The file backend has no
 // transactions and no outbox. SQL.PendingInfo reports what waits.

@@ -74,6 +74,11 @@ func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pend
 // Server database without READ_COMMITTED_SNAPSHOT, waits for that
 // transaction to end.
 func (p *Pending) Wait(ctx context.Context) ([]int64, error) {
+	// A relay moves the committed entries of every node, so another
+	// node's relay may have moved these already: look before relaying.
+	if revs, err := p.find(ctx); !errors.Is(err, ErrNotCommitted) {
+		return revs, err
+	}
 	bo := backoff.New(time.Millisecond, 100*time.Millisecond)
 	for {
 		// Relay what is pending (this handle's entries among them, once
