@@ -73,6 +73,13 @@ func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pend
 // transaction is still open, it reports ErrNotCommitted too, or, on a SQL
 // Server database without READ_COMMITTED_SNAPSHOT, waits for that
 // transaction to end.
+//
+// The entries themselves are durable once the transaction committed. The
+// revisions are durable when Wait's own relay moved them; when another
+// node's relay did, on MySQL and Oracle (whose commits can be seen before
+// their log is flushed) a database crash within that flush can undo the
+// move: the entries are then relayed again, at other revisions, and the
+// revisions Wait returned belong to other records.
 func (p *Pending) Wait(ctx context.Context) ([]int64, error) {
 	// A relay moves the committed entries of every node, so another
 	// node's relay may have moved these already: look before relaying.
