@@ -360,12 +360,12 @@ func TestSQLAppendThroughHungNetwork(t *testing.T) {
 
 // TestSQLResolveSettles: when the lookup of an open outcome finds the
 // batch on a dialect whose commits become visible before they are durable
-// (MySQL), it commits a real change of its own before it reports the batch
-// committed, so that its log flush covers the batch; the counter ends as it
-// was, also when that commit is refused. On PostgreSQL a visible commit is
-// durable and the lookup writes nothing.
+// (MySQL, Oracle), it commits a real change of its own before it reports
+// the batch committed, so that its log flush covers the batch; the counter
+// ends as it was, also when that transaction fails half way. On PostgreSQL
+// and SQL Server a visible commit is durable and the lookup writes nothing.
 func TestSQLResolveSettles(t *testing.T) {
-	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+	for _, b := range dbtest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -373,55 +373,65 @@ func TestSQLResolveSettles(t *testing.T) {
 			db := dbtest.Open(t, b)
 			pool := db.NewPool(t)
 			j := openSQLConfig(t, db, b.Dialect, journal.SQLConfig{NodeID: "s"})
-			counter := func() int64 {
+			settles := b.Name == "mysql" || b.Name == "oracle"
+			counter := `SELECT revision FROM ` + db.Prefix + `global_revision WHERE id = 1`
+			head := func() int64 {
 				var rev int64
-				require.NoError(t, pool.QueryRowContext(ctx, `SELECT revision FROM `+db.Prefix+`global_revision WHERE id = 1`).Scan(&rev))
+				require.NoError(t, pool.QueryRowContext(ctx, counter).Scan(&rev))
 				return rev
 			}
 			_, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("before")})
 			require.NoError(t, err)
 			revs, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("a")}, journal.Entry{Producer: "p", Payload: []byte("b")})
 			require.NoError(t, err)
+			arg := map[string]string{"postgres": "$1", "mysql": "?", "sqlserver": "@p1", "oracle": ":1"}[b.Name]
 			var batch int64
-			require.NoError(t, pool.QueryRowContext(ctx, rebind(b.Name, `SELECT batch_id FROM `+db.Prefix+`journal WHERE revision = ?`), revs[0]).Scan(&batch))
-			head := counter()
+			require.NoError(t, pool.QueryRowContext(ctx, `SELECT batch_id FROM `+db.Prefix+`journal WHERE revision = `+arg, revs[0]).Scan(&batch))
+			before := head()
 
-			// What another session reading uncommitted rows sees of the
-			// counter after each of the lookup's settling statements: a
-			// change that is really there (InnoDB writes no log for an
-			// update that changes nothing, and a transaction without log
-			// waits for no flush).
-			var settled []int64
+			// The settling steps, and on MySQL what another session reading
+			// uncommitted rows sees of the counter after each: a change
+			// that is really there (InnoDB writes no log for an update
+			// that changes nothing, and a transaction without log waits
+			// for no flush). Oracle has no uncommitted reads.
+			var deltas, seen []int64
 			j.SetAfterSettle(func(ctx context.Context, delta int64) error {
+				deltas = append(deltas, delta)
+				if b.Name != "mysql" {
+					return nil
+				}
 				tx, err := pool.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadUncommitted, ReadOnly: true})
 				if err != nil {
 					return err
 				}
 				defer tx.Rollback()
 				var rev int64
-				err = tx.QueryRowContext(ctx, `SELECT revision FROM `+db.Prefix+`global_revision WHERE id = 1`).Scan(&rev)
-				settled = append(settled, rev)
+				err = tx.QueryRowContext(ctx, counter).Scan(&rev)
+				seen = append(seen, rev)
 				return err
 			})
 			first, found, err := j.LookupBatch(ctx, batch, 2, revs[0]-1)
 			require.NoError(t, err)
 			require.True(t, found)
 			require.Equal(t, revs[0], first)
-			if b.Name == "postgres" {
-				require.Empty(t, settled, "PostgreSQL's lookup writes nothing")
+			if settles {
+				require.Equal(t, []int64{1, -1}, deltas, "the lookup changes the counter and changes it back before its commit")
 			} else {
-				require.Equal(t, []int64{head + 1, head}, settled, "the lookup's transaction changed the counter and changed it back before its commit")
+				require.Empty(t, deltas, "the lookup writes nothing")
 			}
-			require.Equal(t, head, counter(), "the counter is as it was")
+			if b.Name == "mysql" {
+				require.Equal(t, []int64{before + 1, before}, seen, "each change is really made")
+			}
+			require.Equal(t, before, head(), "the counter is as it was")
 
 			// A batch that is not there: nothing to settle.
-			settled = nil
+			deltas = nil
 			_, found, err = j.LookupBatch(ctx, batch+1<<40, 1, revs[0]-1)
 			require.NoError(t, err)
 			require.False(t, found)
-			require.Empty(t, settled)
+			require.Empty(t, deltas)
 
-			if b.Name != "postgres" {
+			if settles {
 				// The settling transaction fails after its first change:
 				// the lookup fails (the resolver retries it) and the
 				// change is rolled back.
@@ -433,12 +443,12 @@ func TestSQLResolveSettles(t *testing.T) {
 				})
 				_, _, err = j.LookupBatch(ctx, batch, 2, revs[0]-1)
 				require.ErrorContains(t, err, "refused")
-				require.Equal(t, head, counter())
+				require.Equal(t, before, head())
 			}
 			j.SetAfterSettle(nil)
 			next, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("after")})
 			require.NoError(t, err)
-			require.Equal(t, []int64{head + 1}, next, "the next record follows the head: no revision was used or lost")
+			require.Equal(t, []int64{before + 1}, next, "the next record follows the head: no revision was used or lost")
 		})
 	}
 }
