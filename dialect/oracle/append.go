@@ -193,7 +193,8 @@ func provesNothingWritten(c int) bool {
 		1031,  // ORA-01031: insufficient privileges
 		6550,  // ORA-06550: PL/SQL compilation error
 		20001, // the block's own: no counter row
-		20002: // the relay block's own: it would delete other rows than it copied
+		20002, // the relay block's own: it would delete other rows than it copied
+		20003: // the relay block's own: its counter UPDATE changed no row
 		return true
 	}
 	return false

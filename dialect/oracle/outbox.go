@@ -66,9 +66,10 @@ func (d ora) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.Pending
 // deletes exactly the handles it moved (the journal rows it inserted name
 // them; a handle's rows commit together and only a relay deletes them, so
 // it deletes as many rows as it copied, else it raises ORA-20002 and rolls
-// back rather than lose a row), bumps the counter, commits, and returns
-// the count in :2. A missing counter row raises ORA-20001 (go-ora would
-// report NO_DATA_FOUND as success).
+// back rather than lose a row), bumps the counter (ORA-20003 unless that
+// changed the row), commits, and returns the count in :2. A missing
+// counter row raises ORA-20001 (go-ora would report NO_DATA_FOUND as
+// success).
 func relaySQL(t sqldialect.Tables, wait int) string {
 	return `DECLARE
 	v_rev NUMBER(19);
@@ -86,6 +87,9 @@ BEGIN
 			RAISE_APPLICATION_ERROR(-20002, 'tandem: the relay would delete other rows than it copied');
 		END IF;
 		UPDATE ` + t.GlobalRevision + ` SET revision = v_rev + v_n WHERE id = 1;
+		IF SQL%ROWCOUNT <> 1 THEN
+			RAISE_APPLICATION_ERROR(-20003, 'tandem: the relay did not update the counter row');
+		END IF;
 	END IF;
 	COMMIT;
 	:2 := v_n;

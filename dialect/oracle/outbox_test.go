@@ -116,6 +116,9 @@ BEGIN
 			RAISE_APPLICATION_ERROR(-20002, 'tandem: the relay would delete other rows than it copied');
 		END IF;
 		UPDATE tandem_global_revision SET revision = v_rev + v_n WHERE id = 1;
+		IF SQL%ROWCOUNT <> 1 THEN
+			RAISE_APPLICATION_ERROR(-20003, 'tandem: the relay did not update the counter row');
+		END IF;
 	END IF;
 	COMMIT;
 	:2 := v_n;
@@ -225,6 +228,7 @@ func TestRelay(t *testing.T) {
 			6550:  nil, // PL/SQL compilation error
 			20001: nil, // the block's own: no counter row
 			20002: nil, // the block's own: it would delete other rows than it copied
+			20003: nil, // the block's own: its counter update changed no row
 		} {
 			_, n, err := run(t, time.Second, relayReply(nil, oraErr(c)))
 			require.Error(t, err)

@@ -153,5 +153,5 @@ func (d sqlServer) appendError(err error) error {
 func provesNothingWritten(err error) bool {
 	return hasNumber(err, errLockTimeout, errDeadlock, errUniqueConstraint, errUniqueIndex,
 		208, 207, 229, 102, // invalid object, invalid column, permission denied, syntax
-		errRelayNoCounter, errRelayMismatch)
+		errRelayNoCounter, errRelayMismatch, errRelayCounter)
 }

@@ -29,6 +29,7 @@ const skipOpen = `WITH (READCOMMITTEDLOCK, READPAST)`
 const (
 	errRelayNoCounter = 51000 // the counter row is missing
 	errRelayMismatch  = 51001 // it would delete other rows than it copied
+	errRelayCounter   = 51002 // its counter UPDATE changed no row
 )
 
 // schemaV4 is migration 4's batches: the pending table (records published
@@ -125,7 +126,8 @@ func (d sqlServer) InsertPending(ctx context.Context, tx *sql.Tx, r sqldialect.P
 //     it copied (a handle's rows commit together, and only a relay deletes
 //     them); if the counts differ it raises errRelayMismatch and rolls
 //     back rather than lose or duplicate a row.
-//  5. It bumps the counter, commits, and returns the number of records.
+//  5. It bumps the counter (raising errRelayCounter unless that changed
+//     the row), commits, and returns the number of records.
 //
 // The CATCH block rolls back and re-raises the original error; XACT_ABORT
 // covers what it cannot see (the client cancelling the batch).
@@ -149,6 +151,7 @@ BEGIN TRY
 		DELETE p FROM ` + t.Pending + ` p WITH (FORCESEEK) JOIN @h h ON p.handle = h.handle;
 		IF @@ROWCOUNT <> @n THROW ` + strconv.Itoa(errRelayMismatch) + `, N'tandem: the relay would delete other rows than it copied', 1;
 		UPDATE ` + t.GlobalRevision + ` SET revision = @rev + @n WHERE id = 1;
+		IF @@ROWCOUNT <> 1 THROW ` + strconv.Itoa(errRelayCounter) + `, N'tandem: the relay did not update the counter row', 1;
 	END
 	COMMIT TRANSACTION;
 END TRY

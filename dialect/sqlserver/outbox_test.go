@@ -134,6 +134,7 @@ BEGIN TRY
 		DELETE p FROM tandem_pending p WITH (FORCESEEK) JOIN @h h ON p.handle = h.handle;
 		IF @@ROWCOUNT <> @n THROW 51001, N'tandem: the relay would delete other rows than it copied', 1;
 		UPDATE tandem_global_revision SET revision = @rev + @n WHERE id = 1;
+		IF @@ROWCOUNT <> 1 THROW 51002, N'tandem: the relay did not update the counter row', 1;
 	END
 	COMMIT TRANSACTION;
 END TRY
@@ -166,6 +167,7 @@ func TestRelaySQL(t *testing.T) {
 		require.Contains(t, under, "SELECT @rev + ROW_NUMBER() OVER (ORDER BY p.handle, p.seq), p.node_id, p.instance, p.handle, p.producer, p.payload, SYSUTCDATETIME()")
 		require.Contains(t, under, "UPDATE "+tb.GlobalRevision+" SET revision = @rev + @n WHERE id = 1;")
 		require.Contains(t, under, "IF @@ROWCOUNT <> @n THROW 51001,", "the delete removes exactly what was copied")
+		require.Contains(t, under, "SET revision = @rev + @n WHERE id = 1;\n\t\tIF @@ROWCOUNT <> 1 THROW 51002,", "the counter update changed its row")
 		// Nothing after the COMMIT can fail and seem to prove that nothing
 		// was written.
 		require.True(t, strings.HasSuffix(s, "END CATCH;\nSELECT @n;"))
@@ -210,6 +212,7 @@ func TestRelay(t *testing.T) {
 			{mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint"}, dialect.ErrUniqueViolation},
 			{mssql.Error{Number: 51000, Message: "tandem: tandem_global_revision has no counter row (id = 1)"}, nil},
 			{mssql.Error{Number: 51001, Message: "tandem: the relay would delete other rows than it copied"}, nil},
+			{mssql.Error{Number: 51002, Message: "tandem: the relay did not update the counter row"}, nil},
 			{mssql.Error{Number: 208, Message: "Invalid object name 'tandem_pending'."}, nil},
 		} {
 			_, n, err := run(t, fakesql.Reply{Err: tc.err})
