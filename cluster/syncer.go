@@ -930,9 +930,6 @@ func (l *syncLoop) waitError(err error) error {
 	return fmt.Errorf("%w (the node waits at a record: %w)", err, l.handlerError(a))
 }
 
-// waitFor returns once pos >= rev, syncing as needed. A revision already
-// reached is confirmed only after checking that the journal's epoch is
-// still the one the position belongs to.
 // firstSync is Start's sync. After a poll or a save that gave up on a
 // connection that hung (SyncTimeout), it syncs again at once, for as long
 // as ctx allows: the next statement runs on another connection, and a poll
@@ -951,6 +948,9 @@ func (l *syncLoop) firstSync(ctx context.Context) error {
 // Config.SyncTimeout; the next one runs on another connection.
 var errSyncTimeout = errors.New("no answer within SyncTimeout")
 
+// waitFor returns once pos >= rev, syncing as needed. A revision already
+// reached is confirmed only after checking that the journal's epoch is
+// still the one the position belongs to.
 func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 	bo := backoff.New(time.Millisecond, 50*time.Millisecond)
 	l.mu.Lock()
