@@ -358,32 +358,33 @@ func (l *syncLoop) sync(ctx context.Context, outbox bool) error {
 		if outbox {
 			l.pending, outbox = res.Pending, false
 		}
-		recs := res.Records
 		var why ResyncReason
+		gone := false // the record at the position is not there
 		if again == 1 {
 			switch {
-			case len(recs) > 0: // Poll returns records dense from from+1: recs[0] is at pos
+			case len(res.Records) > 0: // dense from from+1: the first is at pos
 				if l.at.zero() {
-					l.at = idOf(recs[0]) // first look since Start or a resync
-				} else if l.at != idOf(recs[0]) && res.Epoch == l.epoch {
+					l.at = idOf(res.Records[0]) // first look since Start or a resync
+				} else if l.at != idOf(res.Records[0]) && res.Epoch == l.epoch {
 					why = ResyncRewritten
 				}
-				recs = recs[1:]
+				res.Records = res.Records[1:] // what follows the position
 			case res.Tail > l.pos && res.Epoch == l.epoch:
 				continue // pruned since the last poll: nothing left to compare
+			default:
+				gone = true
 			}
 		}
 		switch {
 		case why != "":
 		case res.Epoch != l.epoch:
 			why = ResyncEpoch
-		case len(recs) == 0 && l.pos+1 < res.Tail:
+		case res.BehindTail(l.pos):
 			why = ResyncBehindTail
 		case l.pos > res.Head:
 			why = ResyncAheadOfHead
-		case again == 1 && len(res.Records) == 0 && res.Tail <= l.pos:
-			// The record at the position is gone, though the tail did
-			// not pass it and the head did not go below it.
+		case gone:
+			// The tail did not pass it and the head did not go below it.
 			why = ResyncRewritten
 		}
 		if why != "" {
@@ -392,6 +393,7 @@ func (l *syncLoop) sync(ctx context.Context, outbox bool) error {
 			}
 			continue
 		}
+		recs := res.Records
 		for i, rec := range recs {
 			if err := l.apply(ctx, rec); err != nil {
 				if i > 0 {
