@@ -310,13 +310,26 @@ func (s *SQL) execOne(ctx context.Context, tx *sql.Tx, what, query string, args 
 	return nil
 }
 
-// dropUpload deletes an upload's chunks and its row.
+// dropUpload deletes an upload's row and, if that row was still there,
+// its chunks. A landed upload has no row left: its chunks are the blob's
+// now, and they stay. That is what keeps a Put whose landing committed
+// but whose caller saw an error (the stat after it failed, the COMMIT's
+// reply was lost) from deleting the content of the blob it stored; a
+// landing still running on the server holds the row, so the DELETE waits
+// for its outcome. An upload a collector reaped has no row either, nor
+// chunks.
 func (s *SQL) dropUpload(ctx context.Context, upload string) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, s.q.DeleteChunks, upload); err != nil {
+		res, err := tx.ExecContext(ctx, s.q.DeleteUpload, upload)
+		if err != nil {
 			return s.tr(err)
 		}
-		_, err := tx.ExecContext(ctx, s.q.DeleteUpload, upload)
+		if n, err := res.RowsAffected(); err != nil {
+			return s.tr(err)
+		} else if n != 1 {
+			return nil // landed, or reaped
+		}
+		_, err = tx.ExecContext(ctx, s.q.DeleteChunks, upload)
 		return s.tr(err)
 	})
 }

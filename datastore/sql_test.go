@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -111,6 +112,61 @@ func TestOpenSQLConfig(t *testing.T) {
 		require.ErrorContains(t, err, c.field)
 	}
 	require.True(t, strings.HasPrefix(db.Prefix, "t"))
+}
+
+// statFailsOnRow is the real dialect whose Stat fails whenever the blob's
+// row exists (a division by zero, evaluated per row): it stands for any
+// error between a Put's landing commit and its reply (the deadline
+// passing, the connection reset, the pool's wait timing out).
+type statFailsOnRow struct{ dialect.Dialect }
+
+func (d statFailsOnRow) BlobQueries(t sqldialect.Tables) sqldialect.BlobQueries {
+	q := d.Dialect.BlobQueries(t)
+	stat := strings.Replace(q.Stat, "SELECT length,", "SELECT length / 0,", 1)
+	if stat == q.Stat {
+		panic("no \"SELECT length,\" in " + q.Stat)
+	}
+	q.Stat = stat
+	return q
+}
+
+// TestSQLPutKeepsWhatItLanded: a Put of content that takes an upload,
+// whose landing committed but which failed afterwards, returns the error
+// and keeps the blob it stored whole (its cleanup once dropped the
+// chunks, leaving a row that every later Put of the content deduplicated
+// against and a Get that failed with "chunk 0 is missing").
+func TestSQLPutKeepsWhatItLanded(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			failing, err := datastore.OpenSQL(ctx, db.NewPool(t), statFailsOnRow{db.Dialect}, datastore.SQLConfig{Prefix: db.Prefix, ChunkSize: testChunkSize})
+			require.NoError(t, err)
+			content := bytes.Repeat([]byte("landed, then the reply failed;"), testChunkSize) // several chunks
+			_, err = failing.Put(ctx, bytes.NewReader(content))
+			require.Error(t, err, "the stat after the landing fails")
+
+			s := openSQL(t, db, datastore.SQLConfig{ChunkSize: testChunkSize})
+			sum := sha256.Sum256(content)
+			id := datastore.ID(hex.EncodeToString(sum[:]))
+			readAll := func() []byte {
+				r, err := s.Get(ctx, id)
+				require.NoError(t, err)
+				defer r.Close()
+				got, err := io.ReadAll(r)
+				require.NoError(t, err, "the landed blob must be whole")
+				return got
+			}
+			require.Equal(t, content, readAll())
+			// A caller's retry deduplicates against it.
+			in, err := s.Put(ctx, bytes.NewReader(content))
+			require.NoError(t, err)
+			require.Equal(t, id, in.ID)
+			require.Equal(t, content, readAll())
+			checkLeftovers(t, db)
+		})
+	}
 }
 
 // insertsNothing is the real dialect whose statement that inserts one row
