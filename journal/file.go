@@ -118,8 +118,10 @@ func (c *FileConfig) withDefaults() (FileConfig, error) {
 // writes a head after them. Only then does it truncate what is left: an
 // incomplete batch or a torn record, which no append was acknowledged for.
 // A complete record past the head that does not continue the sequence, a
-// segment beyond the repaired head, or a head past what its segment holds
-// is corruption: reported (ErrCorrupt), never written after.
+// segment beyond the repaired head, a head whose segment is missing, or a
+// head past what its segment holds is corruption: reported (ErrCorrupt),
+// never written after. The writer checks for it before it changes
+// anything, so a head that does not match the folder costs no segment.
 //
 // An append's outcome is definite: it fails with nothing written when an
 // error comes before the head's rename and the batch could be removed

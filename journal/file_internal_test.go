@@ -868,6 +868,71 @@ func TestFileStaleHead(t *testing.T) {
 	}
 }
 
+// A head that does not match the segments makes the next writer refuse
+// (ErrCorrupt, naming the files) before it deletes anything: a head
+// restored from a copy whose segment was pruned since, and a stray
+// rollover segment next to a segment beyond the head. Every segment stays,
+// and with the right head back every committed record is readable.
+func TestFileHeadNotMatchingSegmentsDeletesNothing(t *testing.T) {
+	t.Parallel()
+	segFiles := func(t *testing.T, j *File) map[int64][]byte {
+		t.Helper()
+		segs, err := listSegments(j.dir)
+		require.NoError(t, err)
+		out := map[int64][]byte{}
+		for _, s := range segs {
+			out[s], err = os.ReadFile(segPath(j, s))
+			require.NoError(t, err)
+		}
+		return out
+	}
+	t.Run("stale-head-segment-pruned", func(t *testing.T) {
+		t.Parallel()
+		j := openTestFile(t, t.TempDir(), "n1", 300) // 4 records per segment
+		appendN(t, j, 4, "p")
+		require.Equal(t, int64(1), j.testHead(t).Seg)
+		stale, err := os.ReadFile(j.path(fileHeadName))
+		require.NoError(t, err)
+		appendN(t, j, 16, "p")
+		head, err := os.ReadFile(j.path(fileHeadName))
+		require.NoError(t, err)
+		_, err = j.Prune(testCtx(t), 5) // deletes segment 1 only
+		require.NoError(t, err)
+		before := segFiles(t, j)
+		require.Len(t, before, 4, "segments 5, 9, 13 and 17")
+		recs := readAll(t, j, 4)
+		require.Len(t, recs, 16)
+
+		// The head comes back from a copy made before the prune.
+		require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), stale, 0o666))
+		_, err = j.Append(testCtx(t), entry("p", "x"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.Equal(t, before, segFiles(t, j), "segment 5 holds committed records above the tail")
+		require.ErrorContains(t, err, segName(1))
+		require.ErrorContains(t, err, segName(5))
+
+		require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), head, 0o666))
+		require.Equal(t, recs, readAll(t, j, 4))
+		revs, err := j.Append(testCtx(t), entry("p", "x"))
+		require.NoError(t, err)
+		require.Equal(t, []int64{21}, revs)
+	})
+	t.Run("stray-and-segment-beyond", func(t *testing.T) {
+		t.Parallel()
+		j := openTestFile(t, t.TempDir(), "n1", 0)
+		appendN(t, j, 3, "p")
+		stray := appendRecord(nil, &Record{Revision: 4, NodeID: "ghost", Instance: "g", Producer: "p", Payload: []byte("x"), Time: time.Now()},
+			recBatch{v2: true, id: 1, remaining: 1}) // incomplete: a stray on its own
+		require.NoError(t, os.WriteFile(segPath(j, 4), stray, 0o666))
+		require.NoError(t, os.WriteFile(segPath(j, 20), []byte("later records"), 0o666))
+		before := segFiles(t, j)
+		_, err := j.Append(testCtx(t), entry("p", "x"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, segName(20))
+		require.Equal(t, before, segFiles(t, j), "segment 4 is not the last: the folder is not as a crashed writer leaves it")
+	})
+}
+
 // A complete record past the head that does not continue the revision
 // sequence, or a head past what its segment holds, is corruption: the
 // writer refuses instead of writing after it.

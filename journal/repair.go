@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 
 	"github.com/tandem-go/tandem/internal/atomicfile"
 )
@@ -13,10 +14,20 @@ import (
 // LOCK, from the head h it read: it rolls forward complete batches past h
 // (writing a new head), then truncates the incomplete tail of the head's
 // segment and removes a segment that holds nothing committed after it. It
-// returns the head to append after and that head's segment open for
-// writing (nil when there is no segment yet).
+// checks the segments against the head before it changes anything, so a
+// head that does not match them (its segment gone, a segment beyond it)
+// costs no segment. It returns the head to append after and that head's
+// segment open for writing (nil when there is no segment yet).
 func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 	nh, err := j.rollForward(h)
+	if err != nil {
+		return h, nil, err
+	}
+	segs, err := listSegments(j.dir)
+	if err != nil {
+		return h, nil, err
+	}
+	stray, err := j.checkSegments(nh, segs)
 	if err != nil {
 		return h, nil, err
 	}
@@ -28,23 +39,15 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			"dir", j.dir, "head", h.Rev, "now", nh.Rev)
 		h = nh
 	}
-	stray := j.path(segName(h.Rev + 1))
-	switch err := os.Remove(stray); {
-	case err == nil:
-		j.cfg.Logger.Warn("tandem: journal removed a segment left by a crashed writer", "segment", stray)
+	if stray {
+		name := j.path(segName(h.Rev + 1))
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return h, nil, fmt.Errorf("remove uncommitted segment: %w", err)
+		}
+		j.cfg.Logger.Warn("tandem: journal removed a segment left by a crashed writer", "segment", name)
 		if err := atomicfile.SyncDir(j.dir); err != nil {
 			return h, nil, fmt.Errorf("sync journal folder: %w", err)
 		}
-	case !errors.Is(err, fs.ErrNotExist):
-		return h, nil, fmt.Errorf("remove uncommitted segment: %w", err)
-	}
-	segs, err := listSegments(j.dir)
-	if err != nil {
-		return h, nil, err
-	}
-	if len(segs) > 0 && segs[len(segs)-1] > h.Rev+1 {
-		return h, nil, fmt.Errorf("%w: segment %s lies beyond the head (revision %d) and does not continue it; refusing to write",
-			ErrCorrupt, j.path(segName(segs[len(segs)-1])), h.Rev)
 	}
 	if h.Rev == 0 {
 		return h, nil, nil
@@ -79,6 +82,38 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			"segment", name, "head", h.Rev, "bytes", size-h.Off)
 	}
 	return h, f, nil
+}
+
+// checkSegments checks the segments in the folder (segs, ascending)
+// against the head h that rolling forward reached, and reports whether the
+// last one is a stray: named h.Rev+1, holding no complete batch (else
+// rolling forward would have taken it), left by a writer whose rollover
+// did not commit. A missing segment for the head, or any segment named
+// above h.Rev+1, is ErrCorrupt: the folder does not hold what the head
+// says (a head restored from an older copy, segments from elsewhere), and
+// deleting or writing anything could cost committed records.
+func (j *File) checkSegments(h fileHead, segs []int64) (stray bool, err error) {
+	if h.Rev > 0 && !slices.Contains(segs, h.Seg) {
+		return false, fmt.Errorf("%w: segment %s holding the head (revision %d) is missing (the folder holds %s); refusing to write",
+			ErrCorrupt, j.path(segName(h.Seg)), h.Rev, j.segList(segs))
+	}
+	if i, _ := slices.BinarySearch(segs, h.Rev+2); i < len(segs) {
+		return false, fmt.Errorf("%w: %s beyond the head (revision %d) does not continue it; refusing to write",
+			ErrCorrupt, j.segList(segs[i:]), h.Rev)
+	}
+	return len(segs) > 0 && segs[len(segs)-1] == h.Rev+1, nil
+}
+
+// segList names the segments segs (ascending) for an error message: the
+// first one's path, and the last one's name when there are more.
+func (j *File) segList(segs []int64) string {
+	switch len(segs) {
+	case 0:
+		return "no segments"
+	case 1:
+		return "segment " + j.path(segName(segs[0]))
+	}
+	return fmt.Sprintf("%d segments, %s … %s", len(segs), j.path(segName(segs[0])), segName(segs[len(segs)-1]))
 }
 
 // rollForward returns the head after the complete batches that continue
