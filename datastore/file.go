@@ -386,9 +386,11 @@ func (s *File) storeNow(ctx context.Context) (time.Time, error) {
 // sweep deletes the blobs of batch whose last use is still before cutoff,
 // under lease.Fenced. Each is first renamed aside (atomically: a Touch or
 // Put that comes later finds it missing and stores the content again),
-// then its modification time, which a Touch that came earlier has set, is
-// checked on the renamed file: touched since cutoff, it is renamed back
-// (and touched, since its content may be needed); otherwise removed.
+// then its modification time, which a Touch that reported success has set
+// (touchFile checks that the name was still in place after it set the
+// time), is checked on the renamed file: touched since cutoff, it is
+// renamed back (and touched, since its content may be needed); otherwise
+// removed.
 func (s *File) sweep(ctx context.Context, lease *lock.Lease, batch []Info, cutoff time.Time) ([]Info, error) {
 	var deleted []Info
 	err := lease.Fenced(ctx, func(ctx context.Context) error {
@@ -432,6 +434,29 @@ func (s *File) sweep(ctx context.Context, lease *lock.Lease, batch []Info, cutof
 	})
 	return deleted, err
 }
+
+// stillThere is the second half of touchFile: it opens path afresh (on
+// NFS, opening revalidates the cached name: close-to-open) and fails with
+// an error matching fs.ErrNotExist if the name no longer leads to a file.
+// A collector's sweep renames a blob aside before it reads the blob's
+// time, so a touch that set the time and then found the name in place set
+// it before any such rename, and the sweep sees it and puts the blob
+// back. Without the check a touch could resolve the name, lose the race
+// to the rename, set the time of the file just moved aside after the
+// sweep read it, and report success for a blob that the sweep removes.
+func stillThere(path string) error {
+	if afterTouch != nil {
+		afterTouch(path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// afterTouch, when a test sets it, runs between a touch and its check.
+var afterTouch func(path string)
 
 // statFresh returns the attributes of path as the file server has them
 // now: opening the file makes an NFS client revalidate its cached
