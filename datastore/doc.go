@@ -83,6 +83,8 @@
 // server's for File. A File's Put and Touch set the modification time with
 // utimensat(UTIME_NOW), which NFS turns into the server's time, and the
 // collector learns "now" from the modification time of a file it
-// creates. (On Windows, Touch uses the local clock: keep the nodes'
-// clocks synchronised there.)
+// creates. SMB has no such request: on Windows, and on a Linux SMB (cifs)
+// mount, whose client sends its own time for UTIME_NOW, Put and Touch set
+// the node's clock, so there keep the nodes' clocks synchronised well
+// within the collector's grace period.
 package datastore

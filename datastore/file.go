@@ -23,8 +23,8 @@ import (
 type FileConfig struct {
 	// Dir is the shared folder; blobs live in Dir/blobs. Required.
 	Dir string
-	// SkipVerify makes Get's readers skip hashing: they still check the
-	// length but not the content. Defaults to false: every Get verifies.
+	// SkipVerify makes Get's readers skip hashing the content. Defaults
+	// to false: every Get verifies it.
 	SkipVerify bool
 }
 
@@ -475,10 +475,19 @@ func statFresh(path string) (fs.FileInfo, error) {
 // Should a Put have stored the same content meanwhile, the rename replaces
 // it with identical bytes.
 func (s *File) restore(id ID, trash string) error {
-	if err := s.mkdirs(id); err != nil {
-		return err
-	}
-	if err := os.Rename(trash, s.path(id)); err != nil {
+	for attempt := 0; ; attempt++ {
+		err := s.mkdirs(id)
+		if err == nil {
+			err = os.Rename(trash, s.path(id))
+		}
+		if err == nil {
+			break
+		}
+		// A folder of the path emptied and removed meanwhile (another
+		// collector, an operator's Delete): make it again, as land does.
+		if _, serr := os.Stat(trash); errors.Is(err, fs.ErrNotExist) && serr == nil && attempt < landAttempts {
+			continue
+		}
 		return err
 	}
 	if err := touchFile(s.path(id)); err != nil {
