@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -866,6 +867,45 @@ func TestFileStaleHead(t *testing.T) {
 	for _, a := range acked {
 		require.Equal(t, string(a.Payload), string(all[a.Revision-1].Payload), "revision %d", a.Revision)
 	}
+}
+
+// An append reads only what lies past the head, never the whole head
+// segment under the LOCK: with 16 MiB in the head's segment, a small
+// append allocates far less than the segment, with nothing past the head
+// (a clean commit before it) and with a torn tail to cut. Measured in
+// bytes allocated, not time; not parallel, so that other tests' memory
+// does not count.
+func TestFileAppendReadsOnlyPastHead(t *testing.T) {
+	j := openTestFile(t, t.TempDir(), "n1", 0) // default 64 MiB segments
+	big := Entry{Producer: "big", Payload: bytes.Repeat([]byte{1}, MaxPayloadSize)}
+	for range 2 {
+		_, err := j.Append(testCtx(t), big, big)
+		require.NoError(t, err)
+	}
+	h := j.testHead(t)
+	require.Equal(t, int64(1), h.Seg)
+	require.Greater(t, h.Off, int64(16<<20))
+
+	const n = 10
+	allocated := func(f func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	perAppend := allocated(func() { appendN(t, j, n, "p") }) / n
+	t.Logf("allocated per small append: %d bytes", perAppend)
+	require.Less(t, perAppend, uint64(1<<20), "a small append allocated about the head segment's size")
+
+	h = j.testHead(t)
+	torn := appendRecord(nil, &Record{Revision: h.Rev + 1, NodeID: "ghost", Instance: "g", Producer: "p", Payload: []byte("torn"), Time: time.Now()},
+		recBatch{v2: true, id: 1})
+	appendBytes(t, segPath(j, h.Seg), torn[:len(torn)-3])
+	withTorn := allocated(func() { appendN(t, j, 1, "p") })
+	t.Logf("allocated by an append cutting a torn tail: %d bytes", withTorn)
+	require.Less(t, withTorn, uint64(1<<20), "an append cutting a torn tail allocated about the head segment's size")
+	require.Len(t, readAll(t, j, h.Rev-1), 2)
 }
 
 // A head that does not match the segments makes the next writer refuse

@@ -1,8 +1,10 @@
 package journal
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -19,11 +21,11 @@ import (
 // costs no segment. It returns the head to append after and that head's
 // segment open for writing (nil when there is no segment yet).
 func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
-	nh, err := j.rollForward(h)
+	segs, err := listSegments(j.dir)
 	if err != nil {
 		return h, nil, err
 	}
-	segs, err := listSegments(j.dir)
+	nh, err := j.rollForward(h, segs)
 	if err != nil {
 		return h, nil, err
 	}
@@ -118,80 +120,141 @@ func (j *File) segList(segs []int64) string {
 
 // rollForward returns the head after the complete batches that continue
 // the journal past h: in h's segment after h.Off, and then in the segment
-// named for the next revision whenever one ends at a batch boundary. It
-// returns h when there are none. A complete, checksummed record right
-// after the last batch whose revision does not continue the sequence is
-// corruption.
-func (j *File) rollForward(h fileHead) (fileHead, error) {
+// named for the next revision whenever one ends at a batch boundary. segs
+// are the segments in the folder (ascending). It returns h when there are
+// none. A complete, checksummed record right after the last batch whose
+// revision does not continue the sequence is corruption.
+//
+// It reads only what lies past the head: nothing at all when the head's
+// segment ends at the head, as it does after every clean commit.
+func (j *File) rollForward(h fileHead, segs []int64) (fileHead, error) {
 	cur := h
 	seg, off := h.Seg, h.Off
 	if h.Rev == 0 {
 		seg, off = 1, 0
 	}
 	for {
-		b, err := os.ReadFile(j.path(segName(seg)))
-		if errors.Is(err, fs.ErrNotExist) {
+		if _, ok := slices.BinarySearch(segs, seg); !ok {
 			return cur, nil // the head's own segment is checked by repair
 		}
+		next, atEnd, err := j.rollSegment(cur, seg, off)
 		if err != nil {
 			return h, err
 		}
-		if int64(len(b)) < off {
-			return cur, nil // a segment shorter than the head: repair reports it
+		if !atEnd {
+			return next, nil // an incomplete tail: repair truncates it
 		}
-		p := b[off:]
-		for len(p) > 0 {
-			size, count, err := completeBatch(p, cur.Rev+1)
-			if err != nil {
-				return h, fmt.Errorf("%w: segment %s offset %d: %w", ErrCorrupt, j.path(segName(seg)), int64(len(b)-len(p)), err)
-			}
-			if count == 0 {
-				return cur, nil // an incomplete tail: repair truncates it
-			}
-			p = p[size:]
-			cur = fileHead{Rev: cur.Rev + count, Seg: seg, Off: int64(len(b) - len(p))}
+		if next.Rev+1 == seg {
+			return next, nil // this segment held no complete batch
 		}
 		// The segment ends at a batch boundary; a rollover may have
 		// continued the sequence in the next one.
-		next := cur.Rev + 1
-		if next == seg {
-			return cur, nil // this segment held no complete batch
-		}
-		seg, off = next, 0
+		cur = next
+		seg, off = cur.Rev+1, 0
 	}
 }
 
-// completeBatch decodes the records at the start of p as one batch whose
-// first revision is want. It returns the batch's size and record count, or
-// a count of 0 when p does not start with a complete format-2 batch (a torn
-// or partial write, or a format-1 record, which carries no batch
-// boundary). It fails when p starts with a complete, checksummed record of
-// another revision: the journal does not continue where its head says.
-func completeBatch(p []byte, want int64) (size int, count int64, err error) {
+// rollSegment returns the head after the complete batches that follow cur
+// in segment seg from offset off, and reports whether they reach the
+// segment's end. It reads from off to the end only, a record at a time:
+// its memory is bounded by the largest record, not by the segment.
+func (j *File) rollSegment(cur fileHead, seg, off int64) (fileHead, bool, error) {
+	name := j.path(segName(seg))
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cur, false, nil // deleted since the listing: repair reports it
+	}
+	if err != nil {
+		return cur, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return cur, false, err
+	}
+	size := fi.Size()
+	if size <= off {
+		return cur, size == off, nil // shorter than the head: repair reports it
+	}
+	br := readBufs.Get().(*bufio.Reader)
+	br.Reset(io.NewSectionReader(f, off, size-off))
+	defer func() {
+		br.Reset(nil)
+		readBufs.Put(br)
+	}()
+	var body []byte
+	for off < size {
+		n, count, err := nextBatch(br, size-off, cur.Rev+1, &body)
+		if errors.Is(err, errForeignRecord) {
+			return cur, false, fmt.Errorf("%w: segment %s offset %d: %w", ErrCorrupt, name, off, err)
+		}
+		if err != nil {
+			return cur, false, fmt.Errorf("roll forward: read %s: %w", name, err)
+		}
+		if count == 0 {
+			return cur, false, nil
+		}
+		off += n
+		cur = fileHead{Rev: cur.Rev + count, Seg: seg, Off: off}
+	}
+	return cur, true, nil
+}
+
+// errForeignRecord: a complete, checksummed record past the head whose
+// revision does not continue the journal.
+var errForeignRecord = errors.New("record does not continue the journal")
+
+// nextBatch reads the records from r (left bytes to the segment's end) as
+// one batch whose first revision is want. It returns the batch's size and
+// record count, or a count of 0 when r does not start with a complete
+// format-2 batch (a torn or partial write, or a format-1 record, which
+// carries no batch boundary). It fails when r starts with a complete,
+// checksummed record of another revision: the journal does not continue
+// where its head says. body is a buffer it may grow and reuse; a record's
+// body is bounded by maxRecBody and by left.
+func nextBatch(r io.Reader, left, want int64, body *[]byte) (size, count int64, err error) {
+	var hdr [recHeaderSize]byte
 	var id int64
 	var remaining uint32
 	for {
-		r, b, n, derr := decodeRecord(p[size:])
+		if left-size < recHeaderSize {
+			return 0, 0, nil
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return 0, 0, err
+		}
+		h, herr := decodeRecHeader(hdr[:])
+		if herr != nil || int64(h.bodyLen) > left-size-recHeaderSize {
+			return 0, 0, nil
+		}
+		if cap(*body) < h.bodyLen {
+			*body = make([]byte, h.bodyLen)
+		}
+		b := (*body)[:h.bodyLen]
+		if _, err := io.ReadFull(r, b); err != nil {
+			return 0, 0, err
+		}
+		rec, rb, derr := decodeRecBody(hdr[:], h, b)
 		if derr != nil {
 			return 0, 0, nil
 		}
-		if r.Revision != want+count {
+		if rec.Revision != want+count {
 			if count == 0 {
-				return 0, 0, fmt.Errorf("record has revision %d, the head says %d comes next", r.Revision, want)
+				return 0, 0, fmt.Errorf("%w: record has revision %d, the head says %d comes next", errForeignRecord, rec.Revision, want)
 			}
 			return 0, 0, nil
 		}
 		switch {
-		case !b.v2:
+		case !rb.v2:
 			return 0, 0, nil
 		case count == 0:
-			id, remaining = b.id, b.remaining
-		case b.id != id || b.remaining != remaining-1:
+			id, remaining = rb.id, rb.remaining
+		case rb.id != id || rb.remaining != remaining-1:
 			return 0, 0, nil
 		default:
-			remaining = b.remaining
+			remaining = rb.remaining
 		}
-		size += n
+		size += int64(recHeaderSize + h.bodyLen)
 		count++
 		if remaining == 0 {
 			return size, count, nil
