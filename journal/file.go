@@ -114,14 +114,17 @@ func (c *FileConfig) withDefaults() (FileConfig, error) {
 // from a copy) must never cost an acknowledged record. So the next writer
 // first rolls forward: past the head it reads complete, checksummed
 // batches (every record carries its batch id and how many records of the
-// batch follow) that continue the revision sequence, across segments, and
-// writes a head after them. Only then does it truncate what is left: an
-// incomplete batch or a torn record, which no append was acknowledged for.
-// A complete record past the head that does not continue the sequence, a
-// segment beyond the repaired head, a head whose segment is missing, or a
-// head past what its segment holds is corruption: reported (ErrCorrupt),
-// never written after. The writer checks for it before it changes
-// anything, so a head that does not match the folder costs no segment.
+// batch follow) that continue the revision sequence, across segments,
+// fsyncs the segments holding them (a writer killed between its write and
+// its fsync leaves records no fsync made durable) and the folder when the
+// dead writer created a segment, and writes a head after them. Only then
+// does it truncate what is left: an incomplete batch or a torn record,
+// which no append was acknowledged for. A complete record past the head
+// that does not continue the sequence, a segment beyond the repaired head,
+// a head whose segment is missing, or a head past what its segment holds
+// is corruption: reported (ErrCorrupt), never written after. The writer
+// checks for it before it changes anything, so a head that does not match
+// the folder costs no segment.
 //
 // An append's outcome is definite: it fails with nothing written when an
 // error comes before the head's rename and the batch could be removed
@@ -166,6 +169,11 @@ type File struct {
 	// writeFile replaces the head and meta files: atomicfile.WriteFile,
 	// or a fault injector in tests.
 	writeFile func(path string, data []byte, perm fs.FileMode) error
+	// syncFile and syncDir fsync a segment and the journal's folder for
+	// the writer: (*os.File).Sync and atomicfile.SyncDir, or recorders in
+	// tests.
+	syncFile func(f *os.File) error
+	syncDir  func(dir string) error
 
 	bg     context.Context // cancelled by Close
 	stopBG context.CancelFunc
@@ -203,7 +211,10 @@ func OpenFile(ctx context.Context, cfg FileConfig) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	j := &File{cfg: cfg, dir: dir, lock: lock, hub: newHub(), writeFile: atomicfile.WriteFile, batchBase: rand.Int64()}
+	j := &File{
+		cfg: cfg, dir: dir, lock: lock, hub: newHub(), batchBase: rand.Int64(),
+		writeFile: atomicfile.WriteFile, syncFile: (*os.File).Sync, syncDir: atomicfile.SyncDir,
+	}
 	if err := j.create(ctx); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("open journal: %w", err)
@@ -388,10 +399,10 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 		var err error
 		if rollover {
 			if err = os.Remove(f.Name()); err == nil {
-				err = atomicfile.SyncDir(j.dir)
+				err = j.syncDir(j.dir)
 			}
 		} else if err = f.Truncate(off); err == nil {
-			err = f.Sync()
+			err = j.syncFile(f)
 		}
 		return err
 	}
@@ -409,11 +420,11 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 	if _, err := f.WriteAt(buf, off); err != nil {
 		return 0, fail(fmt.Errorf("write segment: %w", err))
 	}
-	if err := f.Sync(); err != nil {
+	if err := j.syncFile(f); err != nil {
 		return 0, fail(fmt.Errorf("sync segment: %w", err))
 	}
 	if rollover {
-		if err := atomicfile.SyncDir(j.dir); err != nil {
+		if err := j.syncDir(j.dir); err != nil {
 			return 0, fail(fmt.Errorf("sync journal folder: %w", err))
 		}
 	}
@@ -581,7 +592,7 @@ func (j *File) DeleteBatch(ctx context.Context, limit int) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("delete batch: %w", err)
 		}
-		if err := atomicfile.SyncDir(j.dir); err != nil {
+		if err := j.syncDir(j.dir); err != nil {
 			return 0, fmt.Errorf("delete batch: sync folder: %w", err)
 		}
 		return segs[i+1] - segs[i], nil

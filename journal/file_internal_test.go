@@ -973,6 +973,60 @@ func TestFileHeadNotMatchingSegmentsDeletesNothing(t *testing.T) {
 	})
 }
 
+// Rolling forward commits records that the writer who wrote them may
+// never have fsynced (killed between its write and its fsync), so the next
+// writer fsyncs every segment holding them, and the folder when the dead
+// writer created one of them, before it writes the head that commits
+// them. A test cannot cut the power; it records the order of the fsyncs
+// and the head's replacement instead.
+func TestFileRollForwardSyncsBeforeHead(t *testing.T) {
+	t.Parallel()
+	// batch is a complete batch of n records from rev on, by a writer
+	// that died before its fsync.
+	batch := func(rev int64, n int) []byte {
+		var b []byte
+		for i := range n {
+			b = appendRecord(b, &Record{Revision: rev + int64(i), NodeID: "ghost", Instance: "g", Producer: "p", Payload: []byte("unsynced"), Time: time.Now()},
+				recBatch{v2: true, id: 9, remaining: uint32(n - 1 - i)})
+		}
+		return b
+	}
+	for _, rollover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rollover=%v", rollover), func(t *testing.T) {
+			t.Parallel()
+			j := openTestFile(t, t.TempDir(), "n1", 0)
+			appendN(t, j, 3, "p")
+			h := j.testHead(t)
+			appendBytes(t, segPath(j, h.Seg), batch(4, 2))
+			want, next := []string{"sync " + segName(h.Seg)}, int64(6)
+			if rollover {
+				require.NoError(t, os.WriteFile(segPath(j, 6), batch(6, 3), 0o666))
+				want, next = append(want, "sync "+segName(6), "sync folder"), 9
+			}
+			want = append(want, "write "+fileHeadName)
+
+			var events []string
+			j.syncFile = func(f *os.File) error {
+				events = append(events, "sync "+filepath.Base(f.Name()))
+				return f.Sync()
+			}
+			j.syncDir = func(dir string) error {
+				events = append(events, "sync folder")
+				return atomicfile.SyncDir(dir)
+			}
+			j.writeFile = func(path string, b []byte, perm os.FileMode) error {
+				events = append(events, "write "+filepath.Base(path))
+				return atomicfile.WriteFile(path, b, perm)
+			}
+			revs, err := j.Append(testCtx(t), entry("p", "after"))
+			require.NoError(t, err)
+			require.Equal(t, []int64{next}, revs, "rolled forward past the dead writer's batches")
+			require.GreaterOrEqual(t, len(events), len(want))
+			require.Equal(t, want, events[:len(want)], "the rolled-forward records are fsynced before the head that commits them")
+		})
+	}
+}
+
 // A complete record past the head that does not continue the revision
 // sequence, or a head past what its segment holds, is corruption: the
 // writer refuses instead of writing after it.

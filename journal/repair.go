@@ -34,6 +34,12 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 		return h, nil, err
 	}
 	if nh != h {
+		// The records rolled forward may never have been fsynced (a
+		// writer killed between its write and its fsync): make them
+		// durable before a head commits them.
+		if err := j.syncRolled(h, nh, segs); err != nil {
+			return h, nil, fmt.Errorf("roll forward: %w", err)
+		}
 		if err := j.writeFile(j.path(fileHeadName), encodeHead(nh), 0o666); err != nil && !errors.Is(err, atomicfile.ErrNotDurable) {
 			return h, nil, fmt.Errorf("roll forward: write head: %w", err)
 		}
@@ -47,7 +53,7 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			return h, nil, fmt.Errorf("remove uncommitted segment: %w", err)
 		}
 		j.cfg.Logger.Warn("tandem: journal removed a segment left by a crashed writer", "segment", name)
-		if err := atomicfile.SyncDir(j.dir); err != nil {
+		if err := j.syncDir(j.dir); err != nil {
 			return h, nil, fmt.Errorf("sync journal folder: %w", err)
 		}
 	}
@@ -74,7 +80,7 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			ErrCorrupt, name, size, h.Rev, h.Off)
 	case size > h.Off:
 		if err := f.Truncate(h.Off); err == nil {
-			err = f.Sync()
+			err = j.syncFile(f)
 		}
 		if err != nil {
 			f.Close()
@@ -84,6 +90,35 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			"segment", name, "head", h.Rev, "bytes", size-h.Off)
 	}
 	return h, f, nil
+}
+
+// syncRolled fsyncs the segments that hold the records rolling forward
+// took from h to nh (segs are those in the folder), and the folder when
+// the dead writer may have created one of them.
+func (j *File) syncRolled(h, nh fileHead, segs []int64) error {
+	from := max(h.Seg, 1)
+	for _, seg := range segs {
+		if seg < from || seg > nh.Seg {
+			continue
+		}
+		f, err := os.OpenFile(j.path(segName(seg)), os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		err = j.syncFile(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sync segment: %w", err)
+		}
+	}
+	if nh.Seg != h.Seg {
+		if err := j.syncDir(j.dir); err != nil {
+			return fmt.Errorf("sync journal folder: %w", err)
+		}
+	}
+	return nil
 }
 
 // checkSegments checks the segments in the folder (segs, ascending)
