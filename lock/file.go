@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandem-go/tandem/ident"
 	"github.com/tandem-go/tandem/internal/atomicfile"
+	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/internal/filelock"
 )
 
@@ -130,11 +131,12 @@ func (c FileConfig) withDefaults() (FileConfig, error) {
 // acquiring node's clock (both informational).
 //
 // While a Fence's fn runs, the holder's own Renew and Release calls (same
-// owner and token, through the same File) ride on the Fence's OS lock, so
-// the holder's keep-alive keeps renewing during long fenced work; everyone
-// else waits for the lock file (TryAcquire gives up with ok=false after
-// LockTimeout). A fn that never returns keeps the lease from everyone:
-// bound it with its ctx.
+// owner and token, through the same File) ride on the Fence's OS lock —
+// also those that were already waiting for the lock when the Fence took
+// it — so the holder's keep-alive keeps renewing during long fenced work;
+// everyone else waits for the lock file (TryAcquire gives up with
+// ok=false after LockTimeout). A fn that never returns keeps the lease
+// from everyone: bound it with its ctx.
 //
 // # Network file systems
 //
@@ -428,7 +430,14 @@ func (s *File) Fence(ctx context.Context, name string, owner Owner, token int64,
 	if err := checkHolder(name, owner); err != nil {
 		return fmt.Errorf("fenced: %w", err)
 	}
-	if fc := s.ride(name, owner, token); fc != nil {
+	if !s.exists(name) {
+		return fmt.Errorf("fenced %q token %d: %w", name, token, ErrFenced)
+	}
+	unlock, fc, err := s.lockOrRide(ctx, name, owner, token)
+	if err != nil {
+		return fmt.Errorf("fenced %q: %w", name, err)
+	}
+	if fc != nil {
 		// Nested in this holder's own Fence, which holds the OS lock.
 		defer fc.leave()
 		fc.rmw.Lock()
@@ -442,13 +451,6 @@ func (s *File) Fence(ctx context.Context, name string, owner Owner, token int64,
 		}
 		return fn(ctx)
 	}
-	if !s.exists(name) {
-		return fmt.Errorf("fenced %q token %d: %w", name, token, ErrFenced)
-	}
-	unlock, err := s.lockName(ctx, name)
-	if err != nil {
-		return fmt.Errorf("fenced %q: %w", name, err)
-	}
 	defer unlock()
 	l, exists, err := s.read(name)
 	if err != nil {
@@ -457,7 +459,7 @@ func (s *File) Fence(ctx context.Context, name string, owner Owner, token int64,
 	if !exists || !l.heldBy(owner, token) {
 		return fmt.Errorf("fenced %q token %d: %w", name, token, ErrFenced)
 	}
-	fc := &fence{owner: owner, token: token}
+	fc = &fence{owner: owner, token: token}
 	fc.cond = sync.NewCond(&fc.mu)
 	s.mu.Lock()
 	s.fences[name] = fc
@@ -530,15 +532,15 @@ func (s *File) update(ctx context.Context, name string, owner Owner, token int64
 	if !s.exists(name) {
 		return nil // never acquired: it cannot be (owner, token)'s
 	}
-	if fc := s.ride(name, owner, token); fc != nil {
+	unlock, fc, err := s.lockOrRide(ctx, name, owner, token)
+	if err != nil {
+		return err
+	}
+	if fc != nil {
 		defer fc.leave()
 		fc.rmw.Lock()
 		defer fc.rmw.Unlock()
 	} else {
-		unlock, err := s.lockName(ctx, name)
-		if err != nil {
-			return err
-		}
 		defer unlock()
 	}
 	l, exists, err := s.read(name)
@@ -557,6 +559,53 @@ func (s *File) exists(name string) bool {
 	return !errors.Is(err, fs.ErrNotExist)
 }
 
+// lockOrRide takes the OS lock of name for a call of (owner, token), or
+// rides on the running Fence of (owner, token) in this File, which holds
+// that lock: it returns either unlock (release the lock) or fc (a rider
+// registered on fc: call leave). It gives up as lockName does.
+//
+// It looks for the Fence again between attempts to take the lock, not
+// only before the first: the holder's own Fence may take the lock while
+// this call waits for it (after another node's brief TryAcquire, say),
+// and would then hold it for as long as its fn runs. Waiting for that
+// lock would hold the holder's renewal back until the fenced work ends or
+// the lock timeout passes, past the lease's deadline.
+func (s *File) lockOrRide(ctx context.Context, name string, owner Owner, token int64) (unlock func(), fc *fence, err error) {
+	if fc := s.ride(name, owner, token); fc != nil {
+		return nil, fc, nil
+	}
+	lk, err := filelock.Open(s.lockPath(name))
+	if err != nil {
+		return nil, nil, err
+	}
+	deadline := time.Now().Add(s.cfg.LockTimeout)
+	pause := 200 * time.Microsecond // polls as filelock.Lock.Acquire does
+	for {
+		ok, err := lk.TryLock()
+		if err != nil {
+			lk.Close()
+			return nil, nil, err
+		}
+		if ok {
+			return s.unlocker(name, lk), nil, nil
+		}
+		if fc := s.ride(name, owner, token); fc != nil {
+			lk.Close() // not locked: this only closes the file
+			return nil, fc, nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			lk.Close()
+			return nil, nil, fmt.Errorf("lock %s: %w (%v)", s.lockPath(name), filelock.ErrTimeout, s.cfg.LockTimeout)
+		}
+		if !sleep(ctx, min(backoff.Jitter(pause, 0.5), left)) {
+			lk.Close()
+			return nil, nil, ctx.Err()
+		}
+		pause = min(pause*2, 20*time.Millisecond)
+	}
+}
+
 // lockName takes the OS lock of name within the lock timeout; unlock
 // releases it.
 func (s *File) lockName(ctx context.Context, name string) (unlock func(), err error) {
@@ -568,11 +617,16 @@ func (s *File) lockName(ctx context.Context, name string) (unlock func(), err er
 		lk.Close()
 		return nil, err
 	}
+	return s.unlocker(name, lk), nil
+}
+
+// unlocker returns the function that releases the held lock lk of name.
+func (s *File) unlocker(name string, lk *filelock.Lock) func() {
 	return func() {
 		if err := lk.Close(); err != nil {
 			s.cfg.Logger.Error("tandem: lease lock file release failed", "lease", name, "err", err)
 		}
-	}, nil
+	}
 }
 
 // read reads the lease file of name afresh. A missing file is exists=false.

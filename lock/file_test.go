@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/ident"
+	"github.com/tandem-go/tandem/internal/filelock"
 	"github.com/tandem-go/tandem/internal/locktest"
 	"github.com/tandem-go/tandem/lock"
 )
@@ -468,6 +470,73 @@ func TestFileFenceBlocksTakeover(t *testing.T) {
 	require.True(t, r.ok)
 	require.True(t, r.fnEnded, "the takeover waited for the fenced fn")
 	require.Equal(t, token+1, r.token)
+}
+
+// TestFileRenewWaitingRidesOwnFence: a renewal that is already waiting for
+// the lease's lock file when the holder's own Fence takes it (another
+// node's TryAcquire held the lock a moment before) rides on that Fence, as
+// a renewal that starts during the fenced work does. It renews while the
+// fenced fn runs, instead of waiting for the fn to end or for the lock
+// timeout, past the lease's deadline.
+func TestFileRenewWaitingRidesOwnFence(t *testing.T) {
+	t.Parallel()
+	ctx := fileCtx(t)
+	dir := t.TempDir()
+	const ttl = 10 * time.Second
+	// A lock timeout longer than the test: a renewal that waited for the
+	// Fence's lock would wait for its fn.
+	s := openFileStore(t, dir, lock.FileConfig{LockTimeout: time.Hour})
+	token, ok, err := s.TryAcquire(ctx, "gc", fileAlice, ttl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	heartbeat := func() string {
+		raw, err := os.ReadFile(filepath.Join(dir, "locks", "gc"))
+		require.NoError(t, err)
+		_, after, _ := strings.Cut(string(raw), "\nheartbeat ")
+		beat, _, _ := strings.Cut(after, "\n")
+		return beat
+	}
+
+	errRenewedFirst := errors.New("the renewal took the lock before the Fence")
+	for attempt := 1; ; attempt++ {
+		require.LessOrEqual(t, attempt, 10, "the renewal always took the lock before the Fence: the case never arose")
+		// Another node holds the lease's lock file for a moment; the
+		// holder's renewal waits for it.
+		other, err := filelock.Open(filepath.Join(dir, "locks", ".gc.lock"))
+		require.NoError(t, err)
+		require.NoError(t, other.Acquire(ctx, time.Second))
+		before := heartbeat()
+		renewed := make(chan error, 1)
+		go func() {
+			ok, err := s.Renew(ctx, "gc", fileAlice, token, ttl)
+			if err == nil && !ok {
+				err = errors.New("renewal refused")
+			}
+			renewed <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		// The other node lets go, and the holder's Fence takes the lock
+		// at once, while the waiting renewal sleeps between attempts.
+		require.NoError(t, other.Close())
+		err = s.Fence(ctx, "gc", fileAlice, token, func(context.Context) error {
+			if heartbeat() != before {
+				return errRenewedFirst // not the case under test: again
+			}
+			select {
+			case err := <-renewed:
+				return err
+			case <-time.After(10 * time.Second):
+				return errors.New("the waiting renewal did not ride on the holder's Fence")
+			}
+		})
+		if errors.Is(err, errRenewedFirst) {
+			require.NoError(t, <-renewed)
+			continue
+		}
+		require.NoError(t, err, "the renewal that waited for the lock renewed during the fenced fn")
+		require.NotEqual(t, before, heartbeat())
+		return
+	}
 }
 
 // TestFileClockSkew: instances whose clocks are ten minutes apart contend
