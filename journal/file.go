@@ -121,8 +121,9 @@ func (c *FileConfig) withDefaults() (FileConfig, error) {
 // does it truncate what is left: an incomplete batch or a torn record,
 // which no append was acknowledged for. A complete record past the head
 // that does not continue the sequence, a segment beyond the repaired head,
-// a head whose segment is missing, or a head past what its segment holds
-// is corruption: reported (ErrCorrupt), never written after. The writer
+// a head whose segment is missing, a head past what its segment holds, or
+// a head whose revision is not that of the record ending at its offset is
+// corruption: reported (ErrCorrupt), never written after. The writer
 // checks for it before it changes anything, so a head that does not match
 // the folder costs no segment.
 //
@@ -165,7 +166,13 @@ type File struct {
 	// batchBase is random; batch ids are batchBase + batchSeq, which the
 	// committer goroutine owns.
 	batchBase, batchSeq int64
-	cursors             cursorCache
+	// verified is the last head this instance checked against its
+	// segment's records or wrote itself, and walkBuf the buffer it reads
+	// record headers through (see verifyHead); the committer goroutine
+	// owns both.
+	verified fileHead
+	walkBuf  []byte
+	cursors  cursorCache
 	// writeFile replaces the head and meta files: atomicfile.WriteFile,
 	// or a fault injector in tests.
 	writeFile func(path string, data []byte, perm fs.FileMode) error
@@ -435,6 +442,7 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 	// Committed. With ErrNotDurable the head was renamed but the folder's
 	// fsync failed: a crash may bring the old head back, and the next
 	// writer rolls these fsynced records forward.
+	j.verified = nh
 	j.cursors.committed(nh)
 	j.hub.wake()
 	return h.Rev + 1, nil

@@ -908,6 +908,51 @@ func TestFileAppendReadsOnlyPastHead(t *testing.T) {
 	require.Len(t, readAll(t, j, h.Rev-1), 2)
 }
 
+// A head with a valid checksum whose revision does not match the records
+// before its offset (a head file from another journal, a hand edit) makes
+// the writer refuse with ErrCorrupt and write nothing, instead of
+// acknowledging revisions that readers never deliver: a revision behind
+// or ahead of the record ending at its offset, and an offset inside a
+// record (whose repair would cut a committed record). Both the instance
+// that wrote the records and a fresh one check it.
+func TestFileHeadRevisionMismatchIsCorrupt(t *testing.T) {
+	t.Parallel()
+	for name, bad := range map[string]func(h fileHead) fileHead{
+		"revision-behind": func(h fileHead) fileHead { return fileHead{Rev: h.Rev - 1, Seg: h.Seg, Off: h.Off} },
+		"revision-ahead":  func(h fileHead) fileHead { return fileHead{Rev: h.Rev + 2, Seg: h.Seg, Off: h.Off} },
+		"inside-a-record": func(h fileHead) fileHead { return fileHead{Rev: h.Rev, Seg: h.Seg, Off: h.Off - 10} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			j := openTestFile(t, dir, "n1", 0)
+			appendN(t, j, 3, "p")
+			h := j.testHead(t)
+			good, err := os.ReadFile(j.path(fileHeadName))
+			require.NoError(t, err)
+			seg, err := os.ReadFile(segPath(j, h.Seg))
+			require.NoError(t, err)
+			require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), encodeHead(bad(h)), 0o666))
+
+			for _, w := range []*File{j, openTestFile(t, dir, "n2", 0)} {
+				_, err = w.Append(testCtx(t), entry("p", "never acknowledged"))
+				require.ErrorIs(t, err, ErrCorrupt)
+				require.ErrorContains(t, err, segName(h.Seg))
+				require.Equal(t, bad(h), w.testHead(t), "the head is not replaced")
+				after, err := os.ReadFile(segPath(j, h.Seg))
+				require.NoError(t, err)
+				require.Equal(t, seg, after, "the segment is not written")
+			}
+
+			require.NoError(t, atomicfile.WriteFile(j.path(fileHeadName), good, 0o666))
+			revs, err := j.Append(testCtx(t), entry("p", "acknowledged"))
+			require.NoError(t, err)
+			require.Equal(t, []int64{4}, revs)
+			require.Equal(t, "acknowledged", string(readAll(t, j, 3)[0].Payload))
+		})
+	}
+}
+
 // A head that does not match the segments makes the next writer refuse
 // (ErrCorrupt, naming the files) before it deletes anything: a head
 // restored from a copy whose segment was pruned since, and a stray

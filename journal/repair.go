@@ -25,6 +25,9 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 	if err != nil {
 		return h, nil, err
 	}
+	if err := j.verifyHead(h, segs); err != nil {
+		return h, nil, err
+	}
 	nh, err := j.rollForward(h, segs)
 	if err != nil {
 		return h, nil, err
@@ -46,6 +49,7 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 		j.cfg.Logger.Warn("tandem: journal rolled forward complete records past a head that was behind",
 			"dir", j.dir, "head", h.Rev, "now", nh.Rev)
 		h = nh
+		j.verified = nh // rolling forward read the records up to it
 	}
 	if stray {
 		name := j.path(segName(h.Rev + 1))
@@ -90,6 +94,112 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			"segment", name, "head", h.Rev, "bytes", size-h.Off)
 	}
 	return h, f, nil
+}
+
+// verifyHead checks that the record ending at h.Off in segment h.Seg
+// carries revision h.Rev: a head with a valid checksum but another
+// revision (a head file from another journal, a hand edit) would have the
+// writer acknowledge revisions that readers never deliver. It is
+// ErrCorrupt, and nothing is written.
+//
+// It reads only record headers, and only when the head changed since this
+// instance last verified or wrote it, from the nearest position it knows
+// in that segment (its last verified head, or where a read of this
+// instance ended): after another writer's commits, it reads their
+// headers; a whole segment's, at most once per segment. A head whose
+// segment is missing or shorter than it says is left to the checks after
+// rolling forward, which name it.
+func (j *File) verifyHead(h fileHead, segs []int64) error {
+	if h == j.verified || h.Rev == 0 {
+		return nil
+	}
+	if _, ok := slices.BinarySearch(segs, h.Seg); !ok {
+		return nil
+	}
+	name := j.path(segName(h.Seg))
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < h.Off {
+		return nil
+	}
+	if j.walkBuf == nil {
+		j.walkBuf = make([]byte, walkBufSize)
+	}
+	// Start at the nearest known record boundary at or before the head;
+	// a position that turns out wrong (only a hint) falls back to the
+	// segment's start.
+	from := cursorEnt{rev: h.Seg - 1, pos: segPos{seg: h.Seg}}
+	if v := j.verified; v.Seg == h.Seg && v.Off <= h.Off && v.Rev <= h.Rev {
+		from = cursorEnt{rev: v.Rev, pos: segPos{seg: v.Seg, off: v.Off}}
+	}
+	if c, ok := j.cursors.nearest(h); ok && c.pos.off > from.pos.off {
+		from = c
+	}
+	err = walkRecords(f, from.pos.off, from.rev, h, j.walkBuf)
+	if errors.Is(err, errMalformed) && from.pos.off > 0 {
+		err = walkRecords(f, 0, h.Seg-1, h, j.walkBuf)
+	}
+	if errors.Is(err, errMalformed) {
+		return fmt.Errorf("%w: the head (revision %d) does not match segment %s: %w; refusing to write",
+			ErrCorrupt, h.Rev, name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("verify head: %w", err)
+	}
+	j.verified = h
+	return nil
+}
+
+// walkBufSize is the buffer verifyHead reads record headers through.
+const walkBufSize = 32 << 10
+
+// walkRecords checks, reading only record headers through buf, that the
+// records of segment f from offset off on, the first carrying revision
+// rev+1, continue the sequence and that the last of them ends exactly at
+// h.Off with revision h.Rev. A mismatch is an error matching errMalformed.
+func walkRecords(f *os.File, off, rev int64, h fileHead, buf []byte) error {
+	bufOff, n := int64(0), 0 // buf[:n] holds the segment's bytes from bufOff
+	for off < h.Off {
+		if h.Off-off < recHeaderSize {
+			return fmt.Errorf("%w: %d bytes before the head's offset %d, a record header is %d", errMalformed, h.Off-off, h.Off, recHeaderSize)
+		}
+		if off < bufOff || off+recHeaderSize > bufOff+int64(n) {
+			m, err := f.ReadAt(buf[:min(int64(len(buf)), h.Off-off)], off)
+			if m < recHeaderSize {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = fmt.Errorf("%w: segment ends at %d, before the head's offset %d", errMalformed, off+int64(m), h.Off)
+				}
+				return err
+			}
+			bufOff, n = off, m
+		}
+		rh, err := decodeRecHeader(buf[off-bufOff : n])
+		if err != nil {
+			return fmt.Errorf("offset %d: %w", off, err)
+		}
+		if rh.revision != rev+1 {
+			return fmt.Errorf("%w: offset %d: record has revision %d, want %d", errMalformed, off, rh.revision, rev+1)
+		}
+		rev++
+		off += recHeaderSize + int64(rh.bodyLen)
+	}
+	if off != h.Off {
+		return fmt.Errorf("%w: record %d runs past the head's offset %d", errMalformed, rev, h.Off)
+	}
+	if rev != h.Rev {
+		return fmt.Errorf("%w: the record ending at the head's offset %d has revision %d", errMalformed, h.Off, rev)
+	}
+	return nil
 }
 
 // syncRolled fsyncs the segments that hold the records rolling forward

@@ -357,6 +357,24 @@ func (c *cursorCache) committed(h fileHead) {
 	c.mu.Unlock()
 }
 
+// nearest returns the cached position in h's segment that lies closest
+// before h's offset, with the revision of the record ending there (a hint:
+// the caller checks what it finds there).
+func (c *cursorCache) nearest(h fileHead) (cursorEnt, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	best := c.head
+	if best.pos.seg != h.Seg || best.pos.off > h.Off || best.rev > h.Rev {
+		best = cursorEnt{}
+	}
+	for _, e := range c.ents {
+		if e.pos.seg == h.Seg && e.pos.off <= h.Off && e.rev <= h.Rev && e.pos.off > best.pos.off {
+			best = e
+		}
+	}
+	return best, best.pos.seg != 0
+}
+
 // forget drops a position that turned out not to hold what was expected.
 func (c *cursorCache) forget(rev int64) {
 	c.mu.Lock()
