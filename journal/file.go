@@ -559,7 +559,13 @@ func (j *File) RaiseTail(ctx context.Context, below int64) (int64, error) {
 	if err := j.checkOpen(); err != nil {
 		return 0, fmt.Errorf("raise tail: %w", err)
 	}
-	if _, err := j.setTail(ctx, below); err != nil {
+	// setTail holds the LOCK: it runs on the committer goroutine, which
+	// Close waits for before it releases the LOCK.
+	var err error
+	if derr := j.c.do(ctx, func() { _, err = j.setTail(ctx, below) }); derr != nil {
+		err = derr
+	}
+	if err != nil {
 		return 0, fmt.Errorf("raise tail: %w", err)
 	}
 	m, err := j.readMeta()
@@ -694,8 +700,10 @@ func (j *File) watchLoop(w *fsnotify.Watcher) {
 	}
 }
 
-// Close implements Journal. It waits for the batch being written, stops
-// the file watch and releases the LOCK file.
+// Close implements Journal. It waits for the batch being written and for
+// a RaiseTail under way (every holder of the LOCK runs on the committer
+// goroutine), stops the file watch and releases the LOCK file. Calls after
+// Close fail with ErrClosed.
 func (j *File) Close(ctx context.Context) error {
 	j.closeMu.Lock()
 	defer j.closeMu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -599,6 +600,67 @@ func TestFileClose(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 	_, err = j.Head(testCtx(t))
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// Close waits for every holder of the journal's LOCK before it releases
+// it: a RaiseTail (Prune) writing the tail keeps the LOCK, and Close does
+// not return, until it is done; RaiseTail and DeleteBatch after Close fail
+// with ErrClosed. synctest makes "Close is waiting" observable without a
+// clock: Wait returns once every goroutine of the bubble is blocked.
+func TestFileCloseWaitsForRaiseTail(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		j, err := OpenFile(testCtx(t), FileConfig{Dir: dir, NodeID: "n1"})
+		require.NoError(t, err)
+		appendN(t, j, 3, "p")
+		inside, proceed := make(chan struct{}), make(chan struct{})
+		release := sync.OnceFunc(func() { close(proceed) })
+		defer release()
+		j.writeFile = func(path string, b []byte, perm os.FileMode) error {
+			if filepath.Base(path) == fileMetaName {
+				close(inside)
+				<-proceed
+			}
+			return atomicfile.WriteFile(path, b, perm)
+		}
+		raised := make(chan error, 1)
+		go func() {
+			_, err := j.RaiseTail(context.Background(), 2)
+			raised <- err
+		}()
+		<-inside
+		closed := make(chan error, 1)
+		go func() { closed <- j.Close(context.Background()) }()
+		synctest.Wait() // Close got as far as it can while RaiseTail writes
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while RaiseTail held the LOCK", err)
+		default:
+		}
+		other, err := filelock.Open(filepath.Join(dir, "journal", fileLockName))
+		require.NoError(t, err)
+		defer other.Close()
+		ok, err := other.TryLock()
+		require.NoError(t, err)
+		require.False(t, ok, "the LOCK was released while RaiseTail was writing the tail under it")
+
+		release()
+		require.NoError(t, <-raised)
+		require.NoError(t, <-closed)
+		ok, err = other.TryLock()
+		require.NoError(t, err)
+		require.True(t, ok, "Close released the LOCK")
+		require.NoError(t, other.Unlock())
+		m, err := j.readMeta()
+		require.NoError(t, err)
+		require.Equal(t, int64(2), m.Tail)
+
+		_, err = j.RaiseTail(context.Background(), 3)
+		require.ErrorIs(t, err, ErrClosed)
+		_, err = j.DeleteBatch(context.Background(), 1)
+		require.ErrorIs(t, err, ErrClosed)
+	})
 }
 
 // The cursor cache makes sequential reads seek instead of scan; a cached
