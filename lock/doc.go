@@ -37,7 +37,10 @@
 // database, a file server that does not respond — cannot keep the
 // context alive (the conformance suite proves it with a renewal deaf to
 // its own context, and with a proxy that black-holes the holder's
-// connections).
+// connections). Nor does it cost the lease while the store answers other
+// requests: the keep-alive gives each attempt a time limit (half the time
+// left to the deadline) and then tries again. Stores must honour the
+// context of their calls for this.
 //
 // # Fencing
 //

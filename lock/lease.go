@@ -371,6 +371,12 @@ func (l *Lease) lose(cause error) {
 // deadline, the more often it tries, so a transient refusal costs a few
 // retries rather than the lease. The first renewal is due a third of the
 // way into the TTL, leaving two thirds of it for retries.
+//
+// Each attempt has its own time limit (attemptTimeout), so an attempt
+// that hangs — a request sent on a pooled connection that died silently,
+// which fails only when TCP gives up, minutes later — is given up in time
+// to try again, on another connection, rather than waited for until the
+// deadline.
 func (l *Lease) keepAlive() {
 	defer close(l.done)
 	bo := backoff.New(l.c.cfg.RenewEvery/10, l.c.cfg.RenewEvery)
@@ -383,7 +389,15 @@ func (l *Lease) keepAlive() {
 			return
 		case <-timer.C:
 		}
-		err := l.Renew(l.ctx)
+		// Giving up on an attempt is safe: if it still reaches the store
+		// and renews the lease there, that only moves the store's expiry
+		// later. The holder's deadline moves only on an answer, from
+		// when the answered request was sent, so the holder still steps
+		// down before the store could hand the lease to anyone else; at
+		// worst others wait longer for a lease this holder let go.
+		actx, cancel := context.WithTimeout(l.ctx, l.attemptTimeout())
+		err := l.Renew(actx)
+		cancel()
 		switch {
 		case err == nil:
 			bo.Reset()
@@ -395,6 +409,16 @@ func (l *Lease) keepAlive() {
 			wait = min(bo.Next(), l.urgentRetry())
 		}
 	}
+}
+
+// attemptTimeout bounds one renewal attempt of the keep-alive: half the
+// time left to the deadline, which leaves the other half for a retry, but
+// no less than RenewEvery/4, so that a store that answers slowly but
+// surely is not cut off too early. The lease's own context ends the
+// attempt at the deadline in any case.
+func (l *Lease) attemptTimeout() time.Duration {
+	left := l.Deadline().Sub(l.c.cfg.Clock.Now())
+	return max(left/2, l.c.cfg.RenewEvery/4)
 }
 
 // urgentRetry is the longest wait before retrying a failed renewal: a

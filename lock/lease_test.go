@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"database/sql"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,4 +68,52 @@ func TestLeaseLifecycle(t *testing.T) {
 	defer l2.Release(ctx)
 	require.ErrorIs(t, l2.FencedTx(ctx, func(context.Context, *sql.Tx) error { return nil }), lock.ErrInvalidArgument,
 		"the file store has no transaction to run statements in")
+}
+
+// hangFirstRenew is a store whose first Renew hangs until its context ends
+// (a request sent on a pooled connection that died silently: no error
+// until TCP gives up, minutes later), while every later one reaches the
+// store. renewed receives each later renewal that succeeded.
+type hangFirstRenew struct {
+	lock.Store
+	calls   atomic.Int32
+	renewed chan struct{}
+}
+
+func (h *hangFirstRenew) Renew(ctx context.Context, name string, owner lock.Owner, token int64, ttl time.Duration) (bool, error) {
+	if h.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return false, ctx.Err()
+	}
+	ok, err := h.Store.Renew(ctx, name, owner, token, ttl)
+	if ok && err == nil {
+		select {
+		case h.renewed <- struct{}{}:
+		default:
+		}
+	}
+	return ok, err
+}
+
+// TestLeaseRetriesHungRenewal: the keep-alive gives up on a renewal attempt
+// that hangs in time to try again before the lease's deadline, so one hung
+// call costs a retry, not the lease, while the store answers.
+func TestLeaseRetriesHungRenewal(t *testing.T) {
+	t.Parallel()
+	ctx := fileCtx(t)
+	s := &hangFirstRenew{Store: openFileStore(t, t.TempDir(), lock.FileConfig{}), renewed: make(chan struct{}, 1)}
+	// TTL 6s: the first renewal is due at about 2s and hangs; the retry
+	// comes at about 4s, and has until 5.7s.
+	c, err := lock.New(lock.Config{NodeID: "alice", Store: s, TTL: 6 * time.Second})
+	require.NoError(t, err)
+	l, err := c.TryAcquire(ctx, "job")
+	require.NoError(t, err)
+	defer l.Release(ctx)
+	select {
+	case <-s.renewed:
+	case <-l.Lost():
+		t.Fatalf("one hung renewal cost the lease (%d renew calls): %v", s.calls.Load(), context.Cause(l.Context()))
+	}
+	require.True(t, l.Held())
+	require.GreaterOrEqual(t, s.calls.Load(), int32(2), "the hung renewal was retried")
 }

@@ -85,7 +85,10 @@ func TestSQLOutage(t *testing.T) {
 }
 
 // slowRenews counts renewals that hang: still in flight, or that took
-// longer than a second.
+// longer than hangAfter. The keep-alive gives up on an attempt after half
+// the time left to the deadline (at least RenewEvery/4, 250ms for the 3s
+// TTL of HolderStopsBelieving), so a hung attempt lasts a quarter of a
+// second or more; one that reaches the store takes milliseconds.
 type slowRenews struct {
 	lock.Store
 	mu      sync.Mutex
@@ -93,6 +96,8 @@ type slowRenews struct {
 	n       int
 	slow    int
 }
+
+const hangAfter = 200 * time.Millisecond
 
 func (s *slowRenews) Renew(ctx context.Context, name string, owner lock.Owner, token int64, ttl time.Duration) (bool, error) {
 	s.mu.Lock()
@@ -102,7 +107,7 @@ func (s *slowRenews) Renew(ctx context.Context, name string, owner lock.Owner, t
 	s.mu.Unlock()
 	ok, err := s.Store.Renew(ctx, name, owner, token, ttl)
 	s.mu.Lock()
-	if time.Since(s.started[id]) > time.Second {
+	if time.Since(s.started[id]) > hangAfter {
 		s.slow++
 	}
 	delete(s.started, id)
@@ -115,7 +120,7 @@ func (s *slowRenews) hung() int {
 	defer s.mu.Unlock()
 	n := s.slow
 	for _, at := range s.started {
-		if time.Since(at) > time.Second {
+		if time.Since(at) > hangAfter {
 			n++
 		}
 	}
