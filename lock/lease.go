@@ -257,7 +257,8 @@ type Lease struct {
 	mu       sync.Mutex
 	deadline time.Time   // by c.cfg.Clock
 	timer    *time.Timer // ends the lease at deadline; guarded by mu
-	released bool
+	released bool        // Release or Abandon was called: ended here; guarded by mu
+	told     bool        // a Store.Release succeeded: ended in the store too; guarded by mu
 }
 
 // holdFor is how long after sending an acquire or renew the holder may
@@ -430,11 +431,16 @@ func (l *Lease) urgentRetry() time.Duration {
 }
 
 // Release ends the lease: its context ends at once, then the store is told
-// so that others can acquire it without waiting for expiry. It is
-// idempotent. It waits for a renewal in flight to end, or for ctx.
+// so that others can acquire it without waiting for expiry. It waits for a
+// renewal in flight to end, or for ctx.
+//
+// When the store cannot be told (an error, or ctx ends first), the lease
+// stays ended here and Release returns the error; calling Release again
+// tells the store again, until it has succeeded once — the store's
+// Release is idempotent for one owner and token. From then on Release
+// returns nil at once. Release after Abandon tells the store too.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
-	already := l.released
 	l.released = true
 	l.mu.Unlock()
 	l.cancel(fmt.Errorf("lease %q: %w: released", l.name, ErrNotHeld))
@@ -445,20 +451,27 @@ func (l *Lease) Release(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("release lease %q: %w", l.name, ctx.Err())
 	}
-	if already {
+	l.mu.Lock()
+	told := l.told
+	l.mu.Unlock()
+	if told {
 		return nil
 	}
 	if err := l.c.cfg.Store.Release(ctx, l.name, l.c.owner, l.token); err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.told = true
+	l.mu.Unlock()
 	return nil
 }
 
 // Abandon stops using the lease without telling the store: its context
 // ends and the keep-alive stops, and the store frees the lease when it
 // expires. For shutting down when the store cannot be reached; otherwise
-// Release lets others in sooner. It does not wait for a renewal in flight,
-// which can only extend the lease in the store.
+// Release lets others in sooner (it may still be called afterwards). It
+// does not wait for a renewal in flight, which can only extend the lease
+// in the store.
 func (l *Lease) Abandon() {
 	l.mu.Lock()
 	l.released = true

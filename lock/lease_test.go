@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +117,48 @@ func TestLeaseRetriesHungRenewal(t *testing.T) {
 	}
 	require.True(t, l.Held())
 	require.GreaterOrEqual(t, s.calls.Load(), int32(2), "the hung renewal was retried")
+}
+
+// failFirstRelease is a store whose first Release fails (a dropped
+// connection) without reaching the store.
+type failFirstRelease struct {
+	lock.Store
+	calls atomic.Int32
+}
+
+func (f *failFirstRelease) Release(ctx context.Context, name string, owner lock.Owner, token int64) error {
+	if f.calls.Add(1) == 1 {
+		return errors.New("injected: connection reset")
+	}
+	return f.Store.Release(ctx, name, owner, token)
+}
+
+// TestLeaseReleaseRetryTellsStore: a Release whose store call failed ends
+// the lease locally and reports the error; calling Release again tells the
+// store, so that another node can take the lease at once, and only after
+// that does Release return nil without asking the store.
+func TestLeaseReleaseRetryTellsStore(t *testing.T) {
+	t.Parallel()
+	ctx := fileCtx(t)
+	dir := t.TempDir()
+	s := &failFirstRelease{Store: openFileStore(t, dir, lock.FileConfig{})}
+	a, err := lock.New(lock.Config{NodeID: "alice", Store: s, TTL: 10 * time.Second})
+	require.NoError(t, err)
+	b, err := lock.New(lock.Config{NodeID: "bob", Store: openFileStore(t, dir, lock.FileConfig{}), TTL: 10 * time.Second})
+	require.NoError(t, err)
+	l, err := a.TryAcquire(ctx, "job")
+	require.NoError(t, err)
+
+	require.ErrorContains(t, l.Release(ctx), "injected", "the store call failed, and Release says so")
+	require.False(t, l.Held(), "the lease ended here all the same")
+	_, err = b.TryAcquire(ctx, "job")
+	require.ErrorIs(t, err, lock.ErrUnavailable, "the store was not told")
+
+	require.NoError(t, l.Release(ctx), "the retry tells the store")
+	require.Equal(t, int32(2), s.calls.Load())
+	lb, err := b.TryAcquire(ctx, "job")
+	require.NoError(t, err, "released in the store: another node takes the lease at once")
+	require.NoError(t, lb.Release(ctx))
+	require.NoError(t, l.Release(ctx))
+	require.Equal(t, int32(2), s.calls.Load(), "once the store was told, Release does not ask it again")
 }
