@@ -115,12 +115,17 @@ func (c *Client) RunOnce(ctx context.Context, name string, fn func(ctx context.C
 // period's run, except when its context had ended: a run cut short by lost
 // leadership (or by ctx) that fails gives its period back (the schedule
 // lease is released, when the store can be reached), so the next leader
-// runs it again. A run that returns nil counts, whatever its context. A panic in fn is recovered and logged as an
-// error. On a shared folder, a node that has just started (a restart, a
-// new leader's first look) waits a full interval from its first sighting of
+// runs it again. A run that returns nil counts, whatever its context. A
+// panic in fn is recovered and logged as an error. An acquisition of the
+// schedule lease that failed but may have taken it all the same (its
+// answer was lost) is looked up, and a period it took without a run is
+// given back, so it costs no run.
+//
+// On a shared folder, a node that has just started (a restart, a new
+// leader's first look) waits a full interval from its first sighting of
 // the schedule lease, since it cannot tell how long ago another node
-// acquired it: a restart there can delay the next run by up to an interval,
-// never repeat one.
+// acquired it: a restart there can delay the next run by up to an
+// interval, never repeat one.
 //
 // interval must be between MinTTL and MaxTTL. Bad arguments — name
 // (ident.LeaseName, at most ident.MaxNameLen-len(SchedulePrefix) bytes,
@@ -144,8 +149,15 @@ func (c *Client) RunEvery(ctx context.Context, name string, interval time.Durati
 	return c.Campaign(ctx, name, func(lctx context.Context, l *Lease) {
 		bo := backoff.New(poll, c.cfg.TTL/2)
 		failing := false
+		unsure := false // an acquisition failed, and may have taken the schedule lease all the same
 		for lctx.Err() == nil {
 			token, due, err := c.cfg.Store.TryAcquire(lctx, marker, c.owner, interval)
+			if err != nil {
+				unsure = true
+			}
+			if !due && unsure && lctx.Err() == nil {
+				unsure = c.giveBackLostRun(lctx, name, marker)
+			}
 			switch {
 			case err != nil:
 				if lctx.Err() != nil {
@@ -163,8 +175,9 @@ func (c *Client) RunEvery(ctx context.Context, name string, interval time.Durati
 				sleep(lctx, backoff.Jitter(poll, 0.1))
 				continue
 			}
-			failing = false
+			failing, unsure = false, false
 			bo.Reset()
+			c.sawSchedule(marker, token)
 			err = c.runJob(lctx, l, fn)
 			if err != nil && lctx.Err() != nil {
 				// Cut short by lost leadership (or shutdown), as fn
@@ -183,6 +196,66 @@ func (c *Client) RunEvery(ctx context.Context, name string, interval time.Durati
 			}
 		}
 	})
+}
+
+// giveBackLostRun looks up the schedule lease marker of job after an
+// acquisition of it failed, and reports whether it is still unsure that
+// the failed acquisition did not take the lease.
+//
+// An acquisition whose answer was lost (a connection dropped as the
+// commit went through) may have taken the lease all the same. Then the
+// store holds it for this client under a token the client never saw: its
+// period counts as run, though fn never ran, and the leader would wait for
+// it to expire, skipping a whole period. So when the lookup finds the
+// lease held by this client (node and instance) under a token greater
+// than every token the client saw acquired, it releases the lease with
+// that token, giving the period back; the next attempt takes the lease
+// anew and runs fn. That keeps at most one run per period, cluster-wide:
+// the lost acquisition's period had no run, and only this client could
+// have run one under it. Running fn under the found lease instead would be
+// as safe, but the run would start late into a period that began at the
+// lost acquisition, and the next run could follow it by less than an
+// interval; a period released and taken anew starts with its run. A lease
+// under a token the client saw acquired is never given back: its period
+// ran, or was given back already.
+//
+// The failed acquisition may still be on its way to the store, so the
+// lookup settles the question only when it finds the lease held by
+// someone else's or a known acquisition (which a late one cannot take
+// over), or when it gives the lease back; the next successful
+// acquisition settles it too.
+func (c *Client) giveBackLostRun(ctx context.Context, job, marker string) (unsure bool) {
+	infos, err := c.cfg.Store.List(ctx)
+	if err != nil {
+		return true
+	}
+	for _, in := range infos {
+		if in.Name != marker || !in.Held {
+			continue
+		}
+		c.mu.Lock()
+		seen := c.scheduled[marker]
+		c.mu.Unlock()
+		if in.Owner != c.owner || in.Token <= seen {
+			return false
+		}
+		if err := c.cfg.Store.Release(ctx, marker, c.owner, in.Token); err != nil {
+			return true
+		}
+		c.sawSchedule(marker, in.Token)
+		c.cfg.Logger.Info("tandem: schedule lease taken by an acquisition whose answer was lost; its period is given back",
+			"job", job, "node", c.owner.NodeID, "token", in.Token)
+		return false
+	}
+	return true
+}
+
+// sawSchedule records that this client knows of the acquisition of the
+// schedule lease marker under token.
+func (c *Client) sawSchedule(marker string, token int64) {
+	c.mu.Lock()
+	c.scheduled[marker] = max(c.scheduled[marker], token)
+	c.mu.Unlock()
 }
 
 // runJob calls fn, turning a panic into an error.

@@ -79,6 +79,9 @@ type Client struct {
 
 	mu   sync.Mutex
 	held map[string]*Lease // guarded by mu: per name, the last lease acquired and not released
+	// scheduled holds, per schedule lease (RunEvery), the greatest token
+	// this client saw its acquisition of succeed; guarded by mu.
+	scheduled map[string]int64
 }
 
 // New validates cfg and returns a Client.
@@ -115,7 +118,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RenewEvery <= 0 || cfg.RenewEvery >= cfg.TTL/2 {
 		return nil, fmt.Errorf("lock config: %w: RenewEvery is %v, must be in (0, TTL/2 = %v)", ErrInvalidArgument, cfg.RenewEvery, cfg.TTL/2)
 	}
-	return &Client{cfg: cfg, owner: Owner{NodeID: cfg.NodeID, Instance: cfg.Instance}, held: map[string]*Lease{}}, nil
+	return &Client{cfg: cfg, owner: Owner{NodeID: cfg.NodeID, Instance: cfg.Instance}, held: map[string]*Lease{}, scheduled: map[string]int64{}}, nil
 }
 
 // Owner returns the identity this client's leases are held under.
