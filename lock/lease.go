@@ -373,8 +373,9 @@ func (l *Lease) lose(cause error) {
 // retried with jittered, doubling backoff from RenewEvery/10, but never
 // later than a quarter of the time left to the deadline: the nearer the
 // deadline, the more often it tries, so a transient refusal costs a few
-// retries rather than the lease. The first renewal is due a third of the
-// way into the TTL, leaving two thirds of it for retries.
+// retries rather than the lease. A renewal is due a third of the way into
+// the TTL (by default), leaving two thirds of it for retries; when the
+// last acquire or renew was slow to answer, sooner (nextRenewal).
 //
 // Each attempt has its own time limit (attemptTimeout), so an attempt
 // that hangs — a request sent on a pooled connection that died silently,
@@ -384,7 +385,7 @@ func (l *Lease) lose(cause error) {
 func (l *Lease) keepAlive() {
 	defer close(l.done)
 	bo := backoff.New(l.c.cfg.RenewEvery/10, l.c.cfg.RenewEvery)
-	wait := backoff.Jitter(l.c.cfg.RenewEvery, 0.1)
+	wait := l.nextRenewal()
 	for {
 		timer := time.NewTimer(wait)
 		select {
@@ -405,7 +406,7 @@ func (l *Lease) keepAlive() {
 		switch {
 		case err == nil:
 			bo.Reset()
-			wait = backoff.Jitter(l.c.cfg.RenewEvery, 0.1)
+			wait = l.nextRenewal()
 		case errors.Is(err, ErrNotHeld):
 			l.lose(err)
 			return
@@ -413,6 +414,22 @@ func (l *Lease) keepAlive() {
 			wait = min(bo.Next(), l.urgentRetry())
 		}
 	}
+}
+
+// nextRenewal is the wait before the next regular renewal: RenewEvery
+// (jittered), shortened in proportion to the part of the trust window
+// already gone. The deadline runs from when the last successful acquire or
+// renew was SENT, so an answer that was slow to come (an acquisition that
+// waited for a row lock, a slow network) has used up part of the window
+// before the keep-alive starts waiting: an acquisition that took 70% of
+// the TTL would otherwise lose the lease before its first renewal was even
+// tried. The renewal then comes as far into what is left as it would into
+// a whole window, leaving retries their share; a prompt answer changes
+// nothing.
+func (l *Lease) nextRenewal() time.Duration {
+	hold := l.c.holdFor()
+	left := min(max(l.Deadline().Sub(l.c.cfg.Clock.Now()), 0), hold)
+	return time.Duration(float64(backoff.Jitter(l.c.cfg.RenewEvery, 0.1)) * float64(left) / float64(hold))
 }
 
 // attemptTimeout bounds one renewal attempt of the keep-alive: half the

@@ -162,3 +162,52 @@ func TestLeaseReleaseRetryTellsStore(t *testing.T) {
 	require.NoError(t, l.Release(ctx))
 	require.Equal(t, int32(2), s.calls.Load(), "once the store was told, Release does not ask it again")
 }
+
+// slowAcquire is a store whose acquisitions succeed, but whose answer
+// takes 70% of the TTL to arrive (a statement that waited for a row lock,
+// a slow network). renewed receives each renewal that succeeded.
+type slowAcquire struct {
+	lock.Store
+	renewed chan struct{}
+}
+
+func (s *slowAcquire) TryAcquire(ctx context.Context, name string, o lock.Owner, ttl time.Duration) (int64, bool, error) {
+	token, ok, err := s.Store.TryAcquire(ctx, name, o, ttl)
+	time.Sleep(ttl * 7 / 10)
+	return token, ok, err
+}
+
+func (s *slowAcquire) Renew(ctx context.Context, name string, owner lock.Owner, token int64, ttl time.Duration) (bool, error) {
+	ok, err := s.Store.Renew(ctx, name, owner, token, ttl)
+	if ok && err == nil {
+		select {
+		case s.renewed <- struct{}{}:
+		default:
+		}
+	}
+	return ok, err
+}
+
+// TestLeaseSlowAcquisitionRenewsInTime: the lease's deadline runs from
+// when the acquisition was sent, so an acquisition slow to answer leaves
+// less than RenewEvery before it. The keep-alive's first renewal comes
+// within what is left, and keeps the lease.
+func TestLeaseSlowAcquisitionRenewsInTime(t *testing.T) {
+	t.Parallel()
+	ctx := fileCtx(t)
+	s := &slowAcquire{Store: openFileStore(t, t.TempDir(), lock.FileConfig{}), renewed: make(chan struct{}, 1)}
+	// TTL 4s: the answer comes at 2.8s, 1s before the deadline; a first
+	// renewal RenewEvery (1.33s) later would come too late.
+	c, err := lock.New(lock.Config{NodeID: "alice", Store: s, TTL: 4 * time.Second})
+	require.NoError(t, err)
+	l, err := c.TryAcquire(ctx, "job")
+	require.NoError(t, err)
+	defer l.Release(ctx)
+	require.True(t, l.Held(), "held when returned, %v left", time.Until(l.Deadline()))
+	select {
+	case <-s.renewed:
+	case <-l.Lost():
+		t.Fatalf("lost before the keep-alive renewed it: %v", context.Cause(l.Context()))
+	}
+	require.True(t, l.Held())
+}
