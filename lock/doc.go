@@ -53,6 +53,23 @@
 // work is done. A paused ex-holder that wakes up is rejected with
 // ErrFenced.
 //
+// Keep each fenced step short on a SQL store. Its fence is a transaction
+// that holds the lease row's lock (SELECT … FOR UPDATE or the dialect's
+// equivalent) until it ends, and the holder's own renewal is an UPDATE of
+// that row: it waits for the fence like everyone else. So fenced work that
+// outlasts the time left to the lease's deadline — 95% of the TTL right
+// after a renewal, little more than half of it just before the next —
+// costs the lease: its Context ends at the deadline, and the lease is free
+// to others once the transaction ends. Safety holds all the same (nobody
+// takes the lease over while the row is locked, and what the fence ran
+// commits only with the check), but the holder has lost its lease. Fence
+// per step, not around a whole job, and size the steps so that one takes
+// well under a renewal interval (RenewEvery, TTL/3 by default): package
+// janitor fences each batch of deletes separately, and the data store's
+// collector each sweep batch. Raise the TTL for steps that cannot be made
+// shorter. On the file store the holder's renewals ride on its own fence,
+// so long fenced work keeps the lease there.
+//
 // # Election and scheduled jobs
 //
 // Client.Campaign runs a function while this node leads; returning from it

@@ -505,6 +505,13 @@ func (l *Lease) Abandon() {
 // and keeps anyone from taking it over while fn runs (see Fencer). It
 // fails with ErrFenced otherwise, and with ErrInvalidArgument when the
 // store cannot fence.
+//
+// On a SQL store the fence holds the lease row's lock, which holds off this
+// lease's own renewals too: fn must end well within the time left to the
+// lease's deadline, or the lease is lost (safely: nobody takes it over
+// while fn runs). Fence each step of long work separately, each taking
+// well under RenewEvery (see the package doc, Fencing). The file store
+// renews during fn.
 func (l *Lease) Fenced(ctx context.Context, fn func(ctx context.Context) error) error {
 	if fn == nil {
 		return fmt.Errorf("fenced %q: %w: fn is nil", l.name, ErrInvalidArgument)
@@ -523,6 +530,13 @@ func (l *Lease) Fenced(ctx context.Context, fn func(ctx context.Context) error) 
 // current, and with ErrInvalidArgument when the store is not a TxFencer
 // (the file store; use Fenced there). The statements must address the
 // lease store's database.
+//
+// The transaction holds the lease row's lock until it ends, which holds
+// off this lease's own renewals: it must end well within the time left to
+// the lease's deadline, or the lease is lost (safely: nobody takes it over
+// meanwhile, and fn's statements commit only with the check). Run long
+// work as several fenced transactions, each taking well under RenewEvery
+// (see the package doc, Fencing).
 func (l *Lease) FencedTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if fn == nil {
 		return fmt.Errorf("fenced %q: %w: fn is nil", l.name, ErrInvalidArgument)

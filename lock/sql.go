@@ -168,6 +168,10 @@ func (s *SQL) Fence(ctx context.Context, name string, owner Owner, token int64, 
 // without calling fn. Statements fn runs on tx commit only together with
 // that check, and nobody can take the lease over until tx ends: the
 // database itself rejects a stale holder. fn's error rolls tx back.
+//
+// The row lock holds off the holder's own renewals as well, until tx ends:
+// a transaction that outlasts the holder's deadline costs it the lease
+// (see the package doc, Fencing). Keep each one short.
 func (s *SQL) FenceTx(ctx context.Context, name string, owner Owner, token int64, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if err := checkHolder(name, owner); err != nil {
 		return fmt.Errorf("fenced: %w", err)

@@ -111,3 +111,35 @@ func mustTables(t *testing.T, prefix string) sqldialect.Tables {
 	require.NoError(t, err)
 	return tb
 }
+
+// TestSQLFencedStepsKeepLease: on a SQL store a fenced transaction holds
+// the lease row's lock, which holds off the holder's own renewal too, so
+// long work is fenced per step (see the package doc, Fencing). Steps that
+// each take well under RenewEvery, run back to back for twice the TTL,
+// keep the lease: the renewal waiting for one step's row lock goes
+// through before the next step takes it.
+func TestSQLFencedStepsKeepLease(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, b)
+			const ttl = 3 * time.Second // RenewEvery: 1s
+			c, err := lock.New(lock.Config{NodeID: "a", Store: openSQL(t, db), TTL: ttl})
+			require.NoError(t, err)
+			l, err := c.TryAcquire(ctx, "sweep")
+			require.NoError(t, err)
+			defer l.Release(ctx)
+			first := l.Deadline()
+			for start, step := time.Now(), 0; time.Since(start) < 2*ttl; step++ {
+				err := l.FencedTx(l.Context(), func(ctx context.Context, tx *sql.Tx) error {
+					time.Sleep(ttl / 10)
+					return nil
+				})
+				require.NoError(t, err, "step %d: %v", step, context.Cause(l.Context()))
+			}
+			require.True(t, l.Held(), "lost during fenced steps: %v", context.Cause(l.Context()))
+			require.True(t, l.Deadline().After(first.Add(ttl)), "renewed between the steps")
+		})
+	}
+}

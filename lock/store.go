@@ -68,7 +68,9 @@ type Fencer interface {
 	// Fence calls fn while the lease (name, owner, token) is held and
 	// the store keeps anyone from taking it over until fn returns. It
 	// returns an error matching ErrFenced without calling fn when the
-	// lease is no longer current.
+	// lease is no longer current. Whether the holder's own Renew goes
+	// through while fn runs depends on the store: File's does, SQL's
+	// waits for fn to end.
 	Fence(ctx context.Context, name string, owner Owner, token int64, fn func(ctx context.Context) error) error
 }
 
