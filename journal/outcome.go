@@ -105,6 +105,11 @@ func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, 
 		return 0, false, j.d.Translate(err)
 	}
 	defer tx.Rollback()
+	if j.q.BeginLookup != "" {
+		if _, err := tx.ExecContext(ctx, j.q.BeginLookup); err != nil {
+			return 0, false, j.d.Translate(err)
+		}
+	}
 	var head int64
 	if err := tx.QueryRowContext(ctx, j.q.LockHead).Scan(&head); err != nil {
 		return 0, false, j.d.Translate(err)

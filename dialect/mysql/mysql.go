@@ -372,9 +372,21 @@ func (d my) LockSchema(ctx context.Context, conn *sql.Conn, t sqldialect.Tables)
 
 func (d my) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	secs := int64((lockTimeout + time.Second - 1) / time.Second)
-	_, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION innodb_lock_wait_timeout = %d`, max(secs, 1)))
+	_, err := conn.ExecContext(ctx, prepareConnSQL(max(secs, 1)))
 	return d.Translate(err)
 }
+
+// prepareConnSQL saves the session's lock wait timeout in a user variable
+// of tandem's own and sets it to secs, in one statement: SET evaluates
+// every right-hand side before it assigns anything, so the variable gets
+// the value from before.
+func prepareConnSQL(secs int64) string {
+	return fmt.Sprintf(`SET @tandem_saved_lock_wait = @@SESSION.innodb_lock_wait_timeout, SESSION innodb_lock_wait_timeout = %d`, secs)
+}
+
+// resetConnSQL puts back the value prepareConnSQL saved (the global
+// default if none was saved) and clears the variable.
+const resetConnSQL = `SET SESSION innodb_lock_wait_timeout = IFNULL(@tandem_saved_lock_wait, @@GLOBAL.innodb_lock_wait_timeout), @tandem_saved_lock_wait = NULL`
 
 // DropSchema implements sqldialect.Dialect: the procedures of every
 // migration (append_v1 included, which older nodes call), then the tables.
@@ -391,9 +403,11 @@ func (my) DropSchema(t sqldialect.Tables) []string {
 	return out
 }
 
-// ResetConn implements dialect.Dialect: the global default again.
+// ResetConn implements dialect.Dialect: the session's lock wait timeout as
+// PrepareConn found it (the application's pool may set its own, as a DSN
+// parameter or on connect), not the global default.
 func (d my) ResetConn(ctx context.Context, conn *sql.Conn) error {
-	_, err := conn.ExecContext(ctx, `SET SESSION innodb_lock_wait_timeout = DEFAULT`)
+	_, err := conn.ExecContext(ctx, resetConnSQL)
 	return d.Translate(err)
 }
 

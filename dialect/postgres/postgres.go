@@ -26,6 +26,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +64,7 @@ func (pg) Queries(t sqldialect.Tables) sqldialect.Queries {
 		DeleteRange:   `DELETE FROM ` + t.Journal + ` WHERE revision >= $1 AND revision < $2`,
 		MinRevision:   `SELECT MIN(revision) FROM ` + t.Journal,
 		LockHead:      `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
+		BeginLookup:   `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`,
 		FindBatch:     `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > $1 AND batch_id = $2`,
 		PendingAny:    `SELECT 1 FROM ` + t.Pending + ` LIMIT 1`,
 		PendingCount:  `SELECT COUNT(*) FROM ` + t.Pending + ` WHERE handle = $1`,
@@ -219,11 +221,44 @@ func firstLine(s string) string {
 	return s
 }
 
+// PrepareConn implements sqldialect.Dialect. Besides the lock timeout, it
+// sets what the append's and the relay's statements need of the session,
+// whatever the application's pool made its default (a DSN parameter, ALTER
+// ROLE or DATABASE … SET, an AfterConnect hook):
+//
+//   - READ COMMITTED: the counter's UPDATE waits for another node's append
+//     and then updates the row that append committed; at REPEATABLE READ
+//     or SERIALIZABLE it fails with a serialization error instead, and with
+//     it the group commit.
+//   - synchronous_commit on when the session has it off, since an append
+//     is acknowledged only once durable (contract 3), and a commit that is
+//     not can be lost after other nodes read it. Any other value (local,
+//     remote_write, remote_apply) waits at least for the local flush and
+//     is kept.
+//
+// It saves the session's values first, in one statement with setting
+// them (the subquery runs before the outer target list), so that
+// ResetConn puts back exactly what the application had.
 func (d pg) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	ms := max(lockTimeout.Milliseconds(), 1)
-	_, err := conn.ExecContext(ctx, fmt.Sprintf(`SET lock_timeout = %d`, ms))
+	_, err := conn.ExecContext(ctx, prepareConnSQL, strconv.FormatInt(ms, 10))
 	return d.Translate(err)
 }
+
+// prepareConnSQL saves the three settings in session variables of
+// tandem's own (the "tandem." prefix is a custom placeholder, which any
+// role may set) and then sets them: $1 the lock timeout in milliseconds.
+const prepareConnSQL = `SELECT set_config('lock_timeout', $1, false),
+	set_config('default_transaction_isolation', 'read committed', false),
+	set_config('synchronous_commit', CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false)
+FROM (SELECT set_config('tandem.saved_lock_timeout', current_setting('lock_timeout'), false),
+	set_config('tandem.saved_isolation', current_setting('default_transaction_isolation'), false),
+	set_config('tandem.saved_synchronous_commit', current_setting('synchronous_commit'), false)) saved`
+
+// resetConnSQL puts back what prepareConnSQL saved.
+const resetConnSQL = `SELECT set_config('lock_timeout', current_setting('tandem.saved_lock_timeout'), false),
+	set_config('default_transaction_isolation', current_setting('tandem.saved_isolation'), false),
+	set_config('synchronous_commit', current_setting('tandem.saved_synchronous_commit'), false)`
 
 // DropSchema implements sqldialect.Dialect.
 func (pg) DropSchema(t sqldialect.Tables) []string {
@@ -235,9 +270,10 @@ func (pg) DropSchema(t sqldialect.Tables) []string {
 	return out
 }
 
-// ResetConn implements dialect.Dialect.
+// ResetConn implements dialect.Dialect: the session's settings as
+// PrepareConn found them.
 func (d pg) ResetConn(ctx context.Context, conn *sql.Conn) error {
-	_, err := conn.ExecContext(ctx, `RESET lock_timeout`)
+	_, err := conn.ExecContext(ctx, resetConnSQL)
 	return d.Translate(err)
 }
 

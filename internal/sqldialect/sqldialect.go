@@ -177,6 +177,14 @@ type Queries struct {
 	// ends. An append that held the lock has ended (committed or rolled
 	// back) once LockHead returns.
 	LockHead string
+	// BeginLookup: no args; when set, the first statement of the
+	// transaction that runs LockHead to look a batch up: PostgreSQL's
+	// SET TRANSACTION ISOLATION LEVEL READ COMMITTED, since at REPEATABLE
+	// READ or SERIALIZABLE (a default the application's pool may set)
+	// LockHead fails with a serialization error when it waited for an
+	// append that then committed. Empty where LockHead works at whatever
+	// level the session has.
+	BeginLookup string
 	// FindBatch: args (after int64, batch_id int64); one row
 	// (MIN(revision), COUNT(*)) of the journal rows with revision > after
 	// and that batch id (MIN is NULL when there is none).
@@ -458,7 +466,7 @@ func (q Queries) Statements() map[string]Statement {
 	return map[string]Statement{
 		"Read": {q.Read, 2}, "Poll": {q.Poll, 2}, "PollRecords": {q.PollRecords, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
 		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
-		"LockHead": {q.LockHead, 0}, "FindBatch": {q.FindBatch, 2}, "Settle": {q.Settle, 1},
+		"LockHead": {q.LockHead, 0}, "BeginLookup": {q.BeginLookup, 0}, "FindBatch": {q.FindBatch, 2}, "Settle": {q.Settle, 1},
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
 		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1}, "EvictPosition": {q.EvictPosition, 2},
