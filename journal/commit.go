@@ -19,6 +19,17 @@ type batchWriter interface {
 	writeBatch(ctx context.Context, entries []Entry, expectHead int64) (int64, error)
 }
 
+// preparer is implemented by batch writers that acquire a resource before
+// they send a batch (the SQL journal takes its append connection from the
+// pool). Nothing is sent while prepare runs, so the committer gives up on
+// it once every append of the batch has ended, and then sends only the
+// appends that have not.
+type preparer interface {
+	// prepare readies the writer for the next writeBatch; on error
+	// nothing was sent.
+	prepare(ctx context.Context) error
+}
+
 // idler is implemented by batch writers that hold a resource between
 // batches (the SQL journal's append connection). The committer calls idle,
 // on its own goroutine, when no append came for the duration holding
@@ -44,8 +55,10 @@ type appendRes struct {
 // committer coalesces the appends that are waiting while a batch is being
 // written into the next batch: one lock acquisition and one commit for all
 // of them. Appends waiting for the committer are not yet committed to
-// anything, so a context that ends while waiting aborts cleanly; once in a
-// batch, an append waits for the batch's outcome.
+// anything, so a context that ends while waiting aborts cleanly, also while
+// the batch it joined waits for what it needs before it is sent (a
+// connection); once its batch is sent, an append waits for the batch's
+// outcome.
 type committer struct {
 	w            batchWriter
 	batchTimeout time.Duration
@@ -235,24 +248,38 @@ func (c *committer) run() {
 	}
 }
 
-// write commits one batch and answers every append in it.
+// write commits one batch and answers every append in it. An append
+// whose context ends before the batch is sent is answered with its
+// context's error and left out; once sent, every append in the batch gets
+// the batch's outcome.
 func (c *committer) write(batch []*appendReq, n int) {
-	live := batch[:0]
-	entries := make([]Entry, 0, n)
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.res <- appendRes{err: err}
-			continue
-		}
-		live = append(live, r)
-		entries = append(entries, r.entries...)
-	}
+	live := dropEnded(batch)
 	if len(live) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.batchTimeout)
+	defer cancel()
+	if p, ok := c.w.(preparer); ok {
+		pctx, stop := untilAllEnd(ctx, live)
+		err := p.prepare(pctx)
+		stop()
+		// Those whose context ended meanwhile had nothing sent.
+		if live = dropEnded(live); len(live) == 0 {
+			return
+		}
+		if err != nil {
+			c.stats.failed.Add(1)
+			for _, r := range live {
+				r.res <- appendRes{err: err}
+			}
+			return
+		}
+	}
+	entries := make([]Entry, 0, n)
+	for _, r := range live {
+		entries = append(entries, r.entries...)
+	}
 	first, err := c.w.writeBatch(ctx, entries, live[0].expect)
-	cancel()
 	if err != nil {
 		c.stats.failed.Add(1)
 	} else {
@@ -272,6 +299,44 @@ func (c *committer) write(batch []*appendReq, n int) {
 			next++
 		}
 		r.res <- appendRes{revs: revs}
+	}
+}
+
+// dropEnded answers the appends of batch whose context has ended with
+// that context's error and returns the others, in order, in batch's
+// backing array.
+func dropEnded(batch []*appendReq) []*appendReq {
+	live := batch[:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.res <- appendRes{err: err}
+			continue
+		}
+		live = append(live, r)
+	}
+	return live
+}
+
+// untilAllEnd returns a context that ends with parent or once the context
+// of every append in reqs has ended, whichever comes first; stop releases
+// it.
+func untilAllEnd(parent context.Context, reqs []*appendReq) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	var left atomic.Int64
+	left.Store(int64(len(reqs)))
+	stops := make([]func() bool, len(reqs))
+	for i, r := range reqs {
+		stops[i] = context.AfterFunc(r.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
 	}
 }
 

@@ -150,3 +150,75 @@ func TestCommitterClose(t *testing.T) {
 	_, err := c.append(context.Background(), -1, []Entry{{Producer: "p"}})
 	require.ErrorIs(t, err, ErrClosed)
 }
+
+// prepWriter is a memWriter that must prepare before each batch (as the SQL
+// journal takes a connection): prepare waits until released or until its
+// context ends.
+type prepWriter struct {
+	memWriter
+	entered chan struct{} // receives when prepare starts waiting
+	release chan struct{}
+}
+
+func (w *prepWriter) prepare(ctx context.Context) error {
+	w.entered <- struct{}{}
+	select {
+	case <-w.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestCommitterGivesUpPreparing: nothing is sent while a batch waits for
+// its writer to prepare, so an append whose context ends meanwhile gets
+// its context's error and is left out of the batch, and when every append
+// of the batch has ended, the committer stops waiting and writes nothing.
+func TestCommitterGivesUpPreparing(t *testing.T) {
+	req := func(ctx context.Context, producer string) *appendReq {
+		return &appendReq{ctx: ctx, entries: []Entry{{Producer: producer}}, expect: -1, res: make(chan appendRes, 1)}
+	}
+	entered := func(w *prepWriter) {
+		t.Helper()
+		select {
+		case <-w.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the committer did not prepare the writer")
+		}
+	}
+
+	w := &prepWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	c := &committer{w: w, batchTimeout: time.Minute}
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	r1, r2 := req(ctx1, "one"), req(ctx2, "two")
+	done := make(chan struct{})
+	go func() { defer close(done); c.write([]*appendReq{r1, r2}, 2) }()
+	entered(w)
+	cancel1()
+	cancel2()
+	select { // release is never closed: prepare must give up
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the committer still waits for the writer after every append ended")
+	}
+	require.ErrorIs(t, (<-r1.res).err, context.Canceled)
+	require.ErrorIs(t, (<-r2.res).err, context.Canceled)
+	require.Empty(t, w.batches, "nothing was sent")
+	require.Zero(t, c.statsSnapshot().FailedBatches, "a batch nobody waits for is not a failure")
+
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	defer cancel3()
+	r3, r4 := req(context.Background(), "three"), req(ctx3, "four")
+	done = make(chan struct{})
+	go func() { defer close(done); c.write([]*appendReq{r3, r4}, 2) }()
+	entered(w)
+	cancel3()
+	close(w.release)
+	<-done
+	require.ErrorIs(t, (<-r4.res).err, context.Canceled)
+	res := <-r3.res
+	require.NoError(t, res.err)
+	require.Equal(t, []int64{1}, res.revs)
+	require.Equal(t, [][]Entry{{{Producer: "three"}}}, w.batches, "only the append still waiting was sent")
+}

@@ -231,13 +231,8 @@ func (j *SQL) relayLoop() {
 // committer goroutine. A relay's outcome needs no lookup: its entries are
 // either all still pending or all in the journal.
 func (j *SQL) relayOnce(ctx context.Context) (int64, error) {
-	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
-		j.releaseConn()
-	}
-	if j.conn == nil {
-		if err := j.takeConn(ctx); err != nil {
-			return 0, err
-		}
+	if err := j.prepare(ctx); err != nil {
+		return 0, err
 	}
 	n, err := j.d.Relay(ctx, j.conn, j.t, relayHandles, j.cfg.LockTimeout)
 	if err != nil {

@@ -108,6 +108,11 @@ func (c *SQLConfig) withDefaults() (SQLConfig, sqldialect.Tables, error) {
 // feature, are stated once, in package cluster's "Connections"
 // (cluster.SQLConns).
 //
+// While a group commit waits for a connection from a busy pool, nothing
+// has been sent: an append whose context ends then returns its context's
+// error, and the group commit stops waiting once none of its appends is
+// left.
+//
 // # Outcomes
 //
 // An append's outcome is definite whenever the database is reachable. A
@@ -177,6 +182,9 @@ var (
 	_ Poller  = (*SQL)(nil)
 	_ Watcher = (*SQL)(nil)
 	_ Pruner  = (*SQL)(nil)
+
+	_ preparer = (*SQL)(nil)
+	_ idler    = (*SQL)(nil)
 )
 
 // OpenSQL opens the journal stored in db, creating its tables when they do
@@ -272,12 +280,26 @@ func raise(v *atomic.Int64, rev int64) {
 	}
 }
 
-// writeBatch implements batchWriter; it runs on the committer goroutine.
-func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (int64, error) {
+// prepare implements preparer: it gives the append connection back when
+// it was held for ConnMaxHold and takes one from the pool (and prepares
+// it) when it holds none. It runs on the committer goroutine. The
+// committer calls it before each batch with a context that ends when every
+// append of the batch has ended, so callers with short deadlines do not
+// wait for a saturated pool (nor keep the node's other appends waiting).
+func (j *SQL) prepare(ctx context.Context) error {
 	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
 		j.releaseConn()
 	}
 	if j.conn == nil {
+		return j.takeConn(ctx)
+	}
+	return nil
+}
+
+// writeBatch implements batchWriter; it runs on the committer goroutine,
+// after prepare.
+func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (int64, error) {
+	if j.conn == nil { // not prepared: nothing has been sent yet
 		if err := j.takeConn(ctx); err != nil {
 			return 0, err
 		}

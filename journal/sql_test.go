@@ -136,6 +136,67 @@ func TestSQLLockTimeout(t *testing.T) {
 	}
 }
 
+// TestSQLAppendGivesUpWaitingForConn saturates the application's pool, so
+// that the committer waits for a connection: nothing is sent meanwhile,
+// so an append whose context ends then must return its context's error at
+// once and write nothing, while an append without a deadline keeps
+// waiting and commits once a connection is free.
+func TestSQLAppendGivesUpWaitingForConn(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			pool.SetMaxOpenConns(2)
+			j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: "a", Prefix: db.Prefix, LockTimeout: time.Second})
+			require.NoError(t, err)
+			defer j.Close(ctx)
+
+			// The application holds every connection of the pool.
+			held := make([]*sql.Conn, 2)
+			for i := range held {
+				held[i], err = pool.Conn(ctx)
+				require.NoError(t, err)
+				defer held[i].Close()
+			}
+			type result struct {
+				revs []int64
+				err  error
+			}
+			start := func(ctx context.Context) <-chan result {
+				waits := pool.Stats().WaitCount
+				done := make(chan result, 1)
+				go func() {
+					revs, err := j.Append(ctx, journal.Entry{Producer: "p", Payload: []byte("x")})
+					done <- result{revs, err}
+				}()
+				require.Eventually(t, func() bool { return pool.Stats().WaitCount > waits }, 10*time.Second, time.Millisecond,
+					"the committer waits for a connection")
+				return done
+			}
+
+			actx, acancel := context.WithCancel(ctx)
+			aborted := start(actx)
+			acancel()
+			select {
+			case r := <-aborted:
+				require.ErrorIs(t, r.err, context.Canceled)
+				require.Nil(t, r.revs)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Append still waits for a connection after its context ended")
+			}
+
+			waiting := start(ctx)
+			require.NoError(t, held[0].Close())
+			r := <-waiting
+			require.NoError(t, r.err)
+			require.Equal(t, []int64{1}, r.revs, "the aborted append wrote nothing")
+		})
+	}
+}
+
 // TestSQLSchemaRace opens many journals on one new prefix at once.
 func TestSQLSchemaRace(t *testing.T) {
 	for _, b := range dbtest.Backends {
