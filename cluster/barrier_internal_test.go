@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"testing"
+	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
 	"github.com/stretchr/testify/require"
@@ -16,6 +17,7 @@ import (
 	"github.com/tandem-go/tandem/dialect/sqlserver"
 	"github.com/tandem-go/tandem/internal/fakesql"
 	"github.com/tandem-go/tandem/internal/sqldialect"
+	"github.com/tandem-go/tandem/journal"
 )
 
 // TestSQLBehindStatement runs the barrier's poll against the recording
@@ -66,4 +68,27 @@ func TestSQLBehindStatement(t *testing.T) {
 		_, err = sqlBehind(db, nil, oracle.Dialect, "Bad-", "web-1")
 		require.Error(t, err, "an invalid prefix")
 	})
+}
+
+// TestOwnRecordsSaveSoon: a sync whose position only the node's own
+// records moved schedules its save saveGap/2 to saveGap later, as after
+// other nodes' records, and not saveEvery (1 s) after the last save:
+// another node's Barrier on the writer's revision waits for that save.
+// The sync runs on the test's goroutine (no run loop), so the schedule is
+// read as the sync left it.
+func TestOwnRecordsSaveSoon(t *testing.T) {
+	ctx := context.Background()
+	n, err := OpenDir(ctx, Config{NodeID: "a", Dir: t.TempDir(), SyncDelay: time.Hour, DisablePush: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, n.Stop(ctx)) }) // closes the journal
+	l, err := n.newSyncLoop(ctx)                          // a new node: saves its position now
+	require.NoError(t, err)
+	t.Cleanup(l.cancel)
+	revs, err := n.Journal().Append(ctx, journal.Entry{Producer: "p"}, journal.Entry{Producer: "p"})
+	require.NoError(t, err)
+	require.NoError(t, l.sync(ctx, false))
+	require.Equal(t, revs[1], l.pos, "the node's own records moved its position")
+	due, waiting := l.saveDue()
+	require.True(t, waiting, "not saved at once: saves are spaced by saveGap")
+	require.LessOrEqual(t, due, saveGap, "the save comes at most saveGap (%v) after the sync, not after saveEvery (%v)", saveGap, saveEvery)
 }

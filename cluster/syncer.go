@@ -39,11 +39,9 @@ type syncLoop struct {
 	// after a poll that timed out and doubled back after each that
 	// answered (Config.SyncTimeout). Only the loop's goroutine uses it.
 	batch int
-	// saved and savedAt: the position last stored, and when. applied
-	// foreign records since then make the next save due at once.
+	// saved and savedAt: the position last stored, and when.
 	saved   int64
 	savedAt time.Time
-	foreign bool
 	// saveAfter: when a save that a sync asked for is due (maybeSave).
 	saveAfter time.Time
 	// pending: the last poll saw entries waiting in the journal's outbox.
@@ -205,12 +203,12 @@ func (l *syncLoop) save(ctx context.Context) error {
 		}
 		return err
 	}
-	l.saved, l.savedAt, l.foreign, l.saveAfter = l.pos, time.Now(), false, time.Time{}
+	l.saved, l.savedAt, l.saveAfter = l.pos, time.Now(), time.Time{}
 	return nil
 }
 
 // saveEvery bounds how long an unsaved position may wait during a long
-// catch-up, or when only the node's own records moved it.
+// catch-up.
 const saveEvery = time.Second
 
 // saveGap is the least time between two saves of the position that end
@@ -219,12 +217,14 @@ const saveEvery = time.Second
 // loop saves it when due).
 const saveGap = 50 * time.Millisecond
 
-// maybeSave stores the position when it is due: after a sync that applied
-// other nodes' records (so that Barrier sees it) — not at once, but
-// between saveGap/2 and saveGap later, at random, and at least saveGap
-// after the last save (the run loop saves it then): the nodes a commit
-// woke all at once do not all write at once, and a burst of commits costs
-// one save — and otherwise at most every saveEvery. A position is never
+// maybeSave stores the position when it is due: after a sync that moved
+// it (so that Barrier sees it) — not at once, but between saveGap/2 and
+// saveGap later, at random, and at least saveGap after the last save (the
+// run loop saves it then): the nodes a commit woke all at once do not all
+// write at once, and a burst of commits costs one save — and during a
+// long catch-up at most every saveEvery. This holds for a position that
+// only the node's own records moved too: a Barrier on another node waits
+// for the writer's stored position as for anyone's. A position is never
 // stored ahead of what the handlers applied; storing it less often only
 // means more records applied again after a crash, which at-least-once
 // delivery allows.
@@ -232,7 +232,7 @@ func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 	if l.pos == l.saved {
 		return nil
 	}
-	if endOfSync && l.foreign && l.saveAfter.IsZero() {
+	if endOfSync && l.saveAfter.IsZero() {
 		l.saveAfter = time.Now().Add(saveGap/2 + rand.N(saveGap/2))
 	}
 	if due, _ := l.saveDue(); due > 0 {
@@ -442,7 +442,6 @@ func (l *syncLoop) apply(ctx context.Context, rec journal.Record) error {
 	if !l.n.cfg.DeliverOwn && l.own(rec) {
 		return nil
 	}
-	l.foreign = true
 	h := l.handlers[rec.Producer]
 	if h == nil {
 		l.count(func(st *Stats) { st.Unhandled++ })
