@@ -72,7 +72,10 @@ func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pend
 // matching ErrNotCommitted (the transaction rolled back). Called while the
 // transaction is still open, it reports ErrNotCommitted too, or, on a SQL
 // Server database without READ_COMMITTED_SNAPSHOT, waits for that
-// transaction to end.
+// transaction to end. Once the journal is closed, Wait returns an error
+// matching ErrClosed unless it finds the entries already in the journal.
+// While relays fail, Wait keeps trying until ctx ends; its error then
+// wraps the last relay's error too.
 //
 // The entries themselves are durable once the transaction committed. The
 // revisions are durable when Wait's own relay moved them; when another
@@ -87,30 +90,49 @@ func (p *Pending) Wait(ctx context.Context) ([]int64, error) {
 		return revs, err
 	}
 	bo := backoff.New(time.Millisecond, 100*time.Millisecond)
+	// relayErr is the last relay's error: when ctx ends before the
+	// entries are found, it says why they were not moved.
+	var relayErr error
+	ended := func(err error) error {
+		if err != nil && ctx.Err() != nil && relayErr != nil {
+			return fmt.Errorf("%w (the last relay failed: %w)", err, relayErr)
+		}
+		return err
+	}
 	for {
 		// Relay what is pending (this handle's entries among them, once
 		// committed); concurrent Waits share the relays.
-		if err := p.j.relayAfterNow(ctx); err != nil && ctx.Err() != nil {
+		err := p.j.relayAfterNow(ctx)
+		switch {
+		case errors.Is(err, ErrClosed):
+			// No relay will run again on this journal.
 			return nil, fmt.Errorf("wait for pending entries: %w", err)
+		case err != nil && ctx.Err() != nil:
+			if !errors.Is(err, ctx.Err()) {
+				relayErr = err
+			}
+			return nil, ended(fmt.Errorf("wait for pending entries: %w", ctx.Err()))
 		}
+		relayErr = err
 		revs, err := p.find(ctx)
 		if err == nil || !errors.Is(err, ErrNotCommitted) {
-			return revs, err
+			return revs, ended(err)
 		}
 		// Not in the journal: still pending (a relay failed, or moved
 		// other handles first), or never committed.
 		var pending int64
 		if err := p.j.db.QueryRowContext(ctx, p.j.q.PendingCount, p.handle).Scan(&pending); err != nil {
-			return nil, fmt.Errorf("wait for pending entries: %w", p.j.d.Translate(err))
+			return nil, ended(fmt.Errorf("wait for pending entries: %w", p.j.d.Translate(err)))
 		}
 		if pending == 0 {
 			// Another node may have moved them meanwhile: rows go from
 			// pending to the journal in one transaction, never back.
-			return p.find(ctx)
+			revs, err := p.find(ctx)
+			return revs, ended(err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for pending entries: %w", ctx.Err())
+			return nil, ended(fmt.Errorf("wait for pending entries: %w", ctx.Err()))
 		case <-time.After(bo.Next()):
 		}
 	}

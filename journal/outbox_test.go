@@ -143,6 +143,99 @@ func TestSQLAppendTx(t *testing.T) {
 	}
 }
 
+// TestSQLWaitAfterClose: once the journal is closed no relay runs on it,
+// so Pending.Wait for entries still pending returns an error matching
+// ErrClosed at once instead of looking for them until its context ends;
+// entries already relayed are still found.
+func TestSQLWaitAfterClose(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: "w", Prefix: db.Prefix})
+			require.NoError(t, err)
+			publish := func(payload string) *journal.Pending {
+				tx, err := pool.BeginTx(ctx, nil)
+				require.NoError(t, err)
+				p, err := j.AppendTx(ctx, tx, journal.Entry{Producer: "p", Payload: []byte(payload)})
+				require.NoError(t, err)
+				require.NoError(t, tx.Commit())
+				return p
+			}
+			relayed := publish("relayed")
+			revs, err := relayed.Wait(ctx)
+			require.NoError(t, err)
+			require.Equal(t, []int64{1}, revs)
+			pending := publish("pending")
+			require.NoError(t, j.Close(ctx))
+
+			// Bounded, so that a Wait that keeps looking fails the test.
+			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer wcancel()
+			_, err = pending.Wait(wctx)
+			require.ErrorIs(t, err, journal.ErrClosed)
+			again, err := relayed.Wait(ctx)
+			require.NoError(t, err)
+			require.Equal(t, revs, again)
+		})
+	}
+}
+
+// TestSQLWaitReportsRelayFailure holds the counter row in another
+// transaction, so that every relay fails with a lock timeout: Pending.Wait
+// keeps trying until its context ends and then reports the last relay's
+// error along with the context's.
+func TestSQLWaitReportsRelayFailure(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			j, err := journal.OpenSQL(ctx, pool, b.Dialect, journal.SQLConfig{NodeID: "w", Prefix: db.Prefix, LockTimeout: time.Second})
+			require.NoError(t, err)
+			defer j.Close(ctx)
+			tx, err := pool.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			p, err := j.AppendTx(ctx, tx, journal.Entry{Producer: "p", Payload: []byte("x")})
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit())
+
+			hold, err := db.DB.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			defer hold.Rollback()
+			_, err = hold.ExecContext(ctx, "UPDATE "+db.Prefix+"global_revision SET revision = revision WHERE id = 1")
+			require.NoError(t, err)
+
+			wctx, wcancel := context.WithCancel(ctx)
+			defer wcancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := p.Wait(wctx)
+				done <- err
+			}()
+			// Each failed relay discards the append connection. A second
+			// relay starts only after Wait got the first one's error.
+			require.Eventually(t, func() bool { return j.Stats().ConnsDiscarded >= 2 }, 30*time.Second, 10*time.Millisecond,
+				"relays fail while the counter row is held")
+			wcancel()
+			err = <-done
+			t.Logf("Wait: %v", err)
+			require.ErrorIs(t, err, context.Canceled)
+			require.ErrorIs(t, err, dialect.ErrLockTimeout, "the last relay's error is reported")
+
+			require.NoError(t, hold.Rollback())
+			revs, err := p.Wait(ctx)
+			require.NoError(t, err)
+			require.Equal(t, []int64{1}, revs)
+		})
+	}
+}
+
 // TestSQLConcurrentTx is the concurrency test with a share of the appends
 // in application transactions (committed and waited for, rolled back,
 // committed after a pause, committed by a writer that never relays) while
