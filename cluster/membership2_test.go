@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/tandem-go/tandem/internal/dbtest"
 	"github.com/tandem-go/tandem/internal/locktest"
 	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/lock"
+	"github.com/tandem-go/tandem/revision"
 )
 
 // TestPublishNeedsMembership: a node publishes only while it is a member:
@@ -297,4 +300,83 @@ func TestDisablePush(t *testing.T) {
 		require.NoError(t, quiet.WaitFor(ctx, rev), "polling alone gets there")
 		require.NoError(t, quiet.Stats().LastSyncErr)
 	})
+}
+
+// closingWatch is a node's journal whose push wake-ups are the test's:
+// Watch returns ch, which the test closes (as a journal that closed or a
+// watch that ended does). Once armed, the next Epoch — the first statement
+// of the sync that the closing wakes — closes held, then waits until the
+// goroutine reading the node's Stats has read them once more (it offers a
+// value on read after each read).
+type closingWatch struct {
+	journal.Journal
+	ch    chan struct{}
+	armed atomic.Bool
+	held  chan struct{}
+	read  chan struct{}
+}
+
+func (c *closingWatch) CanWatch() bool { return true }
+
+func (c *closingWatch) Watch(context.Context) (<-chan struct{}, error) { return c.ch, nil }
+
+func (c *closingWatch) Epoch(ctx context.Context) (string, error) {
+	if c.armed.CompareAndSwap(true, false) {
+		close(c.held)
+		select {
+		case <-c.read:
+		case <-ctx.Done():
+		}
+	}
+	return c.Journal.Epoch(ctx)
+}
+
+// TestWatchClosesWhileStatsRead: when the push channel closes, the sync
+// loop drops it while Stats, on another goroutine, reads it to report
+// Push; run with -race. The goroutine reading Stats never synchronises
+// with the test after its first read, so its later reads are ordered with
+// the loop's only through the loop's lock; the loop is held (in Epoch)
+// right after it dropped the channel until one such read happened.
+func TestWatchClosesWhileStatsRead(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "b", Instance: "inst-b"})
+	require.NoError(t, err)
+	t.Cleanup(func() { j.Close(context.Background()) })
+	revs, err := revision.OpenFile(ctx, revision.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	leases, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	w := &closingWatch{Journal: j, ch: make(chan struct{}), held: make(chan struct{}), read: make(chan struct{})}
+	c := cfg("b")
+	c.Journal, c.Revisions, c.Leases, c.Instance, c.SyncDelay = w, revs, leases, "inst-b", time.Hour
+	b, err := cluster.New(c)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Stop(context.Background()) })
+	start(t, b)
+	require.True(t, b.Stats().Push)
+
+	ready, stop, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.Stats()
+		close(ready)
+		for {
+			_ = b.Stats()
+			select {
+			case <-stop:
+				return
+			case w.read <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	<-ready
+	w.armed.Store(true)
+	close(w.ch)
+	<-w.held // the closing woke a sync (nothing else wakes b)
+	require.NoError(t, b.Sync(ctx), "the sync the closing woke has ended")
+	close(stop)
+	<-done
+	require.False(t, b.Stats().Push, "no push once the watch closed")
 }

@@ -66,7 +66,10 @@ type syncLoop struct {
 	wakeCh chan struct{}
 	reqMu  sync.Mutex
 	reqs   []chan error
-	watch  <-chan struct{}
+	// watch brings push wake-ups; nil without push, and once it closed.
+	// The run loop's goroutine reads it without mu, and sets it to nil
+	// under mu (Stats reads it under mu).
+	watch <-chan struct{}
 
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
@@ -779,7 +782,9 @@ func (l *syncLoop) run() {
 		case <-l.wakeCh:
 		case _, ok := <-l.watch:
 			if !ok {
+				l.mu.Lock()
 				l.watch = nil
+				l.mu.Unlock()
 			}
 		case <-timer.C:
 			tick, woken = !time.Now().Before(next), false
