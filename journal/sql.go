@@ -173,6 +173,10 @@ type SQL struct {
 	bg       context.Context
 	stopBG   context.CancelFunc
 	bgDone   sync.WaitGroup
+	// watchMu makes Watch's check of bg and its start of the listener
+	// one step with respect to Close, which cancels bg under it: the
+	// listener joins bgDone before Close waits on it, or not at all.
+	watchMu sync.Mutex
 
 	closeOnce sync.Once
 }
@@ -706,6 +710,8 @@ func (j *SQL) Watch(ctx context.Context) (<-chan struct{}, error) {
 	if j.notifier == nil {
 		return nil, fmt.Errorf("watch journal (%s): %w", j.d.Name(), ErrWatchUnsupported)
 	}
+	j.watchMu.Lock()
+	defer j.watchMu.Unlock()
 	if j.bg.Err() != nil {
 		return nil, fmt.Errorf("watch journal: %w", ErrClosed)
 	}
@@ -782,7 +788,9 @@ func (j *SQL) Close(ctx context.Context) error {
 	}
 	// The committer has exited, so its connection is ours now.
 	j.closeOnce.Do(func() {
+		j.watchMu.Lock()
 		j.stopBG()
+		j.watchMu.Unlock()
 		j.bgDone.Wait()
 		j.releaseConn()
 	})
