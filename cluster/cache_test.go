@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,6 +188,85 @@ func TestCacheResync(t *testing.T) {
 		start(t, b2)
 		require.Zero(t, users2.Len(), "a resync at Start flushes too")
 		require.EqualValues(t, 1, users2.Stats().Flushes)
+	})
+}
+
+// TestCacheResyncKeepsLaterInvalidations: a resync continues from the
+// head it read before its hooks flushed the caches, so an invalidation
+// committed while the hooks run is applied afterwards. Here a second hook,
+// right after the cache's flush, has a request miss and start a load that
+// reads the old value, and has another node change the value and
+// invalidate the key meanwhile; the load returns after the resync ended.
+// Once b applied the invalidation's revision (WaitFor), it must not
+// serve the old value: had the resync read the head after the hooks, it
+// would have passed over the invalidation and kept the load's value.
+func TestCacheResyncKeepsLaterInvalidations(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		aUsers := usersCache(t, a)
+		start(t, a)
+
+		b := f.open(t, cfg("b"))
+		users := usersCache(t, b) // its flush is the first resync hook
+		entered, release := make(chan struct{}), make(chan struct{})
+		require.NoError(t, b.Handle("gate", cluster.HandlerFunc(func(ctx context.Context, _ journal.Record) error {
+			close(entered)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})))
+		var invRev atomic.Int64
+		finish, loaded := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		require.NoError(t, b.OnResync(func(ctx context.Context, _ cluster.ResyncReason) error {
+			var err error
+			once.Do(func() {
+				// The cache was just flushed: a request on b misses and
+				// starts a load, which reads the old value.
+				loading := make(chan struct{})
+				go func() {
+					defer close(loaded)
+					_, _ = users.GetOrLoad(context.Background(), 1, func(context.Context, int64) (string, error) {
+						close(loading)
+						<-finish
+						return "old", nil
+					})
+				}()
+				<-loading
+				// Meanwhile a changes the value and invalidates key 1.
+				var rev int64
+				rev, err = aUsers.Invalidate(ctx, 1)
+				invRev.Store(rev)
+			})
+			return err
+		}))
+		start(t, b)
+
+		// b falls behind the tail while its sync goroutine is held in a
+		// handler: it resyncs when released.
+		_, err := a.Publish(ctx, "gate", nil)
+		require.NoError(t, err)
+		<-entered
+		head, err := a.Publish(ctx, "filler", nil)
+		require.NoError(t, err)
+		_, err = a.Journal().Prune(ctx, head+1)
+		require.NoError(t, err)
+		close(release)
+		require.NoError(t, b.WaitFor(ctx, head))
+		require.EqualValues(t, 1, b.Stats().Resyncs)
+		close(finish)
+		<-loaded
+
+		rev := invRev.Load()
+		require.Greater(t, rev, head, "the invalidation was committed during the resync")
+		require.NoError(t, b.WaitFor(ctx, rev))
+		v, ok := users.Get(1)
+		require.False(t, ok, "b applied revision %d, the invalidation of key 1, yet serves %q loaded before it", rev, v)
 	})
 }
 

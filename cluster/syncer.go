@@ -701,12 +701,29 @@ type PanicError struct {
 
 func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
 
-// doResync runs the resync hooks (retrying a failing one), then continues
-// from the journal's head in its current epoch.
+// doResync continues from the journal's head in its current epoch, after
+// running the resync hooks (retrying a failing one). The epoch and the
+// head are read before the hooks run: a record committed while they run —
+// the invalidation of a value that a load started after a cache's flush
+// read before the change — lies above that head and is applied as usual,
+// whereas a head read after the hooks would pass over it and leave the
+// load's value in the cache for good. What was committed up to the head
+// is covered by the hooks (a flush detaches the loads in flight).
 func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	j := l.n.cfg.Journal
 	l.n.cfg.Logger.Warn("tandem: node resynchronises: dropping what it derived from the journal",
 		"node", l.n.cfg.NodeID, "reason", string(why), "position", l.pos)
+	// The epoch first: a head read after it belongs to that epoch or to a
+	// later one, which the next poll notices (a head of an older journal
+	// under a newer epoch would skip the new journal's records).
+	epoch, err := j.Epoch(ctx)
+	if err != nil {
+		return err
+	}
+	head, err := j.Head(ctx)
+	if err != nil {
+		return err
+	}
 	bo := backoff.New(10*time.Millisecond, l.n.cfg.SyncDelay)
 	for _, hook := range l.resync {
 		for {
@@ -721,14 +738,6 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 			case <-time.After(bo.Next()):
 			}
 		}
-	}
-	head, err := j.Head(ctx)
-	if err != nil {
-		return err
-	}
-	epoch, err := j.Epoch(ctx)
-	if err != nil {
-		return err
 	}
 	l.pos, l.at = head, recordID{}
 	l.mu.Lock()
