@@ -425,7 +425,10 @@ func (n *Node) Handle(producer string, h Handler) error {
 // OnResync registers a hook that runs when the node resynchronises (its
 // position was pruned away, or the journal's epoch changed): it must drop
 // whatever the node derived from the journal, since records were missed.
-// Hooks run in registration order; one that fails is retried with backoff.
+// Hooks run in registration order; one that fails (returns an error or
+// panics: the panic is recovered and logged with its stack) is retried
+// with backoff, and the node waits until it succeeds (Start, until its
+// ctx ends).
 func (n *Node) OnResync(hook func(ctx context.Context, why ResyncReason) error) error {
 	if hook == nil {
 		return fmt.Errorf("on resync: %w: hook is nil", ErrInvalidArgument)
@@ -500,6 +503,26 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.state = stateStarting
 	n.mu.Unlock()
+	// A panic on this goroutine (resync hooks' and handlers' are
+	// recovered; this is the last guard) must not leave the node starting
+	// for good, nor its id held.
+	var lease *lock.Lease
+	defer func() {
+		if p := recover(); p != nil {
+			n.mu.Lock()
+			running := n.state == stateRunning // the node is running: nothing to undo
+			if n.state == stateStarting {
+				n.state = stateNew
+			}
+			n.mu.Unlock()
+			if lease != nil && !running {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
+				_ = lease.Release(rctx)
+				cancel()
+			}
+			panic(p)
+		}
+	}()
 	fail := func(err error) error {
 		n.mu.Lock()
 		n.state = stateNew
@@ -507,7 +530,8 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node %q: %w", n.cfg.NodeID, refused(err))
 	}
 
-	lease, err := n.join(ctx)
+	var err error
+	lease, err = n.join(ctx)
 	if err != nil {
 		return fail(err)
 	}

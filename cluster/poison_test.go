@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,5 +161,93 @@ func TestBlockingHandler(t *testing.T) {
 		require.True(t, he.Stuck)
 		require.Equal(t, stuck, he.Revision)
 		require.ErrorContains(t, err, "ignores its context")
+	})
+}
+
+// panickingLog is a log handler that panics at the first record whose
+// message contains msg: a panic on Start's goroutine outside handlers and
+// hooks, which recover theirs.
+type panickingLog struct {
+	msg      string
+	panicked atomic.Bool
+}
+
+func (p *panickingLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (p *panickingLog) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, p.msg) && p.panicked.CompareAndSwap(false, true) {
+		panic("log handler bug")
+	}
+	return nil
+}
+
+func (p *panickingLog) WithAttrs([]slog.Attr) slog.Handler { return p }
+func (p *panickingLog) WithGroup(string) slog.Handler      { return p }
+
+// TestPanickingResyncHook: a resync hook's panic is recovered and the hook
+// retried, like a hook that fails: at Start, which then succeeds, and in
+// a running node's sync loop, which it would otherwise crash with the
+// process. A panic that does escape Start (here the logger's) leaves the
+// node as it was, its id released: Start works again.
+func TestPanickingResyncHook(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		var calls atomic.Int32
+		hook := func(context.Context, cluster.ResyncReason) error {
+			if calls.Add(1)%2 == 1 {
+				panic("hook bug") // every other call
+			}
+			return nil
+		}
+
+		// At Start: b's stored position belongs to another epoch.
+		const otherEpoch = "another-epoch-0123456789abcdef"
+		require.NoError(t, f.revisions(t).Save(ctx, "b", 0, otherEpoch))
+		b := f.open(t, cfg("b"))
+		require.NoError(t, b.OnResync(hook))
+		entered, release := make(chan struct{}), make(chan struct{})
+		require.NoError(t, b.Handle("gate", cluster.HandlerFunc(func(ctx context.Context, _ journal.Record) error {
+			close(entered)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})))
+		start(t, b)
+		require.EqualValues(t, 2, calls.Load(), "the hook ran again after its panic")
+		require.EqualValues(t, 1, b.Stats().Resyncs)
+
+		// In the sync loop: b falls behind the tail while its sync
+		// goroutine is held in a handler.
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		_, err := a.Publish(ctx, "gate", nil)
+		require.NoError(t, err)
+		<-entered
+		head, err := a.Publish(ctx, "filler", nil)
+		require.NoError(t, err)
+		_, err = a.Journal().Prune(ctx, head+1)
+		require.NoError(t, err)
+		close(release)
+		require.NoError(t, b.WaitFor(ctx, head))
+		require.EqualValues(t, 4, calls.Load())
+		require.EqualValues(t, 2, b.Stats().Resyncs)
+
+		// A panic that escapes Start.
+		require.NoError(t, f.revisions(t).Save(ctx, "c", 0, otherEpoch))
+		cc := cfg("c")
+		cc.Logger = slog.New(&panickingLog{msg: "resynchronises"})
+		c := f.open(t, cc)
+		panicked := func() (p any) {
+			defer func() { p = recover() }()
+			_ = c.Start(ctx)
+			return nil
+		}()
+		require.NotNil(t, panicked)
+		require.False(t, c.Stats().Running)
+		start(t, c) // neither "another Start is in progress" nor the id held
+		require.EqualValues(t, 1, c.Stats().Resyncs)
 	})
 }

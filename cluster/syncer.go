@@ -725,13 +725,21 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 		return err
 	}
 	bo := backoff.New(10*time.Millisecond, l.n.cfg.SyncDelay)
-	for _, hook := range l.resync {
-		for {
-			err := hook(ctx, why)
+	for i, hook := range l.resync {
+		for attempt := 1; ; attempt++ {
+			stack, err := runResyncHook(ctx, hook, why)
 			if err == nil {
 				break
 			}
-			l.n.cfg.Logger.Warn("tandem: resync hook failed; retrying", "node", l.n.cfg.NodeID, "err", err)
+			if attempt == 1 || attempt%10 == 0 {
+				if stack != nil {
+					l.n.cfg.Logger.Error("tandem: resync hook panicked; retrying", "node", l.n.cfg.NodeID,
+						"hook", i, "attempt", attempt, "err", err, "stack", string(stack))
+				} else {
+					l.n.cfg.Logger.Warn("tandem: resync hook failed; retrying", "node", l.n.cfg.NodeID,
+						"hook", i, "attempt", attempt, "err", err)
+				}
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -752,6 +760,18 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 		return fmt.Errorf("save position: %w", err)
 	}
 	return nil
+}
+
+// runResyncHook runs hook, turning a panic into an error (with the stack
+// of the panic): a resync hook runs on the goroutine of Start or of the
+// sync loop, and a failed attempt of either is retried.
+func runResyncHook(ctx context.Context, hook func(context.Context, ResyncReason) error, why ResyncReason) (stack []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			stack, err = debug.Stack(), fmt.Errorf("resync hook panicked: %v", p)
+		}
+	}()
+	return nil, hook(ctx, why)
 }
 
 func (l *syncLoop) start() {
