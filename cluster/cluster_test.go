@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -340,6 +341,54 @@ func TestStopFinalSync(t *testing.T) {
 			t.Fatalf("the final sync did not apply the record: got %d records", len(rec.got()))
 		}
 		require.ErrorIs(t, b.Sync(ctx), cluster.ErrNotRunning)
+	})
+}
+
+// TestStopDuringStart: a Stop during a Start — one whose first sync is
+// held at a record its handler keeps failing — ends that Start and waits
+// for it: no handler call comes after Stop returned, Start fails with
+// ErrNotRunning, the journal OpenDir or OpenSQL opened is closed, and the
+// stopped node does not start again.
+func TestStopDuringStart(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		_, err := a.Publish(ctx, "p", nil)
+		require.NoError(t, err)
+
+		c := cfg("b")
+		c.StartAt = cluster.StartAtBeginning
+		b := f.open(t, c)
+		var stopped atomic.Bool // Stop returned
+		var late atomic.Int32   // handler calls after that
+		failing := make(chan struct{}, 1)
+		require.NoError(t, b.Handle("p", cluster.HandlerFunc(func(context.Context, journal.Record) error {
+			if stopped.Load() {
+				late.Add(1)
+			}
+			select {
+			case failing <- struct{}{}:
+			default:
+			}
+			return errors.New("not yet")
+		})))
+		// Without Stop, this Start would retry until its ctx ends.
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		startErr := make(chan error, 1)
+		go func() { startErr <- b.Start(sctx) }()
+		<-failing
+		require.NoError(t, b.Stop(ctx), "Stop during a Start")
+		stopped.Store(true)
+		err = <-startErr
+		require.ErrorIs(t, err, cluster.ErrNotRunning, "the Start ends: its node was stopped")
+		require.Zero(t, late.Load(), "the Start's handler calls ended before Stop returned")
+		require.False(t, b.Stats().Running)
+
+		_, err = b.Journal().Append(ctx, journal.Entry{Producer: "q"})
+		require.ErrorIs(t, err, journal.ErrClosed, "the journal OpenDir or OpenSQL opened is closed")
+		require.ErrorIs(t, b.Start(ctx), cluster.ErrNotRunning, "a stopped node does not start again")
 	})
 }
 

@@ -26,7 +26,8 @@
 // a cluster node by cloning" in one field. A Start that failed (its ctx
 // ended, the store did not answer, a handler failed) leaves the node as
 // it was: call Start again, or Stop to release what OpenDir or OpenSQL
-// opened. A stopped node does not start again; open a new one.
+// opened. A Stop during a Start ends that Start and waits for it. A
+// stopped node does not start again; open a new one.
 //
 // # Restart and identity
 //

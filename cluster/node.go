@@ -250,6 +250,11 @@ type Node struct {
 	// orphan is the loop of a failed Start whose first sync was left
 	// behind in a handler that ignored its context.
 	orphan *syncLoop
+	// cancelStart ends the context of the last Start, and startDone is
+	// closed when that Start returned (nil before the first): a Stop
+	// during a Start ends it and waits for it.
+	cancelStart context.CancelFunc
+	startDone   chan struct{}
 
 	// stopMember ends keepMembership's context (Stop); memberDone is
 	// closed when it exited.
@@ -502,31 +507,31 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}
 	n.state = stateStarting
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	n.cancelStart, n.startDone = cancel, done
 	n.mu.Unlock()
-	// A panic on this goroutine (resync hooks' and handlers' are
-	// recovered; this is the last guard) must not leave the node starting
-	// for good, nor its id held.
 	var lease *lock.Lease
+	var loop *syncLoop
+	started := false
+	// Whatever ends this Start short of running the node — an error, a
+	// Stop meanwhile, a panic on this goroutine (resync hooks' and
+	// handlers' are recovered; this is the last guard) — undoes it before
+	// a Stop waiting for it goes on.
 	defer func() {
-		if p := recover(); p != nil {
-			n.mu.Lock()
-			running := n.state == stateRunning // the node is running: nothing to undo
-			if n.state == stateStarting {
-				n.state = stateNew
-			}
-			n.mu.Unlock()
-			if lease != nil && !running {
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
-				_ = lease.Release(rctx)
-				cancel()
-			}
-			panic(p)
+		cancel()
+		if !started {
+			n.undoStart(ctx, lease, loop)
 		}
+		close(done)
 	}()
 	fail := func(err error) error {
 		n.mu.Lock()
-		n.state = stateNew
+		stopped := n.state == stateStopped
 		n.mu.Unlock()
+		if stopped {
+			return fmt.Errorf("start node %q: %w: stopped while starting: %w", n.cfg.NodeID, ErrNotRunning, err)
+		}
 		return fmt.Errorf("start node %q: %w", n.cfg.NodeID, refused(err))
 	}
 
@@ -535,43 +540,26 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
-	loop, err := n.newSyncLoop(ctx)
-	if err == nil {
-		n.mu.Lock()
-		n.starting = loop
-		n.mu.Unlock()
-		err = loop.bounded(ctx, loop.firstSync)
-	}
+	loop, err = n.newSyncLoop(ctx)
 	if err != nil {
-		if loop != nil {
-			loop.cancel()
-		}
-		if loop != nil && !loop.workerEnded() {
-			n.mu.Lock()
-			n.orphan = loop
-			n.mu.Unlock()
-		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
-		_ = lease.Release(rctx)
-		cancel()
+		return fail(err)
+	}
+	n.mu.Lock()
+	n.starting = loop
+	n.mu.Unlock()
+	if err := loop.bounded(ctx, loop.firstSync); err != nil {
 		return fail(err)
 	}
 	n.mu.Lock()
 	if n.state != stateStarting { // Stop was called meanwhile
 		n.mu.Unlock()
-		loop.cancel()
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
-		defer cancel()
-		_ = lease.Release(rctx)
-		if n.closeJournal {
-			_ = n.cfg.Journal.Close(rctx)
-		}
 		return fmt.Errorf("start node %q: %w: stopped while starting", n.cfg.NodeID, ErrNotRunning)
 	}
 	n.lease, n.loop, n.starting = lease, loop, nil
 	mctx, stopMember := context.WithCancel(context.Background())
 	n.stopMember, n.memberDone = stopMember, make(chan struct{})
 	n.state = stateRunning
+	started = true
 	n.mu.Unlock()
 	loop.start()
 	go n.keepMembership(mctx, lease, loop)
@@ -584,19 +572,72 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// undoStart undoes a Start that did not get the node running: it ends the
+// sync loop (a first sync stuck in a handler that ignores its context is
+// left behind, as the orphan) and releases the membership lease. The node
+// is then as it was before the Start — or, if Stop was called meanwhile,
+// stopped, with the journal that OpenDir or OpenSQL opened closed.
+func (n *Node) undoStart(ctx context.Context, lease *lock.Lease, loop *syncLoop) {
+	if loop != nil {
+		loop.cancel()
+		if !loop.workerEnded() {
+			n.mu.Lock()
+			n.orphan = loop
+			n.mu.Unlock()
+		}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
+	defer cancel()
+	if lease != nil {
+		_ = lease.Release(rctx)
+	}
+	n.mu.Lock()
+	stopped := n.state == stateStopped
+	if !stopped {
+		n.state = stateNew
+	}
+	n.mu.Unlock()
+	if stopped && n.closeJournal {
+		_ = n.cfg.Journal.Close(rctx)
+	}
+}
+
 // Stop leaves the cluster: it stops the sync loop after a final sync
 // bounded by StopDelay (and by ctx), saves the position and releases the
 // membership lease. It is idempotent. Stop returns within ctx (and
 // StopDelay) even when a handler ignores its context: it then leaves that
 // call behind and says which handler was stuck (a *HandlerError).
+//
+// A Stop during a Start ends that Start (which returns an error matching
+// ErrNotRunning) and waits, within ctx and StopDelay, until it has
+// released what it took and closed what OpenDir or OpenSQL opened.
 func (n *Node) Stop(ctx context.Context) error {
 	n.mu.Lock()
 	if n.state != stateRunning {
-		never := n.state == stateNew // a Start in progress closes it itself
+		was := n.state
 		n.state = stateStopped
+		cancelStart, startDone := n.cancelStart, n.startDone
 		n.mu.Unlock()
-		if never && n.closeJournal {
+		switch {
+		case was == stateNew && n.closeJournal:
 			return n.cfg.Journal.Close(ctx)
+		case was != stateStarting:
+			return nil
+		}
+		// End the Start in progress, which cleans up, and wait for it.
+		cancelStart()
+		select {
+		case <-startDone:
+		case <-ctx.Done():
+			return fmt.Errorf("stop node %q: the Start in progress has not returned (it cleans up when it does): %w", n.cfg.NodeID, ctx.Err())
+		case <-time.After(n.cfg.StopDelay):
+			return fmt.Errorf("stop node %q: the Start in progress has not returned within StopDelay (%v); it cleans up when it does", n.cfg.NodeID, n.cfg.StopDelay)
+		}
+		n.mu.Lock()
+		o := n.orphan
+		n.mu.Unlock()
+		if o != nil && !o.workerEnded() {
+			return fmt.Errorf("stop node %q: %w", n.cfg.NodeID, o.stuckError())
 		}
 		return nil
 	}
