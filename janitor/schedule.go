@@ -37,8 +37,12 @@ func (s schedule) after(prev, now time.Time) time.Time {
 			return t.Add(s.interval)
 		}
 		if s.sleep%(24*time.Hour) == 0 {
+			// The hour is the schedule's, not t's: a slot that fell
+			// into a daylight-saving gap (02:00 on the day clocks jump
+			// to 03:00) ran at the hour after it, and the next day's
+			// slot is back at the configured hour.
 			t = t.In(s.loc)
-			return time.Date(t.Year(), t.Month(), t.Day()+int(s.sleep/(24*time.Hour)), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), s.loc)
+			return time.Date(t.Year(), t.Month(), t.Day()+int(s.sleep/(24*time.Hour)), s.hour, 0, 0, 0, s.loc)
 		}
 		return t.Add(s.sleep)
 	}

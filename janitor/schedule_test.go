@@ -41,6 +41,34 @@ func TestScheduleHourOfDay(t *testing.T) {
 	require.Equal(t, at(2026, 3, 11, 3, 0), h.after(at(2026, 3, 10, 3, 0), at(2026, 3, 10, 22, 0)))
 }
 
+// TestScheduleDaylightSavingHour: FirstRunHour 2 in Berlin. On 29 March
+// 2026 02:00 does not exist (clocks jump from 02:00 to 03:00), so that
+// day's run is at 03:00; every later run is back at 02:00, not an hour
+// late for good. On 25 October 2026 02:00 happens twice (03:00 → 02:00):
+// that day runs once, and the next day at 02:00 again.
+func TestScheduleDaylightSavingHour(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	s := schedule{hour: 2, sleep: 24 * time.Hour, loc: berlin}
+	at := func(y int, m time.Month, d, h, min int) time.Time { return time.Date(y, m, d, h, min, 0, 0, berlin) }
+
+	gap := s.after(at(2026, 3, 28, 2, 0), at(2026, 3, 28, 2, 5))
+	require.Equal(t, at(2026, 3, 29, 3, 0), gap, "02:00 does not exist that day: the run is at 03:00")
+	require.Equal(t, at(2026, 3, 30, 2, 0), s.after(gap, gap.Add(5*time.Minute)), "the day after the gap runs at 02:00 again")
+	require.Equal(t, at(2026, 3, 31, 2, 0), s.after(at(2026, 3, 30, 2, 0), at(2026, 3, 30, 2, 5)))
+	// A process paused over the gap day runs once, then at 02:00.
+	require.Equal(t, at(2026, 3, 30, 2, 0), s.after(at(2026, 3, 28, 2, 0), at(2026, 3, 29, 12, 0)))
+
+	back := s.after(at(2026, 10, 24, 2, 0), at(2026, 10, 24, 2, 5))
+	require.Equal(t, 25, back.In(berlin).Day())
+	require.Equal(t, 2, back.In(berlin).Hour(), "the repeated hour: one of the two 02:00s")
+	next := s.after(back, back.Add(5*time.Minute))
+	require.Equal(t, at(2026, 10, 26, 2, 0), next, "not the second 02:00 of the same day, and not 01:00 or 03:00 the next")
+	require.Equal(t, at(2026, 10, 26, 2, 0), s.after(back, back.Add(time.Hour+5*time.Minute)), "a run that lasted into the repeated hour")
+}
+
 func TestScheduleInterval(t *testing.T) {
 	s := schedule{interval: 500 * time.Millisecond, loc: time.UTC}
 	t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
