@@ -24,6 +24,7 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,7 @@ type Config struct {
 	// one). Its id is the constant label node. Required.
 	Node *cluster.Node
 	// Caches are exported with the variable label cache (their names).
+	// Each must be non-nil and have a name of its own.
 	Caches []Cache
 	// GC is the data store's garbage collector, if any.
 	GC *datastore.Collector
@@ -113,10 +115,19 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.PendingTimeout < 0 {
 		return nil, fmt.Errorf("metrics config: %w: PendingTimeout must be > 0", cluster.ErrInvalidArgument)
 	}
+	// A nil cache would panic in Collect, at scrape time, which kills the
+	// process (Prometheus does not recover); two caches of one name would
+	// make clashing series, which fail every scrape. Both are caught here.
+	names := make(map[string]int, len(cfg.Caches))
 	for i, c := range cfg.Caches {
-		if c == nil {
-			return nil, fmt.Errorf("metrics config: %w: Caches[%d] is nil", cluster.ErrInvalidArgument, i)
+		if isNil(c) {
+			return nil, fmt.Errorf("metrics config: %w: Caches[%d] is nil (%T)", cluster.ErrInvalidArgument, i, c)
 		}
+		name := c.Name()
+		if j, dup := names[name]; dup {
+			return nil, fmt.Errorf("metrics config: %w: Caches[%d] and Caches[%d] are both named %q", cluster.ErrInvalidArgument, j, i, name)
+		}
+		names[name] = i
 	}
 	c := &Collector{cfg: cfg, labels: prometheus.Labels{"node": cfg.Node.ID()}}
 	c.node = nodeMetrics(c)
@@ -145,6 +156,19 @@ func New(cfg Config) (*Collector, error) {
 		c.http = httpMetrics(c)
 	}
 	return c, nil
+}
+
+// isNil reports whether c is nil or holds a nil pointer (a typed nil, such
+// as a *cluster.Cache variable not yet assigned).
+func isNil(c Cache) bool {
+	if c == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(c); v.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return v.IsNil()
+	}
+	return false
 }
 
 // desc makes a Desc with the node label and remembers it for Describe.

@@ -173,3 +173,39 @@ func TestConfig(t *testing.T) {
 	_, err := metrics.New(metrics.Config{})
 	require.ErrorContains(t, err, "Node")
 }
+
+// TestConfigCaches: a nil cache, typed or not (a *cluster.Cache variable
+// not assigned yet), and two caches of one name are configuration errors
+// naming the index: the first would panic at scrape time, killing the
+// process, and the second would fail every scrape with clashing series.
+func TestConfigCaches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	n, err := cluster.OpenDir(ctx, cluster.Config{Dir: t.TempDir(), NodeID: "web-1"})
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Stop(context.Background()) }) // closes the journal it opened
+	users, err := cluster.NewCache[string, string](n, "users", cluster.CacheConfig[string]{})
+	require.NoError(t, err)
+
+	var later *cluster.Cache[string, string]
+	_, err = metrics.New(metrics.Config{Node: n, Caches: []metrics.Cache{users, later}})
+	require.ErrorIs(t, err, cluster.ErrInvalidArgument)
+	require.ErrorContains(t, err, "Caches[1] is nil")
+	_, err = metrics.New(metrics.Config{Node: n, Caches: []metrics.Cache{nil}})
+	require.ErrorContains(t, err, "Caches[0] is nil")
+
+	other, err := cluster.OpenDir(ctx, cluster.Config{Dir: t.TempDir(), NodeID: "web-2"})
+	require.NoError(t, err)
+	t.Cleanup(func() { other.Stop(context.Background()) })
+	users2, err := cluster.NewCache[string, int](other, "users", cluster.CacheConfig[string]{})
+	require.NoError(t, err)
+	_, err = metrics.New(metrics.Config{Node: n, Caches: []metrics.Cache{users, users2}})
+	require.ErrorIs(t, err, cluster.ErrInvalidArgument)
+	require.ErrorContains(t, err, `Caches[0] and Caches[1] are both named "users"`)
+
+	orders, err := cluster.NewCache[string, int](n, "orders", cluster.CacheConfig[string]{})
+	require.NoError(t, err)
+	c, err := metrics.New(metrics.Config{Node: n, Caches: []metrics.Cache{users, orders}})
+	require.NoError(t, err)
+	require.Equal(t, 2, testutil.CollectAndCount(c, "tandem_cache_entries"))
+}
