@@ -40,11 +40,19 @@
 //	    (and, where the store knows it, next) run; the oldest pending
 //	    outbox entry on SQL. --watch refreshes every INTERVAL (2s) until
 //	    interrupted; with --json it prints one JSON document per line.
-//	nodes remove [--force] ID
-//	    Forget a node: delete its stored position, so that it no longer
-//	    holds the janitor's horizon back (Jackrabbit: delete its
-//	    LOCAL_REVISIONS row). A live node is refused unless --force (it
-//	    saves its position again on its next sync).
+//	nodes remove [--force] [--purge] ID
+//	    Evict a node: mark its stored position evicted, as the janitor does
+//	    with a node gone for longer than its EvictAfter, so that it no
+//	    longer holds the janitor's horizon back (Jackrabbit: delete its
+//	    LOCAL_REVISIONS row). A node that returns with that id finds the
+//	    marker and resyncs (its resync hook runs; by default its caches
+//	    flush): it never passes for a brand-new node that starts at the
+//	    head and silently misses what came while it was away. Evicting an
+//	    evicted node changes nothing. A live node is refused unless --force
+//	    (it saves its position again on its next sync, clearing the
+//	    marker). --purge deletes the position instead, forgetting the id
+//	    for good: a node that returns with that id starts at the head
+//	    without a resync, so use it only for ids that never come back.
 //	nodes clone FROM TO
 //	    Give node TO the position of node FROM, atomically: Jackrabbit's
 //	    "add a cluster node" for a replica whose private state (a search

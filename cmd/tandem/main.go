@@ -105,7 +105,9 @@ var commands []command
 func init() {
 	commands = []command{
 		{"status", "[--json] [--watch[=INTERVAL]]", "the journal, the nodes, the leases, the janitor and the data store", runStatus},
-		{"nodes remove", "[--force] ID", "forget a node's position (refuses a live node unless --force)", runNodesRemove},
+		{"nodes remove", "[--force] [--purge] ID", "evict a node: it stops holding the janitor back and resyncs if it returns\n" +
+			"      (refuses a live node unless --force; --purge deletes the position: a node\n" +
+			"      returning with that id then starts at the head WITHOUT a resync)", runNodesRemove},
 		{"nodes clone", "FROM TO", "give node TO the position of node FROM (adding a cloned node)", runNodesClone},
 		{"journal show", "[--from REV] [--limit N] [--full]", "print records", runJournalShow},
 		{"journal tail", "[-f] [-n N] [--interval D] [--full]", "print the last records, and with -f new ones as they come", runJournalTail},

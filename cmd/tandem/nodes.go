@@ -11,8 +11,9 @@ import (
 )
 
 func runNodesRemove(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("nodes remove", "[--force] ID")
-	force := fs.Bool("force", false, "remove the node's position even if it is live (it saves it again on its next sync)")
+	fs := e.flags("nodes remove", "[--force] [--purge] ID")
+	force := fs.Bool("force", false, "remove the node even if it is live (it saves its position again on its next sync)")
+	purge := fs.Bool("purge", false, "delete the position instead of evicting it: a node that returns with this id then starts at the head WITHOUT a resync (only for an id retired for good)")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -42,13 +43,50 @@ func runNodesRemove(ctx context.Context, e *env, args []string) error {
 	case live && !*force:
 		return withCode(exitRefused, "node %q is live (it holds its membership lease): stop it first, or use --force", id)
 	}
-	if err := s.revs.Delete(ctx, id); err != nil {
-		return err
+	action := "evicted"
+	switch {
+	case *purge:
+		if err := s.revs.Delete(ctx, id); err != nil {
+			return err
+		}
+		action = "purged"
+	case p.Evicted:
+		action = "already_evicted"
+	default:
+		ev, ok := s.revs.(revision.Evicter)
+		if !ok {
+			return fmt.Errorf("the %s position store cannot evict a node", s.kind())
+		}
+		done, err := ev.Evict(ctx, id, p.Revision)
+		if err != nil {
+			return err
+		}
+		if !done {
+			// The position changed since it was read: the janitor evicted
+			// it, or the node saved a new one (it is running).
+			q, err := s.revs.Load(ctx, id)
+			switch {
+			case errors.Is(err, revision.ErrNotFound):
+				return withCode(exitNotFound, "no node %q: its position was deleted meanwhile", id)
+			case err != nil:
+				return err
+			case !q.Evicted:
+				return fmt.Errorf("node %q saved a new position (%d, was %d) while it was being evicted: it is running; nothing changed", id, q.Revision, p.Revision)
+			}
+			p, action = q, "already_evicted"
+		}
 	}
 	if e.g.json {
-		return writeJSON(e.stdout, map[string]any{"removed": id, "position": p.Revision, "was_live": live})
+		return writeJSON(e.stdout, map[string]any{"removed": id, "action": action, "position": p.Revision, "was_live": live})
 	}
-	fmt.Fprintf(e.stdout, "removed node %s (position %d)\n", id, p.Revision)
+	switch action {
+	case "purged":
+		fmt.Fprintf(e.stdout, "purged node %s (position %d deleted): a node that returns with this id starts at the head without a resync\n", id, p.Revision)
+	case "already_evicted":
+		fmt.Fprintf(e.stdout, "node %s was evicted already (position %d): nothing changed\n", id, p.Revision)
+	default:
+		fmt.Fprintf(e.stdout, "evicted node %s (position %d): it no longer holds the janitor back; if it returns, it resyncs\n", id, p.Revision)
+	}
 	if live {
 		fmt.Fprintf(e.stderr, "tandem: nodes remove: warning: node %s is live; it saves its position again on its next sync\n", id)
 	}
@@ -95,7 +133,7 @@ func runNodesClone(ctx context.Context, e *env, args []string) error {
 	case errors.Is(err, revision.ErrNotFound):
 		return withCode(exitNotFound, "no node %q: it has no stored position to clone", from)
 	case errors.Is(err, revision.ErrExists):
-		return withCode(exitRefused, "node %q has a stored position already: remove it first (tandem nodes remove %s)", to, to)
+		return withCode(exitRefused, "node %q has a stored position already (evicted or not): delete it first (tandem nodes remove --purge %s)", to, to)
 	case err != nil:
 		return err
 	}
