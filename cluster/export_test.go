@@ -28,3 +28,7 @@ func Wake(n *Node) {
 		l.wake()
 	}
 }
+
+// OnStarted makes n's Start call f once it published the node as running,
+// just before it returns. Set it before Start.
+func OnStarted(n *Node, f func()) { n.started = f }

@@ -200,3 +200,40 @@ func TestCloneDuringPruning(t *testing.T) {
 		t.Logf("%s: %d janitor runs, %d records deleted, tail %d", f.backend, st.Runs, st.Deleted, tail)
 	})
 }
+
+// stopWatch is a janitor's clock that notes whether it is read after the
+// node's Stop returned: the scheduler reads it when the janitor starts
+// and on every turn of its loop.
+type stopWatch struct {
+	stopped, readAfter atomic.Bool
+}
+
+func (c *stopWatch) Now() time.Time {
+	if c.stopped.Load() {
+		c.readAfter.Store(true)
+	}
+	return time.Now()
+}
+
+// TestStopStopsJanitor: a Stop that comes as soon as Start published the
+// node as running stops the node's janitor: nothing of it runs after Stop
+// returned. (Start used to start the janitor only after publishing the
+// node as running: a Stop in between stopped a janitor not started yet,
+// which Start then started, to run for good.)
+func TestStopStopsJanitor(t *testing.T) {
+	ctx := ctxT(t)
+	clock := &stopWatch{}
+	c := cfg("a")
+	c.Dir = t.TempDir()
+	c.Janitor = &janitor.Config{Interval: time.Hour, Clock: clock}
+	n, err := cluster.OpenDir(ctx, c)
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Janitor().Stop(context.Background()) }) // after a failure
+	cluster.OnStarted(n, func() {
+		require.NoError(t, n.Stop(ctx))
+		clock.stopped.Store(true)
+	})
+	require.NoError(t, n.Start(ctx))
+	require.False(t, n.Stats().Running)
+	require.False(t, clock.readAfter.Load(), "the janitor started after Stop")
+}

@@ -255,6 +255,9 @@ type Node struct {
 	// during a Start ends it and waits for it.
 	cancelStart context.CancelFunc
 	startDone   chan struct{}
+	// started, when set (tests only), is called by Start once it
+	// published the node as running, just before it returns.
+	started func()
 
 	// stopMember ends keepMembership's context (Stop); memberDone is
 	// closed when it exited.
@@ -513,15 +516,15 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Unlock()
 	var lease *lock.Lease
 	var loop *syncLoop
-	started := false
+	running, janitor := false, false
 	// Whatever ends this Start short of running the node — an error, a
 	// Stop meanwhile, a panic on this goroutine (resync hooks' and
 	// handlers' are recovered; this is the last guard) — undoes it before
 	// a Stop waiting for it goes on.
 	defer func() {
 		cancel()
-		if !started {
-			n.undoStart(ctx, lease, loop)
+		if !running {
+			n.undoStart(ctx, lease, loop, janitor)
 		}
 		close(done)
 	}()
@@ -550,6 +553,17 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := loop.bounded(ctx, loop.firstSync); err != nil {
 		return fail(err)
 	}
+	// The janitor starts before the node is published as running: a Stop
+	// from then on finds the node starting, and waits for this Start,
+	// which stops the janitor (undoStart), or running, and stops it
+	// itself. Started after, it could start after a Stop, for good.
+	if n.jan != nil {
+		if err := n.jan.Start(ctx); err != nil {
+			n.cfg.Logger.Error("tandem: janitor did not start", "node", n.cfg.NodeID, "err", err)
+		} else {
+			janitor = true
+		}
+	}
 	n.mu.Lock()
 	if n.state != stateStarting { // Stop was called meanwhile
 		n.mu.Unlock()
@@ -559,14 +573,12 @@ func (n *Node) Start(ctx context.Context) error {
 	mctx, stopMember := context.WithCancel(context.Background())
 	n.stopMember, n.memberDone = stopMember, make(chan struct{})
 	n.state = stateRunning
-	started = true
+	running = true
 	n.mu.Unlock()
 	loop.start()
 	go n.keepMembership(mctx, lease, loop)
-	if n.jan != nil {
-		if err := n.jan.Start(ctx); err != nil {
-			n.cfg.Logger.Error("tandem: janitor did not start", "node", n.cfg.NodeID, "err", err)
-		}
+	if n.started != nil {
+		n.started()
 	}
 	n.cfg.Logger.Info("tandem: node started", "node", n.cfg.NodeID, "instance", n.members.Owner().Instance, "revision", loop.applied())
 	return nil
@@ -574,10 +586,12 @@ func (n *Node) Start(ctx context.Context) error {
 
 // undoStart undoes a Start that did not get the node running: it ends the
 // sync loop (a first sync stuck in a handler that ignores its context is
-// left behind, as the orphan) and releases the membership lease. The node
-// is then as it was before the Start — or, if Stop was called meanwhile,
-// stopped, with the journal that OpenDir or OpenSQL opened closed.
-func (n *Node) undoStart(ctx context.Context, lease *lock.Lease, loop *syncLoop) {
+// left behind, as the orphan), stops the janitor if the Start started it
+// (only a Stop meanwhile ends a Start after that), and releases the
+// membership lease. The node is then as it was before the Start — or, if
+// Stop was called meanwhile, stopped, with the journal that OpenDir or
+// OpenSQL opened closed.
+func (n *Node) undoStart(ctx context.Context, lease *lock.Lease, loop *syncLoop, janitor bool) {
 	if loop != nil {
 		loop.cancel()
 		if !loop.workerEnded() {
@@ -588,6 +602,9 @@ func (n *Node) undoStart(ctx context.Context, lease *lock.Lease, loop *syncLoop)
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.MemberTTL)
 	defer cancel()
+	if janitor {
+		_ = n.jan.Stop(rctx)
+	}
 	if lease != nil {
 		_ = lease.Release(rctx)
 	}
