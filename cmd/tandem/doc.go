@@ -86,6 +86,8 @@
 //	    Delete every tandem table of the prefix (and the MySQL procedures),
 //	    or tandem's subfolders of a folder (journal, nodes, locks, blobs).
 //	    Without --yes it refuses; with live nodes it refuses unless --force.
+//	    A folder without a tandem journal (journal/meta) is not tandem's:
+//	    nothing in it is deleted (exit 4).
 //
 // # Exit codes
 //

@@ -140,12 +140,17 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 	defer s.close()
 	var what string
 	if s.db == nil {
+		// Only a folder with a tandem journal is tandem's: a journal or
+		// blobs subfolder alone may be anybody's (--dir /var/log).
+		if err := s.check(ctx); err != nil {
+			if exitCode(err) == exitNotFound {
+				return withCode(exitNotFound, "no tandem journal in folder %s (no journal/meta): not a tandem folder, nothing deleted", s.dir)
+			}
+			return err
+		}
 		parts, err := presentParts(s.dir)
 		if err != nil {
 			return err
-		}
-		if len(parts) == 0 {
-			return withCode(exitNotFound, "no tandem folders in %s", s.dir)
 		}
 		what = fmt.Sprintf("the folders %s of %s", strings.Join(parts, ", "), s.dir)
 	} else {
@@ -165,7 +170,9 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if s.db == nil {
-		for _, p := range folderParts {
+		// The journal goes last: a drop that fails half way can be run
+		// again, as the folder is still recognised as tandem's.
+		for _, p := range []string{"nodes", "locks", "blobs", "journal"} {
 			if err := os.RemoveAll(filepath.Join(s.dir, p)); err != nil {
 				return err
 			}

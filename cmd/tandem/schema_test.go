@@ -94,3 +94,23 @@ func TestSchema(t *testing.T) {
 		}
 	})
 }
+
+// TestSchemaDropForeignFolder checks that "schema drop --yes" deletes
+// nothing in a folder that holds no tandem journal, even when it has
+// subfolders named like tandem's (--dir /var/log has systemd's journal).
+func TestSchemaDropForeignFolder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	theirs := filepath.Join(dir, "journal", "machine-id", "system.journal")
+	require.NoError(t, os.MkdirAll(filepath.Dir(theirs), 0o755))
+	require.NoError(t, os.WriteFile(theirs, []byte("not tandem's"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "blobs"), 0o755))
+	tg := &target{name: "folder", global: []string{"--dir", dir}, dir: dir}
+
+	r := tg.fails(t, exitNotFound, "schema", "drop", "--yes", "--force")
+	require.Contains(t, r.stderr, "not a tandem folder")
+	_, err := os.Stat(theirs)
+	require.NoError(t, err, "schema drop deleted a folder that is not tandem's")
+	_, err = os.Stat(filepath.Join(dir, "blobs"))
+	require.NoError(t, err)
+}
