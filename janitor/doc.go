@@ -68,8 +68,12 @@
 //
 // Liveness and eviction are judged by the lease store: database time on
 // SQL, the janitor's own monotonic observation of heartbeats on a shared
-// folder; "now" is the latest heartbeat the store recorded, a lower bound,
-// so a node is never evicted early. KeepFor compares record times (database
-// time on SQL; on a shared folder, the writers' clocks) with that "now".
+// folder; "now" is the latest heartbeat of a lease that is held (a run
+// holds the janitor's own), a lower bound, so a node is never evicted
+// early. Released leases do not count: a shared folder dates a release by
+// the releasing machine's clock. A dry run (Plan) while no lease at all is
+// held takes "now" from Config.Clock. KeepFor compares record times
+// (database time on SQL; on a shared folder, the writers' clocks) with
+// that "now".
 // The schedule uses the local clock of the node the janitor runs on.
 package janitor

@@ -427,13 +427,19 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 	if err != nil {
 		return p, err
 	}
-	// The store's "now": the latest heartbeat it recorded (the janitor
-	// renewed its own lease moments ago). A lower bound, so a node is
-	// never evicted early.
+	// The store's "now": the latest heartbeat of a lease that is held
+	// (a run holds the janitor's own lease, acquired moments ago). A
+	// lower bound, so a node is never evicted early. A held lease's
+	// Renewed is store time: the database's clock, or, on a shared
+	// folder, this observer's own clock when it first saw the current
+	// heartbeat. Other leases do not count: a released file lease is
+	// dated by the wall clock of the machine that released it, and one
+	// machine whose clock runs ahead would make every departed node look
+	// gone for that much longer.
 	var now time.Time
 	members := map[string]lock.Info{}
 	for _, l := range leases {
-		if l.Renewed.After(now) {
+		if l.Held && l.Renewed.After(now) {
 			now = l.Renewed
 		}
 		if id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix); ok {
@@ -441,7 +447,7 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 		}
 	}
 	if now.IsZero() {
-		now = j.cfg.Clock.Now()
+		now = j.cfg.Clock.Now() // a dry run with no lease held at all
 	}
 	p.Horizon = p.Head + 1
 	pin := func(node string, rev int64, why string) {

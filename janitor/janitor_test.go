@@ -369,6 +369,63 @@ func TestEvictAfter(t *testing.T) {
 	})
 }
 
+// skewClock is a machine's wall clock that runs d ahead.
+type skewClock struct{ d time.Duration }
+
+func (c skewClock) Now() time.Time { return time.Now().Add(c.d) }
+
+// TestReleasedLeaseClockSkew: on a shared folder, a machine whose wall
+// clock runs 2 h ahead releases an unrelated lease, which dates the
+// release by that clock. A node that stopped gracefully a moment ago is
+// not gone for EvictAfter (1 h): the janitor's "now" comes from held
+// leases (or its own clock), never from a released lease's date, both in
+// a dry run on a quiet folder and with a live node holding its lease.
+func TestReleasedLeaseClockSkew(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	jn, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "live"})
+	require.NoError(t, err)
+	defer jn.Close(context.Background())
+	epoch, err := jn.Epoch(ctx)
+	require.NoError(t, err)
+	revs, err := revision.OpenFile(ctx, revision.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	leases, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	appendN(t, jn, 10, "a")
+
+	dep := member(t, leases, "dep", 10*time.Second)
+	require.NoError(t, revs.Save(ctx, "dep", 2, epoch))
+	require.NoError(t, dep.Release(ctx)) // a graceful stop, just now
+
+	ahead, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir, Clock: skewClock{2 * time.Hour}})
+	require.NoError(t, err)
+	c, err := lock.New(lock.Config{NodeID: "other", Store: ahead})
+	require.NoError(t, err)
+	l, err := c.TryAcquire(ctx, "job")
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+
+	jan := newJanitor(t, store{}, "jan", janitor.Config{EvictAfter: time.Hour, Leases: leases, Revisions: revs, Journal: jn})
+	plan, err := jan.Plan(ctx)
+	require.NoError(t, err)
+	require.Empty(t, plan.Evicted, "no lease held: a node that stopped a moment ago is not gone for EvictAfter: %+v", plan)
+	require.Equal(t, "dep", plan.PinnedBy)
+
+	live := member(t, leases, "live", 10*time.Second)
+	defer live.Release(context.Background())
+	require.NoError(t, revs.Save(ctx, "live", 10, epoch))
+	plan, err = jan.Plan(ctx)
+	require.NoError(t, err)
+	require.Empty(t, plan.Evicted, "a live node's lease: %+v", plan)
+	require.Equal(t, "dep", plan.PinnedBy)
+	rep, err := jan.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Empty(t, rep.Evicted, "under the janitor's own lease: %+v", rep)
+	require.EqualValues(t, 3, rep.NewTail)
+}
+
 // TestLiveWithoutPosition: a live node that has not stored a position yet
 // (it is starting) keeps everything: Jackrabbit's second caveat, removed.
 func TestLiveWithoutPosition(t *testing.T) {
