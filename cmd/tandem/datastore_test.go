@@ -99,7 +99,10 @@ func TestDatastore(t *testing.T) {
 
 		refs := filepath.Join(t.TempDir(), "refs")
 		require.NoError(t, os.WriteFile(refs, []byte("# referenced\n"+string(ids[0])+"\n\n"+string(ids[1])+"\n"), 0o644))
-		require.NoError(t, json.Unmarshal([]byte(tg.must(t, "datastore", "gc", "--refs", refs, "--grace", "1ms", "--json")), &gc))
+		r = tg.fails(t, exitRefused, "datastore", "gc", "--refs", refs, "--grace", "1ms")
+		require.Contains(t, r.stderr, "--allow-short-grace")
+		require.Contains(t, tg.must(t, "datastore", "stat"), "3 blobs")
+		require.NoError(t, json.Unmarshal([]byte(tg.must(t, "datastore", "gc", "--refs", refs, "--grace", "1ms", "--allow-short-grace", "--json")), &gc))
 		require.False(t, gc.DryRun)
 		require.Equal(t, int64(2), gc.Marked)
 		require.Equal(t, int64(1), gc.Deleted)
@@ -117,4 +120,40 @@ func TestDatastore(t *testing.T) {
 		r = tg.fails(t, exitUsage, "datastore", "gc", "--refs", badRefs)
 		require.Contains(t, r.stderr, "line 1")
 	})
+}
+
+// TestDatastoreGCEmptyRefs checks that gc refuses a reference list that
+// names no blob, as a failing producer leaves it in "app list-refs |
+// tandem datastore gc --refs -", instead of collecting every blob older
+// than the grace period; --allow-empty-refs says that nothing is
+// referenced indeed. It is not parallel: it replaces stdin, which every
+// run reads.
+func TestDatastoreGCEmptyRefs(t *testing.T) {
+	dir := t.TempDir()
+	tg := &target{name: "folder", global: []string{"--dir", dir}, dir: dir}
+	tg.must(t, "schema", "migrate")
+	ds := tg.blobStore(t)
+	for _, c := range []byte("ab") {
+		_, err := ds.Put(context.Background(), bytes.NewReader(bytes.Repeat([]byte{c}, 300)))
+		require.NoError(t, err)
+	}
+	time.Sleep(20 * time.Millisecond) // past a 1ms grace period
+
+	gc := func(refs string, args ...string) result {
+		old := stdin
+		stdin = strings.NewReader(refs)
+		defer func() { stdin = old }()
+		return tg.run(t, append([]string{"datastore", "gc", "--refs", "-", "--grace", "1ms", "--allow-short-grace"}, args...)...)
+	}
+	for _, refs := range []string{"", "# only a comment\n\n"} {
+		r := gc(refs)
+		require.Equal(t, exitRefused, r.code, "an empty reference list: %s", r.stdout)
+		require.Contains(t, r.stderr, "lists no blob id")
+		require.Contains(t, tg.must(t, "datastore", "stat"), "2 blobs", "nothing is deleted")
+	}
+	require.Contains(t, gc("", "--dry-run").stdout, "would delete 2 blobs")
+	r := gc("", "--allow-empty-refs")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "deleted 2 blobs")
+	require.Contains(t, tg.must(t, "datastore", "stat"), "0 blobs")
 }

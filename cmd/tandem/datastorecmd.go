@@ -112,13 +112,22 @@ func runDatastoreVerify(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+const gcArgs = "(--refs FILE | --dry-run) [--grace D] [--batch-size N] [--allow-empty-refs] [--allow-short-grace]"
+
+// minGrace is the shortest --grace a real collection takes without
+// --allow-short-grace: the grace period is what protects a blob between
+// its Put and the commit of the reference to it, and an upload in progress.
+const minGrace = time.Minute
+
 func runDatastoreGC(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("datastore gc", "(--refs FILE | --dry-run) [--grace D] [--batch-size N]")
+	fs := e.flags("datastore gc", gcArgs)
 	refsFile := fs.String("refs", "", `file listing every referenced blob id, one per line ("-": stdin)`)
 	dry := fs.Bool("dry-run", false, "only report what would be deleted")
 	grace := fs.Duration("grace", datastore.DefaultGracePeriod, "keep blobs used within D, referenced or not")
 	batch := fs.Int("batch-size", datastore.DefaultBatchSize, "blobs per fenced delete")
 	verbose := fs.Bool("v", false, "list every blob deleted (or that would be)")
+	allowEmpty := fs.Bool("allow-empty-refs", false, "collect even if --refs lists no id (every blob unused for the grace period is then garbage)")
+	allowShort := fs.Bool("allow-short-grace", false, fmt.Sprintf("collect with a --grace below %v (blobs being written and not yet referenced may go)", minGrace))
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
@@ -128,11 +137,17 @@ func runDatastoreGC(ctx context.Context, e *env, args []string) error {
 	if *grace <= 0 || *batch <= 0 {
 		return usageError("--grace and --batch-size must be positive")
 	}
+	if !*dry && *grace < minGrace && !*allowShort {
+		return withCode(exitRefused, "refusing to collect with --grace %v, below %v: blobs written moments ago whose references are not committed yet would go; give --allow-short-grace if no application writes", *grace, minGrace)
+	}
 	var refs []datastore.ID
 	if *refsFile != "" {
 		var err error
 		if refs, err = readRefs(*refsFile, e); err != nil {
 			return err
+		}
+		if len(refs) == 0 && !*dry && !*allowEmpty {
+			return withCode(exitRefused, "--refs %s lists no blob id: refusing to delete every blob unused for %v (did the program listing the references fail?); give --allow-empty-refs if nothing is referenced", *refsFile, *grace)
 		}
 	}
 	s, err := e.connect(ctx)

@@ -71,11 +71,18 @@
 //	    Count the blobs and their bytes.
 //	datastore verify
 //	    Read every blob, verifying its hash; list the corrupt ones.
-//	datastore gc (--refs FILE | --dry-run) [--grace D] [--batch-size N]
+//	datastore gc (--refs FILE | --dry-run) [--grace D] [--batch-size N] [--allow-empty-refs] [--allow-short-grace]
 //	    Collect the blobs no id in FILE (one per line; "-" for stdin)
 //	    refers to and that were not used for the grace period (24h). Without
 //	    --refs only a dry run is allowed, which then counts every blob
-//	    older than the grace period as garbage.
+//	    older than the grace period as garbage. A FILE that lists no id is
+//	    refused unless --allow-empty-refs: in "app list-refs | tandem
+//	    datastore gc --refs -" it is what a failing producer leaves, and
+//	    it would make every blob older than the grace period garbage. A
+//	    --grace below one minute is refused unless --allow-short-grace:
+//	    the grace period is what protects a blob between its write and
+//	    the commit of the reference to it, and an upload in progress.
+//	    Dry runs take any list and any grace period.
 //	schema version
 //	    The database's schema version and compatibility version, and this
 //	    release's; on a folder, which of tandem's subfolders exist.
@@ -98,7 +105,8 @@
 //	   failed, verify found corrupt blobs)
 //	2  usage error: unknown command or flag, bad argument, no --dsn or --dir
 //	3  refused: a live node without --force, drop without --yes, a clone
-//	   onto a node that has a position
+//	   onto a node that has a position, gc with an empty reference list
+//	   or a grace period below a minute
 //	4  not found: no such node, no tandem schema or folder
 //	5  busy: another process holds the lease (janitor run, datastore gc)
 //

@@ -114,7 +114,8 @@ func init() {
 		{"janitor run", "[--dry-run] [--keep-records N] [--keep-for D] [--evict-after D]", "prune the journal and evict departed nodes now", runJanitor},
 		{"datastore stat", "", "count the blobs and their bytes", runDatastoreStat},
 		{"datastore verify", "", "read every blob, verifying its hash", runDatastoreVerify},
-		{"datastore gc", "(--refs FILE | --dry-run) [--grace D]", "collect unreferenced blobs", runDatastoreGC},
+		{"datastore gc", gcArgs, "collect unreferenced blobs (refuses an empty --refs list, or a --grace\n" +
+			"      below 1m, unless --allow-empty-refs or --allow-short-grace)", runDatastoreGC},
 		{"schema version", "", "the schema version of the database (or folder)", runSchemaVersion},
 		{"schema migrate", "", "create or migrate the schema", runSchemaMigrate},
 		{"schema drop", "--yes [--force]", "delete every tandem table (or subfolder)", runSchemaDrop},
@@ -136,7 +137,7 @@ Commands:
 
 const usageTail = `
 Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 refused (live node without --force,
-drop without --yes), 4 not found (node, schema, folder), 5 busy (another process holds the lease).
+drop without --yes, gc with no references), 4 not found (node, schema, folder), 5 busy (another process holds the lease).
 Errors are printed on stderr as one line. "tandem COMMAND --help" shows a command's flags.
 `
 
