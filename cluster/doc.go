@@ -135,8 +135,8 @@
 // longer has, silently. Every sync checks all four in its one poll
 // (journal.Poll; one statement on SQL), which brings the epoch, the tail
 // and the head with the records, and starts one record early to read the
-// record at the position again. WaitFor also checks the epoch before it
-// confirms a revision already reached.
+// record at the position again. WaitFor checks all four too, with one
+// such poll, before it confirms a revision already reached.
 //
 // Lost commits are not hypothetical: MariaDB (InnoDB) shows a commit to
 // other sessions before its redo log is written, and a server killed in

@@ -100,12 +100,14 @@ func TestPublishNeedsMembership(t *testing.T) {
 }
 
 // rewindable is a node's journal that can be made to look restored:
-// Head lowered (a restore that kept the epoch) or a new Epoch.
+// Head lowered (a restore that kept the epoch), a new Epoch, or another
+// record at a revision (a lost commit whose revision a new record took).
 type rewindable struct {
 	journal.Journal
-	mu    sync.Mutex
-	head  int64 // > 0: Head returns at most this
-	epoch string
+	mu      sync.Mutex
+	head    int64 // > 0: Head returns at most this
+	epoch   string
+	rewrite int64 // > 0: Read returns another record at this revision
 }
 
 func (r *rewindable) Head(ctx context.Context) (int64, error) {
@@ -124,11 +126,13 @@ func (r *rewindable) Read(ctx context.Context, after int64, limit int) ([]journa
 	recs, err := r.Journal.Read(ctx, after, limit)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.head > 0 {
-		for i, rec := range recs {
-			if rec.Revision > r.head {
-				return recs[:i], err
-			}
+	for i, rec := range recs {
+		if r.head > 0 && rec.Revision > r.head {
+			return recs[:i], err
+		}
+		if rec.Revision == r.rewrite {
+			rec.Payload = []byte("rewritten")
+			recs[i] = rec
 		}
 	}
 	return recs, err
@@ -244,6 +248,79 @@ func TestResyncAheadOfHead(t *testing.T) {
 		rj2.mu.Unlock()
 		require.NoError(t, dn.WaitFor(ctx, last))
 		require.Equal(t, []cluster.ResyncReason{cluster.ResyncEpoch}, got(), "WaitFor checked the epoch before confirming")
+	})
+}
+
+// TestWaitForChecksPosition: WaitFor confirms a revision the node has
+// reached with one poll that checks its position, and syncs — resyncing —
+// when the position no longer holds, though in the same epoch: the record
+// at the position was rewritten, or the journal went back below it. It
+// returns once that resync ended. A position that holds, also once its
+// record was pruned, is confirmed without a sync. No tick comes meanwhile
+// (SyncDelay is an hour) and the wrapped journal does not push.
+func TestWaitForChecksPosition(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		j, revs, leases := f.stores(t, "d", "inst-d")
+		rj := &rewindable{Journal: j}
+		c := cfg("d")
+		c.Journal, c.Revisions, c.Leases, c.Instance, c.SyncDelay = rj, revs, leases, "inst-d", time.Hour
+		d, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { d.Stop(context.Background()) })
+		var mu sync.Mutex
+		var reasons []cluster.ResyncReason
+		require.NoError(t, d.OnResync(func(_ context.Context, why cluster.ResyncReason) error {
+			mu.Lock()
+			reasons = append(reasons, why)
+			mu.Unlock()
+			return nil
+		}))
+		got := func() []cluster.ResyncReason {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]cluster.ResyncReason(nil), reasons...)
+		}
+		start(t, d)
+		last := publishN(t, ctx, a, 5)
+		require.NoError(t, d.WaitFor(ctx, last))
+
+		// The position holds: no sync.
+		synced := d.Stats().LastSync
+		require.NoError(t, d.WaitFor(ctx, last-1))
+		require.Equal(t, synced, d.Stats().LastSync, "confirmed by the poll alone")
+
+		// Another record at the position.
+		rj.mu.Lock()
+		rj.rewrite = last
+		rj.mu.Unlock()
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncRewritten}, got(), "WaitFor confirmed a position whose record changed")
+		require.Equal(t, last, d.Stats().Revision)
+
+		// The journal went back below the position.
+		rj.mu.Lock()
+		rj.rewrite, rj.head = 0, last-3
+		rj.mu.Unlock()
+		require.NoError(t, d.WaitFor(ctx, last-1), "it returns once the resync ended")
+		require.Equal(t, []cluster.ResyncReason{cluster.ResyncRewritten, cluster.ResyncAheadOfHead}, got(),
+			"WaitFor confirmed a position above the journal's head")
+		require.Equal(t, last-3, d.Stats().Revision)
+
+		// Back to the journal as it is: d catches up; then the records up
+		// to its position are pruned, which leaves it valid.
+		rj.mu.Lock()
+		rj.head = 0
+		rj.mu.Unlock()
+		require.NoError(t, d.WaitFor(ctx, last))
+		_, err = a.Journal().Prune(ctx, last+1)
+		require.NoError(t, err)
+		synced = d.Stats().LastSync
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.Equal(t, synced, d.Stats().LastSync, "confirmed by the poll alone")
+		require.Len(t, got(), 2)
 	})
 }
 

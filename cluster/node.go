@@ -816,6 +816,16 @@ func (n *Node) Sync(ctx context.Context) error {
 // request WaitFor it first. A sync that gave up on a connection that hung
 // (Config.SyncTimeout) is tried again while ctx allows; other sync errors
 // are returned.
+//
+// A revision the node has reached already costs one poll (one statement
+// on SQL), which checks that the node's position still holds: the journal
+// is in the same epoch, has not gone back below the position, and holds
+// at the position the record the node applied there. If it does not, the
+// node resyncs first (see "Resync" in the package documentation), and
+// WaitFor returns once that resync ended: it dropped what the node
+// derived, so what the writer of rev changed is visible, although rev,
+// which the journal lost or which belongs to another epoch, is not
+// applied as such.
 func (n *Node) WaitFor(ctx context.Context, rev int64) error {
 	l, err := n.running()
 	if err != nil {

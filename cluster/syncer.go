@@ -62,6 +62,10 @@ type syncLoop struct {
 	// failed syncs, for Stats and for logging repeated failures.
 	failSince, failLogged time.Time
 	failCount             int64
+	// stAt is at as of st.Revision (published with it), and resyncs
+	// counts the resyncs begun (st.Resyncs those that ended): for waitFor.
+	stAt    recordID
+	resyncs int64
 
 	wakeCh chan struct{}
 	reqMu  sync.Mutex
@@ -272,6 +276,7 @@ func maxTime(a, b time.Time) time.Time {
 func (l *syncLoop) advance(head int64) {
 	l.mu.Lock()
 	l.st.Head = max(l.st.Head, head)
+	l.stAt = l.at
 	if l.st.Revision == l.pos {
 		l.mu.Unlock()
 		return
@@ -713,6 +718,9 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	j := l.n.cfg.Journal
 	l.n.cfg.Logger.Warn("tandem: node resynchronises: dropping what it derived from the journal",
 		"node", l.n.cfg.NodeID, "reason", string(why), "position", l.pos)
+	l.mu.Lock()
+	l.resyncs++
+	l.mu.Unlock()
 	// The epoch first: a head read after it belongs to that epoch or to a
 	// later one, which the next poll notices (a head of an older journal
 	// under a newer epoch would skip the new journal's records).
@@ -751,7 +759,7 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	l.mu.Lock()
 	l.epoch = epoch
 	// The position may go down: publish it as it is.
-	l.st.Revision, l.st.Head = head, head
+	l.st.Revision, l.st.Head, l.stAt = head, head, recordID{}
 	l.st.Resyncs++
 	close(l.advanced)
 	l.advanced = make(chan struct{})
@@ -983,23 +991,20 @@ func (l *syncLoop) firstSync(ctx context.Context) error {
 // Config.SyncTimeout; the next one runs on another connection.
 var errSyncTimeout = errors.New("no answer within SyncTimeout")
 
-// waitFor returns once pos >= rev, syncing as needed. A revision already
-// reached is confirmed only after checking that the journal's epoch is
-// still the one the position belongs to.
+// waitFor returns once pos >= rev, syncing as needed, or once a resync
+// that began after the call ended: that resync dropped what the node
+// derived from the journal and went on from a head read after the call,
+// and a revision the journal then did not hold (lost when it went back,
+// or of another epoch) will not be applied as such. A revision already
+// reached is confirmed only after one poll (current) shows the position
+// still valid; otherwise the requested sync resyncs.
 func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 	bo := backoff.New(time.Millisecond, 50*time.Millisecond)
 	l.mu.Lock()
-	reached, epoch := l.st.Revision >= rev, l.epoch
+	reached, resyncs := l.st.Revision >= rev, l.resyncs
 	l.mu.Unlock()
-	if reached {
-		current, err := l.n.cfg.Journal.Epoch(ctx)
-		if err != nil {
-			return err
-		}
-		if current == epoch {
-			return nil
-		}
-		// Another journal: the requested sync resyncs first.
+	if reached && l.current(ctx) {
+		return nil
 	}
 	for {
 		l.mu.Lock()
@@ -1008,10 +1013,10 @@ func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 		if err := l.request(ctx); err != nil && !errors.Is(err, errSyncTimeout) {
 			return err
 		}
-		// The sync checked the epoch (or gave up on a connection that
-		// hung: the next runs on another, as long as ctx allows).
+		// The sync checked the position (or gave up on a connection
+		// that hung: the next runs on another, as long as ctx allows).
 		l.mu.Lock()
-		reached = l.st.Revision >= rev
+		reached = l.st.Revision >= rev || l.st.Resyncs > resyncs
 		l.mu.Unlock()
 		if reached {
 			return nil
@@ -1025,6 +1030,32 @@ func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 			return l.waitError(ctx.Err())
 		}
 	}
+}
+
+// current reports whether the position the node published is still
+// valid, by one poll (one statement on SQL) that starts at the record
+// before it, as the sync's polls do: the journal is in the position's
+// epoch, its head is not below the position, and the record at the
+// position is the one the node applied there — or was pruned, with
+// nothing after it. It reports false when the poll fails or cannot tell:
+// the caller then syncs, and the sync resyncs if the position is invalid.
+func (l *syncLoop) current(ctx context.Context) bool {
+	l.mu.Lock()
+	pos, at, epoch := l.st.Revision, l.stAt, l.epoch
+	l.mu.Unlock()
+	if pos < 1 {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
+	defer cancel()
+	res, err := journal.PollRecords(pctx, l.n.cfg.Journal, pos-1, 1)
+	switch {
+	case err != nil || res.Epoch != epoch || res.Head < pos:
+		return false
+	case len(res.Records) == 0: // dense from pos: the record at pos is gone
+		return res.Tail == pos+1
+	}
+	return at.zero() || idOf(res.Records[0]) == at
 }
 
 // bounded runs f (a sync) on its own goroutine and returns its result. If
