@@ -32,3 +32,11 @@ func Wake(n *Node) {
 // OnStarted makes n's Start call f once it published the node as running,
 // just before it returns. Set it before Start.
 func OnStarted(n *Node, f func()) { n.started = f }
+
+// LoopDone returns a channel that is closed when the sync loop of n's
+// last successful Start exited.
+func LoopDone(n *Node) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.loop.done
+}

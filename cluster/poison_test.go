@@ -164,6 +164,44 @@ func TestBlockingHandler(t *testing.T) {
 	})
 }
 
+// TestNothingAfterAbandonedSync: once Stop gave up on a handler that
+// ignores its context, the sync it left behind hands no further record to
+// the handlers when that call returns: not the rest of its batch either.
+func TestNothingAfterAbandonedSync(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		entered, unblock := make(chan struct{}), make(chan struct{})
+		var after atomic.Int32 // calls for the record after the blocking one
+		b := f.open(t, cfg("b"))
+		require.NoError(t, b.Handle("p", cluster.HandlerFunc(func(_ context.Context, r journal.Record) error {
+			if string(r.Payload) == "block" {
+				close(entered)
+				<-unblock // deaf to its context
+				return nil
+			}
+			after.Add(1)
+			return nil
+		})))
+		start(t, b)
+		// One append: b reads both records in one batch.
+		_, err := a.PublishEntries(ctx, journal.Entry{Producer: "p", Payload: []byte("block")},
+			journal.Entry{Producer: "p", Payload: []byte("after")})
+		require.NoError(t, err)
+		<-entered
+		sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		var he *cluster.HandlerError
+		require.ErrorAs(t, b.Stop(sctx), &he, "Stop gave up on the handler")
+		require.True(t, he.Stuck)
+
+		close(unblock)
+		<-cluster.LoopDone(b) // the left-behind sync has returned
+		require.Zero(t, after.Load(), "a record was handed to a handler after Stop returned")
+	})
+}
+
 // panickingLog is a log handler that panics at the first record whose
 // message contains msg: a panic on Start's goroutine outside handlers and
 // hooks, which recover theirs.

@@ -403,7 +403,14 @@ func (l *syncLoop) sync(ctx context.Context, outbox bool) error {
 		}
 		recs := res.Records
 		for i, rec := range recs {
-			if err := l.apply(ctx, rec); err != nil {
+			// A sync that ctx ended (Stop; it may have left this sync
+			// behind in a handler that ignores its context) hands no
+			// record more to the handlers.
+			err := ctx.Err()
+			if err == nil {
+				err = l.apply(ctx, rec)
+			}
+			if err != nil {
 				if i > 0 {
 					l.at = idOf(recs[i-1])
 				}
