@@ -13,9 +13,10 @@ import (
 )
 
 // behindFunc answers Barrier's question for one poll: how many live nodes
-// other than this one have not stored a position at rev. A live node
-// without a stored position, or with an evicted one (it has not resynced
-// yet), counts as behind.
+// other than this one have not stored a position at rev in the journal's
+// epoch. A live node without a stored position, with an evicted one (it
+// has not resynced yet), or with one saved in another epoch (before a
+// restore; it has not resynced yet either), counts as behind.
 type behindFunc func(ctx context.Context, rev int64) (int64, error)
 
 // sqlBehind is behindFunc for a node that OpenSQL opened: one statement
@@ -53,6 +54,10 @@ func sqlBehind(db *sql.DB, j *journal.SQL, d dialect.Dialect, prefix, nodeID str
 // lease and every position, as Members does, and counts as sqlBehind's
 // statement does.
 func (n *Node) storesBehind(ctx context.Context, rev int64) (int64, error) {
+	epoch, err := n.cfg.Journal.Epoch(ctx)
+	if err != nil {
+		return 0, err
+	}
 	leases, err := n.cfg.Leases.List(ctx)
 	if err != nil {
 		return 0, err
@@ -63,7 +68,7 @@ func (n *Node) storesBehind(ctx context.Context, rev int64) (int64, error) {
 	}
 	applied := make(map[string]bool, len(positions))
 	for _, p := range positions {
-		applied[p.NodeID] = !p.Evicted && p.Revision >= rev
+		applied[p.NodeID] = !p.Evicted && p.Revision >= rev && p.Epoch == epoch
 	}
 	var behind int64
 	for _, l := range leases {

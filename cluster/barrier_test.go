@@ -186,6 +186,36 @@ func TestBarrierEvictedPosition(t *testing.T) {
 	})
 }
 
+// TestBarrierOtherEpochPosition: a live node whose stored position was
+// saved in another journal epoch (before a restore; it has not resynced
+// yet) counts as behind whatever its revision, in the aggregate statement
+// and the listing alike; once it saves a position in the journal's epoch
+// (as its resync does) it no longer does.
+func TestBarrierOtherEpochPosition(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		rev, err := a.Publish(ctx, "p", []byte("x"))
+		require.NoError(t, err)
+		epoch, err := a.Journal().Epoch(ctx)
+		require.NoError(t, err)
+
+		revs := f.revisions(t)
+		require.NoError(t, revs.Save(ctx, "back", rev+5, "another-epoch-0123456789abcdef"))
+		_, ok, err := a.Leases().TryAcquire(ctx, lock.MemberLease("back"), lock.Owner{NodeID: "back", Instance: "i"}, time.Minute)
+		require.NoError(t, err)
+		require.True(t, ok)
+
+		behind, _ := pollBehind(t, ctx, a, rev)
+		require.EqualValues(t, 1, behind, "a position of another epoch is behind, whatever its revision")
+		require.NoError(t, revs.Save(ctx, "back", rev, epoch))
+		behind, _ = pollBehind(t, ctx, a, rev)
+		require.Zero(t, behind, "a position at rev in the journal's epoch has applied it")
+		require.NoError(t, a.Barrier(ctx, rev))
+	})
+}
+
 // TestBarrierStalePositions: thousands of positions and expired
 // membership leases of dead node ids (inserted directly) do not hold the
 // barrier, and its poll is still one statement that returns one row.

@@ -83,9 +83,10 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 // (WaitFor), then every other node that holds its membership lease. A live
 // node that cannot apply rev (a handler failing forever) holds the barrier
 // until ctx ends; the error then says how many nodes were behind and
-// matches ctx's error. A live node that has stored no position yet, or
-// whose position the janitor evicted (it has not resynced), counts as
-// behind. Nodes that are not live are not waited for.
+// matches ctx's error. A live node that has stored no position yet, whose
+// position the janitor evicted, or whose position belongs to another
+// journal epoch than the current one (it has not resynced yet, in either
+// case), counts as behind. Nodes that are not live are not waited for.
 //
 // A node that died without Stop (killed, cut off) still counts as live
 // until its membership lease expires, by the store's clock: Barrier may

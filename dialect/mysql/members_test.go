@@ -16,7 +16,7 @@ func TestMembersBehindGolden(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "SELECT COUNT(*) FROM tandem_locks l LEFT JOIN tandem_local_revisions r ON r.node_id = SUBSTRING(l.name, 8)\n"+
 		"WHERE l.name LIKE 'member.%' AND l.name <> CONCAT('member.', ?) AND l.expires_at > UTC_TIMESTAMP(6)\n"+
-		"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ?)", Dialect.Queries(tb).MembersBehind)
+		"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ? OR r.epoch <> (SELECT epoch FROM tandem_meta WHERE id = 1))", Dialect.Queries(tb).MembersBehind)
 }
 
 // held is the liveness condition of LockQueries.List, which MembersBehind
@@ -44,8 +44,8 @@ func TestMembersBehindShape(t *testing.T) {
 		require.Contains(t, n, "r.node_id = SUBSTRING(l.name, "+strconv.Itoa(len(mp)+1)+")", "the position is looked up by its key")
 		require.Contains(t, n, "l.name LIKE '"+mp+"%'", "membership leases only")
 		require.Contains(t, n, "l.name <> CONCAT('"+mp+"', ?1)", "not this node's own: the node id is the first argument")
-		require.True(t, strings.HasSuffix(n, "AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ?2)"),
-			"behind: no position, an evicted one, or one below the revision (the second argument)")
+		require.True(t, strings.HasSuffix(n, "AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ?2 OR r.epoch <> (SELECT epoch FROM "+tb.Meta+" WHERE id = 1))"),
+			"behind: no position, an evicted one, one below the revision (the second argument), or one of another epoch than the journal's")
 		upper := strings.ToUpper(q)
 		for _, bad := range []string{"FOR UPDATE", "LOCK IN SHARE MODE", "GROUP BY", "NOW()"} {
 			require.NotContains(t, upper, bad)

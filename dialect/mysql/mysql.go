@@ -82,10 +82,12 @@ ON DUPLICATE KEY UPDATE revision = VALUES(revision), epoch = VALUES(epoch), upda
 SELECT ?, revision, epoch, UTC_TIMESTAMP(6), evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = ?`,
 		// Liveness as LockQueries.List's held. The position is looked up
 		// by its key (SUBSTRING of the lease name, ascii_bin as node_id),
-		// so the positions of dead ids cost nothing.
+		// so the positions of dead ids cost nothing. A position saved in
+		// another epoch than the meta row's (before a restore, say) is
+		// behind, whatever its revision.
 		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = SUBSTRING(l.name, 8)
 WHERE l.name LIKE 'member.%' AND l.name <> CONCAT('member.', ?) AND l.expires_at > UTC_TIMESTAMP(6)
-AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ?)`,
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < ? OR r.epoch <> (SELECT epoch FROM ` + t.Meta + ` WHERE id = 1))`,
 	}
 }
 

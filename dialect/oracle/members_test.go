@@ -35,8 +35,8 @@ func TestMembersBehindShape(t *testing.T) {
 		require.Contains(t, q, "r.node_id = SUBSTR(l.name, "+strconv.Itoa(len(mp)+1)+")", "the position is looked up by its key")
 		require.Contains(t, q, "l.name LIKE '"+mp+"%'", "membership leases only")
 		require.Contains(t, q, "l.name <> '"+mp+"' || :1", "not this node's own")
-		require.True(t, strings.HasSuffix(q, "AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2)"),
-			"behind: no position, an evicted one, or one below the revision")
+		require.True(t, strings.HasSuffix(q, "AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2 OR r.epoch IS NULL OR r.epoch <> (SELECT epoch FROM "+tb.Meta+" WHERE id = 1))"),
+			"behind: no position, an evicted one, one below the revision, or one of another epoch than the journal's (NULL: an empty one)")
 		upper := strings.ToUpper(q)
 		for _, bad := range []string{"FOR UPDATE", "GROUP BY", "SYSDATE", "CONCAT("} {
 			require.NotContains(t, upper, bad)

@@ -154,10 +154,13 @@ END;`,
 SELECT :1, revision, epoch, ` + utcNow + `, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = :2`,
 		// Liveness as LockQueries.List's held. The position is looked up
 		// by its key (SUBSTR of the lease name), so the positions of dead
-		// ids cost nothing. Each bind appears once, in order.
+		// ids cost nothing. Each bind appears once, in order. A position
+		// saved in another epoch than the meta row's (before a restore,
+		// say), or with none (an empty epoch, stored as NULL), is behind,
+		// whatever its revision.
 		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = SUBSTR(l.name, 8)
 WHERE l.name LIKE 'member.%' AND l.name <> 'member.' || :1 AND l.expires_at > ` + utcNow + `
-AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2)`,
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2 OR r.epoch IS NULL OR r.epoch <> (SELECT epoch FROM ` + t.Meta + ` WHERE id = 1))`,
 	}
 }
 

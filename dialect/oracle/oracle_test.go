@@ -113,7 +113,7 @@ func TestQueriesGolden(t *testing.T) {
 			"SELECT :1, revision, epoch, SYS_EXTRACT_UTC(SYSTIMESTAMP), evicted_at FROM tandem_local_revisions WHERE node_id = :2",
 		"MembersBehind": "SELECT COUNT(*) FROM tandem_locks l LEFT JOIN tandem_local_revisions r ON r.node_id = SUBSTR(l.name, 8)\n" +
 			"WHERE l.name LIKE 'member.%' AND l.name <> 'member.' || :1 AND l.expires_at > SYS_EXTRACT_UTC(SYSTIMESTAMP)\n" +
-			"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2)",
+			"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < :2 OR r.epoch IS NULL OR r.epoch <> (SELECT epoch FROM tandem_meta WHERE id = 1))",
 		"SavePosition": `DECLARE
 	v_node  VARCHAR2(64) := :1;
 	v_rev   NUMBER(19) := :2;

@@ -16,7 +16,7 @@ func TestMembersBehindGolden(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "SELECT COUNT(*) FROM tandem_locks l LEFT JOIN tandem_local_revisions r ON r.node_id = substr(l.name, 8)\n"+
 		"WHERE l.name LIKE 'member.%' AND l.name <> 'member.' || $1 AND l.expires_at > statement_timestamp()\n"+
-		"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < $2)", Dialect.Queries(tb).MembersBehind)
+		"AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < $2 OR r.epoch <> (SELECT epoch FROM tandem_meta WHERE id = 1))", Dialect.Queries(tb).MembersBehind)
 }
 
 // held is the liveness condition of LockQueries.List, which MembersBehind
@@ -42,8 +42,8 @@ func TestMembersBehindShape(t *testing.T) {
 		require.Contains(t, q, "r.node_id = substr(l.name, "+strconv.Itoa(len(mp)+1)+")", "the position is looked up by its key")
 		require.Contains(t, q, "l.name LIKE '"+mp+"%'", "membership leases only")
 		require.Contains(t, q, "l.name <> '"+mp+"' || $1", "not this node's own")
-		require.True(t, strings.HasSuffix(q, "AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < $2)"),
-			"behind: no position, an evicted one, or one below the revision")
+		require.True(t, strings.HasSuffix(q, "AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < $2 OR r.epoch <> (SELECT epoch FROM "+tb.Meta+" WHERE id = 1))"),
+			"behind: no position, an evicted one, one below the revision, or one of another epoch than the journal's")
 		upper := strings.ToUpper(q)
 		for _, bad := range []string{"FOR UPDATE", "FOR SHARE", "GROUP BY", "NOW()"} {
 			require.NotContains(t, upper, bad)

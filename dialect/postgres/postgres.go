@@ -80,10 +80,12 @@ ON CONFLICT (node_id) DO UPDATE SET revision = EXCLUDED.revision, epoch = EXCLUD
 SELECT $1, revision, epoch, now(), evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = $2`,
 		// Liveness as LockQueries.List's held. The position is looked up
 		// by its key (substr of the lease name), so the positions of dead
-		// ids cost nothing; LIKE's prefix has no wildcard but its %.
+		// ids cost nothing; LIKE's prefix has no wildcard but its %. A
+		// position saved in another epoch than the meta row's (before a
+		// restore, say) is behind, whatever its revision.
 		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = substr(l.name, 8)
 WHERE l.name LIKE 'member.%' AND l.name <> 'member.' || $1 AND l.expires_at > statement_timestamp()
-AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < $2)`,
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < $2 OR r.epoch <> (SELECT epoch FROM ` + t.Meta + ` WHERE id = 1))`,
 	}
 }
 

@@ -172,10 +172,12 @@ SELECT @p1, revision, epoch, SYSUTCDATETIME(), evicted_at FROM ` + t.LocalRevisi
 		// by its key (SUBSTRING of the lease name keeps its binary
 		// collation, node_id's), so the positions of dead ids cost
 		// nothing. No READPAST or NOLOCK: a lease being renewed is
-		// waited for, not skipped.
+		// waited for, not skipped. A position saved in another epoch
+		// than the meta row's (before a restore, say) is behind,
+		// whatever its revision.
 		MembersBehind: `SELECT COUNT(*) FROM ` + t.Locks + ` l LEFT JOIN ` + t.LocalRevisions + ` r ON r.node_id = SUBSTRING(l.name, 8, 128)
 WHERE l.name LIKE N'member.%' AND l.name <> N'member.' + @p1 AND l.expires_at > SYSUTCDATETIME()
-AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < @p2)`,
+AND (r.node_id IS NULL OR r.evicted_at IS NOT NULL OR r.revision < @p2 OR r.epoch <> (SELECT epoch FROM ` + t.Meta + ` WHERE id = 1))`,
 	}
 }
 
