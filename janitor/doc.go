@@ -17,16 +17,22 @@
 //  3. applies retention on top of the horizon: the last KeepRecords
 //     records and the records of the last KeepFor stay, whichever keeps
 //     more;
-//  4. writes the new tail (journal.Pruner.RaiseTail) before anything is
+//  4. looks at the leases and positions again, since a node may have come
+//     back since step 1, and lowers the new tail to every node that holds
+//     its membership lease (at its stored position, even one just marked
+//     evicted) and every position that is not marked evicted. A node that
+//     holds its lease again has this run's eviction taken back, and only
+//     the evictions that stand are reported;
+//  5. writes the new tail (journal.Pruner.RaiseTail) before anything is
 //     deleted, so a reader below it gets journal.ErrBehindTail and
 //     resyncs instead of skipping;
-//  5. deletes below the tail in bounded batches (BatchSize records, whole
+//  6. deletes below the tail in bounded batches (BatchSize records, whole
 //     segments on a shared folder), each its own short statement, pausing
 //     BatchPause between them.
 //
-// Every change (eviction, tail, batch) is fenced: the store runs it only
-// while it confirms the janitor's lease token is current, and holds off
-// any takeover meanwhile. The fence is taken per batch, never across
+// Every change (an eviction or taking one back, the tail, a batch) is
+// fenced: the store runs it only while it confirms the janitor's lease
+// token is current, and holds off any takeover meanwhile. The fence is taken per batch, never across
 // batches, because it also holds off the lease's renewal. A janitor paused
 // past its lease (a stopped VM, a long GC) is rejected by the store when
 // it wakes (lock.ErrFenced).

@@ -339,7 +339,7 @@ func (j *Janitor) run(ctx context.Context, lease *lock.Lease, dryRun bool) (Repo
 	if lease != nil {
 		held = lease.Context() // ends when the lease is lost
 	}
-	p, err := j.plan(ctx)
+	p, epoch, err := j.plan(ctx)
 	if err != nil || dryRun {
 		return p, err
 	}
@@ -352,7 +352,11 @@ func (j *Janitor) run(ctx context.Context, lease *lock.Lease, dryRun bool) (Repo
 		}
 		return lease.Fenced(ctx, fn)
 	}
-	for _, e := range p.Evicted {
+	// From here on p.Evicted lists the evictions that happened: Evict
+	// declines a node that saved a new position since the plan.
+	planned := p.Evicted
+	p.Evicted = nil
+	for _, e := range planned {
 		var ok bool
 		err := fenced(func(ctx context.Context) error {
 			var err error
@@ -363,9 +367,17 @@ func (j *Janitor) run(ctx context.Context, lease *lock.Lease, dryRun bool) (Repo
 			return p, fmt.Errorf("evict %q: %w", e.NodeID, err)
 		}
 		if ok {
-			j.cfg.Logger.Warn("tandem: janitor evicted a node gone for longer than EvictAfter; if it returns, it resyncs",
-				"node", e.NodeID, "position", e.Revision, "gone", e.Gone.Round(time.Second), "evict_after", j.cfg.EvictAfter)
+			p.Evicted = append(p.Evicted, e)
 		}
+	}
+	if p.NewTail > p.Tail || len(p.Evicted) > 0 {
+		if err := j.replan(ctx, &p, epoch, fenced); err != nil {
+			return p, err
+		}
+	}
+	for _, e := range p.Evicted {
+		j.cfg.Logger.Warn("tandem: janitor evicted a node gone for longer than EvictAfter; if it returns, it resyncs",
+			"node", e.NodeID, "position", e.Revision, "gone", e.Gone.Round(time.Second), "evict_after", j.cfg.EvictAfter)
 	}
 	if p.NewTail > p.Tail {
 		err := fenced(func(ctx context.Context) error {
@@ -405,50 +417,26 @@ func (j *Janitor) run(ctx context.Context, lease *lock.Lease, dryRun bool) (Repo
 	return p, nil
 }
 
-// plan computes the horizon and what a run would do.
-func (j *Janitor) plan(ctx context.Context) (Report, error) {
+// plan computes the horizon and what a run would do, and returns the
+// journal's epoch with it.
+func (j *Janitor) plan(ctx context.Context) (Report, string, error) {
 	var p Report
 	var err error
 	if p.Head, err = j.cfg.Journal.Head(ctx); err != nil {
-		return p, err
+		return p, "", err
 	}
 	if p.Tail, err = j.cfg.Journal.Tail(ctx); err != nil {
-		return p, err
+		return p, "", err
 	}
 	epoch, err := j.cfg.Journal.Epoch(ctx)
 	if err != nil {
-		return p, err
+		return p, "", err
 	}
-	leases, err := j.cfg.Leases.List(ctx)
+	v, err := j.look(ctx)
 	if err != nil {
-		return p, err
+		return p, "", err
 	}
-	positions, err := j.cfg.Revisions.List(ctx)
-	if err != nil {
-		return p, err
-	}
-	// The store's "now": the latest heartbeat of a lease that is held
-	// (a run holds the janitor's own lease, acquired moments ago). A
-	// lower bound, so a node is never evicted early. A held lease's
-	// Renewed is store time: the database's clock, or, on a shared
-	// folder, this observer's own clock when it first saw the current
-	// heartbeat. Other leases do not count: a released file lease is
-	// dated by the wall clock of the machine that released it, and one
-	// machine whose clock runs ahead would make every departed node look
-	// gone for that much longer.
-	var now time.Time
-	members := map[string]lock.Info{}
-	for _, l := range leases {
-		if l.Held && l.Renewed.After(now) {
-			now = l.Renewed
-		}
-		if id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix); ok {
-			members[id] = l
-		}
-	}
-	if now.IsZero() {
-		now = j.cfg.Clock.Now() // a dry run with no lease held at all
-	}
+	now := v.now
 	p.Horizon = p.Head + 1
 	pin := func(node string, rev int64, why string) {
 		if rev+1 < p.Horizon || p.PinnedBy == "" && rev+1 == p.Horizon {
@@ -456,12 +444,12 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 		}
 	}
 	placed := map[string]bool{}
-	for _, pos := range positions {
+	for _, pos := range v.positions {
 		if pos.Epoch != epoch || pos.Evicted {
 			continue // it resyncs anyway: another journal's position, or evicted
 		}
 		placed[pos.NodeID] = true
-		m, hasLease := members[pos.NodeID]
+		m, hasLease := v.members[pos.NodeID]
 		switch {
 		case hasLease && m.Held:
 			pin(pos.NodeID, pos.Revision, "live")
@@ -477,7 +465,7 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 			p.Evicted = append(p.Evicted, Eviction{NodeID: pos.NodeID, Revision: pos.Revision, Gone: gone})
 		}
 	}
-	for id, m := range members {
+	for id, m := range v.members {
 		if m.Held && !placed[id] {
 			// A live node that has not saved a position of this
 			// journal: where it stands is unknown, so nothing may be
@@ -492,7 +480,7 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 	if j.cfg.KeepFor > 0 && p.NewTail > p.Tail {
 		since, err := j.firstSince(ctx, p.Tail, min(p.NewTail, p.Head+1), now.Add(-j.cfg.KeepFor))
 		if err != nil {
-			return p, err
+			return p, "", err
 		}
 		p.NewTail = min(p.NewTail, since)
 	}
@@ -500,7 +488,154 @@ func (j *Janitor) plan(ctx context.Context) (Report, error) {
 	if p.PinnedBy != "" {
 		p.PinnedLag = p.Head - (p.Horizon - 1)
 	}
-	return p, nil
+	return p, epoch, nil
+}
+
+// view is what a plan reads of the lease and revision stores.
+type view struct {
+	members   map[string]lock.Info // membership leases by node id
+	positions []revision.Position
+	now       time.Time // the store's "now"
+}
+
+// look lists the leases, then the positions.
+func (j *Janitor) look(ctx context.Context) (view, error) {
+	leases, err := j.cfg.Leases.List(ctx)
+	if err != nil {
+		return view{}, err
+	}
+	positions, err := j.cfg.Revisions.List(ctx)
+	if err != nil {
+		return view{}, err
+	}
+	v := view{members: map[string]lock.Info{}, positions: positions}
+	// The store's "now": the latest heartbeat of a lease that is held
+	// (a run holds the janitor's own lease, acquired moments ago). A
+	// lower bound, so a node is never evicted early. A held lease's
+	// Renewed is store time: the database's clock, or, on a shared
+	// folder, this observer's own clock when it first saw the current
+	// heartbeat. Other leases do not count: a released file lease is
+	// dated by the wall clock of the machine that released it, and one
+	// machine whose clock runs ahead would make every departed node look
+	// gone for that much longer.
+	for _, l := range leases {
+		if l.Held && l.Renewed.After(v.now) {
+			v.now = l.Renewed
+		}
+		if id, ok := strings.CutPrefix(l.Name, lock.MemberPrefix); ok {
+			v.members[id] = l
+		}
+	}
+	if v.now.IsZero() {
+		v.now = j.cfg.Clock.Now() // a dry run with no lease held at all
+	}
+	return v, nil
+}
+
+// replan looks at the stores again after the evictions, before the tail
+// is raised, and lowers p's new tail to what it finds: the plan was made
+// from a look taken before, and a node may have come back meanwhile. It
+// pins
+//
+//   - every node that holds its membership lease, at its stored revision
+//     even if that position is marked evicted: a live node is never pruned
+//     past (one that is resyncing saves a new position soon, so pinning
+//     it for one run costs little), and one without a position of this
+//     journal, at the tail;
+//   - every position of this journal that is not marked evicted, whatever
+//     its lease: only an eviction that happened lets the tail pass a
+//     position (Evict declines a node that saved since the plan).
+//
+// A node this run evicted that holds its lease again is not evicted in the
+// end, and leaves p.Evicted. If its position still carries this run's
+// marker, the marker is taken back (a fenced Save of the very position it
+// marked, after a Load that finds it unchanged). Leaving it would be safe
+// — the node runs on from the position it loaded when it started, which
+// the tail does not pass, and its next Save clears the marker — but until
+// then barriers count the node as behind, status shows it evicted, and a
+// restart before that Save would find the marker and resync for nothing,
+// dropping what the node derived (a search index, say). The Save can
+// race the node's own: the node's newer position may be set back to the
+// one this run marked. That costs nothing either: the records after it
+// are kept (this run pins it, the next run finds it), the node's next
+// Save moves it on, and a node that restarts before that re-applies a few
+// records, which handlers must tolerate (at least once).
+func (j *Janitor) replan(ctx context.Context, p *Report, epoch string, fenced func(func(ctx context.Context) error) error) error {
+	v, err := j.look(ctx)
+	if err != nil {
+		return fmt.Errorf("look again before raising the tail: %w", err)
+	}
+	horizon, by, why := p.Head+1, "", ""
+	pin := func(node string, rev int64, reason string) {
+		if rev+1 < horizon || by == "" && rev+1 == horizon {
+			horizon, by, why = rev+1, node, reason
+		}
+	}
+	placed := map[string]bool{}
+	marked := map[string]revision.Position{} // live nodes' evicted positions
+	for _, pos := range v.positions {
+		if pos.Epoch != epoch {
+			continue
+		}
+		m, hasLease := v.members[pos.NodeID]
+		switch live := hasLease && m.Held; {
+		case live && pos.Evicted:
+			placed[pos.NodeID] = true
+			marked[pos.NodeID] = pos
+			pin(pos.NodeID, pos.Revision, "live, with a position marked evicted")
+		case live:
+			placed[pos.NodeID] = true
+			pin(pos.NodeID, pos.Revision, "live")
+		case !pos.Evicted:
+			pin(pos.NodeID, pos.Revision, "position not evicted (saved during the run)")
+		}
+	}
+	for id, m := range v.members {
+		if m.Held && !placed[id] {
+			pin(id, p.Tail-1, "live without a stored position")
+		}
+	}
+
+	evicted := p.Evicted[:0:0]
+	for _, e := range p.Evicted {
+		if m, ok := v.members[e.NodeID]; !ok || !m.Held {
+			evicted = append(evicted, e) // still gone: the eviction stands
+			continue
+		}
+		if pos, ok := marked[e.NodeID]; ok && pos.Revision == e.Revision {
+			undone := false
+			err := fenced(func(ctx context.Context) error {
+				pos, err := j.cfg.Revisions.Load(ctx, e.NodeID)
+				if errors.Is(err, revision.ErrNotFound) {
+					return nil // deleted meanwhile: nothing to take back
+				}
+				if err != nil {
+					return err
+				}
+				if !pos.Evicted || pos.Revision != e.Revision || pos.Epoch != epoch {
+					return nil // the node saved meanwhile, which cleared the marker
+				}
+				undone = true
+				return j.cfg.Revisions.Save(ctx, e.NodeID, e.Revision, epoch)
+			})
+			if err != nil {
+				p.Evicted = evicted
+				return fmt.Errorf("take back the eviction of %q, which returned during the run: %w", e.NodeID, err)
+			}
+			if undone {
+				j.cfg.Logger.Info("tandem: janitor took back an eviction: the node returned during the run",
+					"node", e.NodeID, "position", e.Revision)
+			}
+		}
+	}
+	p.Evicted = evicted
+
+	if horizon < p.Horizon {
+		p.Horizon, p.PinnedBy, p.PinnedWhy = horizon, by, why
+		p.PinnedLag = p.Head - (p.Horizon - 1)
+	}
+	p.NewTail = max(min(p.NewTail, horizon), p.Tail)
+	return nil
 }
 
 // firstSince returns the lowest revision in [lo, hi) whose record was

@@ -369,6 +369,99 @@ func TestEvictAfter(t *testing.T) {
 	})
 }
 
+// TestNodeReturnsDuringRun: a node gone for longer than EvictAfter comes
+// back while a janitor run is in progress, after the run planned its
+// eviction from a first look at the stores. The tail never passes where a
+// live node stands, and only evictions that stand are reported.
+//
+//   - saved: before the eviction step it holds its membership lease again
+//     and has saved position 5: Evict declines, and the run prunes no
+//     further than 5.
+//   - unsaved: before the eviction step it holds its lease again but has
+//     not saved: the run marks it evicted, finds it live on its second
+//     look, takes the eviction back (its position is 2 again, unmarked,
+//     so a restart does not resync it for nothing) and prunes no further
+//     than 2.
+//   - late: it comes back only after the second look: the eviction
+//     stands and is reported, the run prunes past it, and the node finds
+//     the marker and resyncs.
+func TestNodeReturnsDuringRun(t *testing.T) {
+	for _, when := range []string{"saved", "unsaved", "late"} {
+		t.Run(when, func(t *testing.T) {
+			eachStore(t, func(t *testing.T, s store) {
+				ctx := ctxT(t)
+				jn := s.journal(t, "live")
+				epoch, err := jn.Epoch(ctx)
+				require.NoError(t, err)
+				revs := s.revs(t)
+				leases := s.leases(t)
+				appendN(t, jn, 10, "a")
+				away := member(t, leases, "away", 200*time.Millisecond)
+				require.NoError(t, revs.Save(ctx, "away", 2, epoch))
+				away.Abandon()
+				live := member(t, leases, "live", 10*time.Second)
+				defer live.Release(context.Background())
+				require.NoError(t, revs.Save(ctx, "live", 10, epoch))
+
+				jan := newJanitor(t, s, "jan", janitor.Config{EvictAfter: 300 * time.Millisecond, Leases: leases, Revisions: revs, Journal: jn})
+				require.Eventually(t, func() bool {
+					p, err := jan.Plan(ctx)
+					require.NoError(t, err)
+					return len(p.Evicted) == 1
+				}, 20*time.Second, 50*time.Millisecond)
+
+				// Step 1 evicts; in the late case step 2 raises the tail.
+				returnAt := 1
+				if when == "late" {
+					returnAt = 2
+				}
+				var back *lock.Lease
+				steps := 0
+				jan.SetBeforeBatch(func() {
+					if steps++; steps != returnAt {
+						return
+					}
+					back = member(t, leases, "away", 10*time.Second)
+					if when == "saved" {
+						require.NoError(t, revs.Save(ctx, "away", 5, epoch))
+					}
+				})
+				rep, err := jan.RunOnce(ctx)
+				require.NoError(t, err)
+				require.NotNil(t, back)
+				defer back.Release(context.Background())
+				st := jan.Stats()
+				p, err := revs.Load(ctx, "away")
+				require.NoError(t, err)
+
+				if when == "late" {
+					require.Len(t, rep.Evicted, 1, "%+v", rep)
+					require.Equal(t, "away", rep.Evicted[0].NodeID)
+					require.Equal(t, 1, st.Evicted)
+					require.True(t, p.Evicted, "it finds the marker and resyncs")
+					require.EqualValues(t, 11, rep.NewTail)
+					return
+				}
+				require.Empty(t, rep.Evicted, "the node is live: %+v", rep)
+				require.Zero(t, st.Evicted)
+				require.Empty(t, st.Last.Evicted)
+				require.Equal(t, "away", rep.PinnedBy, "%+v", rep)
+				require.False(t, p.Evicted, "a node holding its membership lease is not left evicted")
+				require.Equal(t, epoch, p.Epoch)
+				want := int64(2)
+				if when == "saved" {
+					want = 5
+				}
+				require.Equal(t, want, p.Revision)
+				require.Equal(t, want+1, rep.NewTail, "%+v", rep)
+				recs, err := jn.Read(ctx, p.Revision, 10)
+				require.NoError(t, err, "the live node reads on from its position")
+				require.Len(t, recs, int(10-want))
+			})
+		})
+	}
+}
+
 // skewClock is a machine's wall clock that runs d ahead.
 type skewClock struct{ d time.Duration }
 

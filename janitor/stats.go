@@ -15,7 +15,11 @@ type Report struct {
 	PinnedBy  string
 	PinnedWhy string
 	PinnedLag int64
-	// Evicted lists the nodes evicted (planned, for Plan).
+	// Evicted lists the nodes the run evicted: it marked their position
+	// and they had not come back when it looked again before raising the
+	// tail. A node that saved a new position after the plan is not
+	// evicted, and one that holds its membership lease again has its
+	// eviction taken back. For Plan, the nodes a run would evict.
 	Evicted []Eviction
 	// Deleted is the number of records deleted, in Batches fenced batches.
 	Deleted int64
@@ -43,7 +47,8 @@ type Stats struct {
 	LastRun time.Time
 	Last    Report
 	NextRun time.Time
-	// Deleted and Evicted add up every run's.
+	// Deleted and Evicted add up every run's (evictions that stood, as
+	// in Report.Evicted).
 	Deleted int64
 	Evicted int
 }
