@@ -49,6 +49,11 @@ const revSuffix = ".rev"
 // create, during which a concurrent Load may see a half-written file and
 // fail with ErrCorrupt.
 //
+// Every method fails at once, and writes nothing, when its ctx is done.
+// File I/O cannot be interrupted, so ctx is checked before a method starts
+// and again before a write that follows a read (Evict, Copy): a context
+// that ends during a read or write stops what would come after it.
+//
 // File is safe for concurrent use, by many goroutines and many processes.
 // It holds no resources: there is nothing to close.
 type File struct {
@@ -95,6 +100,9 @@ func (s *File) Load(ctx context.Context, nodeID string) (Position, error) {
 	if err := ident.NodeID("nodeID", nodeID); err != nil {
 		return Position{}, fmt.Errorf("load revision: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return Position{}, fmt.Errorf("load revision of %q: %w", nodeID, err)
+	}
 	p, err := s.load(nodeID)
 	if err != nil {
 		return Position{}, fmt.Errorf("load revision of %q: %w", nodeID, err)
@@ -125,6 +133,9 @@ func (s *File) Save(ctx context.Context, nodeID string, rev int64, epoch string)
 	if err := checkSave(nodeID, rev, epoch); err != nil {
 		return fmt.Errorf("save revision: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("save revision of %q: %w", nodeID, err)
+	}
 	b := encodePosition(Position{NodeID: nodeID, Revision: rev, Epoch: epoch, Updated: time.Now()})
 	if err := atomicfile.WriteFile(s.path(nodeID), b, 0o666); err != nil {
 		return fmt.Errorf("save revision of %q: %w", nodeID, err)
@@ -135,6 +146,9 @@ func (s *File) Save(ctx context.Context, nodeID string, rev int64, epoch string)
 // List implements Store. Files that are not positions (temp files, other
 // names) are ignored; a position deleted while List runs is left out.
 func (s *File) List(ctx context.Context) ([]Position, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list revisions: %w", err)
+	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list revisions: %w", err)
@@ -144,6 +158,9 @@ func (s *File) List(ctx context.Context) ([]Position, error) {
 		node, ok := strings.CutSuffix(e.Name(), revSuffix)
 		if !ok || !e.Type().IsRegular() || ident.NodeID("", node) != nil {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("list revisions: %w", err)
 		}
 		p, err := s.load(node)
 		if errors.Is(err, ErrNotFound) {
@@ -163,6 +180,9 @@ func (s *File) List(ctx context.Context) ([]Position, error) {
 func (s *File) Delete(ctx context.Context, nodeID string) error {
 	if err := ident.NodeID("nodeID", nodeID); err != nil {
 		return fmt.Errorf("delete revision: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete revision of %q: %w", nodeID, err)
 	}
 	err := os.Remove(s.path(nodeID))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -186,6 +206,9 @@ func (s *File) Evict(ctx context.Context, nodeID string, rev int64) (bool, error
 	if err := ident.NodeID("nodeID", nodeID); err != nil {
 		return false, fmt.Errorf("evict revision: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
+	}
 	p, err := s.load(nodeID)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -195,6 +218,9 @@ func (s *File) Evict(ctx context.Context, nodeID string, rev int64) (bool, error
 	}
 	if p.Evicted || p.Revision != rev {
 		return false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
 	}
 	p.Evicted = true
 	if err := atomicfile.WriteFile(s.path(nodeID), encodePosition(p), 0o666); err != nil {
@@ -215,13 +241,16 @@ func (s *File) Copy(ctx context.Context, from, to string) error {
 	if err := ident.NodeID("to", to); err != nil {
 		return fmt.Errorf("copy revision: %w", err)
 	}
-	if err := s.copy(from, to); err != nil {
+	if err := s.copy(ctx, from, to); err != nil {
 		return fmt.Errorf("copy revision %q to %q: %w", from, to, err)
 	}
 	return nil
 }
 
-func (s *File) copy(from, to string) error {
+func (s *File) copy(ctx context.Context, from, to string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	p, err := s.load(from)
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%q: %w", from, ErrNotFound)
@@ -231,6 +260,9 @@ func (s *File) copy(from, to string) error {
 	}
 	if _, err := os.Lstat(s.path(to)); err == nil {
 		return fmt.Errorf("%q: %w", to, ErrExists)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	p.NodeID, p.Updated = to, time.Now()
 	b := encodePosition(p)

@@ -186,3 +186,70 @@ func TestFileCopyRace(t *testing.T) {
 		require.Equal(t, 7, exists)
 	}
 }
+
+// endsAfter is a context whose Err is nil for its first n calls and
+// context.Canceled from then on: a context that ends while a method runs,
+// between its first check and the next.
+type endsAfter struct {
+	context.Context
+	mu sync.Mutex
+	n  int
+}
+
+func (c *endsAfter) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n > 0 {
+		c.n--
+		return nil
+	}
+	return context.Canceled
+}
+
+// TestFileContextDone: a File method whose context is done fails with the
+// context's error and writes nothing; Evict and Copy whose context ends
+// after they read (before they write) write nothing either.
+func TestFileContextDone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openFile(t, dir)
+	require.NoError(t, s.Save(ctx, "a", 10, testEpoch))
+	snapshot := func() map[string]string {
+		ents, err := os.ReadDir(filepath.Join(dir, "nodes"))
+		require.NoError(t, err)
+		files := map[string]string{}
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(dir, "nodes", e.Name()))
+			require.NoError(t, err)
+			files[e.Name()] = string(b)
+		}
+		return files
+	}
+	before := snapshot()
+
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := s.Load(done, "a")
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = s.List(done)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, s.Save(done, "a", 11, testEpoch), context.Canceled)
+	require.ErrorIs(t, s.Save(done, "b", 1, testEpoch), context.Canceled)
+	require.ErrorIs(t, s.Delete(done, "a"), context.Canceled)
+	require.ErrorIs(t, s.Copy(done, "a", "c"), context.Canceled)
+	_, err = s.Evict(done, "a", 10)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, before, snapshot(), "a done context writes nothing")
+
+	// Ends after the entry check, during the read.
+	_, err = s.Evict(&endsAfter{Context: ctx, n: 1}, "a", 10)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, s.Copy(&endsAfter{Context: ctx, n: 1}, "a", "c"), context.Canceled)
+	require.Equal(t, before, snapshot(), "a context that ended during the read writes nothing")
+
+	p, err := s.Load(ctx, "a")
+	require.NoError(t, err)
+	require.False(t, p.Evicted)
+	require.EqualValues(t, 10, p.Revision)
+}
