@@ -16,6 +16,8 @@ import (
 	"github.com/tandem-go/tandem/cluster"
 	"github.com/tandem-go/tandem/clusterhttp"
 	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/lock"
+	"github.com/tandem-go/tandem/revision"
 )
 
 // open starts a node on the shared folder dir; block, when set, makes its
@@ -170,6 +172,107 @@ func TestForeignAndMalformed(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, w.Code)
 	require.Equal(t, 1, ran)
 	require.Equal(t, clusterhttp.Stats{Foreign: 1, Malformed: 1}, m.Stats())
+}
+
+// restorable is a journal whose epoch can be switched, as a restore of
+// the database under a running node would switch it, and which counts the
+// calls of Epoch.
+type restorable struct {
+	journal.Journal
+	mu     sync.Mutex
+	epoch  string // when set, the epoch after the "restore"
+	epochs int
+}
+
+func (j *restorable) Epoch(ctx context.Context) (string, error) {
+	j.mu.Lock()
+	j.epochs++
+	epoch := j.epoch
+	j.mu.Unlock()
+	if epoch != "" {
+		return epoch, nil
+	}
+	return j.Journal.Epoch(ctx)
+}
+
+func (j *restorable) restore(epoch string) {
+	j.mu.Lock()
+	j.epoch = epoch
+	j.mu.Unlock()
+}
+
+func (j *restorable) epochCalls() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.epochs
+}
+
+// openRestorable starts a node on a restorable journal in dir that polls
+// once a minute and takes no push wake-ups: it notices a restore only on
+// a sync something asks for.
+func openRestorable(t *testing.T, dir string) (*cluster.Node, *restorable) {
+	t.Helper()
+	ctx := context.Background()
+	instance := journal.NewInstance()
+	fj, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "a", Instance: instance})
+	require.NoError(t, err)
+	t.Cleanup(func() { fj.Close(context.Background()) })
+	revs, err := revision.OpenFile(ctx, revision.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	leases, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
+	require.NoError(t, err)
+	j := &restorable{Journal: fj}
+	n, err := cluster.New(cluster.Config{NodeID: "a", Instance: instance, Journal: j, Revisions: revs, Leases: leases,
+		SyncDelay: time.Minute, DisablePush: true, MemberTTL: 2 * time.Second})
+	require.NoError(t, err)
+	require.NoError(t, n.Start(ctx))
+	t.Cleanup(func() { n.Stop(context.Background()) })
+	return n, j
+}
+
+// appendOther appends n records to the journal in dir as another node.
+func appendOther(t *testing.T, dir string, n int) int64 {
+	t.Helper()
+	ctx := context.Background()
+	w, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "w"})
+	require.NoError(t, err)
+	defer w.Close(ctx)
+	var last int64
+	for range n {
+		revs, err := w.Append(ctx, journal.Entry{Producer: "p"})
+		require.NoError(t, err)
+		last = revs[0]
+	}
+	return last
+}
+
+// TestTokenOfJournalBeforeRestore: the journal was restored (a new epoch)
+// and the node has not noticed yet. A token of the journal before, with
+// the node's old epoch, makes the request wait, and the wait resyncs the
+// node to the new journal, where the revision "is reached" too. The token
+// is then ignored as a foreign one: the response does not carry the old
+// revision relabelled with the new epoch.
+func TestTokenOfJournalBeforeRestore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	n, j := openRestorable(t, dir)
+	m := middleware(t, n, clusterhttp.Config{WaitTimeout: time.Hour})
+	old := n.Stats().Epoch
+	rev := appendOther(t, dir, 3)
+	j.restore("restored")
+
+	ran := false
+	w := serve(m, func(w http.ResponseWriter, r *http.Request) { ran = true }, clusterhttp.FormatToken(old, rev))
+	require.Equal(t, http.StatusOK, w.Code)
+	require.True(t, ran)
+	require.Equal(t, "restored", n.Stats().Epoch, "the wait resynced the node")
+	require.Empty(t, w.Result().Header.Get(clusterhttp.DefaultHeader), "no token of the old revision under the new epoch")
+	require.Equal(t, clusterhttp.Stats{Waited: 1, Foreign: 1}, m.Stats())
+
+	// A token of the new journal works as usual.
+	w = serve(m, func(w http.ResponseWriter, r *http.Request) {}, clusterhttp.FormatToken("restored", rev))
+	require.Equal(t, http.StatusOK, w.Code)
+	require.Equal(t, clusterhttp.FormatToken("restored", rev), w.Result().Header.Get(clusterhttp.DefaultHeader))
 }
 
 // TestWaitTimeout: a node that cannot reach the revision answers 503 with

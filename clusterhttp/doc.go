@@ -35,7 +35,11 @@
 //     none, and the response carries no token unless the handler published
 //     (then the new journal's). Waiting would be pointless — the revision
 //     may never come, or mean something else — and refusing would lock out
-//     a client until it forgot its token;
+//     a client until it forgot its token. A token of the journal before a
+//     restore that this replica has not noticed yet carries the epoch the
+//     replica still knows: its wait makes the replica sync, which finds the
+//     new journal, and the token is ignored then, never sent back with
+//     the new journal's epoch;
 //   - a token that does not parse is a client error: 400 Bad Request, the
 //     handler does not run;
 //   - a wait that runs out — this replica is behind, or cannot apply a

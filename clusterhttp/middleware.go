@@ -57,8 +57,10 @@ type Middleware struct {
 type Stats struct {
 	// Tokens counts requests with a valid token of this journal.
 	Tokens int64
-	// Waited counts those of them whose revision this node had not
-	// applied yet: they waited (successfully or not) for it.
+	// Waited counts requests whose revision this node had not applied
+	// yet: they waited (successfully or not) for it. Most count in
+	// Tokens; one whose token turned out, during the wait, to be of the
+	// journal before a restore counts in Foreign.
 	Waited int64
 	// TimedOut counts requests answered 503 because the wait ran out or
 	// failed.
@@ -155,11 +157,21 @@ func (m *Middleware) wait(w http.ResponseWriter, r *http.Request, h string) (int
 		}
 		// WaitFor resyncs to the current journal first.
 	}
-	m.tokens.Add(1)
 	m.waited.Add(1)
 	ctx, cancel := context.WithTimeout(r.Context(), m.cfg.WaitTimeout)
 	defer cancel()
-	if err := m.n.WaitFor(ctx, rev); err != nil {
+	err = m.n.WaitFor(ctx, rev)
+	if now := m.n.Stats(); now.Running && now.Epoch != st.Epoch && now.Epoch != epoch {
+		// The node found another journal while it waited: a restore it
+		// had not noticed, and a token of the journal before it. Its
+		// revision means nothing now — the wait may even have "reached"
+		// it in the new journal — and must not come back relabelled with
+		// the new epoch: the token is ignored, as any foreign one.
+		m.foreign.Add(1)
+		return 0, true
+	}
+	m.tokens.Add(1)
+	if err != nil {
 		m.unavailable(w, err)
 		return 0, false
 	}
