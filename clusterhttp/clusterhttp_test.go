@@ -275,6 +275,45 @@ func TestTokenOfJournalBeforeRestore(t *testing.T) {
 	require.Equal(t, clusterhttp.FormatToken("restored", rev), w.Result().Header.Get(clusterhttp.DefaultHeader))
 }
 
+// TestForeignTokenQueries: tokens of another epoch are checked against the
+// journal (the node may not have noticed a new one), but one answer that
+// the journal is still at the node's epoch stands for the next tokens
+// while the node's epoch is the same, so a client sending an old or
+// made-up token again and again costs one query, not one per request.
+// Once the node moves to a new journal, the next foreign token asks
+// again.
+func TestForeignTokenQueries(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	n, j := openRestorable(t, dir)
+	m := middleware(t, n, clusterhttp.Config{WaitTimeout: time.Hour})
+	clusterhttp.SetEpochRecheck(m, time.Hour)
+	old := n.Stats().Epoch
+	rev := appendOther(t, dir, 2)
+
+	before := j.epochCalls()
+	for i := range 20 {
+		w := serve(m, func(http.ResponseWriter, *http.Request) {}, clusterhttp.FormatToken("another-journal", int64(i+1)))
+		require.Equal(t, http.StatusOK, w.Code)
+	}
+	require.Equal(t, before+1, j.epochCalls(), "one query for 20 foreign tokens")
+	require.Equal(t, clusterhttp.Stats{Foreign: 20}, m.Stats())
+
+	// A restore the node notices: the old epoch's tokens are foreign now,
+	// which the journal is asked once to confirm.
+	j.restore("restored")
+	require.NoError(t, n.Sync(context.Background()))
+	require.Equal(t, "restored", n.Stats().Epoch)
+	before = j.epochCalls()
+	for range 5 {
+		w := serve(m, func(http.ResponseWriter, *http.Request) {}, clusterhttp.FormatToken(old, rev))
+		require.Equal(t, http.StatusOK, w.Code)
+		require.Empty(t, w.Result().Header.Get(clusterhttp.DefaultHeader))
+	}
+	require.Equal(t, before+1, j.epochCalls())
+	require.Equal(t, clusterhttp.Stats{Foreign: 25}, m.Stats())
+}
+
 // TestWaitTimeout: a node that cannot reach the revision answers 503 with
 // Retry-After within WaitTimeout, without running the handler; Health
 // reports the stuck handler.

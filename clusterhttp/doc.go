@@ -39,7 +39,14 @@
 //     restore that this replica has not noticed yet carries the epoch the
 //     replica still knows: its wait makes the replica sync, which finds the
 //     new journal, and the token is ignored then, never sent back with
-//     the new journal's epoch;
+//     the new journal's epoch. Telling an old token from one of a new
+//     journal that this replica has not noticed yet takes a query of the
+//     journal's epoch; an answer that the journal is still at the
+//     replica's epoch stands for a second (while the replica's epoch
+//     stays the same), so that a client sending an old or made-up token
+//     costs at most one query a second, not one per request. Within that
+//     second after a restore, a token of the new journal may be ignored
+//     by a replica that has not synced since;
 //   - a token that does not parse is a client error: 400 Bad Request, the
 //     handler does not run;
 //   - a wait that runs out — this replica is behind, or cannot apply a

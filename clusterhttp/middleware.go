@@ -25,6 +25,10 @@ const (
 	DefaultRetryAfter = time.Second
 )
 
+// epochRecheck is how long the journal's answer that it is still at the
+// node's epoch stands for tokens of other epochs.
+const epochRecheck = time.Second
+
 // Config configures a Middleware. The zero value of each field means its
 // default.
 type Config struct {
@@ -49,8 +53,20 @@ type Middleware struct {
 	n   *cluster.Node
 	cfg Config
 
+	// confirmed is the last time the journal, asked about a token of
+	// another epoch, answered with the node's own epoch; it stands for
+	// recheck (epochRecheck) while the node's epoch is unchanged.
+	confirmed atomic.Pointer[confirmation]
+	recheck   time.Duration
+
 	tokens, waited, timedOut, foreign, malformed atomic.Int64
 	failing                                      atomic.Bool
+}
+
+// confirmation is the journal's answer that it is at epoch, got at at.
+type confirmation struct {
+	epoch string
+	at    time.Time
 }
 
 // Stats are a Middleware's counters since it was made.
@@ -96,7 +112,7 @@ func New(n *cluster.Node, cfg Config) (*Middleware, error) {
 		return nil, fmt.Errorf("clusterhttp config: %w: RetryAfter must be > 0", cluster.ErrInvalidArgument)
 	}
 	cfg.Header = http.CanonicalHeaderKey(cfg.Header)
-	return &Middleware{n: n, cfg: cfg}, nil
+	return &Middleware{n: n, cfg: cfg, recheck: epochRecheck}, nil
 }
 
 // Stats returns the middleware's counters.
@@ -144,18 +160,17 @@ func (m *Middleware) wait(w http.ResponseWriter, r *http.Request, h string) (int
 		return rev, true
 	}
 	if epoch != st.Epoch {
-		// The node may not have seen a new journal yet: ask the journal
-		// before ignoring the token.
-		current, err := m.n.Journal().Epoch(r.Context())
+		foreign, err := m.foreignEpoch(r.Context(), epoch, st.Epoch)
 		if err != nil {
 			m.unavailable(w, err)
 			return 0, false
 		}
-		if epoch != current {
+		if foreign {
 			m.foreign.Add(1)
 			return 0, true
 		}
-		// WaitFor resyncs to the current journal first.
+		// The journal is at the token's epoch, which the node has not
+		// seen yet: WaitFor resyncs to it first.
 	}
 	m.waited.Add(1)
 	ctx, cancel := context.WithTimeout(r.Context(), m.cfg.WaitTimeout)
@@ -179,6 +194,28 @@ func (m *Middleware) wait(w http.ResponseWriter, r *http.Request, h string) (int
 		m.cfg.Logger.Info("tandem: read-your-writes waits succeed again", "node", m.n.ID())
 	}
 	return rev, true
+}
+
+// foreignEpoch reports whether epoch, a token's, is not the journal's.
+// The node (at nodeEpoch) may not have noticed a new journal yet, so the
+// journal is asked — unless it confirmed nodeEpoch within the last
+// recheck: then a token of an older journal (a client's from before a
+// restore) or a made-up one costs no query, however many requests carry
+// it. The node notices a new journal on its next sync, which changes
+// nodeEpoch and ends the confirmation.
+func (m *Middleware) foreignEpoch(ctx context.Context, epoch, nodeEpoch string) (bool, error) {
+	if c := m.confirmed.Load(); c != nil && c.epoch == nodeEpoch && time.Since(c.at) < m.recheck {
+		return true, nil // epoch != nodeEpoch, the journal's
+	}
+	at := time.Now() // before the query: the answer is at least this fresh
+	current, err := m.n.Journal().Epoch(ctx)
+	if err != nil {
+		return false, err
+	}
+	if current == nodeEpoch {
+		m.confirmed.Store(&confirmation{epoch: current, at: at})
+	}
+	return epoch != current, nil
 }
 
 func (m *Middleware) unavailable(w http.ResponseWriter, err error) {
