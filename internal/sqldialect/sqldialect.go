@@ -241,7 +241,9 @@ type Queries struct {
 	// database time (expires_at > now: LockQueries.List's held), whose id
 	// has no row in local_revisions, or an evicted one (evicted_at not
 	// NULL: the node has not resynced yet, so its revision means
-	// nothing), or one with revision < rev. Positions without a live
+	// nothing), or one saved in another epoch than the meta row's (a
+	// restored or recreated journal: the node has not resynced either), or
+	// one with revision < rev. Positions without a live
 	// lease (departed and dead nodes) are never read: the database
 	// filters the membership rows of the locks table and looks up one
 	// position by its key per live lease.
