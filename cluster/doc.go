@@ -141,7 +141,8 @@
 // Lost commits are not hypothetical: MariaDB (InnoDB) shows a commit to
 // other sessions before its redo log is written, and a server killed in
 // that window comes back without it (seen here in 2 of 5 kill -9 trials
-// with 16 writers), as does PostgreSQL with synchronous_commit off. A
+// with 16 writers); PostgreSQL would too with synchronous_commit off,
+// which is why the journal turns it on for the session it appends on. A
 // running node notices on its next poll. A stored position needs no such
 // check when positions live in the journal's database (as OpenSQL sets
 // up): it was saved after the records it covers, and the server's log is

@@ -92,9 +92,9 @@ const (
 	// position than the one the node applied there. It lost its latest
 	// commits after the node had read them and gave their revisions to
 	// new records: a database crash where commits are visible before they
-	// are durable (MariaDB and MySQL's InnoDB; PostgreSQL with
-	// synchronous_commit off), a failover to a replica that had not
-	// received them. The node has applied records that no longer exist
+	// are durable (MariaDB and MySQL's InnoDB; the journal keeps
+	// PostgreSQL's synchronous_commit on for its appends), a failover to
+	// a replica that had not received them. The node has applied records that no longer exist
 	// and would skip the ones now at their revisions.
 	ResyncRewritten ResyncReason = "the record at the node's position changed"
 )
