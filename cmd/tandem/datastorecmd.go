@@ -128,7 +128,7 @@ func runDatastoreGC(ctx context.Context, e *env, args []string) error {
 	verbose := fs.Bool("v", false, "list every blob deleted (or that would be)")
 	allowEmpty := fs.Bool("allow-empty-refs", false, "collect even if --refs lists no id (every blob unused for the grace period is then garbage)")
 	allowShort := fs.Bool("allow-short-grace", false, fmt.Sprintf("collect with a --grace below %v (blobs being written and not yet referenced may go)", minGrace))
-	if _, err := parse(fs, args, 0, 0); err != nil {
+	if _, err := e.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *refsFile == "" && !*dry {

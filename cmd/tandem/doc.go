@@ -25,6 +25,13 @@
 // (default "tandem_"). The global flags may come before the command or
 // after it.
 //
+// --timeout D bounds a command (default 1m; 1h for janitor run and
+// datastore stat, verify and gc, which work in bulk; 0: no limit): a
+// database or folder that stops answering ends the command with exit
+// code 1 and an error that says the timeout was reached, instead of a
+// hang. status --watch and journal tail -f run until interrupted; the
+// timeout bounds each refresh or poll.
+//
 // Every command except "schema migrate" expects an existing tandem schema
 // (or folder) at the current version and never creates or migrates tables
 // on its own: a schema of an older release is reported, not upgraded.

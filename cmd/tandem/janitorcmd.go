@@ -17,7 +17,7 @@ func runJanitor(ctx context.Context, e *env, args []string) error {
 	keepFor := fs.Duration("keep-for", janitor.DefaultKeepFor, "keep the records of the last D (negative: none extra)")
 	evictAfter := fs.Duration("evict-after", janitor.DefaultEvictAfter, "evict nodes gone for longer than D")
 	batch := fs.Int("batch-size", janitor.DefaultBatchSize, "records per fenced delete")
-	if _, err := parse(fs, args, 0, 0); err != nil {
+	if _, err := e.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *keepRecords == 0 {

@@ -117,7 +117,7 @@ func runJournalShow(ctx context.Context, e *env, args []string) error {
 	from := fs.Int64("from", 0, "first revision to show (default: the tail, the oldest kept)")
 	limit := fs.Int("limit", 100, "show at most N records")
 	full := fs.Bool("full", false, "do not shorten long payloads")
-	if _, err := parse(fs, args, 0, 0); err != nil {
+	if _, err := e.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *limit < 1 || *from < 0 {
@@ -169,22 +169,34 @@ func runJournalTail(ctx context.Context, e *env, args []string) error {
 	n := fs.Int64("n", 10, "print the last N records first")
 	interval := fs.Duration("interval", time.Second, "with -f, how often to poll (push wake-ups come sooner where the store has them)")
 	full := fs.Bool("full", false, "do not shorten long payloads")
-	if _, err := parse(fs, args, 0, 0); err != nil {
+	if _, err := e.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *n < 0 || *interval <= 0 {
 		return usageError("-n must not be negative and --interval must be positive")
 	}
-	s, err := e.openStore(ctx)
-	if err != nil {
-		return err
+	// --timeout bounds the whole command, or with -f each step.
+	step := func(ctx context.Context, f func(context.Context) error) error { return f(ctx) }
+	if *follow {
+		step = e.within
+	} else {
+		e.limitRun()
 	}
-	defer s.close()
-	head, err := s.j.Head(ctx)
-	if err != nil {
+	var s *store
+	var head, tail int64
+	err := step(ctx, func(ctx context.Context) (err error) {
+		if s, err = e.openStore(ctx); err != nil {
+			return err
+		}
+		if head, err = s.j.Head(ctx); err != nil {
+			return err
+		}
+		tail, err = s.j.Tail(ctx)
 		return err
+	})
+	if s != nil {
+		defer s.close()
 	}
-	tail, err := s.j.Tail(ctx)
 	if err != nil {
 		return err
 	}
@@ -199,10 +211,12 @@ func runJournalTail(ctx context.Context, e *env, args []string) error {
 	}
 	p := &recordPrinter{w: e.stdout, json: e.g.json, full: *full}
 	for {
-		recs, err := s.j.Read(ctx, after, 1000)
+		var recs []journal.Record
+		err := step(ctx, func(ctx context.Context) (err error) { recs, err = s.j.Read(ctx, after, 1000); return err })
 		switch {
 		case errors.Is(err, journal.ErrBehindTail) && *follow:
-			t, terr := s.j.Tail(ctx)
+			var t int64
+			terr := step(ctx, func(ctx context.Context) (err error) { t, err = s.j.Tail(ctx); return err })
 			if terr != nil {
 				return terr
 			}

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tandem-go/tandem/datastore"
 	"github.com/tandem-go/tandem/ident"
@@ -79,12 +80,17 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	g              *globals
+
+	pace     pace                    // how --timeout applies to the command
+	stopRun  context.CancelCauseFunc // ends the command's context
+	deadline *time.Timer             // --timeout over the whole command, once armed
 }
 
 // globals are the flags every command accepts.
 type globals struct {
 	dsn, dir, prefix, passwordEnv string
 	json                          bool
+	timeout                       timeoutFlag
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -93,10 +99,13 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "table prefix")
 	fs.StringVar(&g.passwordEnv, "password-env", g.passwordEnv, "environment variable holding the database password")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
+	fs.Var(&g.timeout, "timeout", "give up after `D` (default 1m; 1h for janitor run and datastore stat, verify and gc);\n"+
+		"each refresh of status --watch and each poll of journal tail -f gets its own D; 0: no limit")
 }
 
 type command struct {
 	name, args, help string
+	pace             pace
 	run              func(ctx context.Context, e *env, args []string) error
 }
 
@@ -104,25 +113,25 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"status", "[--json] [--watch[=INTERVAL]]", "the journal, the nodes, the leases, the janitor and the data store", runStatus},
+		{"status", "[--json] [--watch[=INTERVAL]]", "the journal, the nodes, the leases, the janitor and the data store", paced, runStatus},
 		{"nodes remove", "[--force] [--purge] ID", "evict a node: it stops holding the janitor back and resyncs if it returns\n" +
 			"      (refuses a live node unless --force; --purge deletes the position: a node\n" +
-			"      returning with that id then starts at the head WITHOUT a resync)", runNodesRemove},
-		{"nodes clone", "FROM TO", "give node TO the position of node FROM (adding a cloned node)", runNodesClone},
-		{"journal show", "[--from REV] [--limit N] [--full]", "print records", runJournalShow},
-		{"journal tail", "[-f] [-n N] [--interval D] [--full]", "print the last records, and with -f new ones as they come", runJournalTail},
-		{"janitor run", "[--dry-run] [--keep-records N] [--keep-for D] [--evict-after D]", "prune the journal and evict departed nodes now", runJanitor},
-		{"datastore stat", "", "count the blobs and their bytes", runDatastoreStat},
-		{"datastore verify", "", "read every blob, verifying its hash", runDatastoreVerify},
+			"      returning with that id then starts at the head WITHOUT a resync)", quick, runNodesRemove},
+		{"nodes clone", "FROM TO", "give node TO the position of node FROM (adding a cloned node)", quick, runNodesClone},
+		{"journal show", "[--from REV] [--limit N] [--full]", "print records", quick, runJournalShow},
+		{"journal tail", "[-f] [-n N] [--interval D] [--full]", "print the last records, and with -f new ones as they come", paced, runJournalTail},
+		{"janitor run", "[--dry-run] [--keep-records N] [--keep-for D] [--evict-after D]", "prune the journal and evict departed nodes now", bulk, runJanitor},
+		{"datastore stat", "", "count the blobs and their bytes", bulk, runDatastoreStat},
+		{"datastore verify", "", "read every blob, verifying its hash", bulk, runDatastoreVerify},
 		{"datastore gc", gcArgs, "collect unreferenced blobs (refuses an empty --refs list, or a --grace\n" +
-			"      below 1m, unless --allow-empty-refs or --allow-short-grace)", runDatastoreGC},
-		{"schema version", "", "the schema version of the database (or folder)", runSchemaVersion},
-		{"schema migrate", "", "create or migrate the schema", runSchemaMigrate},
-		{"schema drop", "--yes [--force]", "delete every tandem table (or subfolder)", runSchemaDrop},
+			"      below 1m, unless --allow-empty-refs or --allow-short-grace)", bulk, runDatastoreGC},
+		{"schema version", "", "the schema version of the database (or folder)", quick, runSchemaVersion},
+		{"schema migrate", "", "create or migrate the schema", quick, runSchemaMigrate},
+		{"schema drop", "--yes [--force]", "delete every tandem table (or subfolder)", quick, runSchemaDrop},
 	}
 }
 
-const usageHead = `Usage: tandem (--dsn URL | --dir PATH) [--prefix P] [--password-env NAME] [--json] COMMAND [ARGS]
+const usageHead = `Usage: tandem (--dsn URL | --dir PATH) [--prefix P] [--password-env NAME] [--json] [--timeout D] COMMAND [ARGS]
 
 Global flags (before or after the command):
   --dsn URL            postgres://, postgresql://, mysql://, sqlserver:// or oracle:// URL,
@@ -131,6 +140,9 @@ Global flags (before or after the command):
   --prefix P           table prefix (default "tandem_")
   --password-env NAME  take the database password from $NAME (default: $TANDEM_PASSWORD, if set)
   --json               print JSON for scripts
+  --timeout D          give up after D (default 1m; 1h for janitor run and datastore stat,
+                       verify and gc); each refresh of status --watch and each poll of
+                       journal tail -f gets its own D; 0: no limit
 
 Commands:
 `
@@ -200,8 +212,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "tandem: unknown command %q (see tandem --help)\n", name)
 		return exitUsage
 	}
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, g: g}
-	err := cmd.run(ctx, e, rest[n:])
+	rctx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, g: g, pace: cmd.pace, stopRun: stopRun}
+	err := cmd.run(rctx, e, rest[n:])
+	if e.deadline != nil {
+		e.deadline.Stop()
+	}
+	err = timedOut(ctx, rctx, err)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -234,15 +252,24 @@ func (e *env) flags(name, args string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args into fs, allowing flags after positional arguments,
-// and checks the number of positional arguments.
 // connectNoArgs parses the flags of a command that takes no arguments
 // (only fs's flags) and connects to the store; the caller closes it.
 func (e *env) connectNoArgs(ctx context.Context, fs *flag.FlagSet, args []string) (*store, error) {
-	if _, err := parse(fs, args, 0, 0); err != nil {
+	if _, err := e.parse(fs, args, 0, 0); err != nil {
 		return nil, err
 	}
 	return e.connect(ctx)
+}
+
+// parse parses args into fs, allowing flags after positional arguments,
+// and checks the number of positional arguments. Once the flags are
+// known, it starts the --timeout of a command that is not paced.
+func (e *env) parse(fs *flag.FlagSet, args []string, min, max int) ([]string, error) {
+	pos, err := parse(fs, args, min, max)
+	if err == nil && e.pace != paced {
+		e.limitRun()
+	}
+	return pos, err
 }
 
 func parse(fs *flag.FlagSet, args []string, min, max int) ([]string, error) {

@@ -45,29 +45,48 @@ func eachTarget(t *testing.T, fn func(t *testing.T, tg *target)) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			d := dbtest.Open(t, b)
-			tg := &target{name: b.Name, db: d, env: map[string]string{}}
-			switch b.Name {
-			case "postgres":
-				// The password comes from the variable --password-env names.
-				u, err := url.Parse(d.DSN)
-				require.NoError(t, err)
-				if pw, ok := u.User.Password(); ok {
-					tg.env["PGPW"] = pw
-					u.User = url.User(u.User.Username())
-				}
-				tg.global = []string{"--dsn", u.String(), "--password-env", "PGPW", "--prefix", d.Prefix}
-			case "mysql":
-				// dbtest's DSN is go-sql-driver's; the command takes a
-				// mysql:// URL, the password from TANDEM_PASSWORD.
-				cfg, err := mysqldriver.ParseDSN(d.DSN)
-				require.NoError(t, err)
-				tg.env["TANDEM_PASSWORD"] = cfg.Passwd
-				u := url.URL{Scheme: "mysql", User: url.User(cfg.User), Host: cfg.Addr, Path: "/" + cfg.DBName}
-				tg.global = []string{"--dsn", u.String(), "--prefix", d.Prefix}
-			}
-			fn(t, tg)
+			fn(t, dbTarget(t, d, d.DSN))
 		})
 	}
+}
+
+// eachDatabase runs fn against PostgreSQL and MariaDB (MySQL).
+func eachDatabase(t *testing.T, fn func(t *testing.T, tg *target)) {
+	eachTarget(t, func(t *testing.T, tg *target) {
+		if tg.db == nil {
+			t.Skip("a database only")
+		}
+		fn(t, tg)
+	})
+}
+
+// dbTarget is the target of d's database and prefix, reached through
+// dsn (d's DSN, or a dbtest proxy's).
+func dbTarget(t *testing.T, d *dbtest.DB, dsn string) *target {
+	t.Helper()
+	tg := &target{name: d.Name, db: d, env: map[string]string{}}
+	switch d.Name {
+	case "postgres":
+		// The password comes from the variable --password-env names.
+		u, err := url.Parse(dsn)
+		require.NoError(t, err)
+		if pw, ok := u.User.Password(); ok {
+			tg.env["PGPW"] = pw
+			u.User = url.User(u.User.Username())
+		}
+		tg.global = []string{"--dsn", u.String(), "--password-env", "PGPW", "--prefix", d.Prefix}
+	case "mysql":
+		// dbtest's DSN is go-sql-driver's; the command takes a
+		// mysql:// URL, the password from TANDEM_PASSWORD.
+		cfg, err := mysqldriver.ParseDSN(dsn)
+		require.NoError(t, err)
+		tg.env["TANDEM_PASSWORD"] = cfg.Passwd
+		u := url.URL{Scheme: "mysql", User: url.User(cfg.User), Host: cfg.Addr, Path: "/" + cfg.DBName}
+		tg.global = []string{"--dsn", u.String(), "--prefix", d.Prefix}
+	default:
+		t.Fatalf("no command-line target for %s", d.Name)
+	}
+	return tg
 }
 
 // result is what one run of the command left.

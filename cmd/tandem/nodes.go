@@ -14,7 +14,7 @@ func runNodesRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("nodes remove", "[--force] [--purge] ID")
 	force := fs.Bool("force", false, "remove the node even if it is live (it saves its position again on its next sync)")
 	purge := fs.Bool("purge", false, "delete the position instead of evicting it: a node that returns with this id then starts at the head WITHOUT a resync (only for an id retired for good)")
-	pos, err := parse(fs, args, 1, 1)
+	pos, err := e.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func (s *store) live(ctx context.Context, id string) (bool, error) {
 
 func runNodesClone(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("nodes clone", "FROM TO")
-	pos, err := parse(fs, args, 2, 2)
+	pos, err := e.parse(fs, args, 2, 2)
 	if err != nil {
 		return err
 	}

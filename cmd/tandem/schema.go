@@ -130,7 +130,7 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 	fsf := e.flags("schema drop", "--yes [--force]")
 	yes := fsf.Bool("yes", false, "really delete every tandem table (or subfolder) and what it holds")
 	force := fsf.Bool("force", false, "drop even while nodes are live")
-	if _, err := parse(fsf, args, 0, 0); err != nil {
+	if _, err := e.parse(fsf, args, 0, 0); err != nil {
 		return err
 	}
 	s, err := e.connect(ctx)

@@ -100,7 +100,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("status", "[--json] [--watch[=INTERVAL]]")
 	var watch watchFlag
 	fs.Var(&watch, "watch", "refresh every INTERVAL (default 2s) until interrupted")
-	pos, err := parse(fs, args, 0, 1)
+	pos, err := e.parse(fs, args, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -111,13 +111,21 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		}
 		watch.every = d
 	}
-	s, err := e.openStore(ctx)
-	if err != nil {
+	// --timeout bounds the whole command, or with --watch each step.
+	step := func(ctx context.Context, f func(context.Context) error) error { return f(ctx) }
+	if watch.set {
+		step = e.within
+	} else {
+		e.limitRun()
+	}
+	var s *store
+	if err := step(ctx, func(ctx context.Context) (err error) { s, err = e.openStore(ctx); return err }); err != nil {
 		return err
 	}
 	defer s.close()
 	for {
-		r, err := s.status(ctx)
+		var r *statusReport
+		err := step(ctx, func(ctx context.Context) (err error) { r, err = s.status(ctx); return err })
 		if err != nil {
 			if watch.set && ctx.Err() != nil {
 				return nil
