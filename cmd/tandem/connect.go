@@ -184,12 +184,9 @@ func (s *store) check(ctx context.Context) error {
 		}
 		return nil
 	}
-	st, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
+	st, err := s.readSchema(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database (run tandem schema migrate to create one)", s.prefix, s.d.Name())
+		return err
 	}
 	if err := st.Check(); err != nil {
 		return err

@@ -109,12 +109,14 @@
 //
 //	0  success
 //	1  the operation failed (the store could not be reached, a query
-//	   failed, verify found corrupt blobs)
+//	   failed, the schema could not be read, --timeout was reached,
+//	   verify found corrupt blobs)
 //	2  usage error: unknown command or flag, bad argument, no --dsn or --dir
 //	3  refused: a live node without --force, drop without --yes, a clone
 //	   onto a node that has a position, gc with an empty reference list
 //	   or a grace period below a minute
-//	4  not found: no such node, no tandem schema or folder
+//	4  not found: no such node, no tandem schema (its meta table does
+//	   not exist) or folder
 //	5  busy: another process holds the lease (janitor run, datastore gc)
 //
 // Errors go to standard error as one line, "tandem: COMMAND: what is

@@ -52,9 +52,9 @@ func runSchemaVersion(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "folder %s: %s (a folder has no schema version; its files carry their formats)\n", s.dir, strings.Join(parts, ", "))
 		return nil
 	}
-	st, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
+	st, err := s.readSchema(ctx)
 	if err != nil {
-		return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database", s.prefix, s.d.Name())
+		return err
 	}
 	if e.g.json {
 		return writeJSON(e.stdout, map[string]any{"store": s.d.Name(), "prefix": s.prefix, "version": st.Version,
@@ -101,9 +101,12 @@ func runSchemaMigrate(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "folder %s: %s in place\n", s.dir, strings.Join(folderParts, ", "))
 		return nil
 	}
-	before, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
-	if err != nil {
-		before = sqldialect.SchemaState{}
+	before, err := s.readSchema(ctx)
+	switch {
+	case noSchema(err):
+		before = sqldialect.SchemaState{} // created below
+	case err != nil:
+		return err
 	}
 	if err := sqldialect.Migrate(ctx, s.db, s.d, s.tables, sqldialect.NewEpoch()); err != nil {
 		return err
@@ -154,8 +157,8 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 		}
 		what = fmt.Sprintf("the folders %s of %s", strings.Join(parts, ", "), s.dir)
 	} else {
-		if _, err := sqldialect.ReadSchema(ctx, s.db, s.tables); err != nil {
-			return withCode(exitNotFound, "no tandem schema with prefix %q in the %s database", s.prefix, s.d.Name())
+		if _, err := s.readSchema(ctx); err != nil {
+			return err
 		}
 		what = fmt.Sprintf("every table with prefix %s", s.prefix)
 	}
@@ -192,8 +195,10 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 // liveNodes lists the nodes that hold their membership lease.
 func (s *store) liveNodes(ctx context.Context) ([]string, error) {
 	if s.db != nil {
-		if _, err := sqldialect.ReadSchema(ctx, s.db, s.tables); err != nil {
+		if _, err := s.readSchema(ctx); noSchema(err) {
 			return nil, nil
+		} else if err != nil {
+			return nil, err
 		}
 	} else if _, err := os.Stat(filepath.Join(s.dir, "locks")); err != nil {
 		return nil, nil

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -113,4 +115,47 @@ func TestSchemaDropForeignFolder(t *testing.T) {
 	require.NoError(t, err, "schema drop deleted a folder that is not tandem's")
 	_, err = os.Stat(filepath.Join(dir, "blobs"))
 	require.NoError(t, err)
+}
+
+// TestMissingTable checks that missingTable recognises each database's
+// "no such table" error and nothing else.
+func TestMissingTable(t *testing.T) {
+	t.Parallel()
+	eachDatabase(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		_, err := tg.db.DB.ExecContext(ctx, `SELECT 1 FROM `+tg.db.Prefix+`nothing`)
+		require.Error(t, err)
+		require.True(t, missingTable(err), "%T %v", err, err)
+		require.True(t, missingTable(fmt.Errorf("read: %w", err)), "wrapped")
+		_, err = tg.db.DB.ExecContext(ctx, `SELEC 1`)
+		require.Error(t, err)
+		require.False(t, missingTable(err), "%T %v", err, err)
+	})
+	require.False(t, missingTable(nil))
+	require.False(t, missingTable(sql.ErrConnDone))
+}
+
+// TestSchemaReadFailure checks that a schema that cannot be read for
+// another reason than a missing table (here a meta table of another
+// shape; in real life no rights, a lost connection) is reported as the
+// error it is, with exit code 1, not as "no tandem schema" with exit
+// code 4, and that schema migrate and drop leave it alone.
+func TestSchemaReadFailure(t *testing.T) {
+	t.Parallel()
+	eachDatabase(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		meta := tg.db.Prefix + "meta"
+		_, err := tg.db.DB.ExecContext(ctx, `CREATE TABLE `+meta+` (id INT, schema_version VARCHAR(10), migration INT)`)
+		require.NoError(t, err)
+		_, err = tg.db.DB.ExecContext(ctx, `INSERT INTO `+meta+` VALUES (1, 'abc', 1)`)
+		require.NoError(t, err)
+		for _, args := range [][]string{
+			{"status"}, {"schema", "version"}, {"schema", "migrate"}, {"schema", "drop", "--yes"}, {"journal", "show"},
+		} {
+			r := tg.fails(t, exitFailed, args...)
+			require.Contains(t, r.stderr, "read schema version from "+meta, args)
+			require.NotContains(t, r.stderr, "no tandem schema", args)
+		}
+		require.Equal(t, []string{meta}, tg.leftovers(t))
+	})
 }

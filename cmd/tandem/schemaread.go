@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	mysqldriver "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/sijms/go-ora/v2/network"
+
+	"github.com/tandem-go/tandem/internal/sqldialect"
+)
+
+// readSchema reads the schema's state from the meta table. It fails with
+// exit code 4 only when there is no such table; any other failure (no
+// rights, a lost connection, a table of another shape) is wrapped and
+// ends the command with exit code 1, not taken for a missing schema.
+func (s *store) readSchema(ctx context.Context) (sqldialect.SchemaState, error) {
+	st, err := sqldialect.ReadSchema(ctx, s.db, s.tables)
+	switch {
+	case err == nil:
+		return st, nil
+	case ctx.Err() != nil:
+		return st, fmt.Errorf("read schema version: %w", ctx.Err())
+	case missingTable(err):
+		return st, withCode(exitNotFound, "no tandem schema with prefix %q in the %s database (run tandem schema migrate to create one)", s.prefix, s.d.Name())
+	}
+	return st, fmt.Errorf("read schema version from %s: %w", s.tables.Meta, err)
+}
+
+// noSchema reports whether err is readSchema's "no tandem schema".
+func noSchema(err error) bool {
+	var e *exitError
+	return errors.As(err, &e) && e.code == exitNotFound
+}
+
+// missingTable reports whether err is a database's "no such table" error:
+// PostgreSQL 42P01, MySQL and MariaDB 1146, SQL Server 208, Oracle
+// ORA-00942. The dialects do not classify it, so the command does, for
+// itself only.
+func missingTable(err error) bool {
+	var pg *pgconn.PgError
+	var my *mysqldriver.MySQLError
+	var ms interface{ SQLErrorNumber() int32 } // go-mssqldb's Error
+	var ora *network.OracleError
+	switch {
+	case errors.As(err, &pg):
+		return pg.Code == "42P01" // undefined_table
+	case errors.As(err, &my):
+		return my.Number == 1146 // ER_NO_SUCH_TABLE
+	case errors.As(err, &ms):
+		return ms.SQLErrorNumber() == 208 // invalid object name
+	case errors.As(err, &ora):
+		return ora.ErrCode == 942 // table or view does not exist
+	}
+	return false
+}
