@@ -13,6 +13,7 @@ import (
 	"time"
 
 	mysqldriver "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib"  // driver "pgx"
 	_ "github.com/microsoft/go-mssqldb" // driver "sqlserver"
 	_ "github.com/sijms/go-ora/v2"      // driver "oracle"
@@ -86,9 +87,15 @@ func (e *env) connect(ctx context.Context) (*store, error) {
 	if err != nil {
 		return nil, usageError("--dsn: %v", err)
 	}
+	if driver == "pgx" { // pgx parses only when it connects
+		if _, err := pgx.ParseConfig(dsn); err != nil {
+			return nil, usageError("--dsn: %v", err) // pgx masks the password
+		}
+	}
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", d.Name(), err)
+		// The driver could not parse its connection string.
+		return nil, usageError("--dsn: %s: %v", d.Name(), err)
 	}
 	db.SetMaxOpenConns(8)
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)

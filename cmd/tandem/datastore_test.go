@@ -95,6 +95,10 @@ func TestDatastore(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(tg.must(t, "datastore", "gc", "--dry-run", "--grace", "1ms", "--json")), &gc))
 		require.True(t, gc.DryRun)
 		require.Equal(t, int64(3), gc.Deleted)
+		var listed struct{ Garbage []struct{ ID string } }
+		require.NoError(t, json.Unmarshal([]byte(tg.must(t, "datastore", "gc", "--dry-run", "--grace", "1ms", "--json", "-v")), &listed))
+		require.Len(t, listed.Garbage, 3, "-v with --json lists the garbage")
+		require.Contains(t, tg.must(t, "datastore", "gc", "--dry-run", "--grace", "1ms", "-v"), "garbage "+string(ids[0]))
 		require.Contains(t, tg.must(t, "datastore", "gc", "--dry-run"), "would delete 0 blobs") // the default grace: a day
 
 		refs := filepath.Join(t.TempDir(), "refs")

@@ -112,7 +112,7 @@ func runDatastoreVerify(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-const gcArgs = "(--refs FILE | --dry-run) [--grace D] [--batch-size N] [--allow-empty-refs] [--allow-short-grace]"
+const gcArgs = "(--refs FILE | --dry-run) [--grace D] [--batch-size N] [-v] [--allow-empty-refs] [--allow-short-grace]"
 
 // minGrace is the shortest --grace a real collection takes without
 // --allow-short-grace: the grace period is what protects a blob between
@@ -125,7 +125,7 @@ func runDatastoreGC(ctx context.Context, e *env, args []string) error {
 	dry := fs.Bool("dry-run", false, "only report what would be deleted")
 	grace := fs.Duration("grace", datastore.DefaultGracePeriod, "keep blobs used within D, referenced or not")
 	batch := fs.Int("batch-size", datastore.DefaultBatchSize, "blobs per fenced delete")
-	verbose := fs.Bool("v", false, "list every blob deleted (or that would be)")
+	verbose := fs.Bool("v", false, `list every blob deleted (or that would be); with --json, as "garbage"`)
 	allowEmpty := fs.Bool("allow-empty-refs", false, "collect even if --refs lists no id (every blob unused for the grace period is then garbage)")
 	allowShort := fs.Bool("allow-short-grace", false, fmt.Sprintf("collect with a --grace below %v (blobs being written and not yet referenced may go)", minGrace))
 	if _, err := e.parse(fs, args, 0, 0); err != nil {
@@ -161,7 +161,16 @@ func runDatastoreGC(ctx context.Context, e *env, args []string) error {
 	}
 	cfg := datastore.GCConfig{GracePeriod: *grace, BatchSize: *batch, DryRun: *dry,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if *verbose && !e.g.json {
+	type garbage struct {
+		ID    string `json:"id"`
+		Bytes int64  `json:"bytes"`
+	}
+	var listed []garbage // -v --json
+	switch {
+	case *verbose && e.g.json:
+		listed = []garbage{}
+		cfg.Report = func(in datastore.Info) { listed = append(listed, garbage{string(in.ID), in.Length}) }
+	case *verbose:
 		cfg.Report = func(in datastore.Info) { fmt.Fprintf(e.stdout, "garbage %s (%d bytes)\n", in.ID, in.Length) }
 	}
 	c, err := datastore.NewCollector(ds, cfg)
@@ -204,9 +213,13 @@ func runDatastoreGC(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if e.g.json {
-		return writeJSON(e.stdout, map[string]any{"dry_run": run.DryRun, "started": run.Started.UTC(), "cutoff": run.Cutoff.UTC(),
+		out := map[string]any{"dry_run": run.DryRun, "started": run.Started.UTC(), "cutoff": run.Cutoff.UTC(),
 			"marked": run.Marked, "scanned": run.Scanned, "referenced": run.Referenced, "recent": run.Recent,
-			"skipped": run.Skipped, "deleted": run.Deleted, "bytes_freed": run.BytesFreed, "uploads": run.Uploads})
+			"skipped": run.Skipped, "deleted": run.Deleted, "bytes_freed": run.BytesFreed, "uploads": run.Uploads}
+		if listed != nil {
+			out["garbage"] = listed
+		}
+		return writeJSON(e.stdout, out)
 	}
 	verb := "deleted"
 	if run.DryRun {

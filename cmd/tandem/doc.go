@@ -70,7 +70,10 @@
 //	    Print the last N records (10); with -f, keep printing new ones until
 //	    interrupted. Payloads of invalidating caches (producer "cache/…")
 //	    are decoded ("evict 42, 7", "evict all"); other payloads are shown
-//	    as a quoted string when they are UTF-8 text, in hex otherwise.
+//	    as a quoted string when they are UTF-8 text, in hex otherwise, cut
+//	    after 200 bytes (at a character boundary) unless --full. With
+//	    --json, both print one JSON object per record and line (JSON
+//	    Lines), with the payload decoded and in hex.
 //	janitor run [--dry-run] [--keep-records N] [--keep-for D] [--evict-after D] [--batch-size N]
 //	    Run the janitor once now, on this machine, under its lease (or, with
 //	    --dry-run, only say what it would do).
@@ -78,7 +81,7 @@
 //	    Count the blobs and their bytes.
 //	datastore verify
 //	    Read every blob, verifying its hash; list the corrupt ones.
-//	datastore gc (--refs FILE | --dry-run) [--grace D] [--batch-size N] [--allow-empty-refs] [--allow-short-grace]
+//	datastore gc (--refs FILE | --dry-run) [--grace D] [--batch-size N] [-v] [--allow-empty-refs] [--allow-short-grace]
 //	    Collect the blobs no id in FILE (one per line; "-" for stdin)
 //	    refers to and that were not used for the grace period (24h). Without
 //	    --refs only a dry run is allowed, which then counts every blob
@@ -89,7 +92,8 @@
 //	    --grace below one minute is refused unless --allow-short-grace:
 //	    the grace period is what protects a blob between its write and
 //	    the commit of the reference to it, and an upload in progress.
-//	    Dry runs take any list and any grace period.
+//	    Dry runs take any list and any grace period. -v lists every blob
+//	    deleted (or that would be); with --json, as the "garbage" array.
 //	schema version
 //	    The database's schema version and compatibility version, and this
 //	    release's; on a folder, which of tandem's subfolders exist.

@@ -10,8 +10,10 @@ import (
 	"github.com/tandem-go/tandem/janitor"
 )
 
+const janitorArgs = "[--dry-run] [--keep-records N] [--keep-for D] [--evict-after D] [--batch-size N]"
+
 func runJanitor(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("janitor run", "[--dry-run] [--keep-records N] [--keep-for D] [--evict-after D] [--batch-size N]")
+	fs := e.flags("janitor run", janitorArgs)
 	dry := fs.Bool("dry-run", false, "only say what a run would do; change nothing, take no lease")
 	keepRecords := fs.Int64("keep-records", janitor.DefaultKeepRecords, "keep at least the last N records (negative: none extra)")
 	keepFor := fs.Duration("keep-for", janitor.DefaultKeepFor, "keep the records of the last D (negative: none extra)")

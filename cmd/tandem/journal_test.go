@@ -2,15 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/journal"
 )
 
 func TestDecodePayload(t *testing.T) {
@@ -28,6 +31,18 @@ func TestDecodePayload(t *testing.T) {
 	} {
 		require.Equal(t, c.want, decodePayload(c.producer, []byte(c.payload)), "%s %q", c.producer, c.payload)
 	}
+}
+
+// TestShortenedPayloadUTF8 checks that a long payload is shortened at a
+// character boundary, so that the table stays valid UTF-8.
+func TestShortenedPayloadUTF8(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	p := &recordPrinter{w: &out}
+	payload := strings.Repeat("é", 150) // 300 bytes; the quote puts byte 200 inside an é
+	require.NoError(t, p.print([]journal.Record{{Revision: 1, NodeID: "web-1", Producer: "app/x", Payload: []byte(payload)}}))
+	require.True(t, utf8.Valid(out.Bytes()), "%q", out.String())
+	require.Contains(t, out.String(), `"`+strings.Repeat("é", 99)+"… (300 bytes)")
 }
 
 func TestJournalShowTail(t *testing.T) {

@@ -31,8 +31,26 @@ type recordJSON struct {
 	Size       int    `json:"size"`
 }
 
-// maxShown bounds a payload in a table row unless --full.
+// maxShown bounds a payload in a table row unless --full, in bytes.
 const maxShown = 200
+
+// Arguments of journal show and tail.
+const (
+	journalShowArgs = "[--from REV] [--limit N] [--full] [--json]"
+	journalTailArgs = "[-f] [-n N] [--interval D] [--full] [--json]"
+)
+
+// shorten cuts s to at most maxShown bytes, at a character boundary.
+func shorten(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	i := maxShown
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
+}
 
 // decodePayload describes a record's payload: an invalidating cache's
 // record (producer "cache/<name>", {"v":1,"keys":[…]} or {"v":1,"all":true};
@@ -105,7 +123,7 @@ func (p *recordPrinter) print(recs []journal.Record) error {
 	for _, r := range recs {
 		s := decodePayload(r.Producer, r.Payload)
 		if !p.full && len(s) > maxShown {
-			s = fmt.Sprintf("%s… (%d bytes)", s[:maxShown], len(r.Payload))
+			s = fmt.Sprintf("%s… (%d bytes)", shorten(s), len(r.Payload))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.Time.UTC().Format("2006-01-02 15:04:05.000Z"), r.NodeID, r.Producer, s)
 	}
@@ -113,7 +131,7 @@ func (p *recordPrinter) print(recs []journal.Record) error {
 }
 
 func runJournalShow(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("journal show", "[--from REV] [--limit N] [--full]")
+	fs := e.flags("journal show", journalShowArgs)
 	from := fs.Int64("from", 0, "first revision to show (default: the tail, the oldest kept)")
 	limit := fs.Int("limit", 100, "show at most N records")
 	full := fs.Bool("full", false, "do not shorten long payloads")
@@ -164,7 +182,7 @@ func runJournalShow(ctx context.Context, e *env, args []string) error {
 }
 
 func runJournalTail(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("journal tail", "[-f] [-n N] [--interval D] [--full]")
+	fs := e.flags("journal tail", journalTailArgs)
 	follow := fs.Bool("f", false, "follow: print new records as they come, until interrupted")
 	n := fs.Int64("n", 10, "print the last N records first")
 	interval := fs.Duration("interval", time.Second, "with -f, how often to poll (push wake-ups come sooner where the store has them)")

@@ -118,9 +118,10 @@ func init() {
 			"      (refuses a live node unless --force; --purge deletes the position: a node\n" +
 			"      returning with that id then starts at the head WITHOUT a resync)", quick, runNodesRemove},
 		{"nodes clone", "FROM TO", "give node TO the position of node FROM (adding a cloned node)", quick, runNodesClone},
-		{"journal show", "[--from REV] [--limit N] [--full]", "print records", quick, runJournalShow},
-		{"journal tail", "[-f] [-n N] [--interval D] [--full]", "print the last records, and with -f new ones as they come", paced, runJournalTail},
-		{"janitor run", "[--dry-run] [--keep-records N] [--keep-for D] [--evict-after D]", "prune the journal and evict departed nodes now", bulk, runJanitor},
+		{"journal show", journalShowArgs, "print records (with --json, one JSON object per line)", quick, runJournalShow},
+		{"journal tail", journalTailArgs, "print the last records, and with -f new ones as they come\n" +
+			"      (with --json, one JSON object per line)", paced, runJournalTail},
+		{"janitor run", janitorArgs, "prune the journal and evict departed nodes now", bulk, runJanitor},
 		{"datastore stat", "", "count the blobs and their bytes", bulk, runDatastoreStat},
 		{"datastore verify", "", "read every blob, verifying its hash", bulk, runDatastoreVerify},
 		{"datastore gc", gcArgs, "collect unreferenced blobs (refuses an empty --refs list, or a --grace\n" +
@@ -245,7 +246,7 @@ func (e *env) flags(name, args string) *flag.FlagSet {
 	fs := flag.NewFlagSet("tandem "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stdout)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stdout, "Usage: tandem %s %s\n\nFlags (global flags included):\n", name, args)
+		fmt.Fprintf(fs.Output(), "Usage: tandem %s %s\n\nFlags (global flags included):\n", name, args)
 		fs.PrintDefaults()
 	}
 	e.g.register(fs)

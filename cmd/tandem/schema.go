@@ -98,6 +98,9 @@ func runSchemaMigrate(ctx context.Context, e *env, args []string) error {
 		if _, err := datastore.OpenFile(ctx, datastore.FileConfig{Dir: s.dir}); err != nil {
 			return err
 		}
+		if e.g.json {
+			return writeJSON(e.stdout, map[string]any{"store": "folder", "dir": s.dir, "present": folderParts})
+		}
 		fmt.Fprintf(e.stdout, "folder %s: %s in place\n", s.dir, strings.Join(folderParts, ", "))
 		return nil
 	}
@@ -142,6 +145,7 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 	}
 	defer s.close()
 	var what string
+	var parts []string // a folder's
 	if s.db == nil {
 		// Only a folder with a tandem journal is tandem's: a journal or
 		// blobs subfolder alone may be anybody's (--dir /var/log).
@@ -151,8 +155,7 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 			}
 			return err
 		}
-		parts, err := presentParts(s.dir)
-		if err != nil {
+		if parts, err = presentParts(s.dir); err != nil {
 			return err
 		}
 		what = fmt.Sprintf("the folders %s of %s", strings.Join(parts, ", "), s.dir)
@@ -180,6 +183,9 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 		}
+		if e.g.json {
+			return writeJSON(e.stdout, map[string]any{"store": "folder", "dir": s.dir, "deleted": parts})
+		}
 		fmt.Fprintf(e.stdout, "deleted %s\n", what)
 		return nil
 	}
@@ -187,6 +193,9 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("drop schema: %s: %w", stmt, err)
 		}
+	}
+	if e.g.json {
+		return writeJSON(e.stdout, map[string]any{"store": s.d.Name(), "prefix": s.prefix, "deleted": s.tables.All()})
 	}
 	fmt.Fprintf(e.stdout, "deleted %s\n", what)
 	return nil

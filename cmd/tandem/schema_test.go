@@ -59,6 +59,8 @@ func TestSchema(t *testing.T) {
 		} else {
 			require.Contains(t, tg.must(t, "schema", "migrate"), "in place")
 		}
+		var migrated map[string]any
+		require.NoError(t, json.Unmarshal([]byte(tg.must(t, "schema", "migrate", "--json")), &migrated))
 		out := tg.must(t, "schema", "version")
 		if tg.db != nil {
 			require.Contains(t, tg.must(t, "schema", "migrate"), "up to date")
@@ -83,7 +85,12 @@ func TestSchema(t *testing.T) {
 		require.Contains(t, r.stderr, "web-1")
 		require.NoError(t, n.Stop(ctx))
 
-		require.Contains(t, tg.must(t, "schema", "drop", "--yes"), "deleted")
+		var dropped struct{ Deleted []string }
+		require.NoError(t, json.Unmarshal([]byte(tg.must(t, "schema", "drop", "--yes", "--json")), &dropped))
+		require.NotEmpty(t, dropped.Deleted)
+		if tg.db == nil {
+			require.ElementsMatch(t, folderParts, dropped.Deleted)
+		}
 		tg.fails(t, exitNotFound, "schema", "version")
 		tg.fails(t, exitNotFound, "status")
 		if tg.db != nil {

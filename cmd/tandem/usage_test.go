@@ -34,6 +34,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"status", "--timeout", "soon", "--dir", dir}, nil, exitUsage, `invalid value "soon" for flag -timeout`},
 		{[]string{"--timeout=-1s", "status", "--dir", dir}, nil, exitUsage, "0 for no limit"},
 		{[]string{"status", "--help"}, nil, exitOK, "each poll of journal tail -f"},
+		{[]string{"status", "--dsn", "sqlserver://sa@h:1433?database=db&encrypt=maybe"}, nil, exitUsage, "--dsn: sqlserver: invalid encrypt"},
+		{[]string{"status", "--dsn", "postgres://u:secret@h/db?sslmode=bogus"}, nil, exitUsage, "sslmode is invalid"},
 		{[]string{"status", "extra", "--dir", dir}, nil, exitUsage, "extra"},
 		{[]string{"status"}, map[string]string{"TANDEM_DIR": dir}, exitNotFound, "no tandem journal"},
 		{[]string{"status", "--dir", dir}, map[string]string{"TANDEM_DSN": "postgres://u@h/db"}, exitNotFound, "no tandem journal"},
@@ -53,6 +55,43 @@ func TestUsage(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCommandHelp checks that each command's --help prints its usage once
+// and names every flag it takes, and that the command list names them too.
+func TestCommandHelp(t *testing.T) {
+	t.Parallel()
+	var top syncBuffer
+	require.Equal(t, exitOK, run(context.Background(), []string{"--help"}, &top, &top, func(string) string { return "" }))
+	for _, c := range []struct {
+		args  []string
+		flags []string
+	}{
+		{[]string{"janitor", "run"}, []string{"--batch-size", "--evict-after"}},
+		{[]string{"datastore", "gc"}, []string{"--batch-size", "-v", "--allow-empty-refs", "--allow-short-grace"}},
+		{[]string{"journal", "show"}, []string{"--json"}},
+		{[]string{"journal", "tail"}, []string{"--json"}},
+		{[]string{"nodes", "remove"}, []string{"--force", "--purge"}},
+	} {
+		var out, errOut syncBuffer
+		code := run(context.Background(), append(c.args, "--help"), &out, &errOut, func(string) string { return "" })
+		require.Equal(t, exitOK, code, errOut.String())
+		require.Empty(t, errOut.String())
+		require.Equal(t, 1, strings.Count(out.String(), "Usage:"), out.String())
+		name := strings.Join(c.args, " ")
+		line := ""
+		for _, l := range strings.Split(top.String(), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), name+" ") {
+				line = l
+			}
+		}
+		require.NotEmpty(t, line, "tandem --help lists no %s", name)
+		for _, f := range c.flags {
+			require.Regexp(t, `\n  -`+strings.TrimLeft(f, "-")+`\s`, out.String(), "%s --help", name)
+			require.Contains(t, line, "["+f, "tandem --help: %s", name)
+		}
+	}
+	require.Contains(t, top.String(), "one JSON object per line")
 }
 
 func TestParseDSN(t *testing.T) {
@@ -79,4 +118,11 @@ func TestParseDSN(t *testing.T) {
 	_, _, _, err := parseDSN("postgres://u:secret@h:x/db", "", false)
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "secret", "the error must not print the password")
+
+	// A connection string the driver rejects is a usage error that
+	// does not print the password either.
+	var out, errOut syncBuffer
+	code := run(context.Background(), []string{"status", "--dsn", "postgres://u:secret@h/db?sslmode=bogus"}, &out, &errOut, func(string) string { return "" })
+	require.Equal(t, exitUsage, code, errOut.String())
+	require.NotContains(t, errOut.String(), "secret")
 }
