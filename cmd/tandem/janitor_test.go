@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -96,5 +97,24 @@ func TestJanitorRun(t *testing.T) {
 		}
 		tg.fails(t, exitUsage, "janitor", "run", "--evict-after", "0")
 		tg.fails(t, exitUsage, "janitor", "run", "--bogus")
+	})
+}
+
+// TestJanitorDryRunMatchesRun: with no live node, "janitor run --dry-run"
+// plans the evictions that the real run right after makes (it dated "now"
+// by the last heartbeat the store recorded, and planned none).
+func TestJanitorDryRunMatchesRun(t *testing.T) {
+	t.Parallel()
+	eachTarget(t, func(t *testing.T, tg *target) {
+		if tg.db == nil {
+			t.Skip("database time")
+		}
+		tg.departed(t, "old-1", 3)
+		time.Sleep(2 * time.Second) // old-1 gone longer than --evict-after
+		args := []string{"janitor", "run", "--keep-records", "0", "--keep-for", "0", "--evict-after", "1s", "--json"}
+		var plan, rep janitorJSON
+		require.NoError(t, json.Unmarshal([]byte(tg.must(t, append(args, "--dry-run")...)), &plan))
+		require.NoError(t, json.Unmarshal([]byte(tg.must(t, args...)), &rep))
+		require.Equal(t, len(rep.Evicted), len(plan.Evicted), "the dry run said it would evict %v, the run evicted %v", plan.Evicted, rep.Evicted)
 	})
 }
