@@ -142,7 +142,7 @@
 // other sessions before its redo log is written, and a server killed in
 // that window comes back without it (seen here in 2 of 5 kill -9 trials
 // with 16 writers); PostgreSQL would too with synchronous_commit off,
-// which is why the journal turns it on for the session it appends on. A
+// which is why the journal's appends turn it on for their commits. A
 // running node notices on its next poll. A stored position needs no such
 // check when positions live in the journal's database (as OpenSQL sets
 // up): it was saved after the records it covers, and the server's log is

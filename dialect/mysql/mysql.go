@@ -387,8 +387,9 @@ func prepareConnSQL(secs int64) string {
 }
 
 // resetConnSQL puts back the value prepareConnSQL saved (the global
-// default if none was saved) and clears the variable.
-const resetConnSQL = `SET SESSION innodb_lock_wait_timeout = IFNULL(@tandem_saved_lock_wait, @@GLOBAL.innodb_lock_wait_timeout), @tandem_saved_lock_wait = NULL`
+// default if none was saved: a user variable never set is a NULL string,
+// hence the CAST) and clears the variable.
+const resetConnSQL = `SET SESSION innodb_lock_wait_timeout = COALESCE(CAST(@tandem_saved_lock_wait AS UNSIGNED), @@GLOBAL.innodb_lock_wait_timeout), @tandem_saved_lock_wait = NULL`
 
 // DropSchema implements sqldialect.Dialect: the procedures of every
 // migration (append_v1 included, which older nodes call), then the tables.

@@ -224,43 +224,52 @@ func firstLine(s string) string {
 }
 
 // PrepareConn implements sqldialect.Dialect. Besides the lock timeout, it
-// sets what the append's and the relay's statements need of the session,
-// whatever the application's pool made its default (a DSN parameter, ALTER
-// ROLE or DATABASE … SET, an AfterConnect hook):
+// sets READ COMMITTED, whatever the application's pool made its sessions'
+// default (a DSN parameter, ALTER ROLE or DATABASE … SET, a hook on
+// connect): the counter's UPDATE waits for another node's append and then
+// updates the row that append committed, where at REPEATABLE READ or
+// SERIALIZABLE it fails with a serialization error, and with it the group
+// commit. (Durability is the statements' own business: see durableSQL.)
 //
-//   - READ COMMITTED: the counter's UPDATE waits for another node's append
-//     and then updates the row that append committed; at REPEATABLE READ
-//     or SERIALIZABLE it fails with a serialization error instead, and with
-//     it the group commit.
-//   - synchronous_commit on when the session has it off, since an append
-//     is acknowledged only once durable (contract 3), and a commit that is
-//     not can be lost after other nodes read it. Any other value (local,
-//     remote_write, remote_apply) waits at least for the local flush and
-//     is kept.
-//
-// It saves the session's values first, in one statement with setting
-// them (the subquery runs before the outer target list), so that
-// ResetConn puts back exactly what the application had.
+// It saves the session's values first, in the statement that sets them
+// (the subquery runs before the outer target list), so that ResetConn puts
+// back exactly what the application had. Through PgBouncer in
+// transaction mode no session setting sticks to a client: the settings
+// then land on whichever server session ran the statement, as the lock
+// timeout always did.
 func (d pg) PrepareConn(ctx context.Context, conn *sql.Conn, lockTimeout time.Duration) error {
 	ms := max(lockTimeout.Milliseconds(), 1)
 	_, err := conn.ExecContext(ctx, prepareConnSQL, strconv.FormatInt(ms, 10))
 	return d.Translate(err)
 }
 
-// prepareConnSQL saves the three settings in session variables of
-// tandem's own (the "tandem." prefix is a custom placeholder, which any
-// role may set) and then sets them: $1 the lock timeout in milliseconds.
+// prepareConnSQL saves the two settings in session variables of tandem's
+// own (the "tandem." prefix is a custom placeholder, which any role may
+// set) and then sets them: $1 the lock timeout in milliseconds.
 const prepareConnSQL = `SELECT set_config('lock_timeout', $1, false),
-	set_config('default_transaction_isolation', 'read committed', false),
-	set_config('synchronous_commit', CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false)
+	set_config('default_transaction_isolation', 'read committed', false)
 FROM (SELECT set_config('tandem.saved_lock_timeout', current_setting('lock_timeout'), false),
-	set_config('tandem.saved_isolation', current_setting('default_transaction_isolation'), false),
-	set_config('tandem.saved_synchronous_commit', current_setting('synchronous_commit'), false)) saved`
+	set_config('tandem.saved_isolation', current_setting('default_transaction_isolation'), false)) saved`
 
-// resetConnSQL puts back what prepareConnSQL saved.
-const resetConnSQL = `SELECT set_config('lock_timeout', current_setting('tandem.saved_lock_timeout'), false),
-	set_config('default_transaction_isolation', current_setting('tandem.saved_isolation'), false),
-	set_config('synchronous_commit', current_setting('tandem.saved_synchronous_commit'), false)`
+// resetConnSQL puts back what prepareConnSQL saved and empties the saved
+// values. A session that has none (PgBouncer gave the statement another
+// server session than PrepareConn's) gets what RESET would give it.
+const resetConnSQL = `SELECT set_config('lock_timeout', COALESCE(NULLIF(current_setting('tandem.saved_lock_timeout', true), ''),
+		(SELECT reset_val FROM pg_settings WHERE name = 'lock_timeout')), false),
+	set_config('default_transaction_isolation', COALESCE(NULLIF(current_setting('tandem.saved_isolation', true), ''),
+		(SELECT reset_val FROM pg_settings WHERE name = 'default_transaction_isolation')), false),
+	set_config('tandem.saved_lock_timeout', '', false),
+	set_config('tandem.saved_isolation', '', false)`
+
+// durableSQL, selected in a subquery of a statement that commits records
+// (the append, the relay), makes that statement's commit wait for its WAL
+// flush when the session has synchronous_commit off (an application's
+// pool may): a record is acknowledged only once durable (contract 3), and
+// one that is not can be lost after other nodes read it. The setting is
+// the transaction's own (set_config's third argument), read when the
+// statement commits, and changes nothing for the session; any value that
+// waits at least for the local flush is kept.
+const durableSQL = `set_config('synchronous_commit', CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, true)`
 
 // DropSchema implements sqldialect.Dialect.
 func (pg) DropSchema(t sqldialect.Tables) []string {
@@ -299,7 +308,7 @@ func appendSQL(t sqldialect.Tables, conditional bool) string {
 	SELECT c.revision - $1 + e.ord, $2, $3, $4, e.producer, e.payload, now()
 	FROM c, unnest($5::text[], $6::bytea[]) WITH ORDINALITY AS e(producer, payload, ord)
 )
-SELECT revision - $1 + 1 FROM c`
+SELECT revision - $1 + 1 FROM c, (SELECT ` + durableSQL + `) durable`
 }
 
 func (d pg) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {

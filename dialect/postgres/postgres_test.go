@@ -72,6 +72,13 @@ func TestQueriesCarryPrefix(t *testing.T) {
 	require.Contains(t, a, "AND revision = $7")
 	require.Contains(t, a, "$2, $3, $4, e.producer", "node id, instance and batch id go with every row")
 	require.False(t, strings.Contains(appendSQL(tb, false), "$7"), "an unconditional append has no expected head")
+	// The statements that commit records make their own commit durable,
+	// in a subquery of their FROM (a volatile call there is always
+	// evaluated), with a setting of the transaction only.
+	require.Contains(t, durableSQL, ", true)")
+	for name, s := range map[string]string{"append": appendSQL(tb, false), "conditional append": a, "relay": relaySQL(tb)} {
+		require.True(t, strings.HasSuffix(s, ", (SELECT "+durableSQL+") durable"), name)
+	}
 }
 
 var (
