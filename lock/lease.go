@@ -462,7 +462,11 @@ func (l *Lease) urgentRetry() time.Duration {
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	l.released = true
+	done := l.told
 	l.mu.Unlock()
+	if done {
+		return nil // told already: everything below happened then
+	}
 	l.cancel(fmt.Errorf("lease %q: %w: released", l.name, ErrNotHeld))
 	l.lose(context.Cause(l.ctx))
 	l.c.forget(l)

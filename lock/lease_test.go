@@ -161,6 +161,11 @@ func TestLeaseReleaseRetryTellsStore(t *testing.T) {
 	require.NoError(t, lb.Release(ctx))
 	require.NoError(t, l.Release(ctx))
 	require.Equal(t, int32(2), s.calls.Load(), "once the store was told, Release does not ask it again")
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for range 20 {
+		require.NoError(t, l.Release(done), "told already: nil at once, even with a context that ended")
+	}
 }
 
 // slowAcquire is a store whose acquisitions succeed, but whose answer
