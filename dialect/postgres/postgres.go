@@ -621,6 +621,14 @@ func (d pg) checkRoom(ctx context.Context, pc *pgx.Conn) error {
 
 // LockQueries implements dialect.Dialect. statement_timestamp() rather than
 // now(): a lease's times must not be those of an older transaction start.
+// leaseDurable ends the WHERE of an acquisition and a renewal: their
+// commits wait for the WAL flush even when the session has
+// synchronous_commit off (durableSQL). A lost acquisition would hand its
+// token to the next holder too, and a lost renewal would end the lease in
+// the store before the holder's deadline: two holders at once. The
+// subquery is evaluated once the row matched, and is never NULL.
+const leaseDurable = ` AND (SELECT ` + durableSQL + `) IS NOT NULL`
+
 func (pg) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 	const now = `statement_timestamp()`
 	return sqldialect.LockQueries{
@@ -628,10 +636,10 @@ func (pg) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 VALUES ($1, '', '', 0, 0, ` + now + `, ` + now + `, ` + now + `) ON CONFLICT (name) DO NOTHING`,
 		Acquire: `UPDATE ` + t.Locks + ` SET owner = $1, instance = $2, token = token + 1, heartbeat = 0,
 acquired_at = ` + now + `, renewed_at = ` + now + `, expires_at = ` + now + ` + $3 * interval '1 millisecond'
-WHERE name = $4 AND expires_at <= ` + now,
+WHERE name = $4 AND expires_at <= ` + now + leaseDurable,
 		Token: `SELECT token FROM ` + t.Locks + ` WHERE name = $1`,
 		Renew: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + ` + $1 * interval '1 millisecond', renewed_at = ` + now + `, heartbeat = heartbeat + 1
-WHERE name = $2 AND owner = $3 AND instance = $4 AND token = $5 AND expires_at > ` + now,
+WHERE name = $2 AND owner = $3 AND instance = $4 AND token = $5 AND expires_at > ` + now + leaseDurable,
 		Release: `UPDATE ` + t.Locks + ` SET expires_at = ` + now + `
 WHERE name = $1 AND owner = $2 AND instance = $3 AND token = $4 AND expires_at > ` + now,
 		List: `SELECT name, owner, instance, token, acquired_at, renewed_at, expires_at, CASE WHEN expires_at > ` + now + ` THEN 1 ELSE 0 END
