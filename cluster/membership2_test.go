@@ -324,6 +324,88 @@ func TestWaitForChecksPosition(t *testing.T) {
 	})
 }
 
+// resyncReadsFail is a rewindable journal whose next reads of the epoch
+// and of the head fail, as many as the test sets. Its polls go to the
+// rewindable (journal.Poll over Epoch, Read and Head there), so only
+// Start and a resync read the epoch and the head through it.
+type resyncReadsFail struct {
+	*rewindable
+	epochFails, headFails atomic.Int32
+}
+
+func (r *resyncReadsFail) Epoch(ctx context.Context) (string, error) {
+	if r.epochFails.Add(-1) >= 0 {
+		return "", errors.New("injected: reading the epoch failed")
+	}
+	return r.rewindable.Epoch(ctx)
+}
+
+func (r *resyncReadsFail) Head(ctx context.Context) (int64, error) {
+	if r.headFails.Add(-1) >= 0 {
+		return 0, errors.New("injected: reading the head failed")
+	}
+	return r.rewindable.Head(ctx)
+}
+
+func (r *resyncReadsFail) Poll(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	return journal.Poll(ctx, r.rewindable, after, limit)
+}
+
+func (r *resyncReadsFail) PollRecords(ctx context.Context, after int64, limit int) (journal.PollResult, error) {
+	return journal.PollRecords(ctx, r.rewindable, after, limit)
+}
+
+// TestWaitForAfterFailedResync: resyncs that failed — one reading the
+// epoch, one reading the head, before either could go on — do not change
+// what WaitFor waits for afterwards: it still returns once a resync that
+// began after the call ended, here for a revision the journal lost (it
+// went back below it). WaitFor used to count a resync as begun before
+// those reads and as ended only when it succeeded, so each failed one
+// made every later WaitFor wait for one more resync, and this one hung
+// until its context ended. No tick comes meanwhile (SyncDelay is an
+// hour) and the wrapped journal does not push.
+func TestWaitForAfterFailedResync(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+		j, revs, leases := f.stores(t, "d", "inst-d")
+		rj := &resyncReadsFail{rewindable: &rewindable{Journal: j}}
+		c := cfg("d")
+		c.Journal, c.Revisions, c.Leases, c.Instance, c.SyncDelay = rj, revs, leases, "inst-d", time.Hour
+		d, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { d.Stop(context.Background()) })
+		start(t, d)
+		last := publishN(t, ctx, a, 6)
+		require.NoError(t, d.WaitFor(ctx, last))
+
+		// The journal goes back below d's position: the resync fails
+		// twice, then succeeds.
+		rj.mu.Lock()
+		rj.head = last - 1
+		rj.mu.Unlock()
+		rj.epochFails.Store(1)
+		require.ErrorContains(t, d.Sync(ctx), "injected: reading the epoch")
+		rj.headFails.Store(1)
+		require.ErrorContains(t, d.Sync(ctx), "injected: reading the head")
+		require.NoError(t, d.Sync(ctx))
+		require.Equal(t, last-1, d.Stats().Revision)
+		require.Equal(t, int64(1), d.Stats().Resyncs, "failed resyncs do not count as ended")
+
+		// It goes back again, below a revision d reached: WaitFor for it
+		// returns once the resync it brings about ended.
+		rj.mu.Lock()
+		rj.head = last - 3
+		rj.mu.Unlock()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		require.NoError(t, d.WaitFor(wctx, last-2), "a resync that began after the call ended")
+		require.Equal(t, last-3, d.Stats().Revision)
+		require.Equal(t, int64(2), d.Stats().Resyncs)
+	})
+}
+
 // TestOpenSQLPoolSize: a pool too small for a node is refused with an
 // error that says how many connections it needs.
 func TestOpenSQLPoolSize(t *testing.T) {

@@ -62,10 +62,14 @@ type syncLoop struct {
 	// failed syncs, for Stats and for logging repeated failures.
 	failSince, failLogged time.Time
 	failCount             int64
-	// stAt is at as of st.Revision (published with it), and resyncs
-	// counts the resyncs begun (st.Resyncs those that ended): for waitFor.
-	stAt    recordID
-	resyncs int64
+	// stAt is at as of st.Revision (published with it). For waitFor:
+	// resyncNum numbers the resyncs as they begin (the last number
+	// given), and resyncDone is the number of the last one that ended
+	// successfully. A resync that fails keeps its number and is never
+	// done; the next one gets a higher number (see waitFor).
+	stAt       recordID
+	resyncNum  int64
+	resyncDone int64
 
 	wakeCh chan struct{}
 	reqMu  sync.Mutex
@@ -725,8 +729,10 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	j := l.n.cfg.Journal
 	l.n.cfg.Logger.Warn("tandem: node resynchronises: dropping what it derived from the journal",
 		"node", l.n.cfg.NodeID, "reason", string(why), "position", l.pos)
+	// Numbered before the epoch and the head are read (see waitFor).
 	l.mu.Lock()
-	l.resyncs++
+	l.resyncNum++
+	num := l.resyncNum
 	l.mu.Unlock()
 	// The epoch first: a head read after it belongs to that epoch or to a
 	// later one, which the next poll notices (a head of an older journal
@@ -768,6 +774,7 @@ func (l *syncLoop) doResync(ctx context.Context, why ResyncReason) error {
 	// The position may go down: publish it as it is.
 	l.st.Revision, l.st.Head, l.stAt = head, head, recordID{}
 	l.st.Resyncs++
+	l.resyncDone = max(l.resyncDone, num)
 	close(l.advanced)
 	l.advanced = make(chan struct{})
 	l.mu.Unlock()
@@ -1005,10 +1012,22 @@ var errSyncTimeout = errors.New("no answer within SyncTimeout")
 // or of another epoch) will not be applied as such. A revision already
 // reached is confirmed only after one poll (current) shows the position
 // still valid; otherwise the requested sync resyncs.
+//
+// "Began after the call" is told by number: doResync takes the next
+// number (resyncNum) under mu before it reads the epoch and the head, and
+// records it as resyncDone once it ended successfully. waitFor reads
+// resyncNum under mu at the call, as began; a resync numbered above began
+// took its number after that read, so its head was read after the call.
+// The one numbered began may be running at the call and may have read
+// its head before it — below rev, which the journal may hold by now (the
+// writer committed rev after that read) — so it does not count: waitFor
+// needs resyncDone > began. A resync that failed keeps its number and is
+// never done, and costs later waiters nothing: the next one's number is
+// higher still.
 func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 	bo := backoff.New(time.Millisecond, 50*time.Millisecond)
 	l.mu.Lock()
-	reached, resyncs := l.st.Revision >= rev, l.resyncs
+	reached, began := l.st.Revision >= rev, l.resyncNum
 	l.mu.Unlock()
 	if reached && l.current(ctx) {
 		return nil
@@ -1023,7 +1042,7 @@ func (l *syncLoop) waitFor(ctx context.Context, rev int64) error {
 		// The sync checked the position (or gave up on a connection
 		// that hung: the next runs on another, as long as ctx allows).
 		l.mu.Lock()
-		reached = l.st.Revision >= rev || l.st.Resyncs > resyncs
+		reached = l.st.Revision >= rev || l.resyncDone > began
 		l.mu.Unlock()
 		if reached {
 			return nil
