@@ -136,7 +136,8 @@
 // (journal.Poll; one statement on SQL), which brings the epoch, the tail
 // and the head with the records, and starts one record early to read the
 // record at the position again. WaitFor checks all four too, with one
-// such poll, before it confirms a revision already reached.
+// such poll, before it confirms a revision already reached (clusterhttp's
+// middleware does not; see "Read-your-writes without sticky sessions").
 //
 // Lost commits are not hypothetical: MariaDB (InnoDB) shows a commit to
 // other sessions before its redo log is written, and a server killed in
@@ -175,8 +176,15 @@
 // # Read-your-writes without sticky sessions
 //
 // Publish returns the revision of the record. WaitFor(rev) on any node
-// returns once that node has applied it; Barrier(rev) once every live node
-// has. Behind a load balancer without session affinity:
+// returns once that node has applied it, or, when the node's position no
+// longer holds (the journal went back, lost commits or was restored; see
+// Resync), once a resync that began after the call ended: that resync
+// dropped what the node derived, so what the writer of rev changed is
+// visible all the same, although the node's position (Stats.Revision) may
+// now be below rev — the journal lost rev, or rev belongs to another
+// epoch — and a later WaitFor(rev) waits until the journal as it is now
+// reaches rev. Barrier(rev) returns once every live node has applied rev.
+// Behind a load balancer without session affinity:
 //
 //	// on the write path
 //	rev, _ := n.Publish(ctx, "cache/users", key)
@@ -194,7 +202,16 @@
 // writes on every replica: the answer to a clustered product's
 // "sticky sessions required". Package clusterhttp does this as middleware,
 // with tokens that carry the journal's epoch (so a token from another
-// journal is not waited on), a bounded wait and a readiness handler.
+// journal is not waited on), a bounded wait and a readiness handler. Its
+// fast path does not call WaitFor: a token of the node's epoch whose
+// revision the node has applied (by Stats: Epoch and Revision) is let
+// through with no query, on the word of the node's last sync, so it skips
+// WaitFor's check that the position still holds. A journal that went back
+// within its epoch, or lost commits, is noticed by the node's next sync —
+// on a wake-up, on a wait for a revision the node has not applied, or on
+// its next tick, about SyncDelay later at most — and until then the fast
+// path confirms revisions the journal may no longer hold. Tokens of
+// revisions the node has not applied go through WaitFor.
 //
 // # Publishing inside the application's transaction
 //

@@ -820,12 +820,18 @@ func (n *Node) Sync(ctx context.Context) error {
 // A revision the node has reached already costs one poll (one statement
 // on SQL), which checks that the node's position still holds: the journal
 // is in the same epoch, has not gone back below the position, and holds
-// at the position the record the node applied there. If it does not, the
-// node resyncs first (see "Resync" in the package documentation), and
-// WaitFor returns once that resync ended: it dropped what the node
-// derived, so what the writer of rev changed is visible, although rev,
-// which the journal lost or which belongs to another epoch, is not
-// applied as such.
+// at the position the record the node applied there. If it does not (or
+// the sync WaitFor asks for finds so, for a revision not reached yet),
+// the node resyncs first (see "Resync" in the package documentation), and
+// WaitFor returns once a resync that began after the call ended: it
+// dropped what the node derived, so what the writer of rev changed is
+// visible, although rev, which the journal lost or which belongs to
+// another epoch, is not applied as such. The node's position
+// (Stats.Revision) may then be below rev, and a later WaitFor(rev) waits
+// until the journal as it is now reaches rev. Package clusterhttp's middleware
+// lets a token whose revision the node has applied through without this
+// poll (see "Read-your-writes without sticky sessions" in the package
+// documentation).
 func (n *Node) WaitFor(ctx context.Context, rev int64) error {
 	l, err := n.running()
 	if err != nil {
