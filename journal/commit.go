@@ -2,9 +2,9 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -21,9 +21,10 @@ type batchWriter interface {
 
 // preparer is implemented by batch writers that acquire a resource before
 // they send a batch (the SQL journal takes its append connection from the
-// pool). Nothing is sent while prepare runs, so the committer gives up on
-// it once every append of the batch has ended, and then sends only the
-// appends that have not.
+// pool). Nothing is sent while prepare runs, so an append whose context
+// ends meanwhile is answered at once, and the committer gives up on
+// prepare once every append of the batch has ended or when it is closed;
+// then it sends only the appends still waiting.
 type preparer interface {
 	// prepare readies the writer for the next writeBatch; on error
 	// nothing was sent.
@@ -45,6 +46,32 @@ type appendReq struct {
 	expect  int64 // -1: unconditional
 	size    int
 	res     chan appendRes // buffered, 1
+	// state is reqPending until the append is dropped or sent; whoever
+	// moves it out of reqPending sends its one answer on res.
+	state atomic.Int32
+}
+
+// The states of an appendReq.
+const (
+	// reqPending: nothing has been sent for the append, and its answer
+	// is still due.
+	reqPending int32 = iota
+	// reqDropped: its context ended before its batch was sent; it was
+	// answered with its context's error and is left out of the batch.
+	reqDropped
+	// reqSent: it is in the batch being sent and gets the batch's
+	// outcome from the committer.
+	reqSent
+)
+
+// drop answers r with its context's error, unless r was dropped or sent
+// already, and reports whether it did. It is safe for concurrent use.
+func (r *appendReq) drop() bool {
+	if !r.state.CompareAndSwap(reqPending, reqDropped) {
+		return false
+	}
+	r.res <- appendRes{err: r.ctx.Err()}
+	return true
 }
 
 type appendRes struct {
@@ -68,11 +95,14 @@ type committer struct {
 	// written, or waiting for the next.
 	inflight atomic.Int64
 
-	reqs      chan *appendReq
-	jobs      chan func() // run on the committer goroutine, between batches
-	quit      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	reqs chan *appendReq
+	jobs chan func() // run on the committer goroutine, between batches
+	// closing ends when close is called (it stops a batch's prepare);
+	// quit is its Done channel.
+	closing context.Context
+	quit    <-chan struct{}
+	shut    context.CancelFunc
+	done    chan struct{}
 }
 
 // commitStats counts what the committer did; read with load.
@@ -125,9 +155,10 @@ func newCommitter(w batchWriter, batchTimeout time.Duration) *committer {
 		batchTimeout: batchTimeout,
 		reqs:         make(chan *appendReq),
 		jobs:         make(chan func()),
-		quit:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
+	c.closing, c.shut = context.WithCancel(context.Background())
+	c.quit = c.closing.Done()
 	go c.run()
 	return c
 }
@@ -249,8 +280,10 @@ func (c *committer) run() {
 }
 
 // write commits one batch and answers every append in it. An append
-// whose context ends before the batch is sent is answered with its
-// context's error and left out; once sent, every append in the batch gets
+// whose context ends before the batch is sent is answered at once with its
+// context's error and left out (also while the writer prepares); when the
+// committer is closed while the writer prepares, nothing is sent and every
+// append left gets ErrClosed; once sent, every append in the batch gets
 // the batch's outcome.
 func (c *committer) write(batch []*appendReq, n int) {
 	live := dropEnded(batch)
@@ -259,21 +292,22 @@ func (c *committer) write(batch []*appendReq, n int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.batchTimeout)
 	defer cancel()
+	var err error
 	if p, ok := c.w.(preparer); ok {
-		pctx, stop := untilAllEnd(ctx, live)
-		err := p.prepare(pctx)
-		stop()
-		// Those whose context ended meanwhile had nothing sent.
-		if live = dropEnded(live); len(live) == 0 {
-			return
-		}
-		if err != nil {
+		err = c.prepare(ctx, p, live)
+	}
+	// From here on the appends left are the committer's to answer.
+	if live = claim(live); len(live) == 0 {
+		return
+	}
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
 			c.stats.failed.Add(1)
-			for _, r := range live {
-				r.res <- appendRes{err: err}
-			}
-			return
 		}
+		for _, r := range live {
+			r.res <- appendRes{err: err}
+		}
+		return
 	}
 	entries := make([]Entry, 0, n)
 	for _, r := range live {
@@ -302,14 +336,47 @@ func (c *committer) write(batch []*appendReq, n int) {
 	}
 }
 
-// dropEnded answers the appends of batch whose context has ended with
-// that context's error and returns the others, in order, in batch's
-// backing array.
+// prepare runs p.prepare for the pending appends reqs. Meanwhile an append
+// whose context ends is dropped (answered) at once, on the goroutine
+// context.AfterFunc starts. prepare's context ends with parent, once every
+// append of reqs is dropped, or when the committer is closed; in the last
+// case a failed p.prepare is reported as ErrClosed. prepare stops its
+// callbacks before it returns; one already running can still drop only an
+// append that claim has not moved to reqSent.
+func (c *committer) prepare(parent context.Context, p preparer, reqs []*appendReq) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	var left atomic.Int64
+	left.Store(int64(len(reqs)))
+	stops := make([]func() bool, 0, len(reqs)+1)
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	for _, r := range reqs {
+		stops = append(stops, context.AfterFunc(r.ctx, func() {
+			if r.drop() && left.Add(-1) == 0 {
+				cancel(context.Canceled)
+			}
+		}))
+	}
+	stops = append(stops, context.AfterFunc(c.closing, func() { cancel(ErrClosed) }))
+	err := p.prepare(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), ErrClosed) {
+		return ErrClosed // nothing was sent
+	}
+	return err
+}
+
+// dropEnded drops the appends of batch whose context has ended (see
+// appendReq.drop) and returns the others, in order, in batch's backing
+// array.
 func dropEnded(batch []*appendReq) []*appendReq {
 	live := batch[:0]
 	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.res <- appendRes{err: err}
+		if r.ctx.Err() != nil {
+			r.drop()
 			continue
 		}
 		live = append(live, r)
@@ -317,27 +384,19 @@ func dropEnded(batch []*appendReq) []*appendReq {
 	return live
 }
 
-// untilAllEnd returns a context that ends with parent or once the context
-// of every append in reqs has ended, whichever comes first; stop releases
-// it.
-func untilAllEnd(parent context.Context, reqs []*appendReq) (ctx context.Context, stop func()) {
-	ctx, cancel := context.WithCancel(parent)
-	var left atomic.Int64
-	left.Store(int64(len(reqs)))
-	stops := make([]func() bool, len(reqs))
-	for i, r := range reqs {
-		stops[i] = context.AfterFunc(r.ctx, func() {
-			if left.Add(-1) == 0 {
-				cancel()
-			}
-		})
-	}
-	return ctx, func() {
-		for _, s := range stops {
-			s()
+// claim moves the pending appends of batch whose context has not ended to
+// reqSent and returns them, in order, in batch's backing array; it drops
+// those whose context has ended and skips those dropped already.
+func claim(batch []*appendReq) []*appendReq {
+	live := batch[:0]
+	for _, r := range batch {
+		if r.ctx.Err() == nil && r.state.CompareAndSwap(reqPending, reqSent) {
+			live = append(live, r)
+			continue
 		}
-		cancel()
+		r.drop()
 	}
+	return live
 }
 
 // do runs fn on the committer goroutine, between two batches, and waits
@@ -356,9 +415,10 @@ func (c *committer) do(ctx context.Context, fn func()) error {
 }
 
 // close stops accepting appends and waits until the batch in flight is done
-// (or ctx ends).
+// (or ctx ends). A batch whose writer is still preparing is not sent: its
+// appends get ErrClosed.
 func (c *committer) close(ctx context.Context) error {
-	c.closeOnce.Do(func() { close(c.quit) })
+	c.shut()
 	select {
 	case <-c.done:
 		return nil

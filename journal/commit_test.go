@@ -160,6 +160,10 @@ type prepWriter struct {
 	release chan struct{}
 }
 
+func newPrepWriter() *prepWriter {
+	return &prepWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
 func (w *prepWriter) prepare(ctx context.Context) error {
 	w.entered <- struct{}{}
 	select {
@@ -170,55 +174,154 @@ func (w *prepWriter) prepare(ctx context.Context) error {
 	}
 }
 
+// waitPreparing waits until the committer prepares w.
+func waitPreparing(t *testing.T, w *prepWriter) {
+	t.Helper()
+	select {
+	case <-w.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the committer did not prepare the writer")
+	}
+}
+
+// pendingReq returns an append request as submit hands it to the
+// committer.
+func pendingReq(ctx context.Context, producer string) *appendReq {
+	return &appendReq{ctx: ctx, entries: []Entry{{Producer: producer}}, expect: -1, res: make(chan appendRes, 1)}
+}
+
+// answer waits for r's answer; why says what it waits for.
+func answer(t *testing.T, r *appendReq, why string) appendRes {
+	t.Helper()
+	select {
+	case res := <-r.res:
+		return res
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+		return appendRes{}
+	}
+}
+
+// requireAnsweredOnce fails if r got a second answer.
+func requireAnsweredOnce(t *testing.T, r *appendReq) {
+	t.Helper()
+	select {
+	case res := <-r.res:
+		t.Fatalf("an append was answered twice (again with %v)", res.err)
+	default:
+	}
+}
+
 // TestCommitterGivesUpPreparing: nothing is sent while a batch waits for
 // its writer to prepare, so an append whose context ends meanwhile gets
-// its context's error and is left out of the batch, and when every append
-// of the batch has ended, the committer stops waiting and writes nothing.
+// its context's error at once and is left out of the batch, and when every
+// append of the batch has ended, the committer stops waiting and writes
+// nothing.
 func TestCommitterGivesUpPreparing(t *testing.T) {
-	req := func(ctx context.Context, producer string) *appendReq {
-		return &appendReq{ctx: ctx, entries: []Entry{{Producer: producer}}, expect: -1, res: make(chan appendRes, 1)}
-	}
-	entered := func(w *prepWriter) {
-		t.Helper()
-		select {
-		case <-w.entered:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the committer did not prepare the writer")
-		}
-	}
-
-	w := &prepWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	c := &committer{w: w, batchTimeout: time.Minute}
+	w := newPrepWriter()
+	c := newCommitter(w, time.Minute)
+	defer c.close(context.Background())
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	r1, r2 := req(ctx1, "one"), req(ctx2, "two")
+	r1, r2 := pendingReq(ctx1, "one"), pendingReq(ctx2, "two")
 	done := make(chan struct{})
 	go func() { defer close(done); c.write([]*appendReq{r1, r2}, 2) }()
-	entered(w)
+	waitPreparing(t, w)
 	cancel1()
+	require.ErrorIs(t, answer(t, r1, "an append whose context ended waits for its batch's writer to prepare").err, context.Canceled)
+	select {
+	case <-done:
+		t.Fatal("the committer gave up preparing while an append of its batch still waits")
+	default:
+	}
 	cancel2()
 	select { // release is never closed: prepare must give up
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the committer still waits for the writer after every append ended")
 	}
-	require.ErrorIs(t, (<-r1.res).err, context.Canceled)
 	require.ErrorIs(t, (<-r2.res).err, context.Canceled)
+	requireAnsweredOnce(t, r1)
+	requireAnsweredOnce(t, r2)
 	require.Empty(t, w.batches, "nothing was sent")
 	require.Zero(t, c.statsSnapshot().FailedBatches, "a batch nobody waits for is not a failure")
 
 	ctx3, cancel3 := context.WithCancel(context.Background())
 	defer cancel3()
-	r3, r4 := req(context.Background(), "three"), req(ctx3, "four")
+	r3, r4 := pendingReq(context.Background(), "three"), pendingReq(ctx3, "four")
 	done = make(chan struct{})
 	go func() { defer close(done); c.write([]*appendReq{r3, r4}, 2) }()
-	entered(w)
+	waitPreparing(t, w)
 	cancel3()
+	require.ErrorIs(t, answer(t, r4, "an append whose context ended waits for its batch's writer to prepare").err, context.Canceled)
 	close(w.release)
 	<-done
-	require.ErrorIs(t, (<-r4.res).err, context.Canceled)
+	requireAnsweredOnce(t, r4)
 	res := <-r3.res
 	require.NoError(t, res.err)
 	require.Equal(t, []int64{1}, res.revs)
 	require.Equal(t, [][]Entry{{{Producer: "three"}}}, w.batches, "only the append still waiting was sent")
+}
+
+// TestCommitterAnswersEndedAppendWhilePreparing: an append whose context
+// ends while its batch waits for the writer to prepare (the SQL journal
+// waiting for a connection from a busy pool) is answered at once, also
+// when another append of the batch has no deadline and keeps the batch
+// waiting; the batch then sends only that other append.
+func TestCommitterAnswersEndedAppendWhilePreparing(t *testing.T) {
+	w := newPrepWriter()
+	c := newCommitter(w, time.Minute)
+	defer c.close(context.Background())
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	defer cancel3()
+	r1, r2, r3 := pendingReq(ctx1, "one"), pendingReq(context.Background(), "two"), pendingReq(ctx3, "three")
+	done := make(chan struct{})
+	go func() { defer close(done); c.write([]*appendReq{r1, r2, r3}, 3) }()
+	waitPreparing(t, w)
+
+	cancel1()
+	require.ErrorIs(t, answer(t, r1, "an append whose context ended waits until its batch's writer has prepared").err, context.Canceled)
+	cancel3()
+	require.ErrorIs(t, answer(t, r3, "an append whose context ended waits until its batch's writer has prepared").err, context.Canceled)
+	select {
+	case <-done:
+		t.Fatal("the committer gave up preparing while an append of its batch still waits")
+	default:
+	}
+
+	close(w.release)
+	res := answer(t, r2, "the append still waiting was not answered once the writer had prepared")
+	require.NoError(t, res.err)
+	require.Equal(t, []int64{1}, res.revs)
+	<-done
+	requireAnsweredOnce(t, r1)
+	requireAnsweredOnce(t, r2)
+	requireAnsweredOnce(t, r3)
+	require.Equal(t, [][]Entry{{{Producer: "two"}}}, w.batches, "only the append still waiting was sent")
+	st := c.statsSnapshot()
+	require.EqualValues(t, 1, st.Appends)
+	require.Zero(t, st.FailedBatches)
+}
+
+// TestCommitterCloseStopsPreparing: closing the committer while a batch
+// waits for its writer to prepare sends nothing, so its appends get
+// ErrClosed and close does not wait for the writer.
+func TestCommitterCloseStopsPreparing(t *testing.T) {
+	w := newPrepWriter()
+	defer close(w.release) // only to let a failed run finish
+	c := newCommitter(w, time.Minute)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.append(context.Background(), -1, []Entry{{Producer: "p"}})
+		errc <- err
+	}()
+	waitPreparing(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, c.close(ctx), "close waits for a writer that is still preparing")
+	require.ErrorIs(t, <-errc, ErrClosed)
+	require.Empty(t, w.batches, "nothing was sent")
+	require.Zero(t, c.statsSnapshot().FailedBatches, "a batch given up on close is not a failure")
 }
