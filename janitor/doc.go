@@ -21,7 +21,8 @@
 //     back since step 1, and lowers the new tail to every node that holds
 //     its membership lease (at its stored position, even one just marked
 //     evicted) and every position that is not marked evicted. A node that
-//     holds its lease again has this run's eviction taken back, and only
+//     holds its lease again has this run's eviction taken back (Unevict,
+//     which leaves alone a position the node saved meanwhile), and only
 //     the evictions that stand are reported;
 //  5. writes the new tail (journal.Pruner.RaiseTail) before anything is
 //     deleted, so a reader below it gets journal.ErrBehindTail and

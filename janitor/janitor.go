@@ -548,18 +548,22 @@ func (j *Janitor) look(ctx context.Context) (view, error) {
 //
 // A node this run evicted that holds its lease again is not evicted in the
 // end, and leaves p.Evicted. If its position still carries this run's
-// marker, the marker is taken back (a fenced Save of the very position it
-// marked, after a Load that finds it unchanged). Leaving it would be safe
-// — the node runs on from the position it loaded when it started, which
-// the tail does not pass, and its next Save clears the marker — but until
-// then barriers count the node as behind, status shows it evicted, and a
-// restart before that Save would find the marker and resync for nothing,
-// dropping what the node derived (a search index, say). The Save can
-// race the node's own: the node's newer position may be set back to the
-// one this run marked. That costs nothing either: the records after it
-// are kept (this run pins it, the next run finds it), the node's next
-// Save moves it on, and a node that restarts before that re-applies a few
-// records, which handlers must tolerate (at least once).
+// marker, the marker is taken back with a fenced Unevict, which clears it
+// only where the position still holds the very revision marked and is
+// still marked. Leaving it would be safe — the node runs on from the
+// position it loaded when it started, which the tail does not pass, and
+// its next Save clears the marker — but until then barriers count the node
+// as behind, status shows it evicted, and a restart before that Save would
+// find the marker and resync for nothing, dropping what the node derived
+// (a search index, say). The take-back races the node's own Save, which
+// the fence does not hold off (it holds off other janitors): a Save since
+// this look cleared the marker, so Unevict leaves the node's newer
+// position alone. Setting it back to the marked revision would not be
+// harmless: the node stores its position only when it moves, so until a
+// new record came, a barrier on a revision in between would wait, and on
+// a quiet cluster that is unbounded. The SQL store checks and writes in
+// one statement; on a shared folder a window of one read and one rename
+// remains (revision.File.Unevict).
 func (j *Janitor) replan(ctx context.Context, p *Report, epoch string, fenced func(func(ctx context.Context) error) error) error {
 	v, err := j.look(ctx)
 	if err != nil {
@@ -603,20 +607,11 @@ func (j *Janitor) replan(ctx context.Context, p *Report, epoch string, fenced fu
 			continue
 		}
 		if pos, ok := marked[e.NodeID]; ok && pos.Revision == e.Revision {
-			undone := false
+			var undone bool // false: saved (or deleted) since the look
 			err := fenced(func(ctx context.Context) error {
-				pos, err := j.cfg.Revisions.Load(ctx, e.NodeID)
-				if errors.Is(err, revision.ErrNotFound) {
-					return nil // deleted meanwhile: nothing to take back
-				}
-				if err != nil {
-					return err
-				}
-				if !pos.Evicted || pos.Revision != e.Revision || pos.Epoch != epoch {
-					return nil // the node saved meanwhile, which cleared the marker
-				}
-				undone = true
-				return j.cfg.Revisions.Save(ctx, e.NodeID, e.Revision, epoch)
+				var err error
+				undone, err = j.evict.Unevict(ctx, e.NodeID, e.Revision)
+				return err
 			})
 			if err != nil {
 				p.Evicted = evicted

@@ -462,6 +462,89 @@ func TestNodeReturnsDuringRun(t *testing.T) {
 	}
 }
 
+// racingSaves is the janitor's position store. Its first Load or Unevict
+// runs save, the node's own Save, at the last moment a take-back of an
+// eviction leaves it: after a Load (what a take-back that reads and then
+// saves has read) and just before an Unevict.
+type racingSaves struct {
+	revision.Store
+	once *sync.Once
+	save func()
+}
+
+func (r racingSaves) Load(ctx context.Context, nodeID string) (revision.Position, error) {
+	p, err := r.Store.Load(ctx, nodeID)
+	r.once.Do(r.save)
+	return p, err
+}
+
+func (r racingSaves) Evict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	return r.Store.(revision.Evicter).Evict(ctx, nodeID, rev)
+}
+
+func (r racingSaves) Unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	r.once.Do(r.save)
+	return r.Store.(revision.Evicter).Unevict(ctx, nodeID, rev)
+}
+
+// TestTakeBackKeepsNodeSave: a node gone for longer than EvictAfter comes
+// back during a run, after the run planned its eviction (before the
+// eviction step, so the run marks it), and saves position 8 while the run
+// takes the eviction back. The node's position stands at 8: the take-back
+// is fenced against other janitors, not against the node, and setting the
+// position back to the 2 it marked would stay, since the node stores its
+// position again only once it moves: a barrier on 3 to 8 would wait for
+// the next record.
+func TestTakeBackKeepsNodeSave(t *testing.T) {
+	eachStore(t, func(t *testing.T, s store) {
+		ctx := ctxT(t)
+		jn := s.journal(t, "live")
+		epoch, err := jn.Epoch(ctx)
+		require.NoError(t, err)
+		revs, nodeRevs := s.revs(t), s.revs(t)
+		leases := s.leases(t)
+		appendN(t, jn, 10, "a")
+		away := member(t, leases, "away", 200*time.Millisecond)
+		require.NoError(t, revs.Save(ctx, "away", 2, epoch))
+		away.Abandon()
+		live := member(t, leases, "live", 10*time.Second)
+		defer live.Release(context.Background())
+		require.NoError(t, revs.Save(ctx, "live", 10, epoch))
+
+		saved := false
+		racing := racingSaves{Store: revs, once: &sync.Once{}, save: func() {
+			require.NoError(t, nodeRevs.Save(ctx, "away", 8, epoch))
+			saved = true
+		}}
+		jan := newJanitor(t, s, "jan", janitor.Config{EvictAfter: 300 * time.Millisecond, Leases: leases, Revisions: racing, Journal: jn})
+		require.Eventually(t, func() bool {
+			p, err := jan.Plan(ctx)
+			require.NoError(t, err)
+			return len(p.Evicted) == 1
+		}, 20*time.Second, 50*time.Millisecond)
+
+		var back *lock.Lease
+		steps := 0
+		jan.SetBeforeBatch(func() {
+			if steps++; steps == 1 { // before the eviction step
+				back = member(t, leases, "away", 10*time.Second)
+			}
+		})
+		rep, err := jan.RunOnce(ctx)
+		require.NoError(t, err)
+		require.NotNil(t, back)
+		defer back.Release(context.Background())
+		require.True(t, saved, "the run took the eviction back")
+		require.Empty(t, rep.Evicted, "the node is live: %+v", rep)
+		p, err := nodeRevs.Load(ctx, "away")
+		require.NoError(t, err)
+		require.False(t, p.Evicted)
+		require.EqualValues(t, 8, p.Revision, "the node's save stands, not the position the run marked")
+		require.Equal(t, epoch, p.Epoch)
+		require.EqualValues(t, 3, rep.NewTail, "pinned where the second look found the node: %+v", rep)
+	})
+}
+
 // skewClock is a machine's wall clock that runs d ahead.
 type skewClock struct{ d time.Duration }
 

@@ -1,6 +1,7 @@
 package revision
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -51,13 +52,17 @@ const revSuffix = ".rev"
 //
 // Every method fails at once, and writes nothing, when its ctx is done.
 // File I/O cannot be interrupted, so ctx is checked before a method starts
-// and again before a write that follows a read (Evict, Copy): a context
-// that ends during a read or write stops what would come after it.
+// and again before a write that follows a read (Evict, Unevict, Copy): a
+// context that ends during a read or write stops what would come after it.
 //
 // File is safe for concurrent use, by many goroutines and many processes.
 // It holds no resources: there is nothing to close.
 type File struct {
 	dir string // <dir>/nodes
+
+	// beforeCheck, when set (tests), runs in Unevict after the new file
+	// is written, before the check that the old one is still in place.
+	beforeCheck func()
 }
 
 var (
@@ -111,13 +116,24 @@ func (s *File) Load(ctx context.Context, nodeID string) (Position, error) {
 }
 
 func (s *File) load(nodeID string) (Position, error) {
-	b, err := os.ReadFile(s.path(nodeID))
-	if errors.Is(err, fs.ErrNotExist) {
-		return Position{}, ErrNotFound
-	}
+	b, err := s.read(nodeID)
 	if err != nil {
 		return Position{}, err
 	}
+	return s.decode(nodeID, b)
+}
+
+// read returns the content of the node's position file, or ErrNotFound.
+func (s *File) read(nodeID string) ([]byte, error) {
+	b, err := os.ReadFile(s.path(nodeID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return b, err
+}
+
+// decode parses b, the content of the node's position file.
+func (s *File) decode(nodeID string, b []byte) (Position, error) {
 	p, err := decodePosition(b)
 	if err != nil {
 		return Position{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, s.path(nodeID), err)
@@ -225,6 +241,79 @@ func (s *File) Evict(ctx context.Context, nodeID string, rev int64) (bool, error
 	p.Evicted = true
 	if err := atomicfile.WriteFile(s.path(nodeID), encodePosition(p), 0o666); err != nil {
 		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
+	}
+	return true, nil
+}
+
+// Unevict implements Evicter. It replaces the position file with one
+// without the marker if it still holds rev and is marked. Unlike Evict's,
+// its write must not overwrite a Save of the node's: the node, live again,
+// would have its newer position set back to rev, and it saves again only
+// once its position moves. So it writes the new file under a temp name
+// first and renames it into place only if the position file still has the
+// content it read (a Save never writes a marked position, so one that
+// landed meanwhile shows). A Save that lands between that second read and
+// the rename is still overwritten: a window of one read and one rename,
+// with no fsync in it. A shared folder offers no compare-and-swap that
+// Save, a single rename, could take part in.
+func (s *File) Unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return false, fmt.Errorf("unevict revision: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, err)
+	}
+	done, err := s.unevict(ctx, nodeID, rev)
+	if err != nil {
+		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, err)
+	}
+	return done, nil
+}
+
+func (s *File) unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	old, err := s.read(nodeID)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	p, err := s.decode(nodeID, old)
+	if err != nil {
+		return false, err
+	}
+	if !p.Evicted || p.Revision != rev {
+		return false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	p.Evicted = false
+	path := s.path(nodeID)
+	tmp, err := atomicfile.WriteTemp(path, encodePosition(p), 0o666)
+	if err != nil {
+		return false, err
+	}
+	if s.beforeCheck != nil {
+		s.beforeCheck()
+	}
+	// A read, not a stat: it compares content, which a Save always
+	// changes (a file's identity could be reused), and an open
+	// revalidates the name on NFS (close-to-open consistency).
+	now, err := s.read(nodeID)
+	if err != nil || !bytes.Equal(now, old) {
+		os.Remove(tmp)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return false, nil // saved or deleted meanwhile
+		}
+		return false, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return false, err
+	}
+	if err := atomicfile.SyncDir(s.dir); err != nil {
+		return false, fmt.Errorf("%w: %w", atomicfile.ErrNotDurable, err)
 	}
 	return true, nil
 }

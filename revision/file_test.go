@@ -252,4 +252,56 @@ func TestFileContextDone(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, p.Evicted)
 	require.EqualValues(t, 10, p.Revision)
+
+	// Unevict, on a marked position.
+	evicted, err := s.Evict(ctx, "a", 10)
+	require.NoError(t, err)
+	require.True(t, evicted)
+	before = snapshot()
+	_, err = s.Unevict(done, "a", 10)
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = s.Unevict(&endsAfter{Context: ctx, n: 1}, "a", 10)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, before, snapshot(), "Unevict writes nothing, not even a temp file")
+}
+
+// TestFileUnevictKeepsSave: a Save of the node's that lands while Unevict
+// writes its new file is not overwritten: Unevict finds the file it read
+// replaced and declines, and leaves no temp file behind.
+func TestFileUnevictKeepsSave(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, node := openFile(t, dir), openFile(t, dir)
+	for _, saved := range []int64{8, 2} { // a newer position, and the very one marked
+		require.NoError(t, s.Save(ctx, "a", 2, testEpoch))
+		evicted, err := s.Evict(ctx, "a", 2)
+		require.NoError(t, err)
+		require.True(t, evicted)
+		s.SetBeforeCheck(func() { require.NoError(t, node.Save(ctx, "a", saved, testEpoch)) })
+		done, err := s.Unevict(ctx, "a", 2)
+		require.NoError(t, err)
+		require.False(t, done, "saved %d meanwhile", saved)
+		p, err := s.Load(ctx, "a")
+		require.NoError(t, err)
+		require.False(t, p.Evicted)
+		require.Equal(t, saved, p.Revision, "the node's save stands")
+	}
+
+	// Deleted meanwhile: nothing comes back.
+	require.NoError(t, s.Save(ctx, "b", 2, testEpoch))
+	evicted, err := s.Evict(ctx, "b", 2)
+	require.NoError(t, err)
+	require.True(t, evicted)
+	s.SetBeforeCheck(func() { require.NoError(t, node.Delete(ctx, "b")) })
+	done, err := s.Unevict(ctx, "b", 2)
+	require.NoError(t, err)
+	require.False(t, done)
+	_, err = s.Load(ctx, "b")
+	require.ErrorIs(t, err, revision.ErrNotFound)
+
+	s.SetBeforeCheck(nil)
+	ents, err := os.ReadDir(filepath.Join(dir, "nodes"))
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "only a.rev: no temp file left")
 }

@@ -67,13 +67,22 @@ type Store interface {
 	Copy(ctx context.Context, from, to string) error
 }
 
-// Evicter is implemented by stores that can mark a position evicted (both
-// of tandem's do); the janitor uses it.
+// Evicter is implemented by stores that can mark a position evicted and
+// take the mark back (both of tandem's do); the janitor uses it.
 type Evicter interface {
 	// Evict marks node's position evicted if it still holds revision rev
 	// and is not evicted already, and reports whether it did. A node that
 	// saved a new position since the janitor read it is left alone.
 	Evict(ctx context.Context, nodeID string, rev int64) (bool, error)
+	// Unevict clears the eviction marker of node's position if it still
+	// holds revision rev and is marked, and reports whether it did; the
+	// revision, epoch and Updated stay as they are. A missing position,
+	// an unmarked one (Save clears the marker) and one at another
+	// revision are left alone: the janitor takes an eviction back with
+	// it, and must not set back a position the node saved since. The SQL
+	// store checks and writes in one statement; the file store leaves a
+	// short window (see File.Unevict).
+	Unevict(ctx context.Context, nodeID string, rev int64) (bool, error)
 }
 
 // maxEpochLen bounds an epoch (journals make 32 hex digits).

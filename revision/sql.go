@@ -165,6 +165,23 @@ func (s *SQL) Evict(ctx context.Context, nodeID string, rev int64) (bool, error)
 	return n == 1, nil
 }
 
+// Unevict implements Evicter: one conditional UPDATE, so a Save of the
+// node's is either before it (and it changes nothing) or after it.
+func (s *SQL) Unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	if err := ident.NodeID("nodeID", nodeID); err != nil {
+		return false, fmt.Errorf("unevict revision: %w", err)
+	}
+	res, err := s.db.ExecContext(ctx, s.q.UnevictPosition, nodeID, rev)
+	if err != nil {
+		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, s.d.Translate(err))
+	}
+	return n == 1, nil
+}
+
 // Copy implements Store. It is one INSERT … SELECT, so it is atomic.
 func (s *SQL) Copy(ctx context.Context, from, to string) error {
 	if err := ident.NodeID("from", from); err != nil {

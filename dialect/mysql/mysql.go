@@ -78,6 +78,9 @@ ON DUPLICATE KEY UPDATE revision = VALUES(revision), epoch = VALUES(epoch), upda
 		ListPositions:  `SELECT node_id, revision, epoch, updated_at, evicted_at FROM ` + t.LocalRevisions + ` ORDER BY node_id`,
 		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = ?`,
 		EvictPosition:  `UPDATE ` + t.LocalRevisions + ` SET evicted_at = UTC_TIMESTAMP(6) WHERE node_id = ? AND revision = ? AND evicted_at IS NULL`,
+		// MySQL counts changed rows (found rows with clientFoundRows):
+		// every row this matches changes, so either count decides.
+		UnevictPosition: `UPDATE ` + t.LocalRevisions + ` SET evicted_at = NULL WHERE node_id = ? AND revision = ? AND evicted_at IS NOT NULL`,
 		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
 SELECT ?, revision, epoch, UTC_TIMESTAMP(6), evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = ?`,
 		// Liveness as LockQueries.List's held. The position is looked up

@@ -147,6 +147,24 @@ func numbered(query string) string {
 	return b.String()
 }
 
+// TestEvictPositionQueries: EvictPosition sets the marker and
+// UnevictPosition clears it, each only on a row that still holds the
+// revision given and is not already in the state it sets; args (node id,
+// revision), and the rows affected decide.
+func TestEvictPositionQueries(t *testing.T) {
+	for _, prefix := range []string{"tandem_", "x"} {
+		tb, err := sqldialect.NewTables("Prefix", prefix)
+		require.NoError(t, err)
+		q := Dialect.Queries(tb)
+		require.Equal(t, "UPDATE "+tb.LocalRevisions+" SET evicted_at = UTC_TIMESTAMP(6) WHERE node_id = ? AND revision = ? AND evicted_at IS NULL", q.EvictPosition)
+		require.Equal(t, "UPDATE "+tb.LocalRevisions+" SET evicted_at = NULL WHERE node_id = ? AND revision = ? AND evicted_at IS NOT NULL", q.UnevictPosition)
+		for _, name := range []string{"EvictPosition", "UnevictPosition"} {
+			f := q.Statements()[name]
+			require.Equal(t, f.Args, strings.Count(f.SQL, "?"), name)
+		}
+	}
+}
+
 func TestLockQueries(t *testing.T) {
 	const now = "UTC_TIMESTAMP(6)"
 	ttl := func(p string) string { return "TIMESTAMPADD(MICROSECOND, " + p + " * 1000, " + now + ")" }

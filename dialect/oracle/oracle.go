@@ -148,8 +148,9 @@ EXCEPTION
 END;`,
 		ListPositions: `SELECT node_id, revision, epoch, ` + asUTC(`updated_at`) + `, ` + asUTC(`evicted_at`) + ` FROM ` + t.LocalRevisions +
 			` ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
-		EvictPosition:  `UPDATE ` + t.LocalRevisions + ` SET evicted_at = ` + utcNow + ` WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL`,
-		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
+		EvictPosition:   `UPDATE ` + t.LocalRevisions + ` SET evicted_at = ` + utcNow + ` WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL`,
+		UnevictPosition: `UPDATE ` + t.LocalRevisions + ` SET evicted_at = NULL WHERE node_id = :1 AND revision = :2 AND evicted_at IS NOT NULL`,
+		DeletePosition:  `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = :1`,
 		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
 SELECT :1, revision, epoch, ` + utcNow + `, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = :2`,
 		// Liveness as LockQueries.List's held. The position is looked up

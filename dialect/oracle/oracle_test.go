@@ -99,16 +99,17 @@ func TestQueriesGolden(t *testing.T) {
 		"MinRevision": `SELECT MIN(revision) FROM tandem_journal`,
 		"LockHead":    `SELECT revision FROM tandem_global_revision WHERE id = 1 FOR UPDATE`,
 		// LockHead works at READ COMMITTED, the only level go-ora begins.
-		"BeginLookup":    "",
-		"FindBatch":      `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > :1 AND batch_id = :2`,
-		"Settle":         `UPDATE tandem_global_revision SET revision = revision + :1 WHERE id = 1`,
-		"PendingAny":     `SELECT 1 FROM tandem_pending WHERE ROWNUM = 1`,
-		"PendingCount":   `SELECT COUNT(*) FROM tandem_pending WHERE handle = :1`,
-		"PendingOldest":  `SELECT COUNT(*), ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - CAST(MIN(created_at) AS DATE)) * 86400) * 1000 FROM tandem_pending`,
-		"LoadPosition":   `SELECT revision, epoch, FROM_TZ(updated_at, '+00:00'), FROM_TZ(evicted_at, '+00:00') FROM tandem_local_revisions WHERE node_id = :1`,
-		"ListPositions":  `SELECT node_id, revision, epoch, FROM_TZ(updated_at, '+00:00'), FROM_TZ(evicted_at, '+00:00') FROM tandem_local_revisions ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
-		"EvictPosition":  `UPDATE tandem_local_revisions SET evicted_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL`,
-		"DeletePosition": `DELETE FROM tandem_local_revisions WHERE node_id = :1`,
+		"BeginLookup":     "",
+		"FindBatch":       `SELECT MIN(revision), COUNT(*) FROM tandem_journal WHERE revision > :1 AND batch_id = :2`,
+		"Settle":          `UPDATE tandem_global_revision SET revision = revision + :1 WHERE id = 1`,
+		"PendingAny":      `SELECT 1 FROM tandem_pending WHERE ROWNUM = 1`,
+		"PendingCount":    `SELECT COUNT(*) FROM tandem_pending WHERE handle = :1`,
+		"PendingOldest":   `SELECT COUNT(*), ROUND((CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - CAST(MIN(created_at) AS DATE)) * 86400) * 1000 FROM tandem_pending`,
+		"LoadPosition":    `SELECT revision, epoch, FROM_TZ(updated_at, '+00:00'), FROM_TZ(evicted_at, '+00:00') FROM tandem_local_revisions WHERE node_id = :1`,
+		"ListPositions":   `SELECT node_id, revision, epoch, FROM_TZ(updated_at, '+00:00'), FROM_TZ(evicted_at, '+00:00') FROM tandem_local_revisions ORDER BY NLSSORT(node_id, 'NLS_SORT=BINARY')`,
+		"EvictPosition":   `UPDATE tandem_local_revisions SET evicted_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL`,
+		"UnevictPosition": `UPDATE tandem_local_revisions SET evicted_at = NULL WHERE node_id = :1 AND revision = :2 AND evicted_at IS NOT NULL`,
+		"DeletePosition":  `DELETE FROM tandem_local_revisions WHERE node_id = :1`,
 		"CopyPosition": "INSERT INTO tandem_local_revisions (node_id, revision, epoch, updated_at, evicted_at)\n" +
 			"SELECT :1, revision, epoch, SYS_EXTRACT_UTC(SYSTIMESTAMP), evicted_at FROM tandem_local_revisions WHERE node_id = :2",
 		"MembersBehind": "SELECT COUNT(*) FROM tandem_locks l LEFT JOIN tandem_local_revisions r ON r.node_id = SUBSTR(l.name, 8)\n" +
@@ -164,6 +165,8 @@ func TestQueriesShape(t *testing.T) {
 		require.Contains(t, q.SavePosition, "VALUES (v_node, v_rev, v_epoch, SYS_EXTRACT_UTC(SYSTIMESTAMP), NULL)")
 		require.Contains(t, q.CopyPosition, "SELECT :1, revision, epoch, SYS_EXTRACT_UTC(SYSTIMESTAMP), evicted_at FROM "+tb.LocalRevisions+" WHERE node_id = :2")
 		require.Equal(t, "UPDATE "+tb.LocalRevisions+" SET evicted_at = SYS_EXTRACT_UTC(SYSTIMESTAMP) WHERE node_id = :1 AND revision = :2 AND evicted_at IS NULL", q.EvictPosition)
+		// UnevictPosition clears only a marker still set at that revision.
+		require.Equal(t, "UPDATE "+tb.LocalRevisions+" SET evicted_at = NULL WHERE node_id = :1 AND revision = :2 AND evicted_at IS NOT NULL", q.UnevictPosition)
 		for _, s := range []string{q.SavePosition, q.CopyPosition, q.EvictPosition} {
 			require.Contains(t, s, "SYS_EXTRACT_UTC(SYSTIMESTAMP)", "database time in UTC")
 			require.NotContains(t, s, "SYSDATE")

@@ -73,9 +73,10 @@ func (pg) Queries(t sqldialect.Tables) sqldialect.Queries {
 		LoadPosition: `SELECT revision, epoch, updated_at, evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = $1`,
 		SavePosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at) VALUES ($1, $2, $3, now(), NULL)
 ON CONFLICT (node_id) DO UPDATE SET revision = EXCLUDED.revision, epoch = EXCLUDED.epoch, updated_at = EXCLUDED.updated_at, evicted_at = NULL`,
-		ListPositions:  `SELECT node_id, revision, epoch, updated_at, evicted_at FROM ` + t.LocalRevisions + ` ORDER BY node_id COLLATE "C"`,
-		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = $1`,
-		EvictPosition:  `UPDATE ` + t.LocalRevisions + ` SET evicted_at = statement_timestamp() WHERE node_id = $1 AND revision = $2 AND evicted_at IS NULL`,
+		ListPositions:   `SELECT node_id, revision, epoch, updated_at, evicted_at FROM ` + t.LocalRevisions + ` ORDER BY node_id COLLATE "C"`,
+		DeletePosition:  `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = $1`,
+		EvictPosition:   `UPDATE ` + t.LocalRevisions + ` SET evicted_at = statement_timestamp() WHERE node_id = $1 AND revision = $2 AND evicted_at IS NULL`,
+		UnevictPosition: `UPDATE ` + t.LocalRevisions + ` SET evicted_at = NULL WHERE node_id = $1 AND revision = $2 AND evicted_at IS NOT NULL`,
 		CopyPosition: `INSERT INTO ` + t.LocalRevisions + ` (node_id, revision, epoch, updated_at, evicted_at)
 SELECT $1, revision, epoch, now(), evicted_at FROM ` + t.LocalRevisions + ` WHERE node_id = $2`,
 		// Liveness as LockQueries.List's held. The position is looked up

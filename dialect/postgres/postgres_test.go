@@ -63,7 +63,7 @@ func TestQueriesCarryPrefix(t *testing.T) {
 	for name, s := range map[string]string{"Read": q.Read, "Head": q.Head, "Meta": q.Meta, "SetTail": q.SetTail,
 		"DeleteRange": q.DeleteRange, "MinRevision": q.MinRevision, "LockHead": q.LockHead, "FindBatch": q.FindBatch, "LoadPosition": q.LoadPosition,
 		"SavePosition": q.SavePosition, "ListPositions": q.ListPositions, "DeletePosition": q.DeletePosition,
-		"CopyPosition": q.CopyPosition} {
+		"CopyPosition": q.CopyPosition, "EvictPosition": q.EvictPosition, "UnevictPosition": q.UnevictPosition} {
 		require.Contains(t, s, " zz_", name)
 		require.NotContains(t, s, "?", "%s uses PostgreSQL placeholders", name)
 	}
@@ -104,6 +104,24 @@ func seq(n int) []int {
 		out = append(out, i)
 	}
 	return out
+}
+
+// TestEvictPositionQueries: EvictPosition sets the marker and
+// UnevictPosition clears it, each only on a row that still holds the
+// revision given and is not already in the state it sets; args (node id,
+// revision), and the rows affected decide.
+func TestEvictPositionQueries(t *testing.T) {
+	for _, prefix := range []string{"tandem_", "x"} {
+		tb, err := sqldialect.NewTables("Prefix", prefix)
+		require.NoError(t, err)
+		q := Dialect.Queries(tb)
+		require.Equal(t, "UPDATE "+tb.LocalRevisions+" SET evicted_at = statement_timestamp() WHERE node_id = $1 AND revision = $2 AND evicted_at IS NULL", q.EvictPosition)
+		require.Equal(t, "UPDATE "+tb.LocalRevisions+" SET evicted_at = NULL WHERE node_id = $1 AND revision = $2 AND evicted_at IS NOT NULL", q.UnevictPosition)
+		for _, name := range []string{"EvictPosition", "UnevictPosition"} {
+			f := q.Statements()[name]
+			require.Equal(t, seq(f.Args), firstUse(f.SQL), name)
+		}
+	}
 }
 
 func TestLockQueries(t *testing.T) {

@@ -162,6 +162,9 @@ COMMIT TRANSACTION;`,
 		// default turned counting off.
 		EvictPosition: `SET NOCOUNT OFF;
 UPDATE ` + t.LocalRevisions + ` SET evicted_at = SYSUTCDATETIME() WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NULL;`,
+		// NOCOUNT OFF, as EvictPosition.
+		UnevictPosition: `SET NOCOUNT OFF;
+UPDATE ` + t.LocalRevisions + ` SET evicted_at = NULL WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NOT NULL;`,
 		DeletePosition: `DELETE FROM ` + t.LocalRevisions + ` WHERE node_id = @p1`,
 		// NOCOUNT OFF: the caller needs the rows affected even if a server
 		// default turned counting off.

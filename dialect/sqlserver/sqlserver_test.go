@@ -130,9 +130,10 @@ func TestQueriesGolden(t *testing.T) {
 			"IF @@ROWCOUNT = 0\n" +
 			"\tINSERT INTO tandem_local_revisions (node_id, revision, epoch, updated_at, evicted_at) VALUES (@p1, @p2, @p3, SYSUTCDATETIME(), NULL);\n" +
 			"COMMIT TRANSACTION;",
-		"ListPositions":  `SELECT node_id, revision, epoch, TODATETIMEOFFSET(updated_at, 0), TODATETIMEOFFSET(evicted_at, 0) FROM tandem_local_revisions ORDER BY node_id`,
-		"EvictPosition":  "SET NOCOUNT OFF;\nUPDATE tandem_local_revisions SET evicted_at = SYSUTCDATETIME() WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NULL;",
-		"DeletePosition": `DELETE FROM tandem_local_revisions WHERE node_id = @p1`,
+		"ListPositions":   `SELECT node_id, revision, epoch, TODATETIMEOFFSET(updated_at, 0), TODATETIMEOFFSET(evicted_at, 0) FROM tandem_local_revisions ORDER BY node_id`,
+		"EvictPosition":   "SET NOCOUNT OFF;\nUPDATE tandem_local_revisions SET evicted_at = SYSUTCDATETIME() WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NULL;",
+		"UnevictPosition": "SET NOCOUNT OFF;\nUPDATE tandem_local_revisions SET evicted_at = NULL WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NOT NULL;",
+		"DeletePosition":  `DELETE FROM tandem_local_revisions WHERE node_id = @p1`,
 		"CopyPosition": "SET NOCOUNT OFF;\nINSERT INTO tandem_local_revisions (node_id, revision, epoch, updated_at, evicted_at)\n" +
 			"SELECT @p1, revision, epoch, SYSUTCDATETIME(), evicted_at FROM tandem_local_revisions WHERE node_id = @p2;",
 		"MembersBehind": "SELECT COUNT(*) FROM tandem_locks l LEFT JOIN tandem_local_revisions r ON r.node_id = SUBSTRING(l.name, 8, 128)\n" +
@@ -172,6 +173,9 @@ func TestQueriesShape(t *testing.T) {
 		require.Contains(t, q.CopyPosition, "SELECT @p1, revision, epoch, SYSUTCDATETIME(), evicted_at FROM "+tb.LocalRevisions+" WHERE node_id = @p2;")
 		// EvictPosition: args (node id, revision); the rows affected decide.
 		require.Equal(t, "SET NOCOUNT OFF;\nUPDATE "+tb.LocalRevisions+" SET evicted_at = SYSUTCDATETIME() WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NULL;", q.EvictPosition)
+		// UnevictPosition: the same arguments; it clears only a marker
+		// still set at that revision, and the rows affected decide.
+		require.Equal(t, "SET NOCOUNT OFF;\nUPDATE "+tb.LocalRevisions+" SET evicted_at = NULL WHERE node_id = @p1 AND revision = @p2 AND evicted_at IS NOT NULL;", q.UnevictPosition)
 		for _, s := range []string{q.SavePosition, q.CopyPosition, q.EvictPosition} {
 			require.Contains(t, s, "SYSUTCDATETIME()", "database time in UTC")
 			require.NotContains(t, s, "GETDATE()")

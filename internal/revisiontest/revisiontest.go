@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ListDelete", testListDelete},
 		{"Copy", testCopy},
 		{"Evict", testEvict},
+		{"Unevict", testUnevict},
 		{"CopyRace", testCopyRace},
 		{"BadInput", testBadInput},
 		{"ConcurrentNodes", testConcurrentNodes},
@@ -153,6 +154,76 @@ func testEvict(t *testing.T, open func(t *testing.T) revision.Store) {
 
 	_, err = ev.Evict(ctx, "../x", 1)
 	require.Error(t, err)
+}
+
+// testUnevict takes evictions back as the janitor does when an evicted
+// node returns: only a position still marked at the revision given loses
+// its marker, and keeps its revision and epoch; a position the node saved
+// since, or one not marked, is left alone.
+func testUnevict(t *testing.T, open func(t *testing.T) revision.Store) {
+	ctx := ctxT(t)
+	s, other := open(t), open(t)
+	ev := s.(revision.Evicter)
+	unevict := func(node string, rev int64) bool {
+		t.Helper()
+		done, err := ev.Unevict(ctx, node, rev)
+		require.NoError(t, err)
+		return done
+	}
+	load := func(node string) revision.Position {
+		t.Helper()
+		p, err := other.Load(ctx, node)
+		require.NoError(t, err)
+		return p
+	}
+	require.NoError(t, s.Save(ctx, "a", 10, epoch))
+	require.False(t, unevict("a", 10), "not marked")
+	require.False(t, unevict("missing", 10))
+	_, err := other.Load(ctx, "missing")
+	require.ErrorIs(t, err, revision.ErrNotFound, "Unevict creates nothing")
+
+	done, err := ev.Evict(ctx, "a", 10)
+	require.NoError(t, err)
+	require.True(t, done)
+	require.False(t, unevict("a", 9), "marked at another revision")
+	require.True(t, load("a").Evicted)
+	require.True(t, unevict("a", 10))
+	p := load("a")
+	require.False(t, p.Evicted)
+	require.EqualValues(t, 10, p.Revision)
+	require.Equal(t, epoch, p.Epoch)
+	require.False(t, unevict("a", 10), "taken back already")
+	done, err = ev.Evict(ctx, "a", 10)
+	require.NoError(t, err)
+	require.True(t, done, "a position taken back can be evicted again")
+
+	// The node returns and saves before the eviction is taken back.
+	require.NoError(t, other.Save(ctx, "a", 15, epoch))
+	require.False(t, unevict("a", 10), "the node moved on")
+	p = load("a")
+	require.False(t, p.Evicted)
+	require.EqualValues(t, 15, p.Revision, "the node's save stands")
+	// It saves the very revision that was marked: the marker is gone
+	// all the same, and nothing is taken back.
+	done, err = ev.Evict(ctx, "a", 15)
+	require.NoError(t, err)
+	require.True(t, done)
+	require.NoError(t, other.Save(ctx, "a", 15, "other-epoch"))
+	require.False(t, unevict("a", 15), "not marked")
+	p = load("a")
+	require.False(t, p.Evicted)
+	require.Equal(t, "other-epoch", p.Epoch)
+
+	// Another node's marker is its own.
+	require.NoError(t, s.Save(ctx, "b", 10, epoch))
+	done, err = ev.Evict(ctx, "b", 10)
+	require.NoError(t, err)
+	require.True(t, done)
+	require.False(t, unevict("c", 10))
+	require.True(t, load("b").Evicted)
+
+	_, err = ev.Unevict(ctx, "../x", 1)
+	require.ErrorIs(t, err, ident.ErrInvalid)
 }
 
 func testCopy(t *testing.T, open func(t *testing.T) revision.Store) {

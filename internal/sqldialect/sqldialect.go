@@ -226,6 +226,14 @@ type Queries struct {
 	// database time where the node's row still holds that revision and is
 	// not evicted. One row affected means evicted.
 	EvictPosition string
+	// UnevictPosition: args (node_id, revision int64); sets evicted_at =
+	// NULL where the node's row still holds that revision and is evicted,
+	// and changes nothing else (revision, epoch and updated_at stay). One
+	// row affected means the marker was cleared; a row the node saved
+	// since (which cleared the marker, whatever its revision) is left
+	// alone. One statement, so no Save of the node's can land between
+	// its check and its write.
+	UnevictPosition string
 	// DeletePosition: args (node_id); deletes the node's row if present.
 	DeletePosition string
 	// CopyPosition: args (to node_id, from node_id); inserts a row for "to"
@@ -472,7 +480,7 @@ func (q Queries) Statements() map[string]Statement {
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
 		"ListPositions": {q.ListPositions, 0}, "DeletePosition": {q.DeletePosition, 1}, "EvictPosition": {q.EvictPosition, 2},
-		"CopyPosition":  {q.CopyPosition, 2},
+		"UnevictPosition": {q.UnevictPosition, 2}, "CopyPosition": {q.CopyPosition, 2},
 		"MembersBehind": {q.MembersBehind, 2},
 	}
 }
