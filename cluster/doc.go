@@ -162,8 +162,10 @@
 // which ends the sync when it comes back short of BatchSize, and stores
 // its position 25 to 50 ms later (at random, so that the nodes one commit
 // woke do not all write at once) and at most every 50 ms: a burst of
-// commits costs one save, not one each. On PostgreSQL with push on, the
-// poll and the save run on the listening connection
+// commits costs one save, not one each. A save that fails is retried
+// with backoff, from 50 ms up to once a second, not as fast as it fails:
+// a database outage costs one save a second per node. On PostgreSQL with
+// push on, the poll and the save run on the listening connection
 // (journal.SQL.WithSession): a woken node takes no other connection. Only
 // the first poll of a tick also looks at the outbox (SQL.AppendTx), and
 // relays what waits there; the others skip that look

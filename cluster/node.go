@@ -881,7 +881,10 @@ type Stats struct {
 	Push bool
 	// LastSyncErr is the error of the last sync, nil when it succeeded.
 	// SyncErrors counts them; a failing node logs the first failure at
-	// once and then every 30 s while it keeps failing.
+	// once and then every 30 s while it keeps failing. A position save
+	// that failed is retried with backoff (from 50 ms up to 1 s), and
+	// until one goes through, every sync counts as failed with its error,
+	// though it applied what it read.
 	LastSyncErr error
 }
 

@@ -2,7 +2,9 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -216,6 +218,77 @@ func TestRefusedPollsBackOff(t *testing.T) {
 		require.Eventually(t, func() bool { return b.Stats().Revision >= last }, 10*time.Second, 5*time.Millisecond, "catches up")
 		require.Len(t, seen.got(), 60)
 		require.True(t, b.Stats().Member)
+	})
+}
+
+// failingSaves is a position store whose saves fail while failing is set,
+// as during a database outage; it counts every Save call.
+type failingSaves struct {
+	revision.Store
+	failing atomic.Bool
+	calls   atomic.Int64
+}
+
+func (f *failingSaves) Save(ctx context.Context, node string, rev int64, epoch string) error {
+	f.calls.Add(1)
+	if f.failing.Load() {
+		return errors.New("injected: the store is down")
+	}
+	return f.Store.Save(ctx, node, rev, epoch)
+}
+
+// TestFailingSavesBackOff: while the position store fails every save, a
+// node retries its save with backoff, not again as soon as one failed
+// (tens of thousands of saves in half a second): the failure stays in
+// Stats and is logged once; and once the store answers again, the
+// position is stored and the node recovers.
+func TestFailingSavesBackOff(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "b", "inst-b")
+		fs := &failingSaves{Store: revs}
+		logs := &warnings{}
+		c := cfg("b")
+		c.Journal, c.Revisions, c.Leases, c.Instance = j, fs, leases, "inst-b"
+		c.Logger = slog.New(logs)
+		b, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { b.Stop(context.Background()) })
+		start(t, b)
+		a := f.open(t, cfg("a"))
+		start(t, a)
+
+		// The store goes down; b applies a record, and its save of the
+		// new position, 25-50 ms later, fails.
+		fs.failing.Store(true)
+		rev, err := a.Publish(ctx, "p", []byte("x"))
+		require.NoError(t, err)
+		require.NoError(t, b.WaitFor(ctx, rev))
+		require.Eventually(t, func() bool { return fs.calls.Load() > 0 }, 10*time.Second, time.Millisecond, "b tries to save")
+		time.Sleep(100 * time.Millisecond)
+		fs.calls.Store(0)
+		time.Sleep(500 * time.Millisecond)
+		calls := fs.calls.Load()
+		t.Logf("%d saves in 500 ms while the store failed them", calls)
+		// Retries start at 50 ms and double up to 1 s (±20%): two or
+		// three in this window.
+		require.Positive(t, calls, "b keeps trying")
+		require.Less(t, calls, int64(50), "saves back off")
+		st := b.Stats()
+		require.ErrorContains(t, st.LastSyncErr, "injected", "the failure shows in Stats")
+		require.Positive(t, st.SyncErrors)
+		require.Equal(t, rev, st.Revision, "the record was applied all the same")
+
+		// The store answers again: the position is stored, and the next
+		// sync reports the node recovered.
+		fs.failing.Store(false)
+		require.Eventually(t, func() bool {
+			p, err := revs.Load(ctx, "b")
+			return err == nil && p.Revision == rev
+		}, 10*time.Second, 5*time.Millisecond, "the position is stored")
+		require.Eventually(t, func() bool { return b.Stats().LastSyncErr == nil }, 10*time.Second, 5*time.Millisecond, "b recovers")
+		require.Len(t, logs.matching("tandem: sync failing"), 1, "the failure is logged once, as a state change")
+		require.Empty(t, logs.matching("still failing"))
 	})
 }
 

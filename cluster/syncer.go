@@ -44,6 +44,12 @@ type syncLoop struct {
 	savedAt time.Time
 	// saveAfter: when a save that a sync asked for is due (maybeSave).
 	saveAfter time.Time
+	// saveErr is the failure of the last save, nil once one went
+	// through; saveRetry is when the next attempt is due after it, which
+	// saveBo spaces (see maybeSave).
+	saveErr   error
+	saveRetry time.Time
+	saveBo    *backoff.Backoff
 	// pending: the last poll saw entries waiting in the journal's outbox.
 	pending bool
 	// refusedUntil: after the database refused a connection, wake-ups wait
@@ -129,7 +135,8 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	n.mu.Lock()
 	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync, batch: n.cfg.BatchSize,
 		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
-		refusedBo: backoff.New(max(n.cfg.SyncDelay/20, 10*time.Millisecond), n.cfg.SyncDelay)}
+		refusedBo: backoff.New(max(n.cfg.SyncDelay/20, 10*time.Millisecond), n.cfg.SyncDelay),
+		saveBo:    backoff.New(saveGap, saveEvery)}
 	n.mu.Unlock()
 	j := n.cfg.Journal
 	epoch, err := j.Epoch(ctx)
@@ -208,13 +215,17 @@ func (l *syncLoop) save(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
 	defer cancel()
-	if err := l.n.cfg.Revisions.Save(sctx, l.n.cfg.NodeID, l.pos, l.epoch); err != nil {
-		if sctx.Err() != nil && ctx.Err() == nil {
-			return fmt.Errorf("save position %d: %w (%v): %w", l.pos, errSyncTimeout, l.n.cfg.SyncTimeout, err)
-		}
+	err := l.n.cfg.Revisions.Save(sctx, l.n.cfg.NodeID, l.pos, l.epoch)
+	if err != nil && sctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("save position %d: %w (%v): %w", l.pos, errSyncTimeout, l.n.cfg.SyncTimeout, err)
+	}
+	if err != nil {
+		l.saveErr, l.saveRetry = err, time.Now().Add(l.saveBo.Next())
 		return err
 	}
 	l.saved, l.savedAt, l.saveAfter = l.pos, time.Now(), time.Time{}
+	l.saveErr, l.saveRetry = nil, time.Time{}
+	l.saveBo.Reset()
 	return nil
 }
 
@@ -239,6 +250,17 @@ const saveGap = 50 * time.Millisecond
 // stored ahead of what the handlers applied; storing it less often only
 // means more records applied again after a crash, which at-least-once
 // delivery allows.
+//
+// After a failed save, the next attempt waits (saveRetry): saveGap after
+// the first failure, doubling up to saveEvery (±20%), until a save goes
+// through. A store that keeps failing — a database outage — gets one save
+// a second from the node, the rate of a long catch-up, instead of one
+// after the other as fast as they fail; a position is stored within about
+// a second once it answers again, as saveEvery promises anyway. Syncs in
+// between apply records without trying to save (a long catch-up goes on),
+// and return no error they did not meet; the run loop reports them as
+// failing with the save's failure all the same (see run), so Stats and
+// the logs show the node failing until a save goes through.
 func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 	if l.pos == l.saved {
 		return nil
@@ -256,7 +278,8 @@ func (l *syncLoop) maybeSave(ctx context.Context, endOfSync bool) error {
 }
 
 // saveDue returns how long until a position applied but not stored is due
-// (see maybeSave), and false when none waits.
+// (see maybeSave), and false when none waits. After a failed save it is
+// due no earlier than saveRetry.
 func (l *syncLoop) saveDue() (time.Duration, bool) {
 	if l.pos == l.saved {
 		return 0, false
@@ -265,7 +288,7 @@ func (l *syncLoop) saveDue() (time.Duration, bool) {
 	if !l.saveAfter.IsZero() {
 		at = maxTime(l.saveAfter, l.savedAt.Add(saveGap))
 	}
-	return max(time.Until(at), 0), true
+	return max(time.Until(maxTime(at, l.saveRetry)), 0), true
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -885,6 +908,13 @@ func (l *syncLoop) run() {
 			next = l.refusedUntil
 		} else if err == nil {
 			l.refusedBo.Reset()
+		}
+		if err == nil && l.saveErr != nil && l.pos != l.saved {
+			// The position is not stored: the last save failed, and
+			// the next waits for its backoff (maybeSave). Requests got
+			// the sync's own outcome; Stats and the logs keep the node
+			// failing, not recovered between two attempts.
+			err = fmt.Errorf("save position: %w", l.saveErr)
 		}
 		l.report(err)
 	}
