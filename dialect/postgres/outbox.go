@@ -72,7 +72,7 @@ func relaySQL(t sqldialect.Tables) string {
 	SELECT c.revision - c.n + row_number() OVER (ORDER BY m.handle, m.seq), m.node_id, m.instance, m.handle, m.producer, m.payload, now()
 	FROM moved m, c
 )
-SELECT n FROM n, (SELECT ` + durableSQL + `) durable`
+SELECT n FROM n` + durableJoin
 }
 
 // Relay implements sqldialect.Outbox.

@@ -272,6 +272,12 @@ const resetConnSQL = `SELECT set_config('lock_timeout', COALESCE(NULLIF(current_
 // waits at least for the local flush is kept.
 const durableSQL = `set_config('synchronous_commit', CASE WHEN current_setting('synchronous_commit') = 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, true)`
 
+// durableJoin joins durableSQL to a statement's one row in the form that
+// costs nothing more than a look at the setting when it is not off (the
+// usual case): the subquery calls set_config only then, and the LEFT JOIN
+// keeps the row either way.
+const durableJoin = ` LEFT JOIN (SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off') durable ON true`
+
 // DropSchema implements sqldialect.Dialect.
 func (pg) DropSchema(t sqldialect.Tables) []string {
 	all := t.All()
@@ -309,7 +315,7 @@ func appendSQL(t sqldialect.Tables, conditional bool) string {
 	SELECT c.revision - $1 + e.ord, $2, $3, $4, e.producer, e.payload, now()
 	FROM c, unnest($5::text[], $6::bytea[]) WITH ORDINALITY AS e(producer, payload, ord)
 )
-SELECT revision - $1 + 1 FROM c, (SELECT ` + durableSQL + `) durable`
+SELECT revision - $1 + 1 FROM c` + durableJoin
 }
 
 func (d pg) Append(ctx context.Context, conn *sql.Conn, r sqldialect.AppendRequest) (int64, error) {
