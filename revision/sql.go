@@ -151,33 +151,29 @@ func (s *SQL) Delete(ctx context.Context, nodeID string) error {
 
 // Evict implements Evicter: one conditional UPDATE.
 func (s *SQL) Evict(ctx context.Context, nodeID string, rev int64) (bool, error) {
-	if err := ident.NodeID("nodeID", nodeID); err != nil {
-		return false, fmt.Errorf("evict revision: %w", err)
-	}
-	res, err := s.db.ExecContext(ctx, s.q.EvictPosition, nodeID, rev)
-	if err != nil {
-		return false, fmt.Errorf("evict revision of %q: %w", nodeID, s.d.Translate(err))
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("evict revision of %q: %w", nodeID, s.d.Translate(err))
-	}
-	return n == 1, nil
+	return s.markOne(ctx, "evict", s.q.EvictPosition, nodeID, rev)
 }
 
 // Unevict implements Evicter: one conditional UPDATE, so a Save of the
 // node's is either before it (and it changes nothing) or after it.
 func (s *SQL) Unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	return s.markOne(ctx, "unevict", s.q.UnevictPosition, nodeID, rev)
+}
+
+// markOne runs query, a conditional UPDATE of nodeID's row at rev
+// (EvictPosition, UnevictPosition), and reports whether it changed the
+// row; verb names it in errors.
+func (s *SQL) markOne(ctx context.Context, verb, query, nodeID string, rev int64) (bool, error) {
 	if err := ident.NodeID("nodeID", nodeID); err != nil {
-		return false, fmt.Errorf("unevict revision: %w", err)
+		return false, fmt.Errorf("%s revision: %w", verb, err)
 	}
-	res, err := s.db.ExecContext(ctx, s.q.UnevictPosition, nodeID, rev)
+	res, err := s.db.ExecContext(ctx, query, nodeID, rev)
 	if err != nil {
-		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, s.d.Translate(err))
+		return false, fmt.Errorf("%s revision of %q: %w", verb, nodeID, s.d.Translate(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, s.d.Translate(err))
+		return false, fmt.Errorf("%s revision of %q: %w", verb, nodeID, s.d.Translate(err))
 	}
 	return n == 1, nil
 }
