@@ -26,6 +26,10 @@ type batchWriter interface {
 // prepare once every append of the batch has ended or when it is closed;
 // then it sends only the appends still waiting.
 type preparer interface {
+	// prepared reports that the writer is ready for the next writeBatch
+	// as it is (it holds its connection): the committer then skips
+	// prepare and what it sets up around it.
+	prepared() bool
 	// prepare readies the writer for the next writeBatch; on error
 	// nothing was sent.
 	prepare(ctx context.Context) error
@@ -293,7 +297,7 @@ func (c *committer) write(batch []*appendReq, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.batchTimeout)
 	defer cancel()
 	var err error
-	if p, ok := c.w.(preparer); ok {
+	if p, ok := c.w.(preparer); ok && !p.prepared() {
 		err = c.prepare(ctx, p, live)
 	}
 	// From here on the appends left are the committer's to answer.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,6 +165,8 @@ func newPrepWriter() *prepWriter {
 	return &prepWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
 }
 
+func (w *prepWriter) prepared() bool { return false }
+
 func (w *prepWriter) prepare(ctx context.Context) error {
 	w.entered <- struct{}{}
 	select {
@@ -172,6 +175,37 @@ func (w *prepWriter) prepare(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// readyWriter is a memWriter that is always prepared: the committer must
+// not call its prepare.
+type readyWriter struct {
+	memWriter
+	prepares atomic.Int64
+}
+
+func (w *readyWriter) prepared() bool { return true }
+
+func (w *readyWriter) prepare(context.Context) error {
+	w.prepares.Add(1)
+	return nil
+}
+
+// TestCommitterSkipsPrepareWhenPrepared: a writer that holds what it needs
+// (the SQL journal its connection) costs a batch no prepare, nor the
+// per-append callbacks around it.
+func TestCommitterSkipsPrepareWhenPrepared(t *testing.T) {
+	w := &readyWriter{}
+	c := newCommitter(w, time.Minute)
+	defer c.close(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 3 {
+		revs, err := c.append(ctx, -1, []Entry{{Producer: "p"}})
+		require.NoError(t, err)
+		require.Equal(t, []int64{int64(i + 1)}, revs)
+	}
+	require.Zero(t, w.prepares.Load())
 }
 
 // waitPreparing waits until the committer prepares w.

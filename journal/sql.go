@@ -291,13 +291,19 @@ func raise(v *atomic.Int64, rev int64) {
 // append of the batch has ended, so callers with short deadlines do not
 // wait for a saturated pool (nor keep the node's other appends waiting).
 func (j *SQL) prepare(ctx context.Context) error {
-	if j.conn != nil && time.Since(j.connAt) > j.connMaxHold {
+	if j.prepared() {
+		return nil
+	}
+	if j.conn != nil {
 		j.releaseConn()
 	}
-	if j.conn == nil {
-		return j.takeConn(ctx)
-	}
-	return nil
+	return j.takeConn(ctx)
+}
+
+// prepared implements preparer: the append connection is held and not
+// yet due to be handed back (ConnMaxHold).
+func (j *SQL) prepared() bool {
+	return j.conn != nil && time.Since(j.connAt) <= j.connMaxHold
 }
 
 // writeBatch implements batchWriter; it runs on the committer goroutine,
