@@ -214,63 +214,45 @@ func (s *File) Delete(ctx context.Context, nodeID string) error {
 }
 
 // Evict implements Evicter. It replaces the position file with an evicted
-// one if it still holds rev. A Save that lands between its read and its
-// write is overwritten: that node then finds itself evicted on its next
-// start (or below the tail on its next read) and resyncs; it never skips
-// records.
+// one if it still holds rev, unmarked, through replaceIf: a Save that
+// lands before its check is kept (and Evict reports false).
 func (s *File) Evict(ctx context.Context, nodeID string, rev int64) (bool, error) {
-	if err := ident.NodeID("nodeID", nodeID); err != nil {
-		return false, fmt.Errorf("evict revision: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
-	}
-	p, err := s.load(nodeID)
-	if errors.Is(err, ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
-	}
-	if p.Evicted || p.Revision != rev {
-		return false, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
-	}
-	p.Evicted = true
-	if err := atomicfile.WriteFile(s.path(nodeID), encodePosition(p), 0o666); err != nil {
-		return false, fmt.Errorf("evict revision of %q: %w", nodeID, err)
-	}
-	return true, nil
+	return s.mark(ctx, "evict", nodeID, rev, true)
 }
 
 // Unevict implements Evicter. It replaces the position file with one
-// without the marker if it still holds rev and is marked. Unlike Evict's,
-// its write must not overwrite a Save of the node's: the node, live again,
-// would have its newer position set back to rev, and it saves again only
-// once its position moves. So it writes the new file under a temp name
-// first and renames it into place only if the position file still has the
-// content it read (a Save never writes a marked position, so one that
-// landed meanwhile shows). A Save that lands between that second read and
-// the rename is still overwritten: a window of one read and one rename,
-// with no fsync in it. A shared folder offers no compare-and-swap that
-// Save, a single rename, could take part in.
+// without the marker if it still holds rev and is marked, through
+// replaceIf: the node, live again, must not have a newer position of its
+// set back to rev, since it saves again only once its position moves.
 func (s *File) Unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+	return s.mark(ctx, "unevict", nodeID, rev, false)
+}
+
+// mark sets nodeID's eviction marker to evicted if its position holds rev
+// with the marker the other way; verb names it in errors.
+func (s *File) mark(ctx context.Context, verb, nodeID string, rev int64, evicted bool) (bool, error) {
 	if err := ident.NodeID("nodeID", nodeID); err != nil {
-		return false, fmt.Errorf("unevict revision: %w", err)
+		return false, fmt.Errorf("%s revision: %w", verb, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, err)
+		return false, fmt.Errorf("%s revision of %q: %w", verb, nodeID, err)
 	}
-	done, err := s.unevict(ctx, nodeID, rev)
+	done, err := s.replaceIf(ctx, nodeID, rev, evicted)
 	if err != nil {
-		return false, fmt.Errorf("unevict revision of %q: %w", nodeID, err)
+		return false, fmt.Errorf("%s revision of %q: %w", verb, nodeID, err)
 	}
 	return done, nil
 }
 
-func (s *File) unevict(ctx context.Context, nodeID string, rev int64) (bool, error) {
+// replaceIf writes nodeID's position with the marker set to evicted if the
+// file holds rev with the marker the other way. It writes the new file
+// under a temp name first and renames it into place only if the position
+// file still has the content it read (a Save always changes it), so a Save
+// of the node's that landed meanwhile is kept. One that lands between that
+// second read and the rename is still overwritten: a window of one read
+// and one rename, with no fsync in it. A shared folder offers no
+// compare-and-swap that Save, a single rename, could take part in.
+func (s *File) replaceIf(ctx context.Context, nodeID string, rev int64, evicted bool) (bool, error) {
 	old, err := s.read(nodeID)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -282,13 +264,13 @@ func (s *File) unevict(ctx context.Context, nodeID string, rev int64) (bool, err
 	if err != nil {
 		return false, err
 	}
-	if !p.Evicted || p.Revision != rev {
+	if p.Evicted == evicted || p.Revision != rev {
 		return false, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	p.Evicted = false
+	p.Evicted = evicted
 	path := s.path(nodeID)
 	tmp, err := atomicfile.WriteTemp(path, encodePosition(p), 0o666)
 	if err != nil {

@@ -266,14 +266,15 @@ func TestFileContextDone(t *testing.T) {
 }
 
 // TestFileUnevictKeepsSave: a Save of the node's that lands while Unevict
-// writes its new file is not overwritten: Unevict finds the file it read
-// replaced and declines, and leaves no temp file behind.
+// or Evict writes its new file is not overwritten: it finds the file it
+// read replaced and declines, and leaves no temp file behind.
 func TestFileUnevictKeepsSave(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, node := openFile(t, dir), openFile(t, dir)
 	for _, saved := range []int64{8, 2} { // a newer position, and the very one marked
+		s.SetBeforeCheck(nil)
 		require.NoError(t, s.Save(ctx, "a", 2, testEpoch))
 		evicted, err := s.Evict(ctx, "a", 2)
 		require.NoError(t, err)
@@ -289,6 +290,7 @@ func TestFileUnevictKeepsSave(t *testing.T) {
 	}
 
 	// Deleted meanwhile: nothing comes back.
+	s.SetBeforeCheck(nil)
 	require.NoError(t, s.Save(ctx, "b", 2, testEpoch))
 	evicted, err := s.Evict(ctx, "b", 2)
 	require.NoError(t, err)
@@ -299,6 +301,18 @@ func TestFileUnevictKeepsSave(t *testing.T) {
 	require.False(t, done)
 	_, err = s.Load(ctx, "b")
 	require.ErrorIs(t, err, revision.ErrNotFound)
+
+	// Evict keeps a Save that lands while it writes just the same.
+	s.SetBeforeCheck(nil)
+	require.NoError(t, s.Save(ctx, "a", 2, testEpoch))
+	s.SetBeforeCheck(func() { require.NoError(t, node.Save(ctx, "a", 9, testEpoch)) })
+	evicted, err = s.Evict(ctx, "a", 2)
+	require.NoError(t, err)
+	require.False(t, evicted, "saved 9 meanwhile")
+	p, err := s.Load(ctx, "a")
+	require.NoError(t, err)
+	require.False(t, p.Evicted)
+	require.Equal(t, int64(9), p.Revision, "the node's save stands")
 
 	s.SetBeforeCheck(nil)
 	ents, err := os.ReadDir(filepath.Join(dir, "nodes"))
