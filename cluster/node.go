@@ -516,7 +516,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.Unlock()
 	var lease *lock.Lease
 	var loop *syncLoop
-	running, janitor := false, false
+	running, janStarted := false, false
 	// Whatever ends this Start short of running the node — an error, a
 	// Stop meanwhile, a panic on this goroutine (resync hooks' and
 	// handlers' are recovered; this is the last guard) — undoes it before
@@ -524,7 +524,7 @@ func (n *Node) Start(ctx context.Context) error {
 	defer func() {
 		cancel()
 		if !running {
-			n.undoStart(ctx, lease, loop, janitor)
+			n.undoStart(ctx, lease, loop, janStarted)
 		}
 		close(done)
 	}()
@@ -561,7 +561,7 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.jan.Start(ctx); err != nil {
 			n.cfg.Logger.Error("tandem: janitor did not start", "node", n.cfg.NodeID, "err", err)
 		} else {
-			janitor = true
+			janStarted = true
 		}
 	}
 	n.mu.Lock()
