@@ -177,24 +177,6 @@ func decodeRecBody(hdr []byte, h recHeader, body []byte) (Record, recBatch, erro
 	return r, b, nil
 }
 
-// decodeRecord decodes the record at the start of b and returns it, its
-// batch fields and its encoded size. Its payload aliases b.
-func decodeRecord(b []byte) (Record, recBatch, int, error) {
-	if len(b) < recHeaderSize {
-		return Record{}, recBatch{}, 0, fmt.Errorf("%w: %d bytes, a record header is %d", errMalformed, len(b), recHeaderSize)
-	}
-	h, err := decodeRecHeader(b)
-	if err != nil {
-		return Record{}, recBatch{}, 0, err
-	}
-	if len(b)-recHeaderSize < h.bodyLen {
-		return Record{}, recBatch{}, 0, fmt.Errorf("%w: record %d truncated: %d of %d body bytes", errMalformed, h.revision, len(b)-recHeaderSize, h.bodyLen)
-	}
-	n := recHeaderSize + h.bodyLen
-	r, rb, err := decodeRecBody(b[:recHeaderSize], h, b[recHeaderSize:n])
-	return r, rb, n, err
-}
-
 // fileHead is the content of the head file: the last committed revision
 // and where its record ends. Seg is the first revision of the segment
 // holding it (the segment's name); Seg and Off are 0 while Rev is 0.

@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 
@@ -142,4 +143,23 @@ func FuzzDecodeRecord(f *testing.F) {
 			check(c)
 		}
 	})
+}
+
+// decodeRecord decodes the record at the start of b and returns it, its
+// batch fields and its encoded size (the tests' way in; the journal reads
+// records through segReader). Its payload aliases b.
+func decodeRecord(b []byte) (Record, recBatch, int, error) {
+	if len(b) < recHeaderSize {
+		return Record{}, recBatch{}, 0, fmt.Errorf("%w: %d bytes, a record header is %d", errMalformed, len(b), recHeaderSize)
+	}
+	h, err := decodeRecHeader(b)
+	if err != nil {
+		return Record{}, recBatch{}, 0, err
+	}
+	if len(b)-recHeaderSize < h.bodyLen {
+		return Record{}, recBatch{}, 0, fmt.Errorf("%w: record %d truncated: %d of %d body bytes", errMalformed, h.revision, len(b)-recHeaderSize, h.bodyLen)
+	}
+	n := recHeaderSize + h.bodyLen
+	r, rb, err := decodeRecBody(b[:recHeaderSize], h, b[recHeaderSize:n])
+	return r, rb, n, err
 }
