@@ -626,16 +626,18 @@ func (d pg) checkRoom(ctx context.Context, pc *pgx.Conn) error {
 	return nil
 }
 
-// LockQueries implements dialect.Dialect. statement_timestamp() rather than
-// now(): a lease's times must not be those of an older transaction start.
 // leaseDurable ends the WHERE of an acquisition and a renewal: their
 // commits wait for the WAL flush even when the session has
 // synchronous_commit off (durableSQL). A lost acquisition would hand its
 // token to the next holder too, and a lost renewal would end the lease in
 // the store before the holder's deadline: two holders at once. The
-// subquery is evaluated once the row matched, and is never NULL.
+// subquery is evaluated once, before the row is looked for, and is
+// never NULL; unlike durableJoin it calls set_config every time, which
+// at one statement per renewal costs nothing worth a second form.
 const leaseDurable = ` AND (SELECT ` + durableSQL + `) IS NOT NULL`
 
+// LockQueries implements dialect.Dialect. statement_timestamp() rather than
+// now(): a lease's times must not be those of an older transaction start.
 func (pg) LockQueries(t sqldialect.Tables) sqldialect.LockQueries {
 	const now = `statement_timestamp()`
 	return sqldialect.LockQueries{

@@ -183,7 +183,8 @@ type Queries struct {
 	// READ or SERIALIZABLE (a default the application's pool may set)
 	// LockHead fails with a serialization error when it waited for an
 	// append that then committed. Empty where LockHead works at whatever
-	// level the session has.
+	// level the session has. (A statement, not sql.TxOptions: go-ora
+	// refuses any isolation but the default.)
 	BeginLookup string
 	// FindBatch: args (after int64, batch_id int64); one row
 	// (MIN(revision), COUNT(*)) of the journal rows with revision > after
