@@ -164,11 +164,8 @@ func isNil(c Cache) bool {
 	if c == nil {
 		return true
 	}
-	switch v := reflect.ValueOf(c); v.Kind() {
-	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
-		return v.IsNil()
-	}
-	return false
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // desc makes a Desc with the node label and remembers it for Describe.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/tandem-go/tandem/datastore"
@@ -176,9 +177,10 @@ func runSchemaDrop(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if s.db == nil {
-		// The journal goes last: a drop that fails half way can be run
-		// again, as the folder is still recognised as tandem's.
-		for _, p := range []string{"nodes", "locks", "blobs", "journal"} {
+		// The journal (folderParts' first) goes last: a drop that fails
+		// half way can be run again, as the folder is still recognised
+		// as tandem's.
+		for _, p := range slices.Backward(folderParts) {
 			if err := os.RemoveAll(filepath.Join(s.dir, p)); err != nil {
 				return err
 			}
