@@ -437,26 +437,20 @@ func (j *Janitor) plan(ctx context.Context) (Report, string, error) {
 		return p, "", err
 	}
 	now := v.now
-	p.Horizon = p.Head + 1
-	pin := func(node string, rev int64, why string) {
-		if rev+1 < p.Horizon || p.PinnedBy == "" && rev+1 == p.Horizon {
-			p.Horizon, p.PinnedBy, p.PinnedWhy = rev+1, node, why
-		}
-	}
-	placed := map[string]bool{}
+	h := newPins(p.Head)
 	for _, pos := range v.positions {
 		if pos.Epoch != epoch || pos.Evicted {
 			continue // it resyncs anyway: another journal's position, or evicted
 		}
-		placed[pos.NodeID] = true
+		h.placed[pos.NodeID] = true
 		m, hasLease := v.members[pos.NodeID]
 		switch {
 		case hasLease && m.Held:
-			pin(pos.NodeID, pos.Revision, "live")
+			h.pin(pos.NodeID, pos.Revision, "live")
 		case hasLease && now.Sub(m.Expires) < j.cfg.EvictAfter:
-			pin(pos.NodeID, pos.Revision, "departed less than EvictAfter ago")
+			h.pin(pos.NodeID, pos.Revision, "departed less than EvictAfter ago")
 		case !hasLease && now.Sub(pos.Updated) < j.cfg.EvictAfter:
-			pin(pos.NodeID, pos.Revision, "no membership lease; position saved less than EvictAfter ago")
+			h.pin(pos.NodeID, pos.Revision, "no membership lease; position saved less than EvictAfter ago")
 		default:
 			gone := now.Sub(pos.Updated)
 			if hasLease {
@@ -465,14 +459,8 @@ func (j *Janitor) plan(ctx context.Context) (Report, string, error) {
 			p.Evicted = append(p.Evicted, Eviction{NodeID: pos.NodeID, Revision: pos.Revision, Gone: gone})
 		}
 	}
-	for id, m := range v.members {
-		if m.Held && !placed[id] {
-			// A live node that has not saved a position of this
-			// journal: where it stands is unknown, so nothing may be
-			// pruned (Jackrabbit's second caveat).
-			pin(id, p.Tail-1, "live without a stored position")
-		}
-	}
+	h.pinUnplaced(v.members, p.Tail)
+	p.Horizon, p.PinnedBy, p.PinnedWhy = h.horizon, h.by, h.why
 	p.NewTail = p.Horizon
 	if j.cfg.KeepRecords > 0 {
 		p.NewTail = min(p.NewTail, p.Head-j.cfg.KeepRecords+1)
@@ -569,13 +557,7 @@ func (j *Janitor) replan(ctx context.Context, p *Report, epoch string, fenced fu
 	if err != nil {
 		return fmt.Errorf("look again before raising the tail: %w", err)
 	}
-	horizon, by, why := p.Head+1, "", ""
-	pin := func(node string, rev int64, reason string) {
-		if rev+1 < horizon || by == "" && rev+1 == horizon {
-			horizon, by, why = rev+1, node, reason
-		}
-	}
-	placed := map[string]bool{}
+	h := newPins(p.Head)
 	marked := map[string]revision.Position{} // live nodes' evicted positions
 	for _, pos := range v.positions {
 		if pos.Epoch != epoch {
@@ -584,21 +566,17 @@ func (j *Janitor) replan(ctx context.Context, p *Report, epoch string, fenced fu
 		m, hasLease := v.members[pos.NodeID]
 		switch live := hasLease && m.Held; {
 		case live && pos.Evicted:
-			placed[pos.NodeID] = true
+			h.placed[pos.NodeID] = true
 			marked[pos.NodeID] = pos
-			pin(pos.NodeID, pos.Revision, "live, with a position marked evicted")
+			h.pin(pos.NodeID, pos.Revision, "live, with a position marked evicted")
 		case live:
-			placed[pos.NodeID] = true
-			pin(pos.NodeID, pos.Revision, "live")
+			h.placed[pos.NodeID] = true
+			h.pin(pos.NodeID, pos.Revision, "live")
 		case !pos.Evicted:
-			pin(pos.NodeID, pos.Revision, "position not evicted (saved during the run)")
+			h.pin(pos.NodeID, pos.Revision, "position not evicted (saved during the run)")
 		}
 	}
-	for id, m := range v.members {
-		if m.Held && !placed[id] {
-			pin(id, p.Tail-1, "live without a stored position")
-		}
-	}
+	h.pinUnplaced(v.members, p.Tail)
 
 	evicted := p.Evicted[:0:0]
 	for _, e := range p.Evicted {
@@ -625,12 +603,44 @@ func (j *Janitor) replan(ctx context.Context, p *Report, epoch string, fenced fu
 	}
 	p.Evicted = evicted
 
-	if horizon < p.Horizon {
-		p.Horizon, p.PinnedBy, p.PinnedWhy = horizon, by, why
+	if h.horizon < p.Horizon {
+		p.Horizon, p.PinnedBy, p.PinnedWhy = h.horizon, h.by, h.why
 		p.PinnedLag = p.Head - (p.Horizon - 1)
 	}
-	p.NewTail = max(min(p.NewTail, horizon), p.Tail)
+	p.NewTail = max(min(p.NewTail, h.horizon), p.Tail)
 	return nil
+}
+
+// pins computes a horizon, for plan and for replan's second look: the
+// lowest revision + 1 that a node pins, which node and why (the first
+// to pin it), and the nodes whose stored position the caller considered.
+type pins struct {
+	horizon int64
+	by, why string
+	placed  map[string]bool
+}
+
+// newPins starts a horizon above head, which nothing pins yet.
+func newPins(head int64) *pins {
+	return &pins{horizon: head + 1, placed: map[string]bool{}}
+}
+
+// pin lowers the horizon to rev + 1, on behalf of node.
+func (h *pins) pin(node string, rev int64, why string) {
+	if rev+1 < h.horizon || h.by == "" && rev+1 == h.horizon {
+		h.horizon, h.by, h.why = rev+1, node, why
+	}
+}
+
+// pinUnplaced pins, at tail - 1, every live member whose position was not
+// placed: where it stands is unknown, so nothing may be pruned
+// (Jackrabbit's second caveat).
+func (h *pins) pinUnplaced(members map[string]lock.Info, tail int64) {
+	for id, m := range members {
+		if m.Held && !h.placed[id] {
+			h.pin(id, tail-1, "live without a stored position")
+		}
+	}
 }
 
 // firstSince returns the lowest revision in [lo, hi) whose record was
