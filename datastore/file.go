@@ -160,14 +160,9 @@ func (s *File) land(id ID, tmp string, n int64) (Info, error) {
 		} else if err != nil {
 			return Info{}, err
 		}
-		if err := s.mkdirs(id); errors.Is(err, fs.ErrNotExist) && attempt < landAttempts {
-			continue // a collector removed an emptied folder of the path between two Mkdirs
-		} else if err != nil {
-			return Info{}, err
-		}
-		err := os.Rename(tmp, target)
+		err := s.moveIn(id, tmp)
 		if errors.Is(err, fs.ErrNotExist) && attempt < landAttempts {
-			continue // a collector removed the emptied folder meanwhile
+			continue // a collector removed an emptied folder of the path meanwhile
 		}
 		if err != nil {
 			return Info{}, err
@@ -177,6 +172,17 @@ func (s *File) land(id ID, tmp string, n int64) (Info, error) {
 		}
 		return s.stat(id)
 	}
+}
+
+// moveIn makes the folders of id's path and renames src into place. An
+// error matching fs.ErrNotExist can mean that a folder of the path was
+// emptied and removed between the two (by a collector, an operator's
+// Delete): land and restore make it again.
+func (s *File) moveIn(id ID, src string) error {
+	if err := s.mkdirs(id); err != nil {
+		return err
+	}
+	return os.Rename(src, s.path(id))
 }
 
 // mkdirs creates the folders of id's path and then fsyncs, concurrently,
@@ -476,10 +482,7 @@ func statFresh(path string) (fs.FileInfo, error) {
 // it with identical bytes.
 func (s *File) restore(id ID, trash string) error {
 	for attempt := 0; ; attempt++ {
-		err := s.mkdirs(id)
-		if err == nil {
-			err = os.Rename(trash, s.path(id))
-		}
+		err := s.moveIn(id, trash)
 		if err == nil {
 			break
 		}
