@@ -194,12 +194,7 @@ func runJournalTail(ctx context.Context, e *env, args []string) error {
 		return usageError("-n must not be negative and --interval must be positive")
 	}
 	// --timeout bounds the whole command, or with -f each step.
-	step := func(ctx context.Context, f func(context.Context) error) error { return f(ctx) }
-	if *follow {
-		step = e.within
-	} else {
-		e.limitRun()
-	}
+	step := e.stepper(*follow)
 	var s *store
 	var head, tail int64
 	err := step(ctx, func(ctx context.Context) (err error) {

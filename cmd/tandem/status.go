@@ -112,12 +112,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		watch.every = d
 	}
 	// --timeout bounds the whole command, or with --watch each step.
-	step := func(ctx context.Context, f func(context.Context) error) error { return f(ctx) }
-	if watch.set {
-		step = e.within
-	} else {
-		e.limitRun()
-	}
+	step := e.stepper(watch.set)
 	var s *store
 	if err := step(ctx, func(ctx context.Context) (err error) { s, err = e.openStore(ctx); return err }); err != nil {
 		return err

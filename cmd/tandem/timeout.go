@@ -79,6 +79,18 @@ func (e *env) limitRun() {
 	e.deadline = time.AfterFunc(d, func() { e.stopRun(&timeoutError{d}) })
 }
 
+// stepper is how a command that may be paced (status --watch, journal
+// tail -f) runs its steps: with paced, each step is bounded by --timeout
+// (within); otherwise --timeout bounds the whole command from now
+// (limitRun) and a step just runs.
+func (e *env) stepper(paced bool) func(context.Context, func(context.Context) error) error {
+	if paced {
+		return e.within
+	}
+	e.limitRun()
+	return func(ctx context.Context, f func(context.Context) error) error { return f(ctx) }
+}
+
 // within runs one step of a paced command (a refresh, a poll) bounded by
 // --timeout, and says so in the error when the timeout ended it.
 func (e *env) within(ctx context.Context, step func(ctx context.Context) error) error {
