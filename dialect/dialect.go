@@ -113,4 +113,7 @@ var (
 	// running node, which retries; see "Connections" in package cluster
 	// for what each node holds.
 	ErrTooManyConnections = sqldialect.ErrTooManyConnections
+	// ErrNoSuchTable: a statement named a table that does not exist (no
+	// tandem schema with that prefix, or one not complete).
+	ErrNoSuchTable = sqldialect.ErrNoSuchTable
 )

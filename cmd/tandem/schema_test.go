@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -124,22 +125,24 @@ func TestSchemaDropForeignFolder(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// TestMissingTable checks that missingTable recognises each database's
-// "no such table" error and nothing else.
-func TestMissingTable(t *testing.T) {
+// TestNoSuchTable checks that each dialect's Translate, which readSchema
+// relies on, classifies the database's own "no such table" error as
+// dialect.ErrNoSuchTable, and nothing else.
+func TestNoSuchTable(t *testing.T) {
 	t.Parallel()
 	eachDatabase(t, func(t *testing.T, tg *target) {
 		ctx := context.Background()
+		noTable := func(err error) bool { return errors.Is(tg.db.Dialect.Translate(err), dialect.ErrNoSuchTable) }
 		_, err := tg.db.DB.ExecContext(ctx, `SELECT 1 FROM `+tg.db.Prefix+`nothing`)
 		require.Error(t, err)
-		require.True(t, missingTable(err), "%T %v", err, err)
-		require.True(t, missingTable(fmt.Errorf("read: %w", err)), "wrapped")
+		require.True(t, noTable(err), "%T %v", err, err)
+		require.True(t, noTable(fmt.Errorf("read: %w", err)), "wrapped")
 		_, err = tg.db.DB.ExecContext(ctx, `SELEC 1`)
 		require.Error(t, err)
-		require.False(t, missingTable(err), "%T %v", err, err)
+		require.False(t, noTable(err), "%T %v", err, err)
+		require.False(t, noTable(nil))
+		require.False(t, noTable(sql.ErrConnDone))
 	})
-	require.False(t, missingTable(nil))
-	require.False(t, missingTable(sql.ErrConnDone))
 }
 
 // TestSchemaReadFailure checks that a schema that cannot be read for

@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	mysqldriver "github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/sijms/go-ora/v2/network"
-
+	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/sqldialect"
 )
 
@@ -25,7 +22,7 @@ func (s *store) readSchema(ctx context.Context) (sqldialect.SchemaState, error) 
 		return st, nil
 	case ctx.Err() != nil:
 		return st, fmt.Errorf("read schema version: %w", ctx.Err())
-	case missingTable(err):
+	case errors.Is(s.d.Translate(err), dialect.ErrNoSuchTable):
 		return st, withCode(exitNotFound, "no tandem schema with prefix %q in the %s database (run tandem schema migrate to create one)", s.prefix, s.d.Name())
 	case errors.Is(err, sql.ErrNoRows):
 		// A first migration cut short between creating the meta table and
@@ -40,26 +37,4 @@ func (s *store) readSchema(ctx context.Context) (sqldialect.SchemaState, error) 
 func noSchema(err error) bool {
 	var e *exitError
 	return errors.As(err, &e) && e.code == exitNotFound
-}
-
-// missingTable reports whether err is a database's "no such table" error:
-// PostgreSQL 42P01, MySQL and MariaDB 1146, SQL Server 208, Oracle
-// ORA-00942. The dialects do not classify it, so the command does, for
-// itself only.
-func missingTable(err error) bool {
-	var pg *pgconn.PgError
-	var my *mysqldriver.MySQLError
-	var ms interface{ SQLErrorNumber() int32 } // go-mssqldb's Error
-	var ora *network.OracleError
-	switch {
-	case errors.As(err, &pg):
-		return pg.Code == "42P01" // undefined_table
-	case errors.As(err, &my):
-		return my.Number == 1146 // ER_NO_SUCH_TABLE
-	case errors.As(err, &ms):
-		return ms.SQLErrorNumber() == 208 // invalid object name
-	case errors.As(err, &ora):
-		return ora.ErrCode == 942 // table or view does not exist
-	}
-	return false
 }

@@ -566,6 +566,8 @@ func (my) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
 	case 1040, 1203, 1226: // ER_CON_COUNT_ERROR (max_connections), ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED (an account's MAX_USER_CONNECTIONS)
 		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
+	case 1146: // ER_NO_SUCH_TABLE
+		return fmt.Errorf("%w: %w", dialect.ErrNoSuchTable, err)
 	}
 	return err
 }

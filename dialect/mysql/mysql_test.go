@@ -27,13 +27,14 @@ func TestTranslate(t *testing.T) {
 		1213: dialect.ErrDeadlock,
 		1205: dialect.ErrLockTimeout,
 		3572: dialect.ErrLockTimeout,
+		1146: dialect.ErrNoSuchTable,
 	} {
 		err := Dialect.Translate(fmt.Errorf("exec: %w", &driver.MySQLError{Number: num}))
 		require.ErrorIs(t, err, want, num)
 		var myErr *driver.MySQLError
 		require.ErrorAs(t, err, &myErr)
 	}
-	other := &driver.MySQLError{Number: 1146}
+	other := &driver.MySQLError{Number: 1054} // unknown column
 	require.Same(t, error(other), Dialect.Translate(other))
 	require.NoError(t, Dialect.Translate(nil))
 	plain := errors.New("x")

@@ -188,13 +188,13 @@ func (d ora) appendError(err error) error {
 func provesNothingWritten(c int) bool {
 	switch c {
 	case errResourceBusy, errWaitTimeout, errDistLockTimeout, errDeadlock, errUniqueViolation,
-		942,   // ORA-00942: table or view does not exist
-		904,   // ORA-00904: invalid identifier
-		1031,  // ORA-01031: insufficient privileges
-		6550,  // ORA-06550: PL/SQL compilation error
-		20001, // the block's own: no counter row
-		20002, // the relay block's own: it would delete other rows than it copied
-		20003: // the relay block's own: its counter UPDATE changed no row
+		errNoSuchTable, // ORA-00942
+		904,            // ORA-00904: invalid identifier
+		1031,           // ORA-01031: insufficient privileges
+		6550,           // ORA-06550: PL/SQL compilation error
+		20001,          // the block's own: no counter row
+		20002,          // the relay block's own: it would delete other rows than it copied
+		20003:          // the relay block's own: its counter UPDATE changed no row
 		return true
 	}
 	return false

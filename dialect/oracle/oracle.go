@@ -85,6 +85,7 @@ const (
 	errResourceBusy    = 54    // ORA-00054: resource busy and acquire with NOWAIT specified or timeout expired
 	errDeadlock        = 60    // ORA-00060: deadlock detected while waiting for resource
 	errNameUsed        = 955   // ORA-00955: name is already used by an existing object
+	errNoSuchTable     = 942   // ORA-00942: table or view does not exist
 	errColumnExists    = 1430  // ORA-01430: column being added already exists in table
 	errCancelled       = 1013  // ORA-01013: user requested cancel of current operation
 	errDistLockTimeout = 2049  // ORA-02049: timeout: distributed transaction waiting for lock
@@ -382,6 +383,8 @@ func (ora) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
 	case errMaxSessions, errMaxProcesses, errNoHandler, errHandlerBlocked:
 		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
+	case errNoSuchTable:
+		return fmt.Errorf("%w: %w", dialect.ErrNoSuchTable, err)
 	}
 	return err
 }

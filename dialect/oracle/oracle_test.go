@@ -521,7 +521,7 @@ func TestTranslate(t *testing.T) {
 	require.NoError(t, d.Translate(nil))
 	plain := errors.New("plain")
 	require.Equal(t, plain, d.Translate(plain))
-	other := &network.OracleError{ErrCode: 942}
+	other := &network.OracleError{ErrCode: 904} // invalid identifier
 	require.Equal(t, error(other), d.Translate(other), "an unclassified Oracle error is unchanged")
 
 	for _, tc := range []struct {
@@ -534,6 +534,7 @@ func TestTranslate(t *testing.T) {
 		{30006, dialect.ErrLockTimeout},
 		{54, dialect.ErrLockTimeout},
 		{2049, dialect.ErrLockTimeout},
+		{942, dialect.ErrNoSuchTable},
 	} {
 		src := fmt.Errorf("wrapped: %w", &network.OracleError{ErrCode: tc.code, ErrMsg: "ORA-" + strconv.Itoa(tc.code)})
 		err := d.Translate(src)

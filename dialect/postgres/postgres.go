@@ -400,6 +400,8 @@ func (pg) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
 	case "53300": // too_many_connections: max_connections, a role's or a database's CONNECTION LIMIT
 		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
+	case "42P01": // undefined_table
+		return fmt.Errorf("%w: %w", dialect.ErrNoSuchTable, err)
 	}
 	return err
 }

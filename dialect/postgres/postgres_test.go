@@ -23,6 +23,7 @@ func TestTranslate(t *testing.T) {
 		"40P01": dialect.ErrDeadlock,
 		"40001": dialect.ErrSerialization,
 		"55P03": dialect.ErrLockTimeout,
+		"42P01": dialect.ErrNoSuchTable,
 	} {
 		src := fmt.Errorf("exec: %w", &pgconn.PgError{Code: code})
 		err := Dialect.Translate(src)
@@ -30,7 +31,7 @@ func TestTranslate(t *testing.T) {
 		var pgErr *pgconn.PgError
 		require.ErrorAs(t, err, &pgErr, "the driver error stays reachable")
 	}
-	other := &pgconn.PgError{Code: "42P01"}
+	other := &pgconn.PgError{Code: "42703"} // undefined_column
 	require.Same(t, error(other), Dialect.Translate(other))
 	require.NoError(t, Dialect.Translate(nil))
 	plain := errors.New("x")

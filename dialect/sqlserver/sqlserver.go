@@ -96,6 +96,7 @@ const (
 	errSnapshotConflict = 3960  // snapshot isolation update conflict
 	errObjectExists     = 2714  // there is already an object named … in the database
 	errUserConnections  = 17809 // could not connect: the maximum number of user connections is reached
+	errInvalidObject    = 208   // invalid object name (no such table)
 )
 
 // idType is the type of node id columns: compared byte by byte.
@@ -489,6 +490,8 @@ func (sqlServer) Translate(err error) error {
 		return fmt.Errorf("%w: %w", dialect.ErrLockTimeout, err)
 	case hasNumber(err, errUserConnections):
 		return fmt.Errorf("%w: %w", dialect.ErrTooManyConnections, err)
+	case hasNumber(err, errInvalidObject):
+		return fmt.Errorf("%w: %w", dialect.ErrNoSuchTable, err)
 	}
 	return err
 }

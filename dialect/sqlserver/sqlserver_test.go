@@ -532,7 +532,7 @@ func TestTranslate(t *testing.T) {
 	require.NoError(t, d.Translate(nil))
 	plain := errors.New("plain")
 	require.Equal(t, plain, d.Translate(plain))
-	other := mssql.Error{Number: 208}
+	other := mssql.Error{Number: 207} // invalid column name
 	require.Equal(t, error(other), d.Translate(other), "an unclassified server error is unchanged")
 
 	for _, tc := range []struct {
@@ -544,6 +544,7 @@ func TestTranslate(t *testing.T) {
 		{1205, dialect.ErrDeadlock},
 		{1222, dialect.ErrLockTimeout},
 		{3960, dialect.ErrSerialization},
+		{208, dialect.ErrNoSuchTable},
 	} {
 		src := fmt.Errorf("wrapped: %w", mssql.Error{Number: tc.number, Message: "m"})
 		err := d.Translate(src)

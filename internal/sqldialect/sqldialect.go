@@ -83,6 +83,8 @@ var (
 	// a connection limit is reached (the server's, the account's or the
 	// database's).
 	ErrTooManyConnections = errors.New("too many connections")
+	// ErrNoSuchTable: a statement named a table that does not exist.
+	ErrNoSuchTable = errors.New("no such table")
 	// ErrListenerYielded: Notifier.Listen gave its connection up, or did
 	// not take one, because the server is short of connections. A
 	// listener only makes wake-ups early, so it is the first connection
