@@ -14,7 +14,6 @@ import (
 
 	"github.com/tandem-go/tandem/ident"
 	"github.com/tandem-go/tandem/internal/atomicfile"
-	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/internal/filelock"
 )
 
@@ -578,32 +577,15 @@ func (s *File) lockOrRide(ctx context.Context, name string, owner Owner, token i
 	if err != nil {
 		return nil, nil, err
 	}
-	deadline := time.Now().Add(s.cfg.LockTimeout)
-	pause := 200 * time.Microsecond // polls as filelock.Lock.Acquire does
-	for {
-		ok, err := lk.TryLock()
-		if err != nil {
-			lk.Close()
-			return nil, nil, err
-		}
-		if ok {
-			return s.unlocker(name, lk), nil, nil
-		}
-		if fc := s.ride(name, owner, token); fc != nil {
-			lk.Close() // not locked: this only closes the file
-			return nil, fc, nil
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			lk.Close()
-			return nil, nil, fmt.Errorf("lock %s: %w (%v)", s.lockPath(name), filelock.ErrTimeout, s.cfg.LockTimeout)
-		}
-		if !sleep(ctx, min(backoff.Jitter(pause, 0.5), left)) {
-			lk.Close()
-			return nil, nil, ctx.Err()
-		}
-		pause = min(pause*2, 20*time.Millisecond)
+	rode, err := lk.AcquireUnless(ctx, s.cfg.LockTimeout, func() bool {
+		fc = s.ride(name, owner, token)
+		return fc != nil
+	})
+	if err != nil || rode {
+		lk.Close() // not locked: this only closes the file
+		return nil, fc, err
 	}
+	return s.unlocker(name, lk), nil, nil
 }
 
 // lockName takes the OS lock of name within the lock timeout; unlock

@@ -146,19 +146,30 @@ func (l *Lock) reopen() error {
 // free, ctx ends (ctx's error) or timeout passes (an error matching
 // ErrTimeout).
 func (l *Lock) Acquire(ctx context.Context, timeout time.Duration) error {
+	_, err := l.AcquireUnless(ctx, timeout, nil)
+	return err
+}
+
+// AcquireUnless is Acquire that also gives up, without the lock and
+// without an error, once stop (when not nil), called after each attempt
+// that found the lock taken, reports true; stopped says it did.
+func (l *Lock) AcquireUnless(ctx context.Context, timeout time.Duration, stop func() bool) (stopped bool, err error) {
 	deadline := time.Now().Add(timeout)
 	sleep := 200 * time.Microsecond
 	for {
 		ok, err := l.TryLock()
 		if err != nil || ok {
-			return err
+			return false, err
+		}
+		if stop != nil && stop() {
+			return true, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return false, err
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return fmt.Errorf("lock %s: %w (%v)", l.path, ErrTimeout, timeout)
+			return false, fmt.Errorf("lock %s: %w (%v)", l.path, ErrTimeout, timeout)
 		}
 		d := min(sleep/2+rand.N(sleep), left)
 		t := time.NewTimer(d)
@@ -166,7 +177,7 @@ func (l *Lock) Acquire(ctx context.Context, timeout time.Duration) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		sleep = min(sleep*2, 20*time.Millisecond)
 	}

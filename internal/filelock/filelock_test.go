@@ -48,6 +48,33 @@ func TestExclusionInProcess(t *testing.T) {
 	require.NoError(t, b.Unlock())
 }
 
+// TestAcquireUnless: while the lock is taken, AcquireUnless asks stop
+// after each attempt and gives up, without the lock and without an error,
+// once stop says so; with the lock free it takes it without asking.
+func TestAcquireUnless(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "LOCK")
+	a, b := open(t, path), open(t, path)
+	require.NoError(t, a.Acquire(context.Background(), time.Second))
+	asked := 0
+	stopped, err := b.AcquireUnless(context.Background(), 10*time.Second, func() bool { asked++; return asked == 3 })
+	require.NoError(t, err)
+	require.True(t, stopped)
+	require.Equal(t, 3, asked)
+	ok, err := b.TryLock()
+	require.NoError(t, err)
+	require.False(t, ok, "still a's")
+
+	_, err = b.AcquireUnless(context.Background(), 30*time.Millisecond, func() bool { return false })
+	require.ErrorIs(t, err, ErrTimeout)
+
+	require.NoError(t, a.Unlock())
+	stopped, err = b.AcquireUnless(context.Background(), time.Second, func() bool { t.Error("asked with the lock free"); return true })
+	require.NoError(t, err)
+	require.False(t, stopped)
+	require.NoError(t, b.Unlock())
+}
+
 func TestMutualExclusion(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "LOCK")
