@@ -139,6 +139,23 @@ func member(t *testing.T, s lock.Store, node string, ttl time.Duration) *lock.Le
 	return l
 }
 
+// killed makes node a member that saved rev and was killed: its
+// membership lease, of ttl, lapses on its own.
+func killed(t *testing.T, leases lock.Store, revs revision.Store, node string, rev int64, epoch string, ttl time.Duration) {
+	t.Helper()
+	l := member(t, leases, node, ttl)
+	require.NoError(t, revs.Save(ctxT(t), node, rev, epoch))
+	l.Abandon()
+}
+
+// running makes node a live member at rev for the rest of the test.
+func running(t *testing.T, leases lock.Store, revs revision.Store, node string, rev int64, epoch string) {
+	t.Helper()
+	l := member(t, leases, node, 10*time.Second)
+	t.Cleanup(func() { l.Release(context.Background()) })
+	require.NoError(t, revs.Save(ctxT(t), node, rev, epoch))
+}
+
 func duration() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("TANDEM_TEST_DURATION")); err == nil && d > 0 {
 		return d
@@ -336,12 +353,8 @@ func TestEvictAfter(t *testing.T) {
 		revs := s.revs(t)
 		leases := s.leases(t)
 		appendN(t, jn, 10, "a")
-		dead := member(t, leases, "dead", 300*time.Millisecond)
-		require.NoError(t, revs.Save(ctx, "dead", 4, epoch))
-		dead.Abandon() // killed: the lease lapses on its own
-		live := member(t, leases, "live", 10*time.Second)
-		defer live.Release(context.Background())
-		require.NoError(t, revs.Save(ctx, "live", 10, epoch))
+		killed(t, leases, revs, "dead", 4, epoch, 300*time.Millisecond) // its lease lapses on its own
+		running(t, leases, revs, "live", 10, epoch)
 
 		const evictAfter = 2 * time.Second
 		jan := newJanitor(t, s, "jan", janitor.Config{EvictAfter: evictAfter, Leases: leases, Revisions: revs, Journal: jn})
@@ -396,12 +409,8 @@ func TestNodeReturnsDuringRun(t *testing.T) {
 				revs := s.revs(t)
 				leases := s.leases(t)
 				appendN(t, jn, 10, "a")
-				away := member(t, leases, "away", 200*time.Millisecond)
-				require.NoError(t, revs.Save(ctx, "away", 2, epoch))
-				away.Abandon()
-				live := member(t, leases, "live", 10*time.Second)
-				defer live.Release(context.Background())
-				require.NoError(t, revs.Save(ctx, "live", 10, epoch))
+				killed(t, leases, revs, "away", 2, epoch, 200*time.Millisecond)
+				running(t, leases, revs, "live", 10, epoch)
 
 				jan := newJanitor(t, s, "jan", janitor.Config{EvictAfter: 300 * time.Millisecond, Leases: leases, Revisions: revs, Journal: jn})
 				require.Eventually(t, func() bool {
@@ -504,12 +513,8 @@ func TestTakeBackKeepsNodeSave(t *testing.T) {
 		revs, nodeRevs := s.revs(t), s.revs(t)
 		leases := s.leases(t)
 		appendN(t, jn, 10, "a")
-		away := member(t, leases, "away", 200*time.Millisecond)
-		require.NoError(t, revs.Save(ctx, "away", 2, epoch))
-		away.Abandon()
-		live := member(t, leases, "live", 10*time.Second)
-		defer live.Release(context.Background())
-		require.NoError(t, revs.Save(ctx, "live", 10, epoch))
+		killed(t, leases, revs, "away", 2, epoch, 200*time.Millisecond)
+		running(t, leases, revs, "live", 10, epoch)
 
 		saved := false
 		racing := racingSaves{Store: revs, once: &sync.Once{}, save: func() {
