@@ -107,15 +107,19 @@ func TestCloneOfMovingSource(t *testing.T) {
 		start(t, src)
 		publishN(t, ctx, src, 3)
 		j, revs, leases := f.stores(t, "clone", "clone-1")
-		epoch, err := j.Epoch(ctx)
-		require.NoError(t, err)
 		var moved int64
 		c := cfg("clone")
 		c.Journal, c.Leases, c.Instance, c.CopyFrom = j, leases, "clone-1", "src"
 		c.Revisions = racingCopy{Store: revs, moved: func() {
 			moved = publishN(t, ctx, src, 2)
-			// What src's own save does a few milliseconds later.
-			require.NoError(t, revs.Save(ctx, "src", moved, epoch))
+			// src stores a position past the head the clone may have
+			// read. Its own save, not one faked here: a faked one could
+			// be overwritten by src's save of a revision before moved,
+			// still on its way (src saves a little after it applied).
+			require.Eventually(t, func() bool {
+				p, err := revs.Load(ctx, "src")
+				return err == nil && p.Revision == moved
+			}, 10*time.Second, time.Millisecond)
 		}}
 		clone, err := cluster.New(c)
 		require.NoError(t, err)
