@@ -327,3 +327,46 @@ func benchCatchUp(b *testing.B, j journal.Journal) {
 	b.StopTimer()
 	b.ReportMetric(float64(head)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkPollFile measures one poll of the file backend as a node's
+// sync makes it, side by side: File.Poll (the meta and head files, then
+// the segment) against Poll's fallback for journals that are no Poller
+// (Epoch, Read, Head: four small-file reads before the segment's), which
+// the file backend used before it had Poll. "caught-up" polls at the head
+// (a sync that finds nothing); "one-record" reads the last record, as a
+// caught-up node's sync does (it reads the record at its position again)
+// and WaitFor's check: it seeks to where the reader's last read of that
+// record began, in a 20,000-record segment (512-byte payloads) that
+// another node wrote. On a shared folder every small-file read is a round
+// trip (NFS revalidates on open).
+func BenchmarkPollFile(b *testing.B) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	w, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "writer"})
+	require.NoError(b, err)
+	defer w.Close(ctx)
+	fill(b, w, 20000)
+	j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "reader"})
+	require.NoError(b, err)
+	defer j.Close(ctx)
+	head, err := j.Head(ctx)
+	require.NoError(b, err)
+	for _, impl := range []struct {
+		name string
+		j    journal.Journal
+	}{{"poller", j}, {"fallback", struct{ journal.Journal }{j}}} {
+		for _, at := range []struct {
+			name  string
+			after int64
+		}{{"caught-up", head}, {"one-record", head - 1}} {
+			b.Run(impl.name+"/"+at.name, func(b *testing.B) {
+				for b.Loop() {
+					res, err := journal.Poll(ctx, impl.j, at.after, 100)
+					if err != nil || res.Head != head || len(res.Records) != int(head-at.after) {
+						b.Fatalf("poll after %d: %d records, head %d, %v", at.after, len(res.Records), res.Head, err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -197,6 +197,7 @@ var (
 	_ Journal = (*File)(nil)
 	_ Watcher = (*File)(nil)
 	_ Pruner  = (*File)(nil)
+	_ Poller  = (*File)(nil)
 )
 
 // OpenFile opens the journal in cfg.Dir/journal, creating it (with a new
@@ -380,7 +381,9 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 	now := time.Now()
 	j.batchSeq++
 	batch := (j.batchBase + j.batchSeq) & (1<<63 - 1)
+	lastAt := 0 // where the batch's last record starts in buf
 	for i, e := range entries {
+		lastAt = len(buf)
 		buf = appendRecord(buf, &Record{
 			Revision: h.Rev + 1 + int64(i), NodeID: j.cfg.NodeID, Instance: j.cfg.Instance,
 			Producer: e.Producer, Payload: e.Payload, Time: now,
@@ -443,7 +446,7 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 	// fsync failed: a crash may bring the old head back, and the next
 	// writer rolls these fsynced records forward.
 	j.verified = nh
-	j.cursors.committed(nh)
+	j.cursors.committed(nh, segPos{seg: seg, off: off + int64(lastAt)})
 	j.hub.wake()
 	return h.Rev + 1, nil
 }
@@ -478,21 +481,64 @@ func (j *File) read(ctx context.Context, after int64, limit int) ([]Record, erro
 	if err != nil {
 		return nil, err
 	}
+	return j.readUpTo(ctx, h, after, limit)
+}
+
+// Poll implements Poller: the meta file (epoch and tail), the head file
+// and the records after after, two small reads before the segments' where
+// Poll's fallback makes four (Epoch, then Read's meta and head, then
+// Head). The meta file is read first, as Read does: a tail read before
+// the head is never above it, and a prune that deletes a segment after
+// that read is told from damage by reading the meta file again. Tail is
+// always filled in.
+func (j *File) Poll(ctx context.Context, after int64, limit int) (PollResult, error) {
+	if err := checkRead(after, limit); err != nil {
+		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+	}
+	if err := j.checkOpen(); err != nil {
+		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+	}
+	m, err := j.readMeta()
+	if err != nil {
+		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+	}
+	h, err := j.readHead()
+	if err != nil {
+		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+	}
+	res := PollResult{Epoch: m.Epoch, Tail: m.Tail, Head: h.Rev}
+	if after+1 < m.Tail {
+		return res, nil // BehindTail
+	}
+	res.Records, err = j.readUpTo(ctx, h, after, limit)
+	var bt *BehindTailError
+	switch {
+	case errors.As(err, &bt): // pruned since the meta file was read
+		res.Records, res.Tail = nil, bt.Tail
+	case err != nil:
+		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+	}
+	return res, nil
+}
+
+// readUpTo reads at most limit records after after, up to the head h.
+func (j *File) readUpTo(ctx context.Context, h fileHead, after int64, limit int) ([]Record, error) {
 	if after >= h.Rev {
 		return []Record{}, nil
 	}
 	n := int(min(int64(limit), h.Rev-after))
 	var recs []Record
-	var end segPos
+	var end, last segPos
+	var err error
 	if pos, ok := j.cursors.get(after); ok && pos.seg <= h.Seg {
-		recs, end, err = readRecords(ctx, j.dir, h, after, n, &pos)
+		recs, end, last, err = readRecords(ctx, j.dir, h, after, n, &pos)
 		if err != nil && ctx.Err() == nil {
 			// The position is only a hint; scan instead.
 			j.cursors.forget(after)
-			recs, end, err = readRecords(ctx, j.dir, h, after, n, nil)
+			recs, end, last, err = readRecords(ctx, j.dir, h, after, n, nil)
 		}
 	} else {
-		recs, end, err = readRecords(ctx, j.dir, h, after, n, nil)
+		recs, end, last, err = readRecords(ctx, j.dir, h, after, n, nil)
 	}
 	if errors.Is(err, errSegmentGone) {
 		// A prune deletes segments after raising the tail; without a
@@ -505,7 +551,7 @@ func (j *File) read(ctx context.Context, after int64, limit int) ([]Record, erro
 	if err != nil {
 		return nil, err
 	}
-	j.cursors.moved(after, recs[len(recs)-1].Revision, end)
+	j.cursors.moved(after, recs[len(recs)-1].Revision, end, last)
 	return recs, nil
 }
 

@@ -676,17 +676,49 @@ func TestFileCursorCache(t *testing.T) {
 	pos, ok := j.cursors.get(10)
 	require.True(t, ok)
 	require.Equal(t, int64(1), pos.seg)
+	end := pos
 	pos, ok = j.cursors.get(20)
 	require.True(t, ok, "the last commit's end is cached")
+	pos, ok = j.cursors.get(19)
+	require.True(t, ok, "and where its last record starts")
+	require.Less(t, pos.off, j.verified.Off)
 
-	// Lie: point revision 10 at record 1, and at the middle of a record.
-	for _, off := range []int64{0, pos.off/2 + 3} {
-		j.cursors.moved(10, 10, segPos{seg: 1, off: off})
-		recs, err = j.Read(testCtx(t), 10, 5)
-		require.NoError(t, err)
-		require.Len(t, recs, 5)
-		require.Equal(t, int64(11), recs[0].Revision)
+	// A read one record before where another ended (a sync's poll, which
+	// looks at the record at its position again) seeks too, to where
+	// that record starts.
+	pos, ok = j.cursors.get(9)
+	require.True(t, ok, "where the last record read starts")
+	require.Less(t, pos.off, end.off)
+	recs, err = j.Read(testCtx(t), 9, 3)
+	require.NoError(t, err)
+	require.Equal(t, []int64{10, 11, 12}, revisions(recs))
+	_, ok = j.cursors.get(11)
+	require.True(t, ok, "it took over the slot of the read it continued")
+	pos, ok = j.cursors.get(12)
+	require.True(t, ok)
+	require.Greater(t, pos.off, end.off)
+
+	// Lie: point the reader after 12 (where a record ends, and where one
+	// starts) at record 1, and at the middle of a record.
+	for _, off := range []int64{0, end.off/2 + 3} {
+		for _, lie := range []cursorEnt{
+			{rev: 12, pos: segPos{seg: 1, off: off}},
+			{rev: 13, pos: segPos{seg: 1, off: end.off}, last: segPos{seg: 1, off: off}},
+		} {
+			j.cursors.moved(lie.rev, lie.rev, lie.pos, lie.last)
+			recs, err = j.Read(testCtx(t), 12, 5)
+			require.NoError(t, err)
+			require.Equal(t, []int64{13, 14, 15, 16, 17}, revisions(recs))
+		}
 	}
+}
+
+func revisions(recs []Record) []int64 {
+	revs := make([]int64, len(recs))
+	for i, r := range recs {
+		revs[i] = r.Revision
+	}
+	return revs
 }
 
 // An invalid entry or a cancelled context writes nothing.

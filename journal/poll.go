@@ -34,9 +34,9 @@ func (res PollResult) BehindTail(after int64) bool {
 	return len(res.Records) == 0 && after+1 < res.Tail
 }
 
-// Poller is implemented by journals that answer a poll in one round trip
-// (SQL: one statement), rather than the four of Epoch, Read, Tail and
-// Head. Poll reports the records after after (at most limit) with the
+// Poller is implemented by journals that answer a poll with fewer round
+// trips than the four of Epoch, Read, Tail and Head: SQL in one statement,
+// File with two small-file reads before the segment's. Poll reports the records after after (at most limit) with the
 // epoch, head, tail and outbox state; unlike Read it returns no
 // ErrBehindTail, which the caller tells from the result (BehindTail).
 type Poller interface {

@@ -212,9 +212,9 @@ func (r *segReader) skip(want int64) error {
 
 // readRecords reads the records after+1 … after+n (all at or below the
 // head h), starting at the segment position start, or, when start is
-// nil, at the segment that holds after+1. It returns them and the position
-// after the last one.
-func readRecords(ctx context.Context, dir string, h fileHead, after int64, n int, start *segPos) ([]Record, segPos, error) {
+// nil, at the segment that holds after+1. It returns them, the position
+// after the last one and the position where the last one starts.
+func readRecords(ctx context.Context, dir string, h fileHead, after int64, n int, start *segPos) ([]Record, segPos, segPos, error) {
 	var r *segReader
 	var err error
 	if start != nil {
@@ -223,37 +223,39 @@ func readRecords(ctx context.Context, dir string, h fileHead, after int64, n int
 		r, err = locate(dir, h, after)
 	}
 	if err != nil {
-		return nil, segPos{}, err
+		return nil, segPos{}, segPos{}, err
 	}
 	defer func() { r.close() }()
 	recs := make([]Record, 0, min(n, 1024))
+	var last segPos
 	for len(recs) < n {
 		want := after + int64(len(recs)) + 1
 		if len(recs)%256 == 255 {
 			if err := ctx.Err(); err != nil {
-				return nil, segPos{}, err
+				return nil, segPos{}, segPos{}, err
 			}
 		}
 		if r.atEnd() {
 			if r.head {
-				return nil, segPos{}, r.corrupt(r.off, fmt.Errorf("the head's segment ends before revision %d (head %d)", want, h.Rev))
+				return nil, segPos{}, segPos{}, r.corrupt(r.off, fmt.Errorf("the head's segment ends before revision %d (head %d)", want, h.Rev))
 			}
 			// The next segment starts with the next revision.
 			nr, err := openSeg(dir, want, 0, h)
 			if err != nil {
-				return nil, segPos{}, err
+				return nil, segPos{}, segPos{}, err
 			}
 			r.close()
 			r = nr
 			continue
 		}
+		last = segPos{seg: r.seg, off: r.off}
 		rec, err := r.next(want)
 		if err != nil {
-			return nil, segPos{}, err
+			return nil, segPos{}, segPos{}, err
 		}
 		recs = append(recs, rec)
 	}
-	return recs, segPos{seg: r.seg, off: r.off}, nil
+	return recs, segPos{seg: r.seg, off: r.off}, last, nil
 }
 
 // locate opens the segment holding revision after+1 and skips to it.
@@ -300,9 +302,14 @@ type segPos struct {
 // cursorCache remembers where recent reads ended (revision → position), so
 // that a read continuing from there seeks straight to it instead of
 // scanning its segment from the start: sequential catch-up costs O(n), not
-// O(n²). It also remembers where the last commit of this instance ended.
-// A cached position is only a hint: the record found there must carry the
-// expected revision, or the read falls back to a scan.
+// O(n²). It also remembers where the last record of each read started, so
+// that a read one record before where another ended seeks too: a node's
+// sync polls from the record before its position (to see that the record
+// it applied there is still there), and without it every such poll would
+// read its segment (up to SegmentSize) from the start. It remembers the
+// same two positions of the last commit of this instance. A cached
+// position is only a hint: the record found there must carry the expected
+// revision, or the read falls back to a scan.
 type cursorCache struct {
 	mu   sync.Mutex
 	ents [cursorSlots]cursorEnt
@@ -312,33 +319,50 @@ type cursorCache struct {
 
 const cursorSlots = 16
 
+// cursorEnt says that the record rev ends at pos and starts at last
+// (last.seg == 0: not known).
 type cursorEnt struct {
-	rev int64
-	pos segPos // pos.seg == 0: empty
+	rev  int64
+	pos  segPos // pos.seg == 0: empty
+	last segPos
 }
 
-func (c *cursorCache) get(rev int64) (segPos, bool) {
+// at returns where a reader after after continues in e, if e knows.
+func (e cursorEnt) at(after int64) (segPos, bool) {
+	switch {
+	case e.pos.seg == 0:
+	case e.rev == after:
+		return e.pos, true
+	case e.rev == after+1 && e.last.seg != 0:
+		return e.last, true
+	}
+	return segPos{}, false
+}
+
+func (c *cursorCache) get(after int64) (segPos, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.head.pos.seg != 0 && c.head.rev == rev {
-		return c.head.pos, true
+	if pos, ok := c.head.at(after); ok {
+		return pos, true
 	}
 	for _, e := range c.ents {
-		if e.pos.seg != 0 && e.rev == rev {
-			return e.pos, true
+		if pos, ok := e.at(after); ok {
+			return pos, true
 		}
 	}
 	return segPos{}, false
 }
 
-// moved records that a reader who was at from is now at rev, pos: it
-// takes over from's slot, so one reader occupies one slot.
-func (c *cursorCache) moved(from, rev int64, pos segPos) {
+// moved records that a reader who was at from is now at rev, whose record
+// starts at last and ends at pos: it takes over the slot that served it
+// (from, or from+1 for a read that began one record early), so one reader
+// occupies one slot.
+func (c *cursorCache) moved(from, rev int64, pos, last segPos) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	slot := -1
 	for i, e := range c.ents {
-		if e.pos.seg != 0 && (e.rev == from || e.rev == rev) {
+		if e.pos.seg != 0 && (e.rev == from || e.rev == from+1 || e.rev == rev) {
 			slot = i
 			break
 		}
@@ -347,13 +371,14 @@ func (c *cursorCache) moved(from, rev int64, pos segPos) {
 		slot = c.next
 		c.next = (c.next + 1) % cursorSlots
 	}
-	c.ents[slot] = cursorEnt{rev: rev, pos: pos}
+	c.ents[slot] = cursorEnt{rev: rev, pos: pos, last: last}
 }
 
-// committed records where the last local commit ended.
-func (c *cursorCache) committed(h fileHead) {
+// committed records where the last local commit ended (h) and where its
+// last record started.
+func (c *cursorCache) committed(h fileHead, last segPos) {
 	c.mu.Lock()
-	c.head = cursorEnt{rev: h.Rev, pos: segPos{seg: h.Seg, off: h.Off}}
+	c.head = cursorEnt{rev: h.Rev, pos: segPos{seg: h.Seg, off: h.Off}, last: last}
 	c.mu.Unlock()
 }
 
@@ -375,15 +400,16 @@ func (c *cursorCache) nearest(h fileHead) (cursorEnt, bool) {
 	return best, best.pos.seg != 0
 }
 
-// forget drops a position that turned out not to hold what was expected.
-func (c *cursorCache) forget(rev int64) {
+// forget drops the positions that get(after) could return: one turned
+// out not to hold what was expected.
+func (c *cursorCache) forget(after int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.head.rev == rev {
+	if _, ok := c.head.at(after); ok {
 		c.head = cursorEnt{}
 	}
 	for i, e := range c.ents {
-		if e.rev == rev {
+		if _, ok := e.at(after); ok {
 			c.ents[i] = cursorEnt{}
 		}
 	}

@@ -377,6 +377,9 @@ func testPoll(t *testing.T, open Opener) {
 	require.NoError(t, err)
 	require.False(t, res.BehindTail(20), "tail-1 reads on")
 	require.Len(t, res.Records, 5)
+	if _, ok := other.(journal.Poller); ok {
+		require.EqualValues(t, 21, res.Tail, "a Poller reports the tail with the records too")
+	}
 	require.EqualValues(t, 21, res.Records[0].Revision)
 
 	_, err = poll(ctx, other, -1, 10)
