@@ -370,3 +370,49 @@ func BenchmarkPollFile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendFileSerial measures one append at a time on the file
+// backend, the steady state of a node that publishes now and then: a
+// lone writer ("one-writer"), and two instances that append in turn
+// ("two-writers"), so that every append finds a head another writer
+// moved and checks it against the segment. "segments=1000" has 1,000
+// older segments in the folder (a journal of 64 GB at the default
+// segment size, never pruned), which every append lists. Run it with
+// TMPDIR on a tmpfs to see the file-system work around the fsyncs, which
+// dominate on a disk.
+func BenchmarkAppendFileSerial(b *testing.B) {
+	ctx := context.Background()
+	payload := []byte(strings.Repeat("x", 512))
+	for _, segs := range []int{1, 1000} {
+		for _, writers := range []int{1, 2} {
+			name := map[int]string{1: "one-writer", 2: "two-writers"}[writers]
+			b.Run(fmt.Sprintf("segments=%d/%s", segs, name), func(b *testing.B) {
+				dir := b.TempDir()
+				if segs > 1 {
+					// A segment size of 1 byte rolls over on every append.
+					w, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: "old", SegmentSize: 1})
+					require.NoError(b, err)
+					for range segs - 1 {
+						_, err := w.Append(ctx, journal.Entry{Producer: "bench", Payload: payload})
+						require.NoError(b, err)
+					}
+					require.NoError(b, w.Close(ctx))
+				}
+				js := make([]*journal.File, writers)
+				for i := range js {
+					j, err := journal.OpenFile(ctx, journal.FileConfig{Dir: dir, NodeID: fmt.Sprintf("n%d", i)})
+					require.NoError(b, err)
+					b.Cleanup(func() { j.Close(ctx) })
+					js[i] = j
+				}
+				i := 0
+				for b.Loop() {
+					if _, err := js[i%writers].Append(ctx, journal.Entry{Producer: "bench", Payload: payload}); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+		}
+	}
+}

@@ -181,6 +181,9 @@ type File struct {
 	// tests.
 	syncFile func(f *os.File) error
 	syncDir  func(dir string) error
+	// openFile opens the segments a writer repairs and appends to:
+	// os.OpenFile, or a counter in tests.
+	openFile func(name string, flag int, perm fs.FileMode) (*os.File, error)
 
 	bg     context.Context // cancelled by Close
 	stopBG context.CancelFunc
@@ -222,6 +225,7 @@ func OpenFile(ctx context.Context, cfg FileConfig) (*File, error) {
 	j := &File{
 		cfg: cfg, dir: dir, lock: lock, hub: newHub(), batchBase: rand.Int64(),
 		writeFile: atomicfile.WriteFile, syncFile: (*os.File).Sync, syncDir: atomicfile.SyncDir,
+		openFile: os.OpenFile,
 	}
 	if err := j.create(ctx); err != nil {
 		lock.Close()
@@ -397,7 +401,7 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 			f.Close()
 		}
 		seg, off = h.Rev+1, 0
-		f, err = os.OpenFile(j.path(segName(seg)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
+		f, err = j.openFile(j.path(segName(seg)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
 		if err != nil {
 			f = nil
 			return 0, fmt.Errorf("create segment: %w", err)

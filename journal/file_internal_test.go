@@ -1256,3 +1256,44 @@ func TestFileKilledBeforeHead(t *testing.T) {
 	}
 	require.NotEqual(t, all[0].Instance, all[2].Instance, "records carry the writing process's instance")
 }
+
+// An append opens the head's segment once (read-write), not once to check
+// and roll forward and again to write: on NFS every open is a round trip.
+// Also when another writer moved the head since (the head's check reads
+// the records it added), and when the batch rolls over to a new segment.
+func TestFileAppendOpensHeadSegmentOnce(t *testing.T) {
+	dir := t.TempDir()
+	a := openTestFile(t, dir, "a", 512)
+	b := openTestFile(t, dir, "b", 512)
+	appendN(t, a, 1, "p")
+	count := func(j *File) *[]string {
+		var opened []string
+		j.openFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			opened = append(opened, filepath.Base(name))
+			return os.OpenFile(name, flag, perm)
+		}
+		return &opened
+	}
+	openedA, openedB := count(a), count(b)
+	// appendOne appends with j and checks what it opened: the head's
+	// segment, and the new one when the batch rolled over.
+	appendOne := func(j *File, opened *[]string, what string, i int) {
+		*opened = nil
+		h := j.testHead(t)
+		appendN(t, j, 1, "p")
+		want := []string{segName(h.Seg)}
+		if nh := j.testHead(t); nh.Seg != h.Seg {
+			want = append(want, segName(nh.Seg))
+		}
+		require.Equal(t, want, *opened, "append %d %s", i, what)
+	}
+	for i := range 20 {
+		appendOne(a, openedA, "alternating with another writer", i)
+		appendOne(b, openedB, "alternating with another writer", i)
+	}
+	for i := range 5 {
+		appendOne(a, openedA, "by the writer of the head", i)
+	}
+	require.Greater(t, a.testHead(t).Seg, int64(1), "the appends rolled over")
+	require.Len(t, readAll(t, a, 0), 46)
+}

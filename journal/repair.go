@@ -20,15 +20,36 @@ import (
 // head that does not match them (its segment gone, a segment beyond it)
 // costs no segment. It returns the head to append after and that head's
 // segment open for writing (nil when there is no segment yet).
+//
+// The head's segment is opened once, read-write, and serves the head's
+// check, rolling forward and the append: on NFS every open is a round
+// trip, and after a clean commit nothing else of the segment is read.
+// Opening it changes nothing; a missing one is left to the checks that
+// name it, as before.
 func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 	segs, err := listSegments(j.dir)
 	if err != nil {
 		return h, nil, err
 	}
-	if err := j.verifyHead(h, segs); err != nil {
+	var f *os.File // h's segment, read-write; nil: none or missing
+	if h.Rev > 0 {
+		f, err = j.openFile(j.path(segName(h.Seg)), os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			f = nil
+		} else if err != nil {
+			return h, nil, err
+		}
+	}
+	done := false
+	defer func() {
+		if !done && f != nil {
+			f.Close()
+		}
+	}()
+	if err := j.verifyHead(h, segs, f); err != nil {
 		return h, nil, err
 	}
-	nh, err := j.rollForward(h, segs)
+	nh, err := j.rollForward(h, segs, f)
 	if err != nil {
 		return h, nil, err
 	}
@@ -48,6 +69,10 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 		}
 		j.cfg.Logger.Warn("tandem: journal rolled forward complete records past a head that was behind",
 			"dir", j.dir, "head", h.Rev, "now", nh.Rev)
+		if f != nil && nh.Seg != h.Seg {
+			f.Close() // the head moved on to a later segment
+			f = nil
+		}
 		h = nh
 		j.verified = nh // rolling forward read the records up to it
 	}
@@ -65,21 +90,23 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 		return h, nil, nil
 	}
 	name := j.path(segName(h.Seg))
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return h, nil, fmt.Errorf("%w: segment %s holding the head (revision %d) is missing", ErrCorrupt, name, h.Rev)
-	}
-	if err != nil {
-		return h, nil, err
+	if f == nil {
+		// None was open (a journal that was empty, or whose head was
+		// rolled forward into a later segment), or it was missing.
+		f, err = j.openFile(name, os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return h, nil, fmt.Errorf("%w: segment %s holding the head (revision %d) is missing", ErrCorrupt, name, h.Rev)
+		}
+		if err != nil {
+			return h, nil, err
+		}
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
 		return h, nil, err
 	}
 	switch size := fi.Size(); {
 	case size < h.Off:
-		f.Close()
 		return h, nil, fmt.Errorf("%w: segment %s is %d bytes, but the head (revision %d) ends at offset %d",
 			ErrCorrupt, name, size, h.Rev, h.Off)
 	case size > h.Off:
@@ -87,12 +114,12 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 			err = j.syncFile(f)
 		}
 		if err != nil {
-			f.Close()
 			return h, nil, fmt.Errorf("truncate torn tail: %w", err)
 		}
 		j.cfg.Logger.Warn("tandem: journal truncated an incomplete tail left by a crashed writer",
 			"segment", name, "head", h.Rev, "bytes", size-h.Off)
 	}
+	done = true
 	return h, f, nil
 }
 
@@ -109,22 +136,16 @@ func (j *File) repair(h fileHead) (fileHead, *os.File, error) {
 // headers; a whole segment's, at most once per segment. A head whose
 // segment is missing or shorter than it says is left to the checks after
 // rolling forward, which name it.
-func (j *File) verifyHead(h fileHead, segs []int64) error {
+//
+// f is h's segment, open (nil: missing).
+func (j *File) verifyHead(h fileHead, segs []int64, f *os.File) error {
 	if h == j.verified || h.Rev == 0 {
 		return nil
 	}
-	if _, ok := slices.BinarySearch(segs, h.Seg); !ok {
+	if _, ok := slices.BinarySearch(segs, h.Seg); !ok || f == nil {
 		return nil
 	}
 	name := j.path(segName(h.Seg))
-	f, err := os.Open(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -211,7 +232,7 @@ func (j *File) syncRolled(h, nh fileHead, segs []int64) error {
 		if seg < from || seg > nh.Seg {
 			continue
 		}
-		f, err := os.OpenFile(j.path(segName(seg)), os.O_RDWR, 0)
+		f, err := j.openFile(j.path(segName(seg)), os.O_RDWR, 0)
 		if err != nil {
 			return err
 		}
@@ -271,8 +292,10 @@ func (j *File) segList(segs []int64) string {
 // revision does not continue the sequence is corruption.
 //
 // It reads only what lies past the head: nothing at all when the head's
-// segment ends at the head, as it does after every clean commit.
-func (j *File) rollForward(h fileHead, segs []int64) (fileHead, error) {
+// segment ends at the head, as it does after every clean commit. hf is
+// h's segment, open (nil: not open), which it reads instead of opening
+// that segment again.
+func (j *File) rollForward(h fileHead, segs []int64, hf *os.File) (fileHead, error) {
 	cur := h
 	seg, off := h.Seg, h.Off
 	if h.Rev == 0 {
@@ -282,7 +305,11 @@ func (j *File) rollForward(h fileHead, segs []int64) (fileHead, error) {
 		if _, ok := slices.BinarySearch(segs, seg); !ok {
 			return cur, nil // the head's own segment is checked by repair
 		}
-		next, atEnd, err := j.rollSegment(cur, seg, off)
+		var open *os.File
+		if seg == h.Seg && h.Rev > 0 {
+			open = hf
+		}
+		next, atEnd, err := j.rollSegment(cur, seg, off, open)
 		if err != nil {
 			return h, err
 		}
@@ -302,17 +329,21 @@ func (j *File) rollForward(h fileHead, segs []int64) (fileHead, error) {
 // rollSegment returns the head after the complete batches that follow cur
 // in segment seg from offset off, and reports whether they reach the
 // segment's end. It reads from off to the end only, a record at a time:
-// its memory is bounded by the largest record, not by the segment.
-func (j *File) rollSegment(cur fileHead, seg, off int64) (fileHead, bool, error) {
+// its memory is bounded by the largest record, not by the segment. f is
+// the segment, open (nil: it opens it, and closes it again).
+func (j *File) rollSegment(cur fileHead, seg, off int64, f *os.File) (fileHead, bool, error) {
 	name := j.path(segName(seg))
-	f, err := os.Open(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return cur, false, nil // deleted since the listing: repair reports it
+	if f == nil {
+		var err error
+		f, err = j.openFile(name, os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return cur, false, nil // deleted since the listing: repair reports it
+		}
+		if err != nil {
+			return cur, false, err
+		}
+		defer f.Close()
 	}
-	if err != nil {
-		return cur, false, err
-	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
 		return cur, false, err
