@@ -174,11 +174,20 @@ func (s *File) land(id ID, tmp string, n int64) (Info, error) {
 	}
 }
 
-// moveIn makes the folders of id's path and renames src into place. An
-// error matching fs.ErrNotExist can mean that a folder of the path was
-// emptied and removed between the two (by a collector, an operator's
-// Delete): land and restore make it again.
+// moveIn renames src into place at id's path, making the path's folders
+// first when the rename finds one missing: a Put made them already (its
+// own mkdirs, whose fsyncs it waited for) and a blob a sweep moved aside
+// usually still has them, so the rename comes first, and the three
+// Mkdirs, each a round trip on NFS, only when it fails. An error matching
+// fs.ErrNotExist can mean that a folder of the path was emptied and
+// removed between the Mkdirs and the rename (by a collector, an
+// operator's Delete), or that src is gone: land and restore check and try
+// again.
 func (s *File) moveIn(id ID, src string) error {
+	err := os.Rename(src, s.path(id))
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	if err := s.mkdirs(id); err != nil {
 		return err
 	}
@@ -193,7 +202,7 @@ func (s *File) mkdirs(id ID) error {
 	var parents []string
 	for _, part := range []string{string(id[0:2]), string(id[2:4]), string(id[4:6])} {
 		sub := filepath.Join(dir, part)
-		err := os.Mkdir(sub, 0o755)
+		err := mkdir(sub, 0o755)
 		switch {
 		case err == nil:
 			parents = append(parents, dir)
@@ -460,6 +469,9 @@ func stillThere(path string) error {
 	}
 	return f.Close()
 }
+
+// mkdir makes a blob folder: os.Mkdir, or a counter in tests.
+var mkdir = os.Mkdir
 
 // afterTouch, when a test sets it, runs between a touch and its check.
 var afterTouch func(path string)

@@ -49,3 +49,45 @@ func TestTouchLosesTheRaceToASweep(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, content, b)
 }
+
+// TestPutMakesFoldersOnce: a Put makes the blob's three folders once (on
+// NFS each Mkdir is a round trip, also for a folder that exists), not
+// again right before its rename; a Put into folders that exist, and a
+// Put whose folders a collector removed before the rename, both land.
+// Not parallel: it sets the package's mkdir hook.
+func TestPutMakesFoldersOnce(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenFile(ctx, FileConfig{Dir: t.TempDir()})
+	require.NoError(t, err)
+	var made []string
+	mkdir = func(name string, perm os.FileMode) error {
+		made = append(made, name)
+		return os.Mkdir(name, perm)
+	}
+	defer func() { mkdir = os.Mkdir }()
+	for i, content := range []string{"first", "second", "third"} {
+		made = nil
+		in, err := s.Put(ctx, bytes.NewReader([]byte(content)))
+		require.NoError(t, err)
+		require.Len(t, made, 3, "Put %d: %v", i, made)
+		// A collector's Delete empties and removes the folders: the
+		// next Put makes them again.
+		if i == 1 {
+			require.NoError(t, s.Delete(ctx, in.ID))
+		}
+	}
+
+	// The folders removed between the Put's Mkdirs and its rename: the
+	// rename fails, and moveIn makes them again.
+	in, err := s.Put(ctx, bytes.NewReader([]byte("fourth")))
+	require.NoError(t, err)
+	require.NoError(t, s.Delete(ctx, in.ID))
+	tmp := filepath.Join(s.tmp, "moved")
+	require.NoError(t, os.WriteFile(tmp, []byte("fourth"), 0o666))
+	made = nil
+	require.NoError(t, s.moveIn(in.ID, tmp))
+	require.Len(t, made, 3)
+	got, err := s.Stat(ctx, in.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, 6, got.Length)
+}
