@@ -17,6 +17,12 @@ const (
 	pipeBufferSize = 256 << 10
 )
 
+// pipeBufs holds copyHashing's buffers between Puts.
+var pipeBufs = sync.Pool{New: func() any {
+	b := make([]byte, pipeBufferSize)
+	return &b
+}}
+
 // copyHashing copies r to w and into h and returns the number of bytes
 // copied. Reading (on the caller's goroutine), hashing and writing run
 // concurrently, each in order, over a ring of buffers, so a Put costs
@@ -27,9 +33,21 @@ func copyHashing(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 		b    []byte
 		refs atomic.Int32 // consumers still using b
 	}
+	// The buffers come from pipeBufs as the copy needs them: a small
+	// blob takes one, and none is allocated (and zeroed) afresh per Put.
 	free := make(chan *slot, pipeBuffers)
-	for range pipeBuffers {
-		free <- &slot{b: make([]byte, pipeBufferSize)}
+	taken := 0
+	next := func() *slot {
+		if taken < pipeBuffers {
+			select {
+			case s := <-free:
+				return s
+			default:
+				taken++
+				return &slot{b: *pipeBufs.Get().(*[]byte)}
+			}
+		}
+		return <-free
 	}
 	release := func(s *slot) {
 		if s.refs.Add(-1) == 0 {
@@ -63,7 +81,7 @@ func copyHashing(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 	var n int64
 	var rerr error
 	for rerr == nil {
-		s := <-free
+		s := next()
 		m, err := io.ReadFull(r, s.b)
 		if m > 0 {
 			s.refs.Store(2)
@@ -84,6 +102,11 @@ func copyHashing(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 	close(toHash)
 	close(toWrite)
 	wg.Wait()
+	// Both consumers are done: every slot taken is back in free.
+	for range taken {
+		s := <-free
+		pipeBufs.Put(&s.b)
+	}
 	if rerr != io.EOF {
 		return n, rerr
 	}

@@ -3,9 +3,11 @@ package datastore
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -90,4 +92,28 @@ func TestPutMakesFoldersOnce(t *testing.T) {
 	got, err := s.Stat(ctx, in.ID)
 	require.NoError(t, err)
 	require.EqualValues(t, 6, got.Length)
+}
+
+// TestPutSmallAllocatesLittle: a small Put takes one copy buffer, reused
+// from earlier Puts, rather than allocating (and zeroing) all four, 1 MiB,
+// afresh every time. Not parallel: it reads the process's allocations.
+func TestPutSmallAllocatesLittle(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenFile(ctx, FileConfig{Dir: t.TempDir()})
+	require.NoError(t, err)
+	put := func(i int) {
+		_, err := s.Put(ctx, bytes.NewReader([]byte(fmt.Sprintf("small blob %d", i))))
+		require.NoError(t, err)
+	}
+	put(-1)
+	const n = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		put(i)
+	}
+	runtime.ReadMemStats(&after)
+	perPut := (after.TotalAlloc - before.TotalAlloc) / n
+	t.Logf("allocated per small Put: %d bytes", perPut)
+	require.Less(t, perPut, uint64(pipeBufferSize), "a small Put allocated copy buffers")
 }
