@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -76,4 +77,28 @@ func benchAcquireRelease(b *testing.B, s lock.Store, par int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acquire+release/s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkListFile measures one List of the file store, as Members and
+// Barrier make it (Barrier every 5 to 50 ms while it waits), over 50
+// leases another process holds and does not renew meanwhile: the steady
+// state between two heartbeats.
+func BenchmarkListFile(b *testing.B) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	holder, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
+	require.NoError(b, err)
+	for i := range 50 {
+		_, ok, err := holder.TryAcquire(ctx, fmt.Sprintf("member.n%d", i), lock.Owner{NodeID: fmt.Sprintf("n%d", i), Instance: "i"}, time.Minute)
+		require.NoError(b, err)
+		require.True(b, ok)
+	}
+	observer, err := lock.OpenFile(ctx, lock.FileConfig{Dir: dir})
+	require.NoError(b, err)
+	for b.Loop() {
+		infos, err := observer.List(ctx)
+		if err != nil || len(infos) != 50 {
+			b.Fatal(len(infos), err)
+		}
+	}
 }

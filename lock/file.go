@@ -336,7 +336,7 @@ func (s *File) List(ctx context.Context) ([]Info, error) {
 		if !e.Type().IsRegular() || ident.LeaseName("", name) != nil {
 			continue // lock files, temp files, strangers
 		}
-		l, mtime, exists, err := s.readTimed(name)
+		l, exists, err := s.read(name)
 		if err != nil {
 			return nil, fmt.Errorf("list leases: %w", err)
 		}
@@ -349,6 +349,10 @@ func (s *File) List(ctx context.Context) ([]Info, error) {
 		} else {
 			s.observe(name, l)
 			written, now := s.estimate(name, l, func() (time.Duration, bool) {
+				// Asked once per write of the lease, not per List: the
+				// file's mtime is read only then, after its content (a
+				// later write's mtime only dates the lease later).
+				mtime := s.mtime(name)
 				if !probed {
 					probed = true
 					serverNow, _ = s.serverNow()
@@ -412,15 +416,18 @@ func (s *File) serverNow() (time.Time, error) {
 	return fi.ModTime(), nil
 }
 
-// readTimed is read, also returning the lease file's mtime.
-func (s *File) readTimed(name string) (*leaseFile, time.Time, bool, error) {
-	var mtime time.Time
-	if fi, err := os.Stat(s.leasePath(name)); err == nil {
-		mtime = fi.ModTime()
+// mtime returns the modification time of name's lease file (zero if
+// it cannot be read).
+func (s *File) mtime(name string) time.Time {
+	fi, err := statFile(s.leasePath(name))
+	if err != nil {
+		return time.Time{}
 	}
-	l, exists, err := s.read(name)
-	return l, mtime, exists, err
+	return fi.ModTime()
 }
+
+// statFile is os.Stat, or a counter in tests.
+var statFile = os.Stat
 
 // Fence implements Fencer. It holds the lease's OS lock while fn runs, so
 // nobody can take the lease over meanwhile; the holder's own Renew and
