@@ -164,6 +164,10 @@ type SQL struct {
 
 	relayReqs chan chan error // Waits asking for a relay (relayLoop)
 
+	// pruned is where DeleteBatch's next look for the lowest record
+	// starts (see prunedBound).
+	pruned prunedBound
+
 	notifier sqldialect.Notifier // nil when the dialect cannot push
 	// listenDo runs statements on the listening connection while there is
 	// one (WithSession).
@@ -679,27 +683,79 @@ func (j *SQL) RaiseTail(ctx context.Context, below int64) (int64, error) {
 
 // DeleteBatch implements Pruner: one DELETE of at most limit revisions,
 // from the lowest one kept.
+//
+// The lowest one is looked up from where the previous batch of this
+// journal ended (prunedBound), not from the start of the key: the rows
+// earlier batches deleted stay in the primary key's index until vacuum
+// (PostgreSQL) or purge (InnoDB) removes them, and while a long
+// transaction holds those back, a MIN from the start of the key would
+// walk every one of them on each batch, making a prune quadratic.
 func (j *SQL) DeleteBatch(ctx context.Context, limit int) (int64, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("delete batch: %w: limit is %d, must be > 0", ErrInvalidArgument, limit)
 	}
-	_, tail, err := j.meta(ctx)
+	epoch, tail, err := j.meta(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("delete batch: %w", err)
 	}
 	var lowest sql.NullInt64
-	if err := j.db.QueryRowContext(ctx, j.q.MinRevision).Scan(&lowest); err != nil {
+	if err := j.db.QueryRowContext(ctx, j.q.MinRevision, j.pruned.from(epoch, tail)).Scan(&lowest); err != nil {
 		return 0, fmt.Errorf("delete batch: %w", j.d.Translate(err))
 	}
 	if !lowest.Valid || lowest.Int64 >= tail {
+		j.pruned.reset()
 		return 0, nil
 	}
-	res, err := j.db.ExecContext(ctx, j.q.DeleteRange, lowest.Int64, min(lowest.Int64+int64(limit), tail))
+	to := min(lowest.Int64+int64(limit), tail)
+	res, err := j.db.ExecContext(ctx, j.q.DeleteRange, lowest.Int64, to)
 	if err != nil {
 		return 0, fmt.Errorf("delete batch: %w", j.d.Translate(err))
 	}
+	j.pruned.set(epoch, to)
 	n, _ := res.RowsAffected()
 	return n, nil
+}
+
+// prunedBound is a revision below which the journal holds no record, as
+// its last DeleteBatch left it: the rows below the batch's lowest were
+// gone already, and it deleted those up to the end of its range.
+// Nothing is ever written below the tail again (an append's revisions
+// are above the committed head, which RaiseTail never passes), so the
+// bound stays true for as long as the journal is the same one: it is
+// kept with the epoch it was found in, and dropped when the epoch
+// changes, when the tail is below it (a restored database), and at the
+// end of every prune (a DeleteBatch that finds nothing to delete), so
+// that each prune starts with one look from the start of the key.
+// Concurrent DeleteBatch calls only ever store true bounds.
+type prunedBound struct {
+	mu    sync.Mutex
+	epoch string
+	below int64
+}
+
+// from returns where to look for the lowest record: the bound when it
+// was found in epoch and is not above tail, 0 otherwise.
+func (b *prunedBound) from(epoch string, tail int64) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.epoch != epoch || b.below > tail {
+		return 0
+	}
+	return b.below
+}
+
+func (b *prunedBound) set(epoch string, below int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.epoch != epoch || below > b.below {
+		b.epoch, b.below = epoch, below
+	}
+}
+
+func (b *prunedBound) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.epoch, b.below = "", 0
 }
 
 // CanWatch reports whether Watch can push wake-ups: true when the dialect

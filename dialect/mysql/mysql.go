@@ -63,7 +63,7 @@ func (my) Queries(t sqldialect.Tables) sqldialect.Queries {
 		Meta:        `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, ?) WHERE id = 1`,
 		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= ? AND revision < ?`,
-		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal + ` WHERE revision >= ?`,
 		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
 		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > ? AND batch_id = ?`,
 		// InnoDB makes a commit visible before its redo is flushed.

@@ -117,7 +117,7 @@ func (ora) Queries(t sqldialect.Tables) sqldialect.Queries {
 		// occurrence: the tail appears once.
 		SetTail:     `UPDATE ` + t.Meta + ` SET tail = GREATEST(tail, :1) WHERE id = 1`,
 		DeleteRange: `DELETE FROM ` + t.Journal + ` WHERE revision >= :1 AND revision < :2`,
-		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal + ` WHERE revision >= :1`,
 		LockHead:    `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
 		FindBatch:   `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > :1 AND batch_id = :2`,
 		// A commit is visible once the transaction table says so, before

@@ -96,7 +96,7 @@ func TestQueriesGolden(t *testing.T) {
 		"Meta":        `SELECT epoch, tail, schema_version FROM tandem_meta WHERE id = 1`,
 		"SetTail":     `UPDATE tandem_meta SET tail = GREATEST(tail, :1) WHERE id = 1`,
 		"DeleteRange": `DELETE FROM tandem_journal WHERE revision >= :1 AND revision < :2`,
-		"MinRevision": `SELECT MIN(revision) FROM tandem_journal`,
+		"MinRevision": `SELECT MIN(revision) FROM tandem_journal WHERE revision >= :1`,
 		"LockHead":    `SELECT revision FROM tandem_global_revision WHERE id = 1 FOR UPDATE`,
 		// LockHead works at READ COMMITTED, the only level go-ora begins.
 		"BeginLookup":     "",

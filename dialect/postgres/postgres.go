@@ -62,7 +62,7 @@ func (pg) Queries(t sqldialect.Tables) sqldialect.Queries {
 		Meta:          `SELECT epoch, tail, schema_version FROM ` + t.Meta + ` WHERE id = 1`,
 		SetTail:       `UPDATE ` + t.Meta + ` SET tail = $1 WHERE id = 1 AND tail < $1`,
 		DeleteRange:   `DELETE FROM ` + t.Journal + ` WHERE revision >= $1 AND revision < $2`,
-		MinRevision:   `SELECT MIN(revision) FROM ` + t.Journal,
+		MinRevision:   `SELECT MIN(revision) FROM ` + t.Journal + ` WHERE revision >= $1`,
 		LockHead:      `SELECT revision FROM ` + t.GlobalRevision + ` WHERE id = 1 FOR UPDATE`,
 		BeginLookup:   `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`,
 		FindBatch:     `SELECT MIN(revision), COUNT(*) FROM ` + t.Journal + ` WHERE revision > $1 AND batch_id = $2`,

@@ -125,7 +125,7 @@ BEGIN
 	DELETE TOP (%d) FROM %s WHERE revision >= @p1 AND revision < @p2;
 	IF @@ROWCOUNT < %d BREAK;
 END;`, deleteChunk, t.Journal, deleteChunk),
-		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal,
+		MinRevision: `SELECT MIN(revision) FROM ` + t.Journal + ` WHERE revision >= @p1`,
 		// UPDLOCK holds the row until the transaction ends; an append's
 		// UPDATE of the counter excludes it.
 		LockHead:  `SELECT revision FROM ` + t.GlobalRevision + ` WITH (UPDLOCK, ROWLOCK) WHERE id = 1`,

@@ -109,7 +109,7 @@ func TestQueriesGolden(t *testing.T) {
 		"Head":        `SELECT revision FROM tandem_global_revision WHERE id = 1`,
 		"Meta":        `SELECT epoch, tail, schema_version FROM tandem_meta WHERE id = 1`,
 		"SetTail":     `UPDATE tandem_meta SET tail = @p1 WHERE id = 1 AND tail < @p1`,
-		"MinRevision": `SELECT MIN(revision) FROM tandem_journal`,
+		"MinRevision": `SELECT MIN(revision) FROM tandem_journal WHERE revision >= @p1`,
 		"DeleteRange": "SET NOCOUNT OFF;\nWHILE 1 = 1\nBEGIN\n" +
 			"\tDELETE TOP (2000) FROM tandem_journal WHERE revision >= @p1 AND revision < @p2;\n" +
 			"\tIF @@ROWCOUNT < 2000 BREAK;\nEND;",

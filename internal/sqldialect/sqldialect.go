@@ -172,7 +172,13 @@ type Queries struct {
 	// DeleteRange: args (from, to int64); deletes journal rows with
 	// from <= revision < to.
 	DeleteRange string
-	// MinRevision: no args; one row (MIN(revision)) of the journal, NULL when empty.
+	// MinRevision: args (from int64); one row (MIN(revision)) of the
+	// journal rows with revision >= from, NULL when there is none. The
+	// caller passes a revision below which it knows no row is left (0
+	// when it knows none), so that the primary key is entered at from:
+	// the rows deleted below it stay in the index until vacuum or purge
+	// removes them, which a long transaction holds back, and a MIN that
+	// started at the lowest key would walk through all of them.
 	MinRevision string
 	// LockHead: no args; run inside a transaction, one row (revision) of
 	// the global revision counter, locking the row until the transaction
@@ -478,7 +484,7 @@ type Statement struct {
 func (q Queries) Statements() map[string]Statement {
 	return map[string]Statement{
 		"Read": {q.Read, 2}, "Poll": {q.Poll, 2}, "PollRecords": {q.PollRecords, 2}, "Head": {q.Head, 0}, "Meta": {q.Meta, 0}, "SetTail": {q.SetTail, 1},
-		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 0},
+		"DeleteRange": {q.DeleteRange, 2}, "MinRevision": {q.MinRevision, 1},
 		"LockHead": {q.LockHead, 0}, "BeginLookup": {q.BeginLookup, 0}, "FindBatch": {q.FindBatch, 2}, "Settle": {q.Settle, 1},
 		"PendingAny": {q.PendingAny, 0}, "PendingCount": {q.PendingCount, 1}, "PendingOldest": {q.PendingOldest, 0},
 		"LoadPosition": {q.LoadPosition, 1}, "SavePosition": {q.SavePosition, 3},
