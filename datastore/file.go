@@ -195,25 +195,27 @@ func (s *File) moveIn(id ID, src string) error {
 }
 
 // mkdirs creates the folders of id's path and then fsyncs, concurrently,
-// the parent of each one it created, so that the new entries are durable
-// when it returns.
+// the parent of each one, so that the path's entries are durable when it
+// returns. That includes the folders that were there already: one that
+// another Put (of this process or another node) or a failed mkdirs has
+// just made may not be durable yet, and a blob acknowledged under it
+// would be lost with it in a crash. (A process-wide memo of folders known
+// durable would not do: a collector removes emptied folders, and one made
+// again elsewhere starts out undurable.)
 func (s *File) mkdirs(id ID) error {
 	dir := s.blobs
 	var parents []string
 	for _, part := range []string{string(id[0:2]), string(id[2:4]), string(id[4:6])} {
 		sub := filepath.Join(dir, part)
-		err := mkdir(sub, 0o755)
-		switch {
-		case err == nil:
-			parents = append(parents, dir)
-		case !errors.Is(err, fs.ErrExist):
+		if err := mkdir(sub, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
+		parents = append(parents, dir)
 		dir = sub
 	}
 	errs := make(chan error, len(parents))
 	for _, p := range parents {
-		go func() { errs <- atomicfile.SyncDir(p) }()
+		go func() { errs <- syncFolder(p) }()
 	}
 	var err error
 	for range parents {
@@ -472,6 +474,10 @@ func stillThere(path string) error {
 
 // mkdir makes a blob folder: os.Mkdir, or a counter in tests.
 var mkdir = os.Mkdir
+
+// syncFolder fsyncs the parent of a blob folder in mkdirs:
+// atomicfile.SyncDir, or a recorder in tests.
+var syncFolder = atomicfile.SyncDir
 
 // afterTouch, when a test sets it, runs between a touch and its check.
 var afterTouch func(path string)

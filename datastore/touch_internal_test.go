@@ -3,14 +3,18 @@ package datastore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tandem-go/tandem/internal/atomicfile"
 )
 
 // TestTouchLosesTheRaceToASweep: a collector's sweep renames a blob aside
@@ -92,6 +96,37 @@ func TestPutMakesFoldersOnce(t *testing.T) {
 	got, err := s.Stat(ctx, in.ID)
 	require.NoError(t, err)
 	require.EqualValues(t, 6, got.Length)
+}
+
+// TestPutSyncsFoldersItFinds: a Put whose blob folders are there already
+// fsyncs their parents too, as it does for folders it makes: another
+// node's Put (or a failed one) may have just made them, not yet durably,
+// and the blob this Put acknowledges would go with them in a crash. Not
+// parallel: it sets the package's syncFolder hook.
+func TestPutSyncsFoldersItFinds(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenFile(ctx, FileConfig{Dir: t.TempDir()})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var synced []string
+	syncFolder = func(dir string) error {
+		mu.Lock()
+		synced = append(synced, dir)
+		mu.Unlock()
+		return atomicfile.SyncDir(dir)
+	}
+	defer func() { syncFolder = atomicfile.SyncDir }()
+
+	content := []byte("made by somebody else")
+	sum := sha256.Sum256(content)
+	id := ID(hex.EncodeToString(sum[:]))
+	// Made by another node that has not fsynced them yet.
+	require.NoError(t, os.MkdirAll(filepath.Dir(s.path(id)), 0o755))
+	in, err := s.Put(ctx, bytes.NewReader(content))
+	require.NoError(t, err)
+	require.Equal(t, id, in.ID)
+	want := []string{s.blobs, filepath.Join(s.blobs, string(id[0:2])), filepath.Join(s.blobs, string(id[0:2]), string(id[2:4]))}
+	require.ElementsMatch(t, want, synced, "the parent of each folder of the path")
 }
 
 // TestPutSmallAllocatesLittle: a small Put takes one copy buffer, reused
