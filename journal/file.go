@@ -536,7 +536,13 @@ func (j *File) readUpTo(ctx context.Context, h fileHead, after int64, limit int)
 	var err error
 	if pos, ok := j.cursors.get(after); ok && pos.seg <= h.Seg {
 		recs, end, last, err = readRecords(ctx, j.dir, h, after, n, &pos)
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			// No scan to tell a wrong hint from damage: the error
+			// is the context's, not what the hint led to.
+			return nil, ctx.Err()
+		default:
 			// The position is only a hint; scan instead.
 			j.cursors.forget(after)
 			recs, end, last, err = readRecords(ctx, j.dir, h, after, n, nil)

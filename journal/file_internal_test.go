@@ -713,6 +713,25 @@ func TestFileCursorCache(t *testing.T) {
 	}
 }
 
+// A cursor hint that turns out wrong while the reader's context ends
+// reports the context's error: without the scan that would tell a wrong
+// hint from damage, what the hint led to (a record cut in the middle) is
+// not reported as corruption.
+func TestFileLyingCursorCancelled(t *testing.T) {
+	t.Parallel()
+	j := openTestFile(t, t.TempDir(), "n1", 0)
+	appendN(t, j, 20, "p")
+	j.cursors.moved(12, 12, segPos{seg: 1, off: 7}, segPos{}) // inside record 1
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	_, err := j.Read(ctx, 12, 5)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, ErrCorrupt)
+	recs, err := j.Read(testCtx(t), 12, 5)
+	require.NoError(t, err, "the hint is still a hint")
+	require.Equal(t, []int64{13, 14, 15, 16, 17}, revisions(recs))
+}
+
 func revisions(recs []Record) []int64 {
 	revs := make([]int64, len(recs))
 	for i, r := range recs {
