@@ -39,8 +39,10 @@
 // counter, changed and changed back under its lock), whose log flush
 // covers the batch. An error matching dialect.ErrOutcomeUnknown
 // remains only when the database stays unreachable for
-// SQLConfig.ResolveTimeout (or the file journal can neither remove nor
-// commit a batch it wrote). On a shared folder, the next writer rolls
+// SQLConfig.ResolveTimeout, when a prune deleted every record of the
+// batch before the lookup could see them (the tail passed the batch
+// meanwhile), or when the file journal can neither remove nor commit a
+// batch it wrote. On a shared folder, the next writer rolls
 // forward every complete batch past a head that reads older than the
 // truth, so an acknowledged record is never truncated; see File.
 //

@@ -70,6 +70,13 @@ func (j *SQL) resolve(cause *sqldialect.OutcomeError, batch int64, n int, after 
 		case errors.Is(err, ErrCorrupt):
 			return 0, err
 		}
+		var pruned *prunedError
+		if errors.As(err, &pruned) {
+			j.outcomes.unknown.Add(1)
+			j.cfg.Logger.Warn("tandem: journal could not learn whether an append committed",
+				"node", j.cfg.NodeID, "batch", batch, "err", err)
+			return 0, fmt.Errorf("%w; %v", cause, err)
+		}
 		if ctx.Err() != nil {
 			j.outcomes.unknown.Add(1)
 			j.cfg.Logger.Warn("tandem: journal could not learn whether an append committed",
@@ -119,17 +126,53 @@ func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, 
 	if err := tx.QueryRowContext(ctx, j.q.FindBatch, after, batch).Scan(&lowest, &count); err != nil {
 		return 0, false, j.d.Translate(err)
 	}
+	first = lowest.Int64
+	if count < int64(n) {
+		// A prune may have deleted the batch's lowest records, or all of
+		// them, since it committed (every node, this one's sync loop
+		// included, may have read them meanwhile). Prune raises the
+		// tail before it deletes, so a tail read after the look tells:
+		// nothing above after was deleted unless the tail is above
+		// after+1.
+		var epoch string
+		var tail int64
+		var version int
+		if err := tx.QueryRowContext(ctx, j.q.Meta).Scan(&epoch, &tail, &version); err != nil {
+			return 0, false, j.d.Translate(err)
+		}
+		switch {
+		case count == 0 && tail > after+1:
+			return 0, false, &prunedError{batch: batch, after: after, tail: tail}
+		case count > 0 && tail >= lowest.Int64:
+			// A batch commits whole: the records missing below the
+			// lowest one found were pruned.
+			first = lowest.Int64 - (int64(n) - count)
+			count = int64(n)
+		}
+	}
 	switch {
 	case count == 0:
 		return 0, false, nil
-	case count == int64(n) && lowest.Int64+int64(n)-1 <= head:
+	case count == int64(n) && first > after && first+int64(n)-1 <= head:
 		if err := j.settle(ctx, tx); err != nil {
 			return 0, false, err
 		}
-		return lowest.Int64, true, nil
+		return first, true, nil
 	}
 	return 0, false, fmt.Errorf("%w: batch %d has %d of its %d records, from revision %d (head %d)",
 		ErrCorrupt, batch, count, n, lowest.Int64, head)
+}
+
+// prunedError reports a lookup that found none of its batch's records
+// where a prune may have deleted them: the batch's outcome cannot be
+// learned any more.
+type prunedError struct {
+	batch, after, tail int64
+}
+
+func (e *prunedError) Error() string {
+	return fmt.Sprintf("batch %d is not in the journal, but the journal was pruned above revision %d (tail %d) since the batch was sent: it may have committed and been pruned",
+		e.batch, e.after, e.tail)
 }
 
 // settle makes sure a batch the lookup found is durable before it is

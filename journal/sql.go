@@ -128,9 +128,11 @@ func (c *SQLConfig) withDefaults() (SQLConfig, sqldialect.Tables, error) {
 // the lock timeout (SQL Server, Oracle) — and then, holding the counter's
 // row lock, looks the batch up on another
 // connection: Append returns the revisions it committed at, or a plain
-// error with nothing written. Only when the database stays unreachable for
-// ResolveTimeout does Append return an error matching
-// dialect.ErrOutcomeUnknown.
+// error with nothing written. A prune that deleted some of the batch's
+// records before the lookup leaves the others as proof that it committed.
+// Only when the database stays unreachable for ResolveTimeout, or a prune
+// deleted every record above what the journal knew when it sent the
+// batch, does Append return an error matching dialect.ErrOutcomeUnknown.
 //
 // It is safe for concurrent use; Close releases its connections but not
 // db.
