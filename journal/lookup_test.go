@@ -98,3 +98,54 @@ func TestSQLResolveAfterPrune(t *testing.T) {
 		})
 	}
 }
+
+// TestSQLResolveAfterRestore: the database is restored from a backup
+// (the counter and the journal go back below what a running journal has
+// seen) and the answer to the journal's next group commit is lost after
+// its commit. The lookup must find the batch below what the journal knew
+// before the restore, not report it failed with nothing written.
+func TestSQLResolveAfterRestore(t *testing.T) {
+	for _, b := range dbtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			d := newLostAck(b.Dialect)
+			j := openSQLConfig(t, db, d, journal.SQLConfig{NodeID: "a"})
+			e := func(s string) journal.Entry { return journal.Entry{Producer: "p", Payload: []byte(s)} }
+			_, err := j.Append(ctx, e("1"), e("2"), e("3"), e("4"), e("5"))
+			require.NoError(t, err)
+
+			// The restore: back to revision 2.
+			for _, stmt := range []string{
+				`DELETE FROM ` + db.Prefix + `journal WHERE revision > 2`,
+				`UPDATE ` + db.Prefix + `global_revision SET revision = 2 WHERE id = 1`,
+			} {
+				_, err := db.DB.ExecContext(ctx, stmt)
+				require.NoError(t, err)
+			}
+
+			d.arm(func(context.Context) error { return nil })
+			revs, err := j.Append(ctx, e("3 again"))
+			require.NoError(t, err, "the batch committed at revision 3")
+			require.Equal(t, []int64{3}, revs)
+			recs, err := j.Read(ctx, 0, 10)
+			require.NoError(t, err)
+			require.Len(t, recs, 3)
+			require.Equal(t, "3 again", string(recs[2].Payload))
+
+			// The journal learned that it went back: the next lost answer
+			// is looked up above revision 3, though another node's
+			// append brought the head back to what it had seen before.
+			other := openSQL(t, db, b.Dialect, "b")
+			d.arm(func(ctx context.Context) error {
+				_, err := other.Append(ctx, e("5 by b"))
+				return err
+			})
+			revs, err = j.Append(ctx, e("4 again"))
+			require.NoError(t, err, "the batch committed at revision 4")
+			require.Equal(t, []int64{4}, revs)
+		})
+	}
+}

@@ -121,6 +121,20 @@ func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, 
 	if err := tx.QueryRowContext(ctx, j.q.LockHead).Scan(&head); err != nil {
 		return 0, false, j.d.Translate(err)
 	}
+	if after > head {
+		// The counter is below a revision this instance saw committed:
+		// the journal went back (a restored database), and the batch may
+		// have committed at or below after. Look from the tail instead.
+		// (A batch that did not commit finds after == head as a rule:
+		// only here does the lookup walk the whole journal.)
+		var epoch string
+		var tail int64
+		var version int
+		if err := tx.QueryRowContext(ctx, j.q.Meta).Scan(&epoch, &tail, &version); err != nil {
+			return 0, false, j.d.Translate(err)
+		}
+		after = max(min(after, tail-1), 0)
+	}
 	var lowest sql.NullInt64
 	var count int64
 	if err := tx.QueryRowContext(ctx, j.q.FindBatch, after, batch).Scan(&lowest, &count); err != nil {

@@ -350,7 +350,15 @@ func (j *SQL) writeBatch(ctx context.Context, entries []Entry, expect int64) (in
 			return 0, err
 		}
 	}
-	raise(&j.known, first+int64(len(entries))-1)
+	last := first + int64(len(entries)) - 1
+	if first <= after {
+		// The journal went back below what this instance had seen (a
+		// restored database): forget that, so that the next open
+		// outcome is looked up from below this batch. A lower known
+		// revision only makes a lookup look further.
+		j.known.Store(last)
+	}
+	raise(&j.known, last)
 	j.hub.wake() // watchers on this instance learn at once
 	if j.notify != nil {
 		select {
