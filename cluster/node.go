@@ -543,7 +543,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
-	loop, err = n.newSyncLoop(ctx)
+	loop, err = n.newSyncLoop(ctx, lease)
 	if err != nil {
 		return fail(err)
 	}

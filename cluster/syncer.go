@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/journal"
+	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
 )
 
@@ -50,6 +51,10 @@ type syncLoop struct {
 	saveErr   error
 	saveRetry time.Time
 	saveBo    *backoff.Backoff
+	// lease is the membership lease the node holds (Start's, then each
+	// one keepMembership takes back): the position is the id's, and is
+	// stored only while it is held (see save).
+	lease atomic.Pointer[lock.Lease]
 	// pending: the last poll saw entries waiting in the journal's outbox.
 	pending bool
 	// refusedUntil: after the database refused a connection, wake-ups wait
@@ -131,13 +136,14 @@ func (l *syncLoop) failure() error {
 	return l.failed
 }
 
-func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
+func (n *Node) newSyncLoop(ctx context.Context, lease *lock.Lease) (*syncLoop, error) {
 	n.mu.Lock()
 	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync, batch: n.cfg.BatchSize,
 		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
 		refusedBo: backoff.New(max(n.cfg.SyncDelay/20, 10*time.Millisecond), n.cfg.SyncDelay),
 		saveBo:    backoff.New(saveGap, saveEvery)}
 	n.mu.Unlock()
+	l.lease.Store(lease)
 	j := n.cfg.Journal
 	epoch, err := j.Epoch(ctx)
 	if err != nil {
@@ -209,14 +215,37 @@ func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 
 var errAbandoned = errors.New("cluster: sync abandoned")
 
+// save stores the position. The stored position is the node id's, and
+// another process may hold the id once this one's membership lease is
+// lost (it expired while the store did not answer): so a save needs the
+// lease held, and one in flight is abandoned at the lease's trust
+// deadline. Meanwhile the loop goes on applying records; the position is
+// stored once the node rejoins (or never, if it was replaced).
 func (l *syncLoop) save(ctx context.Context) error {
 	if l.abandoned.Load() {
 		return errAbandoned
 	}
 	sctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
 	defer cancel()
-	err := l.n.cfg.Revisions.Save(sctx, l.n.cfg.NodeID, l.pos, l.epoch)
-	if err != nil && sctx.Err() != nil && ctx.Err() == nil {
+	lost := func() error {
+		return fmt.Errorf("save position %d: %w: %w: its lease was not confirmed in time; the position is stored once it rejoins",
+			l.pos, ErrNotRunning, ErrMembershipLost)
+	}
+	var err error
+	lease := l.lease.Load()
+	if lease != nil && !lease.Held() {
+		err = lost()
+	} else {
+		if lease != nil {
+			defer context.AfterFunc(lease.Context(), cancel)()
+		}
+		err = l.n.cfg.Revisions.Save(sctx, l.n.cfg.NodeID, l.pos, l.epoch)
+	}
+	switch {
+	case err == nil, sctx.Err() == nil, ctx.Err() != nil:
+	case lease != nil && lease.Context().Err() != nil:
+		err = fmt.Errorf("%w: %w", lost(), err)
+	default:
 		err = fmt.Errorf("save position %d: %w (%v): %w", l.pos, errSyncTimeout, l.n.cfg.SyncTimeout, err)
 	}
 	if err != nil {

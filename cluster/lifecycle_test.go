@@ -1,0 +1,82 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-go/tandem/cluster"
+	"github.com/tandem-go/tandem/internal/locktest"
+	"github.com/tandem-go/tandem/journal"
+)
+
+// TestCutOffNodeStoresNoPosition: a node loses its membership lease (the
+// lease store stops answering, its journal and positions still
+// reachable), and another process takes its id, as it may once the lease
+// expired. The old process goes on reading the journal, but it must not
+// store a position under the id it no longer holds: that position is the
+// new holder's. Stored ahead of what the new holder applied, it would let
+// a Barrier pass while the new holder has not applied the revision, and a
+// restart of the new holder skip records.
+func TestCutOffNodeStoresNoPosition(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "web", "inst-old")
+		stall := &cutOff{Stall: locktest.NewStall(leases), done: make(chan struct{})}
+		t.Cleanup(stall.end)
+		c := cfg("web")
+		c.Journal, c.Revisions, c.Leases, c.Instance = j, revs, stall, "inst-old"
+		c.MemberTTL = time.Second
+		c.StopDelay = 2 * time.Second
+		old, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { old.Stop(context.Background()) })
+		other := f.open(t, cfg("other"))
+		start(t, other)
+		start(t, old)
+
+		stall.begin()
+		require.Eventually(t, func() bool {
+			_, err := old.Publish(ctx, "p", nil)
+			return errors.Is(err, cluster.ErrMembershipLost)
+		}, 30*time.Second, 5*time.Millisecond, "the old process loses its membership")
+
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		succ := f.open(t, cfg("web"))
+		stuck := blocking(release)
+		require.NoError(t, succ.Handle("p", cluster.HandlerFunc(func(ctx context.Context, rec journal.Record) error {
+			if string(rec.Payload) != "x" {
+				return nil // what the old process published: it applies those
+			}
+			return stuck.Apply(ctx, rec)
+		})))
+		require.Eventually(t, func() bool {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			err := succ.Start(sctx)
+			if err != nil {
+				require.ErrorIs(t, err, cluster.ErrDuplicateNode)
+			}
+			return err == nil
+		}, 30*time.Second, 10*time.Millisecond, "the successor takes the id once the old lease expired")
+
+		rev, err := other.Publish(ctx, "p", []byte("x"))
+		require.NoError(t, err)
+		// The old process reads it (it has no handler for it) ...
+		require.Eventually(t, func() bool { return old.Stats().Revision >= rev }, 30*time.Second, 5*time.Millisecond)
+		// ... and stops, with a final save. The successor is stuck before rev.
+		_ = old.Stop(ctx)
+		require.Less(t, succ.Stats().Revision, rev)
+
+		p, err := f.revisions(t).Load(ctx, "web")
+		require.NoError(t, err)
+		require.Less(t, p.Revision, rev, "the position of web is the successor's, which has not applied %d", rev)
+		bctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		require.ErrorIs(t, other.Barrier(bctx, rev), context.DeadlineExceeded, "the successor holds the barrier")
+	})
+}
