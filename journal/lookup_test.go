@@ -149,3 +149,52 @@ func TestSQLResolveAfterRestore(t *testing.T) {
 		})
 	}
 }
+
+// TestSQLWaitAfterPrune: an application's transaction commits entries,
+// another node relays them, every node reads them and the janitor prunes
+// them, all before the writer's Pending.Wait looks. Wait must not report
+// them not committed (ErrNotCommitted says the transaction rolled back):
+// their revisions can no longer be learned, and it says that.
+func TestSQLWaitAfterPrune(t *testing.T) {
+	for _, b := range dbtest.Backends[:2] { // PostgreSQL and MySQL
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			db := dbtest.Open(t, b)
+			pool := db.NewPool(t)
+			j := openSQL(t, db, b.Dialect, "w")
+			other := openSQL(t, db, b.Dialect, "other")
+			e := func(s string) journal.Entry { return journal.Entry{Producer: "p", Payload: []byte(s)} }
+			_, err := j.Append(ctx, e("1"))
+			require.NoError(t, err)
+
+			tx, err := pool.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			p, err := j.AppendTx(ctx, tx, e("2"), e("3"))
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit())
+			n, err := other.Relay(ctx)
+			require.NoError(t, err)
+			require.EqualValues(t, 2, n)
+			_, err = other.Prune(ctx, 4)
+			require.NoError(t, err)
+
+			_, err = p.Wait(ctx)
+			require.NotErrorIs(t, err, journal.ErrNotCommitted, "the transaction committed")
+			require.ErrorIs(t, err, journal.ErrBehindTail, "the records were pruned")
+
+			// Once the writer has seen past the tail, a transaction that
+			// rolled back is reported as such again.
+			_, err = j.Append(ctx, e("4"))
+			require.NoError(t, err)
+			tx, err = pool.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			p, err = j.AppendTx(ctx, tx, e("never"))
+			require.NoError(t, err)
+			require.NoError(t, tx.Rollback())
+			_, err = p.Wait(ctx)
+			require.ErrorIs(t, err, journal.ErrNotCommitted, "nothing was pruned above what the writer knew")
+		})
+	}
+}

@@ -69,10 +69,13 @@ func (j *SQL) AppendTx(ctx context.Context, tx *sql.Tx, entries ...Entry) (*Pend
 // Wait returns the revisions of the handle's entries, relaying them first
 // if they are still pending. Call it after the transaction committed: if
 // the entries are neither pending nor in the journal, it returns an error
-// matching ErrNotCommitted (the transaction rolled back). Called while the
-// transaction is still open, it reports ErrNotCommitted too, or, on a SQL
-// Server database without READ_COMMITTED_SNAPSHOT, waits for that
-// transaction to end. Once the journal is closed, Wait returns an error
+// matching ErrNotCommitted (the transaction rolled back), or, when the
+// journal was pruned above what this journal knew when AppendTx ran (the
+// entries may have been relayed and pruned before Wait looked), one
+// matching ErrBehindTail: their revisions can no longer be learned.
+// Called while the transaction is still open, it reports ErrNotCommitted
+// too, or, on a SQL Server database without READ_COMMITTED_SNAPSHOT,
+// waits for that transaction to end. Once the journal is closed, Wait returns an error
 // matching ErrClosed unless it finds the entries already in the journal.
 // While relays fail, Wait keeps trying until ctx ends; its error then
 // wraps the last relay's error too.
@@ -128,6 +131,9 @@ func (p *Pending) Wait(ctx context.Context) ([]int64, error) {
 			// Another node may have moved them meanwhile: rows go from
 			// pending to the journal in one transaction, never back.
 			revs, err := p.find(ctx)
+			if errors.Is(err, ErrNotCommitted) {
+				err = p.pruned(ctx, err)
+			}
 			return revs, ended(err)
 		}
 		select {
@@ -157,6 +163,23 @@ func (p *Pending) find(ctx context.Context) ([]int64, error) {
 	}
 	raise(&p.j.known, revs[len(revs)-1])
 	return revs, nil
+}
+
+// pruned returns notFound unless the journal was pruned above the
+// revision the journal knew when the entries were published: they may
+// then have been relayed and pruned since, and a *BehindTailError says
+// that their revisions can no longer be learned. Prune raises the tail
+// before it deletes, so a tail read after the look tells.
+func (p *Pending) pruned(ctx context.Context, notFound error) error {
+	tail, err := p.j.Tail(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for pending entries: %w", err)
+	}
+	if tail > p.after+1 {
+		return fmt.Errorf("wait for pending entries (handle %d): neither pending nor in the journal, which was pruned since they were published: they may have been relayed and pruned: %w",
+			p.handle, &BehindTailError{After: p.after, Tail: tail})
+	}
+	return notFound
 }
 
 // Relay moves the committed pending entries of every node into the
