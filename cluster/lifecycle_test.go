@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,5 +79,86 @@ func TestCutOffNodeStoresNoPosition(t *testing.T) {
 		bctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		require.ErrorIs(t, other.Barrier(bctx, rev), context.DeadlineExceeded, "the successor holds the barrier")
+	})
+}
+
+// gatedAppends is a journal whose appends wait, honouring their context,
+// while the gate is shut, as an append waits in the group commit's queue
+// behind a batch stuck at the counter's lock: one whose context ends
+// before its batch is sent is dropped and writes nothing.
+type gatedAppends struct {
+	journal.Journal
+	mu   sync.Mutex
+	gate chan struct{} // nil: open
+	in   chan struct{}
+}
+
+func (g *gatedAppends) Append(ctx context.Context, entries ...journal.Entry) ([]int64, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		g.in <- struct{}{}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.Journal.Append(ctx, entries...)
+}
+
+// TestNoPublishAfterMembershipLost: a publish that waits for its turn
+// while the node loses its membership lease — its lease store stops
+// answering, and another process takes the id over — must not be written
+// when its turn comes: the node does not hold its id any more.
+func TestNoPublishAfterMembershipLost(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f fixture) {
+		ctx := ctxT(t)
+		j, revs, leases := f.stores(t, "web", "inst-old")
+		gated := &gatedAppends{Journal: j, in: make(chan struct{}, 1)}
+		stall := &cutOff{Stall: locktest.NewStall(leases), done: make(chan struct{})}
+		t.Cleanup(stall.end)
+		c := cfg("web")
+		c.Journal, c.Revisions, c.Leases, c.Instance = gated, revs, stall, "inst-old"
+		c.MemberTTL = time.Second
+		c.StopDelay = 300 * time.Millisecond
+		old, err := cluster.New(c)
+		require.NoError(t, err)
+		t.Cleanup(func() { old.Stop(context.Background()) })
+		start(t, old)
+
+		gate := make(chan struct{})
+		gated.mu.Lock()
+		gated.gate = gate
+		gated.mu.Unlock()
+		published := make(chan error, 1)
+		go func() {
+			_, err := old.Publish(ctx, "p", []byte("late"))
+			published <- err
+		}()
+		<-gated.in // the publish waits for its turn
+		stall.begin()
+		succ := f.open(t, cfg("web"))
+		require.Eventually(t, func() bool {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			err := succ.Start(sctx)
+			if err != nil {
+				require.ErrorIs(t, err, cluster.ErrDuplicateNode)
+			}
+			return err == nil
+		}, 30*time.Second, 10*time.Millisecond, "the successor takes the id once the old lease expired")
+		close(gate)
+
+		err = <-published
+		require.ErrorIs(t, err, cluster.ErrMembershipLost, "the publish of a node that lost its id fails")
+		head, err := j.Head(ctx)
+		require.NoError(t, err)
+		recs, err := j.Read(ctx, 0, int(head)+1)
+		require.NoError(t, err)
+		for _, r := range recs {
+			require.NotEqual(t, "late", string(r.Payload), "revision %d was written after the node lost its id", r.Revision)
+		}
 	})
 }

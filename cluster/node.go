@@ -790,8 +790,22 @@ func (n *Node) PublishEntries(ctx context.Context, entries ...journal.Entry) ([]
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	revs, err := n.cfg.Journal.Append(ctx, entries...)
+	// The append ends with the lease: one that waits for its batch (the
+	// group commit's queue, a batch stuck at the counter's lock) past the
+	// moment the node stops believing it holds its id is dropped, not
+	// written by a node another process may have replaced meanwhile.
+	n.mu.Lock()
+	lease := n.lease
+	n.mu.Unlock()
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	lost := fmt.Errorf("publish: node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers", n.cfg.NodeID, ErrNotRunning, ErrMembershipLost)
+	defer context.AfterFunc(lease.Context(), func() { cancel(lost) })()
+	revs, err := n.cfg.Journal.Append(actx, entries...)
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(context.Cause(actx), ErrMembershipLost) {
+			return nil, fmt.Errorf("%w (%w)", lost, err)
+		}
 		return nil, err
 	}
 	l.wake()
