@@ -799,12 +799,14 @@ func (n *Node) PublishEntries(ctx context.Context, entries ...journal.Entry) ([]
 	n.mu.Unlock()
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	lost := fmt.Errorf("publish: node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers", n.cfg.NodeID, ErrNotRunning, ErrMembershipLost)
-	defer context.AfterFunc(lease.Context(), func() { cancel(lost) })()
+	defer context.AfterFunc(lease.Context(), func() {
+		cancel(fmt.Errorf("publish: node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers",
+			n.cfg.NodeID, ErrNotRunning, ErrMembershipLost))
+	})()
 	revs, err := n.cfg.Journal.Append(actx, entries...)
 	if err != nil {
-		if ctx.Err() == nil && errors.Is(context.Cause(actx), ErrMembershipLost) {
-			return nil, fmt.Errorf("%w (%w)", lost, err)
+		if cause := context.Cause(actx); ctx.Err() == nil && errors.Is(cause, ErrMembershipLost) {
+			return nil, fmt.Errorf("%w (%w)", cause, err)
 		}
 		return nil, err
 	}
