@@ -81,7 +81,7 @@ func TestOwnRecordsSaveSoon(t *testing.T) {
 	n, err := OpenDir(ctx, Config{NodeID: "a", Dir: t.TempDir(), SyncDelay: time.Hour, DisablePush: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Stop(ctx)) }) // closes the journal
-	l, err := n.newSyncLoop(ctx, nil)                     // a new node: saves its position now
+	l, err := n.newSyncLoop(ctx)                          // a new node: saves its position now
 	require.NoError(t, err)
 	t.Cleanup(l.cancel)
 	revs, err := n.Journal().Append(ctx, journal.Entry{Producer: "p"}, journal.Entry{Producer: "p"})

@@ -127,7 +127,6 @@ func (n *Node) keepMembership(ctx context.Context, lease *lock.Lease, loop *sync
 				n.lease = l
 				n.mu.Unlock()
 				lease = l
-				loop.lease.Store(l)
 				n.cfg.Logger.Info("tandem: membership regained", "node", n.cfg.NodeID, "token", l.Token())
 				break
 			}

@@ -543,7 +543,10 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
-	loop, err = n.newSyncLoop(ctx, lease)
+	n.mu.Lock()
+	n.lease = lease
+	n.mu.Unlock()
+	loop, err = n.newSyncLoop(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -569,7 +572,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 		return fmt.Errorf("start node %q: %w: stopped while starting", n.cfg.NodeID, ErrNotRunning)
 	}
-	n.lease, n.loop, n.starting = lease, loop, nil
+	n.loop, n.starting = loop, nil
 	mctx, stopMember := context.WithCancel(context.Background())
 	n.stopMember, n.memberDone = stopMember, make(chan struct{})
 	n.state = stateRunning
@@ -714,21 +717,35 @@ func (n *Node) running() (*syncLoop, error) {
 
 // member returns the running loop if the node holds its membership now:
 // it is running, was not replaced, and its lease is confirmed.
-func (n *Node) member() (*syncLoop, error) {
+func (n *Node) member() (*syncLoop, *lock.Lease, error) {
 	l, err := n.running()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := l.failure(); err != nil {
-		return nil, fmt.Errorf("node %q: %w", n.cfg.NodeID, err)
+		return nil, nil, fmt.Errorf("node %q: %w", n.cfg.NodeID, err)
 	}
-	n.mu.Lock()
-	lease := n.lease
-	n.mu.Unlock()
+	lease := n.membership()
 	if !lease.Held() {
-		return nil, fmt.Errorf("node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers", n.cfg.NodeID, ErrNotRunning, ErrMembershipLost)
+		return nil, nil, n.errLost()
 	}
-	return l, nil
+	return l, lease, nil
+}
+
+// membership returns the node's membership lease: the one Start took (set
+// as soon as it is taken, so that the first sync's saves see it), then
+// each one keepMembership takes back. Nil before the first Start.
+func (n *Node) membership() *lock.Lease {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lease
+}
+
+// errLost is the error of what the node refuses to do while its
+// membership lease is not confirmed.
+func (n *Node) errLost() error {
+	return fmt.Errorf("node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers",
+		n.cfg.NodeID, ErrNotRunning, ErrMembershipLost)
 }
 
 // serving reports whether what the node derives from the journal may be
@@ -755,7 +772,7 @@ func (n *Node) serving() bool {
 // first, any node relays them within SyncDelay. It needs a SQL journal and
 // membership, like PublishEntries.
 func (n *Node) PublishTx(ctx context.Context, tx *sql.Tx, entries ...journal.Entry) (*journal.Pending, error) {
-	if _, err := n.member(); err != nil {
+	if _, _, err := n.member(); err != nil {
 		return nil, fmt.Errorf("publish in transaction: %w", err)
 	}
 	a, ok := n.cfg.Journal.(interface {
@@ -786,7 +803,7 @@ func (n *Node) Publish(ctx context.Context, producer string, payload []byte) (in
 // confirmed (ErrMembershipLost) it returns an error matching
 // ErrNotRunning and writes nothing.
 func (n *Node) PublishEntries(ctx context.Context, entries ...journal.Entry) ([]int64, error) {
-	l, err := n.member()
+	l, lease, err := n.member()
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
@@ -794,19 +811,13 @@ func (n *Node) PublishEntries(ctx context.Context, entries ...journal.Entry) ([]
 	// group commit's queue, a batch stuck at the counter's lock) past the
 	// moment the node stops believing it holds its id is dropped, not
 	// written by a node another process may have replaced meanwhile.
-	n.mu.Lock()
-	lease := n.lease
-	n.mu.Unlock()
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	defer context.AfterFunc(lease.Context(), func() {
-		cancel(fmt.Errorf("publish: node %q: %w: %w: its lease was not confirmed in time; it rejoins when the store answers",
-			n.cfg.NodeID, ErrNotRunning, ErrMembershipLost))
-	})()
+	defer context.AfterFunc(lease.Context(), func() { cancel(n.errLost()) })()
 	revs, err := n.cfg.Journal.Append(actx, entries...)
 	if err != nil {
 		if cause := context.Cause(actx); ctx.Err() == nil && errors.Is(cause, ErrMembershipLost) {
-			return nil, fmt.Errorf("%w (%w)", cause, err)
+			return nil, fmt.Errorf("publish: %w (%w)", cause, err)
 		}
 		return nil, err
 	}

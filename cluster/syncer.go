@@ -14,7 +14,6 @@ import (
 	"github.com/tandem-go/tandem/dialect"
 	"github.com/tandem-go/tandem/internal/backoff"
 	"github.com/tandem-go/tandem/journal"
-	"github.com/tandem-go/tandem/lock"
 	"github.com/tandem-go/tandem/revision"
 )
 
@@ -51,10 +50,6 @@ type syncLoop struct {
 	saveErr   error
 	saveRetry time.Time
 	saveBo    *backoff.Backoff
-	// lease is the membership lease the node holds (Start's, then each
-	// one keepMembership takes back): the position is the id's, and is
-	// stored only while it is held (see save).
-	lease atomic.Pointer[lock.Lease]
 	// pending: the last poll saw entries waiting in the journal's outbox.
 	pending bool
 	// refusedUntil: after the database refused a connection, wake-ups wait
@@ -136,14 +131,13 @@ func (l *syncLoop) failure() error {
 	return l.failed
 }
 
-func (n *Node) newSyncLoop(ctx context.Context, lease *lock.Lease) (*syncLoop, error) {
+func (n *Node) newSyncLoop(ctx context.Context) (*syncLoop, error) {
 	n.mu.Lock()
 	l := &syncLoop{n: n, handlers: n.handlers, resync: n.resync, batch: n.cfg.BatchSize,
 		advanced: make(chan struct{}), wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
 		refusedBo: backoff.New(max(n.cfg.SyncDelay/20, 10*time.Millisecond), n.cfg.SyncDelay),
 		saveBo:    backoff.New(saveGap, saveEvery)}
 	n.mu.Unlock()
-	l.lease.Store(lease)
 	j := n.cfg.Journal
 	epoch, err := j.Epoch(ctx)
 	if err != nil {
@@ -228,11 +222,10 @@ func (l *syncLoop) save(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, l.n.cfg.SyncTimeout)
 	defer cancel()
 	lost := func() error {
-		return fmt.Errorf("save position %d: %w: %w: its lease was not confirmed in time; the position is stored once it rejoins",
-			l.pos, ErrNotRunning, ErrMembershipLost)
+		return fmt.Errorf("save position %d (stored once the node rejoins): %w", l.pos, l.n.errLost())
 	}
 	var err error
-	lease := l.lease.Load()
+	lease := l.n.membership() // nil only for loops tests make without a Start
 	if lease != nil && !lease.Held() {
 		err = lost()
 	} else {
