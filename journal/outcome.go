@@ -127,11 +127,9 @@ func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, 
 		// have committed at or below after. Look from the tail instead.
 		// (A batch that did not commit finds after == head as a rule:
 		// only here does the lookup walk the whole journal.)
-		var epoch string
-		var tail int64
-		var version int
-		if err := tx.QueryRowContext(ctx, j.q.Meta).Scan(&epoch, &tail, &version); err != nil {
-			return 0, false, j.d.Translate(err)
+		_, tail, err := j.metaOn(ctx, tx)
+		if err != nil {
+			return 0, false, err
 		}
 		after = max(min(after, tail-1), 0)
 	}
@@ -148,11 +146,9 @@ func (j *SQL) lookupBatch(ctx context.Context, batch int64, n int, after int64, 
 		// tail before it deletes, so a tail read after the look tells:
 		// nothing above after was deleted unless the tail is above
 		// after+1.
-		var epoch string
-		var tail int64
-		var version int
-		if err := tx.QueryRowContext(ctx, j.q.Meta).Scan(&epoch, &tail, &version); err != nil {
-			return 0, false, j.d.Translate(err)
+		_, tail, err := j.metaOn(ctx, tx)
+		if err != nil {
+			return 0, false, err
 		}
 		switch {
 		case count == 0 && tail > after+1:

@@ -636,8 +636,13 @@ func (j *SQL) Head(ctx context.Context) (int64, error) {
 }
 
 func (j *SQL) meta(ctx context.Context) (epoch string, tail int64, err error) {
+	return j.metaOn(ctx, j.db)
+}
+
+// metaOn is meta, read through q (the pool, or a transaction).
+func (j *SQL) metaOn(ctx context.Context, q Queryer) (epoch string, tail int64, err error) {
 	var version int
-	if err := j.db.QueryRowContext(ctx, j.q.Meta).Scan(&epoch, &tail, &version); err != nil {
+	if err := q.QueryRowContext(ctx, j.q.Meta).Scan(&epoch, &tail, &version); err != nil {
 		return "", 0, j.d.Translate(err)
 	}
 	return epoch, tail, nil
