@@ -460,55 +460,45 @@ func (j *File) writeBatch(ctx context.Context, entries []Entry, expect int64) (i
 // ErrCorrupt, naming the segment and offset), and continues where an
 // earlier Read of this instance ended without scanning.
 func (j *File) Read(ctx context.Context, after int64, limit int) ([]Record, error) {
-	if err := checkRead(after, limit); err != nil {
-		return nil, fmt.Errorf("read journal: %w", err)
+	res, err := j.poll(ctx, after, limit)
+	if err == nil && res.BehindTail(after) {
+		err = &BehindTailError{After: after, Tail: res.Tail}
 	}
-	if err := j.checkOpen(); err != nil {
-		return nil, fmt.Errorf("read journal: %w", err)
-	}
-	recs, err := j.read(ctx, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
-	return recs, nil
-}
-
-func (j *File) read(ctx context.Context, after int64, limit int) ([]Record, error) {
-	m, err := j.readMeta()
-	if err != nil {
-		return nil, err
-	}
-	if after+1 < m.Tail {
-		return nil, &BehindTailError{After: after, Tail: m.Tail}
-	}
-	h, err := j.readHead()
-	if err != nil {
-		return nil, err
-	}
-	return j.readUpTo(ctx, h, after, limit)
+	return res.Records, nil
 }
 
 // Poll implements Poller: the meta file (epoch and tail), the head file
 // and the records after after, two small reads before the segments' where
 // Poll's fallback makes four (Epoch, then Read's meta and head, then
-// Head). The meta file is read first, as Read does: a tail read before
-// the head is never above it, and a prune that deletes a segment after
-// that read is told from damage by reading the meta file again. Tail is
-// always filled in.
+// Head). Tail is always filled in.
 func (j *File) Poll(ctx context.Context, after int64, limit int) (PollResult, error) {
-	if err := checkRead(after, limit); err != nil {
+	res, err := j.poll(ctx, after, limit)
+	if err != nil {
 		return PollResult{}, fmt.Errorf("poll journal: %w", err)
 	}
+	return res, nil
+}
+
+// poll serves Read and Poll. The meta file is read first: a tail read
+// before the head is never above it, and a prune that deletes a segment
+// after that read is told from damage by reading the meta file again.
+func (j *File) poll(ctx context.Context, after int64, limit int) (PollResult, error) {
+	if err := checkRead(after, limit); err != nil {
+		return PollResult{}, err
+	}
 	if err := j.checkOpen(); err != nil {
-		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+		return PollResult{}, err
 	}
 	m, err := j.readMeta()
 	if err != nil {
-		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+		return PollResult{}, err
 	}
 	h, err := j.readHead()
 	if err != nil {
-		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+		return PollResult{}, err
 	}
 	res := PollResult{Epoch: m.Epoch, Tail: m.Tail, Head: h.Rev}
 	if after+1 < m.Tail {
@@ -520,7 +510,7 @@ func (j *File) Poll(ctx context.Context, after int64, limit int) (PollResult, er
 	case errors.As(err, &bt): // pruned since the meta file was read
 		res.Records, res.Tail = nil, bt.Tail
 	case err != nil:
-		return PollResult{}, fmt.Errorf("poll journal: %w", err)
+		return PollResult{}, err
 	}
 	return res, nil
 }
