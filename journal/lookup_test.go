@@ -71,7 +71,6 @@ func TestSQLResolveAfterPrune(t *testing.T) {
 			d := newLostAck(b.Dialect)
 			j := openSQLConfig(t, db, d, journal.SQLConfig{NodeID: "a"})
 			janitor := openSQL(t, db, b.Dialect, "janitor")
-			e := func(s string) journal.Entry { return journal.Entry{Producer: "p", Payload: []byte(s)} }
 			_, err := j.Append(ctx, e("1"), e("2"), e("3"))
 			require.NoError(t, err)
 
@@ -113,7 +112,6 @@ func TestSQLResolveAfterRestore(t *testing.T) {
 			db := dbtest.Open(t, b)
 			d := newLostAck(b.Dialect)
 			j := openSQLConfig(t, db, d, journal.SQLConfig{NodeID: "a"})
-			e := func(s string) journal.Entry { return journal.Entry{Producer: "p", Payload: []byte(s)} }
 			_, err := j.Append(ctx, e("1"), e("2"), e("3"), e("4"), e("5"))
 			require.NoError(t, err)
 
@@ -165,7 +163,6 @@ func TestSQLWaitAfterPrune(t *testing.T) {
 			pool := db.NewPool(t)
 			j := openSQL(t, db, b.Dialect, "w")
 			other := openSQL(t, db, b.Dialect, "other")
-			e := func(s string) journal.Entry { return journal.Entry{Producer: "p", Payload: []byte(s)} }
 			_, err := j.Append(ctx, e("1"))
 			require.NoError(t, err)
 
@@ -198,3 +195,6 @@ func TestSQLWaitAfterPrune(t *testing.T) {
 		})
 	}
 }
+
+// e is an entry of producer p with payload s.
+func e(s string) journal.Entry { return journal.Entry{Producer: "p", Payload: []byte(s)} }
