@@ -25,16 +25,7 @@ import (
 func TestCutOffNodeStoresNoPosition(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f fixture) {
 		ctx := ctxT(t)
-		j, revs, leases := f.stores(t, "web", "inst-old")
-		stall := &cutOff{Stall: locktest.NewStall(leases), done: make(chan struct{})}
-		t.Cleanup(stall.end)
-		c := cfg("web")
-		c.Journal, c.Revisions, c.Leases, c.Instance = j, revs, stall, "inst-old"
-		c.MemberTTL = time.Second
-		c.StopDelay = 2 * time.Second
-		old, err := cluster.New(c)
-		require.NoError(t, err)
-		t.Cleanup(func() { old.Stop(context.Background()) })
+		old, stall, _ := cutOffNode(t, f, nil, 2*time.Second)
 		other := f.open(t, cfg("other"))
 		start(t, other)
 		start(t, old)
@@ -55,15 +46,7 @@ func TestCutOffNodeStoresNoPosition(t *testing.T) {
 			}
 			return stuck.Apply(ctx, rec)
 		})))
-		require.Eventually(t, func() bool {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			err := succ.Start(sctx)
-			if err != nil {
-				require.ErrorIs(t, err, cluster.ErrDuplicateNode)
-			}
-			return err == nil
-		}, 30*time.Second, 10*time.Millisecond, "the successor takes the id once the old lease expired")
+		takeOver(t, ctx, succ)
 
 		rev, err := other.Publish(ctx, "p", []byte("x"))
 		require.NoError(t, err)
@@ -80,6 +63,44 @@ func TestCutOffNodeStoresNoPosition(t *testing.T) {
 		defer cancel()
 		require.ErrorIs(t, other.Barrier(bctx, rev), context.DeadlineExceeded, "the successor holds the barrier")
 	})
+}
+
+// cutOffNode opens (not starts) node "web", instance "inst-old", with a
+// MemberTTL of a second, whose lease store stall can cut off (its journal,
+// through wrap when set, and positions stay reachable); it returns the
+// node, the stall and the journal unwrapped.
+func cutOffNode(t *testing.T, f fixture, wrap func(journal.Journal) journal.Journal, stopDelay time.Duration) (*cluster.Node, *cutOff, journal.Journal) {
+	t.Helper()
+	j, revs, leases := f.stores(t, "web", "inst-old")
+	stall := &cutOff{Stall: locktest.NewStall(leases), done: make(chan struct{})}
+	t.Cleanup(stall.end)
+	c := cfg("web")
+	c.Journal, c.Revisions, c.Leases, c.Instance = j, revs, stall, "inst-old"
+	if wrap != nil {
+		c.Journal = wrap(j)
+	}
+	c.MemberTTL = time.Second
+	c.StopDelay = stopDelay
+	n, err := cluster.New(c)
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Stop(context.Background()) })
+	return n, stall, j
+}
+
+// takeOver starts succ, which takes over the node id of a node cut off
+// from its lease store, once that node's lease expired: until then its
+// Start fails with ErrDuplicateNode.
+func takeOver(t *testing.T, ctx context.Context, succ *cluster.Node) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := succ.Start(sctx)
+		if err != nil {
+			require.ErrorIs(t, err, cluster.ErrDuplicateNode)
+		}
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "the successor takes the id once the old lease expired")
 }
 
 // gatedAppends is a journal whose appends wait, honouring their context,
@@ -115,17 +136,11 @@ func (g *gatedAppends) Append(ctx context.Context, entries ...journal.Entry) ([]
 func TestNoPublishAfterMembershipLost(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f fixture) {
 		ctx := ctxT(t)
-		j, revs, leases := f.stores(t, "web", "inst-old")
-		gated := &gatedAppends{Journal: j, in: make(chan struct{}, 1)}
-		stall := &cutOff{Stall: locktest.NewStall(leases), done: make(chan struct{})}
-		t.Cleanup(stall.end)
-		c := cfg("web")
-		c.Journal, c.Revisions, c.Leases, c.Instance = gated, revs, stall, "inst-old"
-		c.MemberTTL = time.Second
-		c.StopDelay = 300 * time.Millisecond
-		old, err := cluster.New(c)
-		require.NoError(t, err)
-		t.Cleanup(func() { old.Stop(context.Background()) })
+		var gated *gatedAppends
+		old, stall, j := cutOffNode(t, f, func(j journal.Journal) journal.Journal {
+			gated = &gatedAppends{Journal: j, in: make(chan struct{}, 1)}
+			return gated
+		}, 300*time.Millisecond)
 		start(t, old)
 
 		gate := make(chan struct{})
@@ -140,18 +155,10 @@ func TestNoPublishAfterMembershipLost(t *testing.T) {
 		<-gated.in // the publish waits for its turn
 		stall.begin()
 		succ := f.open(t, cfg("web"))
-		require.Eventually(t, func() bool {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			err := succ.Start(sctx)
-			if err != nil {
-				require.ErrorIs(t, err, cluster.ErrDuplicateNode)
-			}
-			return err == nil
-		}, 30*time.Second, 10*time.Millisecond, "the successor takes the id once the old lease expired")
+		takeOver(t, ctx, succ)
 		close(gate)
 
-		err = <-published
+		err := <-published
 		require.ErrorIs(t, err, cluster.ErrMembershipLost, "the publish of a node that lost its id fails")
 		head, err := j.Head(ctx)
 		require.NoError(t, err)
