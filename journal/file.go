@@ -184,6 +184,9 @@ type File struct {
 	// openFile opens the segments a writer repairs and appends to:
 	// os.OpenFile, or a counter in tests.
 	openFile func(name string, flag int, perm fs.FileMode) (*os.File, error)
+	// beforeRecords, when a test sets it, runs in poll between the head
+	// file's read and the segments'.
+	beforeRecords func()
 
 	bg     context.Context // cancelled by Close
 	stopBG context.CancelFunc
@@ -503,6 +506,9 @@ func (j *File) poll(ctx context.Context, after int64, limit int) (PollResult, er
 	res := PollResult{Epoch: m.Epoch, Tail: m.Tail, Head: h.Rev}
 	if after+1 < m.Tail {
 		return res, nil // BehindTail
+	}
+	if j.beforeRecords != nil {
+		j.beforeRecords()
 	}
 	res.Records, err = j.readUpTo(ctx, h, after, limit)
 	var bt *BehindTailError

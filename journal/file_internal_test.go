@@ -732,6 +732,37 @@ func TestFileLyingCursorCancelled(t *testing.T) {
 	require.Equal(t, []int64{13, 14, 15, 16, 17}, revisions(recs))
 }
 
+// A prune that deletes the segments a poll is about to read, after the
+// poll read the meta file (its tail from before the prune): the poll
+// reports the position below the new tail (Read: ErrBehindTail), not a
+// damaged journal.
+func TestFilePollRacingPrune(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	j := openTestFile(t, dir, "n1", 256) // a segment every few records
+	appendN(t, j, 40, "p")
+	pruner := openTestFile(t, dir, "n2", 256)
+	pruneBeforeRecords := func(below int64) {
+		j.cursors = cursorCache{} // no hint: the read lists the segments
+		j.beforeRecords = func() {
+			j.beforeRecords = nil
+			_, err := pruner.Prune(testCtx(t), below)
+			require.NoError(t, err)
+		}
+	}
+
+	pruneBeforeRecords(25)
+	res, err := j.Poll(testCtx(t), 2, 5)
+	require.NoError(t, err)
+	require.True(t, res.BehindTail(2), "tail %d, %d records", res.Tail, len(res.Records))
+	require.EqualValues(t, 25, res.Tail)
+
+	pruneBeforeRecords(35)
+	_, err = j.Read(testCtx(t), 25, 5)
+	require.ErrorIs(t, err, ErrBehindTail)
+	require.NotErrorIs(t, err, ErrCorrupt)
+}
+
 func revisions(recs []Record) []int64 {
 	revs := make([]int64, len(recs))
 	for i, r := range recs {
